@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# cnnkit set-up and entry point. Usage:
+#   ./run.sh demo [cnnkit train options]   train the course CNN on Fashion-MNIST -> runs/demo-<time>/
+#   ./run.sh test [pytest options]         lint + the test suite
+#   ./run.sh setup                         only install (virtual env, package, PyTorch, data)
+#   ./run.sh cnnkit ARGS...                run any cnnkit command inside the environment
+# Safe to run again: every step checks what is already there.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+cd "$here"
+
+python_bin="${PYTHON:-python3}"
+# Versions this platform provides; override with CNNKIT_TORCH="torch==X torchvision==Y".
+torch_spec="${CNNKIT_TORCH:-torch==2.14.1 torchvision==0.29.1}"
+deps_hash="$(cat pyproject.toml run.sh | sha256sum | cut -c1-16)"
+venv="${CNNKIT_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/cnnkit/venv-$deps_hash}"
+
+log() { printf '[run.sh] %s\n' "$*" >&2; }
+
+setup_venv() {
+  if [ ! -f "$venv/.complete" ]; then
+    log "creating virtual env in $venv"
+    rm -rf "$venv"
+    "$python_bin" -m venv "$venv"
+    "$venv/bin/pip" install -q --upgrade "setuptools>=68" wheel
+    # shellcheck disable=SC2086
+    if ! "$venv/bin/pip" install -q $torch_spec; then
+      log "pinned PyTorch ($torch_spec) not available here; installing the newest allowed by pyproject"
+      "$venv/bin/pip" install -q "torch>=2.6" "torchvision>=0.21"
+    fi
+    # The package's own dependencies (torch is already satisfied, so nothing is re-downloaded).
+    "$venv/bin/pip" install -q -e ".[test]"
+    touch "$venv/.complete"
+  fi
+  # Always point the env at this checkout (cheap; a cached env may come from another clone).
+  "$venv/bin/pip" install -q --no-deps --no-build-isolation -e . >/dev/null
+}
+
+setup_data() {
+  if "$venv/bin/python" -m cnnkit.data.fashion_mnist --check >/dev/null 2>&1; then
+    return 0
+  fi
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = "0" ]; then
+    log "installing the Debian package dataset-fashion-mnist"
+    if ! apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1; then
+      apt-get update -qq >/dev/null 2>&1 || true
+      apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 || log "apt could not install it"
+    fi
+  fi
+  if ! "$venv/bin/python" -m cnnkit.data.fashion_mnist --check >/dev/null 2>&1; then
+    log "downloading Fashion-MNIST (checked against SHA-256)"
+    "$venv/bin/python" -m cnnkit.data.fashion_mnist --download
+  fi
+}
+
+cmd="${1:-help}"
+[ $# -gt 0 ] && shift
+case "$cmd" in
+  setup)
+    setup_venv; setup_data ;;
+  demo)
+    setup_venv; setup_data
+    out="runs/demo-$(date +%Y%m%d-%H%M%S)"
+    exec "$venv/bin/cnnkit" train --model hongong_cnn --data fashion-mnist --out "$out" "$@" ;;
+  test)
+    setup_venv; setup_data
+    "$venv/bin/ruff" check src tests bench
+    "$venv/bin/ruff" format --check src tests bench
+    exec "$venv/bin/python" -m pytest -q "$@" ;;
+  cnnkit)
+    setup_venv; setup_data
+    exec "$venv/bin/cnnkit" "$@" ;;
+  *)
+    sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'
+    [ "$cmd" = "help" ] || exit 2 ;;
+esac

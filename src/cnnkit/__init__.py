@@ -1,0 +1,7 @@
+"""cnnkit: convolutional neural networks for computer vision, as the classic CNN course teaches them."""
+
+from .models import create_model, list_models
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__", "create_model", "list_models"]

@@ -1,0 +1,13 @@
+"""Exceptions that carry a message meant for the user (the CLI prints them as one line)."""
+
+
+class CnnkitError(Exception):
+    """Base class of cnnkit's own errors."""
+
+
+class DataError(CnnkitError, ValueError):
+    """A data file or folder that cannot be used; the message names the file and the problem."""
+
+
+class DataNotFoundError(CnnkitError, FileNotFoundError):
+    """Data that is not on this machine; the message says how to get it."""

@@ -1,0 +1,135 @@
+"""The one backbone interface every cnnkit model implements."""
+
+from __future__ import annotations
+
+import abc
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class FeatureInfo:
+    """One stage of a backbone: where its output comes from and what it looks like.
+
+    Attributes:
+        name: qualified module name (as in ``model.named_modules()`` and ``cnnkit summary``).
+        channels: channels of that module's output.
+        stride: input pixels per output pixel (total downsampling so far).
+    """
+
+    name: str
+    channels: int
+    stride: int
+
+
+class Backbone(nn.Module, metaclass=abc.ABCMeta):
+    """Base class: ``forward(x) == forward_head(forward_features(x))``.
+
+    Subclasses set ``feature_info`` (list of FeatureInfo, shallow to deep), ``num_classes``,
+    ``num_features`` (width of the pre-logits vector) and ``default_input`` (C, H, W), and
+    implement ``forward_features``, ``forward_head`` and ``reset_classifier``.
+    """
+
+    feature_info: list[FeatureInfo]
+    num_classes: int
+    num_features: int
+    default_input: tuple[int, int, int]
+
+    @abc.abstractmethod
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Final feature map, Tensor[N, C, H, W] -> Tensor[N, num_features', h, w]."""
+
+    @abc.abstractmethod
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Features -> logits Tensor[N, num_classes] (or the pre-logits vector)."""
+
+    @abc.abstractmethod
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace the classifier with a freshly initialised one for ``num_classes`` (0: none)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Outputs of every stage in ``feature_info`` for one forward pass, shallow to deep."""
+        modules = dict(self.named_modules())
+        outputs: dict[str, torch.Tensor] = {}
+        handles = []
+        for info in self.feature_info:
+            if info.name not in modules:
+                raise KeyError(f"feature_info names {info.name!r}, which is not a module of {type(self).__name__}")
+
+            def hook(_m: nn.Module, _i: object, out: torch.Tensor, key: str = info.name) -> None:
+                outputs[key] = out
+
+            handles.append(modules[info.name].register_forward_hook(hook))
+        try:
+            self.forward_features(x)
+        finally:
+            for h in handles:
+                h.remove()
+        return [outputs[info.name] for info in self.feature_info]
+
+
+def check_num_classes(num_classes: int) -> int:
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 0:
+        raise ValueError(f"num_classes must be an int >= 0, got {num_classes!r}")
+    return num_classes
+
+
+def check_in_chans(in_chans: int) -> int:
+    if not isinstance(in_chans, int) or isinstance(in_chans, bool) or in_chans < 1:
+        raise ValueError(f"in_chans must be an int >= 1, got {in_chans!r}")
+    return in_chans
+
+
+class SequentialCNN(Backbone):
+    """A Keras-style stack: ``features`` (convs and pools) then ``head`` (flatten, dense...).
+
+    The last module of ``head`` is the classifier; everything before it gives the pre-logits.
+
+    Args:
+        features: named feature layers, in order.
+        head: named head layers, in order; the last one is the classifier (a Dense layer).
+        feature_info: the stages (see FeatureInfo).
+        default_input: (C, H, W) the model is built for.
+    """
+
+    def __init__(
+        self,
+        features: OrderedDict[str, nn.Module],
+        head: OrderedDict[str, nn.Module],
+        feature_info: list[FeatureInfo],
+        default_input: tuple[int, int, int],
+        num_classes: int,
+        num_features: int,
+    ) -> None:
+        super().__init__()
+        self.features = nn.Sequential(features)
+        self.head = nn.Sequential(head)
+        self.feature_info = feature_info
+        self.default_input = default_input
+        self.num_classes = num_classes
+        self.num_features = num_features
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        layers = list(self.head)
+        for layer in layers[:-1]:
+            x = layer(x)
+        return x if pre_logits else layers[-1](x)
+
+    def reset_classifier(self, num_classes: int) -> None:
+        from ..layers import Dense
+
+        check_num_classes(num_classes)
+        name = list(self.head._modules)[-1]
+        self.head._modules[name] = (
+            Dense(num_classes, in_features=self.num_features) if num_classes else nn.Identity()
+        )
+        self.num_classes = num_classes

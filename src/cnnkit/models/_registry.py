@@ -1,0 +1,118 @@
+"""The model registry: one strict name -> builder table."""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import nn
+
+_MODELS: dict[str, ModelEntry] = {}
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """What the registry knows about one model name.
+
+    Attributes:
+        name: registered name.
+        builder: keyword-only function returning the model.
+        input_size: default input (C, H, W).
+        description: one line, with the paper it follows.
+        small_input: whether the builder takes ``small_input=True`` for 28×28 images.
+    """
+
+    name: str
+    builder: Callable[..., nn.Module]
+    input_size: tuple[int, int, int]
+    description: str
+    small_input: bool
+
+
+def register_model(
+    *, input_size: tuple[int, int, int], description: str, name: str | None = None
+) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Decorator that registers a builder under its function name (or ``name``).
+
+    Raises:
+        ValueError: if the name is already registered.
+    """
+
+    def decorate(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        key = name or builder.__name__
+        if key in _MODELS:
+            raise ValueError(f"model {key!r} is already registered (by {_MODELS[key].builder.__module__})")
+        params = inspect.signature(builder).parameters
+        _MODELS[key] = ModelEntry(key, builder, input_size, description, "small_input" in params)
+        return builder
+
+    return decorate
+
+
+def list_models(pattern: str | None = None) -> list[str]:
+    """Registered model names, sorted; ``pattern`` is a shell wildcard like ``'resnet*'``."""
+    names = sorted(_MODELS)
+    if pattern:
+        names = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
+    return names
+
+
+def model_entry(name: str) -> ModelEntry:
+    """Registry entry for ``name``.
+
+    Raises:
+        ValueError: for an unknown name, listing close matches.
+    """
+    if name not in _MODELS:
+        close = difflib.get_close_matches(name, list(_MODELS), n=5, cutoff=0.5)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise ValueError(f"unknown model {name!r}{hint} (see `cnnkit models` for all {len(_MODELS)} names)")
+    return _MODELS[name]
+
+
+def create_model(
+    name: str,
+    *,
+    num_classes: int | None = None,
+    in_chans: int | None = None,
+    weights: str | None = None,
+    **kwargs: object,
+) -> nn.Module:
+    """Build a registered model by name.
+
+    Args:
+        name: a name from ``list_models()``.
+        num_classes: classifier outputs; None keeps the model's own default (1000 for ImageNet
+            architectures, 10 for the course's Fashion-MNIST models).
+        in_chans: input channels; None keeps the model's default.
+        weights: pretrained weights: a torchvision weights name such as ``"IMAGENET1K_V1"``, a
+            local ``.safetensors`` / ``.pth`` state dict, or a cnnkit run folder.
+        **kwargs: options of that model's builder (e.g. ``small_input=True``).
+
+    Raises:
+        ValueError: unknown name (with close matches) or an option the builder does not take.
+    """
+    entry = model_entry(name)
+    params = inspect.signature(entry.builder).parameters
+    accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    if not accepts_any:
+        unknown = [k for k in kwargs if k not in params]
+        if unknown:
+            valid = sorted(k for k in params if k not in ("num_classes", "in_chans", "weights"))
+            raise ValueError(f"{name} does not take {', '.join(map(repr, unknown))}; its options are {valid}")
+    if num_classes is not None:
+        kwargs["num_classes"] = num_classes
+    if in_chans is not None:
+        kwargs["in_chans"] = in_chans
+    for key in ("num_classes", "in_chans"):
+        if key in kwargs and key not in params and not accepts_any:
+            raise ValueError(f"{name} has a fixed {key}; do not pass it")
+    model = entry.builder(**kwargs)
+    if weights is not None:
+        from ._weights import load_pretrained
+
+        load_pretrained(model, name, weights)
+    return model
