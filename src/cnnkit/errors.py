@@ -11,3 +11,11 @@ class DataError(CnnkitError, ValueError):
 
 class DataNotFoundError(CnnkitError, FileNotFoundError):
     """Data that is not on this machine; the message says how to get it."""
+
+
+class UsageError(CnnkitError, ValueError):
+    """A command-line argument that cannot be used (exit code 2)."""
+
+
+class TrainingError(CnnkitError, RuntimeError):
+    """Training cannot go on (a non-finite loss, for example); exit code 1."""

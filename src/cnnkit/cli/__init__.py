@@ -1,0 +1,1 @@
+"""The cnnkit command line (one module per subcommand)."""

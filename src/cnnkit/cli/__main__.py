@@ -1,0 +1,69 @@
+"""The ``cnnkit`` command line.
+
+Each subcommand lives in its own module with ``register(subparsers)``, which adds its parser
+and sets ``func`` to the function that runs it. Errors become one line on stderr:
+exit code 2 for usage and bad input, 1 for failures while running; ``--debug`` shows tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from ..errors import CnnkitError, TrainingError
+
+# Module names under cnnkit.cli, in the order `cnnkit --help` lists them.
+COMMANDS = [
+    "models",
+    "summary",
+    "shape",
+    "train",
+    "evaluate",
+    "predict",
+]
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2, no usage dump
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="cnnkit", description="Convolutional neural networks, the way the course teaches them.")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name in COMMANDS:
+        importlib.import_module(f"{__package__}.{name.replace('-', '_')}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("cnnkit: interrupted", file=sys.stderr)
+        return 130
+    except (TrainingError, RuntimeError, OSError) as exc:
+        if args.debug:
+            raise
+        if isinstance(exc, FileNotFoundError | CnnkitError):
+            print(f"cnnkit: error: {exc}", file=sys.stderr)
+            return 2
+        print(f"cnnkit: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    except (CnnkitError, ValueError, KeyError) as exc:
+        if args.debug:
+            raise
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"cnnkit: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

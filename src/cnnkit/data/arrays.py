@@ -1,0 +1,130 @@
+"""In-memory image datasets: uint8 tensors, seeded splits, and batches by indexing."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from ..errors import DataError
+
+
+@dataclass
+class ArrayDataset:
+    """Images and labels held in memory.
+
+    Attributes:
+        images: uint8 Tensor[N, C, H, W] (0..255); float tensors are accepted as they are.
+        labels: int64 Tensor[N].
+        class_names: one name per class index.
+        name: where the data came from (shown in messages and run configs).
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    class_names: list[str] = field(default_factory=list)
+    name: str = "arrays"
+
+    def __post_init__(self) -> None:
+        if self.images.dim() == 3:  # [N, H, W] grayscale
+            self.images = self.images.unsqueeze(1)
+        if self.images.dim() != 4:
+            raise DataError(f"{self.name}: images must be [N, C, H, W] or [N, H, W], got {tuple(self.images.shape)}")
+        if self.labels.dim() != 1 or len(self.labels) != len(self.images):
+            raise DataError(
+                f"{self.name}: {len(self.images)} images but labels of shape {tuple(self.labels.shape)}"
+            )
+        self.labels = self.labels.long()
+        if self.class_names and len(self.labels) and int(self.labels.max()) >= len(self.class_names):
+            raise DataError(
+                f"{self.name}: label {int(self.labels.max())} but only {len(self.class_names)} class names"
+            )
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names) if self.class_names else int(self.labels.max()) + 1
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return tuple(self.images.shape[1:])  # type: ignore[return-value]
+
+    def subset(self, index: torch.Tensor | Sequence[int] | slice, name: str | None = None) -> ArrayDataset:
+        """The samples at ``index`` (a view for slices, a copy for index tensors)."""
+        if not isinstance(index, slice):
+            index = torch.as_tensor(index, dtype=torch.long)
+        return ArrayDataset(self.images[index], self.labels[index], list(self.class_names), name or self.name)
+
+    def take(self, n: int, seed: int = 0, stratify: bool = True) -> ArrayDataset:
+        """A seeded random subset of ``n`` samples (class-balanced with ``stratify``)."""
+        if n >= len(self):
+            return self
+        if stratify:
+            _, idx = _stratified_split(self.labels, n / len(self), seed)
+            idx = idx[:n]
+        else:
+            idx = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:n]
+        return self.subset(idx, f"{self.name}[{n}]")
+
+    def split(
+        self, val_fraction: float = 0.2, seed: int = 42, stratify: bool = False
+    ) -> tuple[ArrayDataset, ArrayDataset]:
+        """Seeded train / validation split (the course keeps 20 % for validation).
+
+        Raises:
+            ValueError: if ``val_fraction`` is not in (0, 1).
+        """
+        if not 0.0 < val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be between 0 and 1, got {val_fraction!r}")
+        if stratify:
+            train_idx, val_idx = _stratified_split(self.labels, val_fraction, seed)
+        else:
+            perm = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))
+            n_val = round(len(self) * val_fraction)
+            train_idx, val_idx = perm[n_val:], perm[:n_val]
+        return self.subset(train_idx, f"{self.name}/train"), self.subset(val_idx, f"{self.name}/val")
+
+
+def _stratified_split(labels: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    keep, take = [], []
+    for cls in torch.unique(labels):
+        idx = torch.nonzero(labels == cls).flatten()
+        idx = idx[torch.randperm(len(idx), generator=gen)]
+        n = round(len(idx) * fraction)
+        take.append(idx[:n])
+        keep.append(idx[n:])
+    keep_t, take_t = torch.cat(keep), torch.cat(take)
+    # Shuffle so that classes are interleaved (slicing the first k stays balanced-ish).
+    return keep_t[torch.randperm(len(keep_t), generator=gen)], take_t[torch.randperm(len(take_t), generator=gen)]
+
+
+def iterate_batches(
+    data: ArrayDataset,
+    batch_size: int,
+    shuffle: bool = False,
+    generator: torch.Generator | None = None,
+    drop_last: bool = False,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield (images, labels) batches by slicing or indexing the in-memory tensors.
+
+    No per-sample Dataset/collate work: a batch is one index operation.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    n = len(data)
+    order = torch.randperm(n, generator=generator) if shuffle else None
+    stop = n - n % batch_size if drop_last else n
+    for start in range(0, stop, batch_size):
+        if order is None:
+            yield data.images[start : start + batch_size], data.labels[start : start + batch_size]
+        else:
+            idx = order[start : start + batch_size]
+            yield data.images[idx], data.labels[idx]
+
+
+def num_batches(n: int, batch_size: int, drop_last: bool = False) -> int:
+    return n // batch_size if drop_last else -(-n // batch_size)
