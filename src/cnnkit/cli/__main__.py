@@ -20,7 +20,6 @@ COMMANDS = [
     "shape",
     "train",
     "evaluate",
-    "predict",
 ]
 
 
@@ -49,21 +48,27 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("cnnkit: interrupted", file=sys.stderr)
         return 130
-    except (TrainingError, RuntimeError, OSError) as exc:
+    except Exception as exc:
         if args.debug:
             raise
-        if isinstance(exc, FileNotFoundError | CnnkitError):
-            print(f"cnnkit: error: {exc}", file=sys.stderr)
-            return 2
-        print(f"cnnkit: error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
-    except (CnnkitError, ValueError, KeyError) as exc:
-        if args.debug:
+        code = exit_code(exc)
+        if code is None:
             raise
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"cnnkit: error: {message}", file=sys.stderr)
-        return 2
+        prefix = "" if code == 2 or isinstance(exc, CnnkitError) else f"{type(exc).__name__}: "
+        print(f"cnnkit: error: {prefix}{message}", file=sys.stderr)
+        return code
 
+
+def exit_code(exc: BaseException) -> int | None:
+    """2 for usage errors and bad input, 1 for failures while running, None for bugs."""
+    if isinstance(exc, TrainingError):
+        return 1
+    if isinstance(exc, CnnkitError | ValueError | KeyError | FileNotFoundError):
+        return 2
+    if isinstance(exc, RuntimeError | OSError | MemoryError):
+        return 1
+    return None
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,0 +1,35 @@
+"""`cnnkit evaluate RUN_DIR`: test-set accuracy, per-class precision/recall/F1, confusion matrix."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="evaluate a run folder on its test set", description=__doc__)
+    p.add_argument("run_dir", help="a run folder written by `cnnkit train`")
+    p.add_argument("--data", help="evaluate on this data instead of the run's own")
+    p.add_argument("--limit-test", type=int, help="evaluate on only N test images")
+    p.add_argument("--device", help="cpu, cuda, cuda:N or mps")
+    p.add_argument("--json", action="store_true", help="print the full report as JSON")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..train.run import load_dataset, load_run
+    from ..train.trainer import Trainer
+
+    model, record = load_run(args.run_dir, device=args.device)
+    _, test = load_dataset(args.data or record["run"]["data"], limit_test=args.limit_test)
+    report = Trainer(model, device=args.device).evaluate(test)
+    if args.json:
+        print(json.dumps(report, indent=2, ensure_ascii=False))
+        return 0
+    print(f"{record['run']['model']} on {test.name}: accuracy {report['accuracy']:.4f}, "
+          f"loss {report['loss']:.4f}, {report['num_samples']:,} images")
+    width = max(len(n) for n in report["per_class"])
+    print(f"{'class':<{width}}  precision  recall     f1  support")
+    for name, row in report["per_class"].items():
+        print(f"{name:<{width}}  {row['precision']:9.4f}  {row['recall']:6.4f}  {row['f1']:5.4f}  {row['support']:7d}")
+    return 0

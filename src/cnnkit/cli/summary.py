@@ -1,0 +1,56 @@
+"""`cnnkit summary MODEL --input HxWxC`: layers, shapes, parameters, MACs and memory."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("summary", help="per-layer table with shapes, parameters, MACs and memory",
+                       description=__doc__)
+    p.add_argument("model", help="a registered model name or a run folder")
+    p.add_argument("--input", help="input as HxWxC, e.g. 28x28x1 (default: the model's own)")
+    p.add_argument("--batch", type=int, default=1, help="batch size for the training-memory estimate")
+    p.add_argument("--optimizer", default="adam", help="optimizer for the training-memory estimate")
+    p.add_argument("--num-classes", type=int, help="classifier outputs (default: the model's own)")
+    p.add_argument("--small-input", action="store_true", help="the model's small-input variant")
+    p.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    p.set_defaults(func=run)
+
+
+def resolve_model(spec: str, num_classes: int | None = None, small_input: bool = False, input_shape=None):
+    """A model (and its default (C, H, W)) from a registry name or a run folder."""
+    from pathlib import Path
+
+    from ..errors import UsageError
+    from ..inspect import parse_input_shape
+    from ..models import create_model, model_entry
+
+    if Path(spec).is_dir():
+        from ..train.run import load_run
+
+        model, record = load_run(spec, device="cpu")
+        return model, tuple(record["input_shape"]), record["run"]["model"]
+    entry = model_entry(spec)
+    shape = parse_input_shape(input_shape) if input_shape else entry.input_size
+    kwargs = {}
+    if small_input:
+        if not entry.small_input:
+            raise UsageError(f"{spec} has no small-input variant")
+        kwargs["small_input"] = True
+    if shape[0] != entry.input_size[0]:
+        kwargs["in_chans"] = shape[0]
+    if input_shape and "input_size" in __import__("inspect").signature(entry.builder).parameters:
+        if shape[1] == shape[2]:
+            kwargs["input_size"] = shape[1]
+    return create_model(spec, num_classes=num_classes, **kwargs), shape, spec
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..inspect import summary
+
+    model, shape, name = resolve_model(args.model, args.num_classes, args.small_input, args.input)
+    s = summary(model, shape, batch_size=args.batch, optimizer=args.optimizer, name=name)
+    print(json.dumps(s.to_dict(), indent=2) if args.json else s)
+    return 0

@@ -1,0 +1,5 @@
+"""Inspection: summaries (shapes, parameters, MACs, memory) and forward hooks."""
+
+from .summary import LayerRow, Summary, format_summary, human_bytes, parse_input_shape, summary
+
+__all__ = ["LayerRow", "Summary", "format_summary", "human_bytes", "parse_input_shape", "summary"]

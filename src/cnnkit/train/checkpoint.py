@@ -1,0 +1,105 @@
+"""Resumable training checkpoints: tensors and plain values only, so they load with weights_only=True."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import CnnkitError
+from ..io.atomic import atomic_write_bytes
+
+FORMAT_VERSION = 1
+
+
+class CheckpointError(CnnkitError, ValueError):
+    """A checkpoint that is corrupt, tampered with, or of an unknown format."""
+
+
+def tensor_checksum(state: Any) -> str:
+    """SHA-256 over every tensor (key order, dtype, shape, bytes) and value in a nested state."""
+    digest = hashlib.sha256()
+
+    def walk(obj: Any, key: str) -> None:
+        if isinstance(obj, torch.Tensor):
+            t = obj.detach().cpu().contiguous()
+            digest.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
+            digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        elif isinstance(obj, dict):
+            for k in sorted(obj, key=str):
+                walk(obj[k], f"{key}/{k}")
+        elif isinstance(obj, list | tuple):
+            for i, v in enumerate(obj):
+                walk(v, f"{key}/{i}")
+        else:
+            digest.update(f"{key}={obj!r}|".encode())
+
+    walk(state, "")
+    return digest.hexdigest()
+
+
+def rng_state() -> dict[str, Any]:
+    """Python, NumPy and torch (CPU and every CUDA device) generator states as tensors / JSON."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": json.dumps(random.getstate()),
+        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached": float(cached), "kind": kind},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    version, internal, gauss = json.loads(state["python"])
+    random.setstate((version, tuple(internal), gauss))
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: str | os.PathLike[str], payload: dict[str, Any]) -> None:
+    """Write a checkpoint atomically, with format version, versions and a checksum."""
+    from .. import __version__
+
+    body = {"format_version": FORMAT_VERSION, "cnnkit_version": __version__, "torch_version": torch.__version__,
+            **payload}
+    body["checksum"] = tensor_checksum({k: v for k, v in body.items() if k != "checksum"})
+    buffer = io.BytesIO()
+    torch.save(body, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read and verify a checkpoint written by ``save_checkpoint``.
+
+    Raises:
+        FileNotFoundError: no such file.
+        CheckpointError: not loadable with weights_only=True, unknown format, or checksum mismatch.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        body = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # any unpickling failure means: refuse the file
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise CheckpointError(f"{path} is not a cnnkit checkpoint or is damaged: {first}") from None
+    if not isinstance(body, dict) or body.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: unknown checkpoint format (expected format_version {FORMAT_VERSION})")
+    expected = body.get("checksum")
+    actual = tensor_checksum({k: v for k, v in body.items() if k != "checksum"})
+    if expected != actual:
+        raise CheckpointError(f"{path}: checksum mismatch (file damaged or edited); resume from another run")
+    return body

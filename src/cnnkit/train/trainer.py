@@ -1,0 +1,298 @@
+"""A short fit loop, extended by callbacks (Keras style), with exact resume."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..data.arrays import ArrayDataset, iterate_batches, num_batches
+from ..errors import TrainingError
+from .callbacks import Callback, History
+from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .device import pick_device
+from .metrics import classification_report, confusion_matrix
+
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    """Seed Python, NumPy and torch; ``deterministic`` also makes torch refuse nondeterministic ops."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+
+
+def make_optimizer(name: str, params: Any, lr: float, weight_decay: float = 0.0,
+                   momentum: float = 0.9) -> torch.optim.Optimizer:
+    """Build an optimizer by name (foreach kernels where PyTorch has them)."""
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, foreach=True)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, foreach=True)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=momentum > 0,
+                               weight_decay=weight_decay, foreach=True)
+    if name == "rmsprop":
+        return torch.optim.RMSprop(params, lr=lr, weight_decay=weight_decay, foreach=True)
+    raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}")
+
+
+class Trainer:
+    """Trains a classifier on in-memory data.
+
+    Args:
+        model: any module mapping Tensor[N, C, H, W] to logits Tensor[N, K].
+        optimizer: a name from OPTIMIZERS or a ready optimizer.
+        lr: learning rate (the course: Adam with 1e-3).
+        weight_decay: L2 penalty passed to the optimizer.
+        label_smoothing: cross-entropy label smoothing.
+        callbacks: extra callbacks; a History is always kept in ``self.history``.
+        device: a device name or None to pick CUDA / MPS / CPU.
+        seed: seeds weights-independent randomness (shuffling, dropout) for repeatable runs.
+        normalize: (mean, std) per channel applied after scaling uint8 pixels to [0, 1].
+        augment: optional function applied to each float training batch on the device.
+        scheduler: optional function (optimizer, total_steps) -> LR scheduler stepped per batch.
+        amp: None, 'bf16' or 'fp16' autocast.
+        channels_last: move images and model to the channels-last memory format.
+        checkpoint_path: where ``last.ckpt`` (resumable) is written after every epoch.
+        check_finite: stop with a TrainingError on a NaN/inf loss (before any checkpoint is written).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        optimizer: str | torch.optim.Optimizer = "adam",
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        label_smoothing: float = 0.0,
+        callbacks: Sequence[Callback] = (),
+        device: str | torch.device | None = None,
+        seed: int = 42,
+        normalize: tuple[Sequence[float], Sequence[float]] | None = None,
+        augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        scheduler: Callable[[torch.optim.Optimizer, int], Any] | None = None,
+        amp: str | None = None,
+        channels_last: bool = False,
+        checkpoint_path: str | os.PathLike[str] | None = None,
+        check_finite: bool = True,
+    ) -> None:
+        self.device = device if isinstance(device, torch.device) else pick_device(device)
+        self.model = model.to(self.device)
+        self.channels_last = channels_last
+        if channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        if isinstance(optimizer, str):
+            optimizer = make_optimizer(optimizer, [p for p in model.parameters() if p.requires_grad], lr, weight_decay)
+        self.optimizer = optimizer
+        self.scheduler_factory = scheduler
+        self.scheduler: Any = None
+        self.label_smoothing = label_smoothing
+        self.history = History()
+        self.callbacks: list[Callback] = [self.history, *callbacks]
+        self.seed = seed
+        self.normalize = normalize
+        self.augment = augment
+        if amp not in (None, "bf16", "fp16"):
+            raise ValueError(f"amp must be None, 'bf16' or 'fp16', got {amp!r}")
+        self.amp = amp
+        self.checkpoint_path = Path(checkpoint_path) if checkpoint_path else None
+        self.check_finite = check_finite
+        self.epoch = 0  # epochs completed
+        self.global_step = 0
+        self.epochs = 0
+        self.steps_per_epoch = 0
+        self.stop_training = False
+        for cb in self.callbacks:
+            cb.set_trainer(self)
+
+    # ----------------------------------------------------------------- data
+    def prepare(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 Tensor[N, C, H, W] -> float on the device, scaled to [0, 1] and normalised."""
+        x = images.to(self.device, non_blocking=True)
+        x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
+        if self.normalize is not None:
+            mean = torch.as_tensor(self.normalize[0], device=x.device).view(1, -1, 1, 1)
+            std = torch.as_tensor(self.normalize[1], device=x.device).view(1, -1, 1, 1)
+            x = (x - mean) / std
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.amp is None:
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.amp == "bf16" else torch.float16
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    # ----------------------------------------------------------------- training
+    def fit(
+        self,
+        train: ArrayDataset,
+        val: ArrayDataset | None = None,
+        *,
+        epochs: int = 20,
+        batch_size: int = 32,
+    ) -> History:
+        """Train for up to ``epochs`` (counting epochs already done when resuming).
+
+        Returns:
+            The History (per-epoch loss, accuracy, val_loss, val_accuracy, lr, seconds).
+
+        Raises:
+            TrainingError: a non-finite loss (training stops at that step).
+        """
+        if epochs < 1 or batch_size < 1:
+            raise ValueError(f"epochs and batch_size must be >= 1, got {epochs} and {batch_size}")
+        self.epochs = epochs
+        self.steps_per_epoch = num_batches(len(train), batch_size)
+        if self.scheduler_factory is not None and self.scheduler is None:
+            self.scheduler = self.scheduler_factory(self.optimizer, epochs * self.steps_per_epoch)
+        self.stop_training = False
+        logs: dict[str, Any] = {}
+        for cb in self.callbacks:
+            cb.on_train_begin(logs)
+        for epoch in range(self.epoch, epochs):
+            for cb in self.callbacks:
+                cb.on_epoch_begin(epoch, logs)
+            start = time.perf_counter()
+            logs = self._train_epoch(train, batch_size, epoch)
+            if val is not None and len(val):
+                val_logs = self.evaluate_loss(val)
+                logs.update(val_loss=val_logs["loss"], val_accuracy=val_logs["accuracy"])
+            logs["lr"] = self.optimizer.param_groups[0]["lr"]
+            logs["seconds"] = time.perf_counter() - start
+            for cb in self.callbacks:
+                cb.on_epoch_end(epoch, logs)
+            self.epoch = epoch + 1
+            if self.checkpoint_path is not None:
+                self.save_checkpoint(self.checkpoint_path)
+            if self.stop_training:
+                break
+        for cb in self.callbacks:
+            cb.on_train_end(logs)
+        return self.history
+
+    def _train_epoch(self, data: ArrayDataset, batch_size: int, epoch: int) -> dict[str, float]:
+        self.model.train()
+        # One generator per epoch, derived from the seed: the data order needs no saved state.
+        order = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        loss_sum = torch.zeros((), dtype=torch.float64)
+        correct = 0
+        seen = 0
+        for step, (xb, yb) in enumerate(iterate_batches(data, batch_size, shuffle=True, generator=order)):
+            x = self.prepare(xb)
+            if self.augment is not None:
+                x = self.augment(x)
+            y = yb.to(self.device, non_blocking=True)
+            with self._autocast():
+                logits = self.model(x)
+                loss = F.cross_entropy(logits.float(), y, label_smoothing=self.label_smoothing)
+            loss_value = float(loss.detach())
+            if self.check_finite and not np.isfinite(loss_value):
+                raise TrainingError(
+                    f"loss became {loss_value} at epoch {epoch + 1}, step {step + 1} (global step "
+                    f"{self.global_step + 1}); training stopped and no checkpoint was written for it. "
+                    "Try a lower --lr"
+                )
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            if self.scheduler is not None:
+                self.scheduler.step()
+            self.global_step += 1
+            n = len(y)
+            loss_sum += loss_value * n
+            correct += int((logits.detach().argmax(1) == y).sum())
+            seen += n
+            batch_logs = {"loss": float(loss_sum) / seen, "accuracy": correct / seen}
+            for cb in self.callbacks:
+                cb.on_batch_end(step, batch_logs)
+        return {"loss": float(loss_sum) / max(seen, 1), "accuracy": correct / max(seen, 1)}
+
+    # ----------------------------------------------------------------- inference
+    @torch.inference_mode()
+    def logits(self, data: ArrayDataset | torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+        """Logits Tensor[N, K] on the CPU, in eval mode."""
+        self.model.eval()
+        images = data.images if isinstance(data, ArrayDataset) else data
+        outs = []
+        for start in range(0, len(images), batch_size):
+            with self._autocast():
+                outs.append(self.model(self.prepare(images[start : start + batch_size])).float().cpu())
+        return torch.cat(outs) if outs else torch.empty(0)
+
+    def predict(self, data: ArrayDataset | torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+        """Class probabilities Tensor[N, K] (softmax of the logits)."""
+        return self.logits(data, batch_size).softmax(dim=1)
+
+    def evaluate_loss(self, data: ArrayDataset, batch_size: int = 256) -> dict[str, float]:
+        logits = self.logits(data, batch_size)
+        loss = F.cross_entropy(logits, data.labels, label_smoothing=self.label_smoothing)
+        return {"loss": float(loss), "accuracy": float((logits.argmax(1) == data.labels).float().mean())}
+
+    def evaluate(self, data: ArrayDataset, batch_size: int = 256) -> dict[str, Any]:
+        """Loss, accuracy, per-class precision / recall / F1 and the confusion matrix."""
+        logits = self.logits(data, batch_size)
+        k = logits.shape[1]
+        report = classification_report(confusion_matrix(logits.argmax(1), data.labels, k), data.class_names or None)
+        report["loss"] = float(F.cross_entropy(logits, data.labels))
+        report["num_samples"] = len(data)
+        return report
+
+    # ----------------------------------------------------------------- resume
+    def state(self) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch,
+            "global_step": self.global_step,
+            "seed": self.seed,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "callbacks": {f"{i}:{type(cb).__name__}": cb.state_dict() for i, cb in enumerate(self.callbacks)},
+            "rng": rng_state(),
+        }
+
+    def save_checkpoint(self, path: str | os.PathLike[str]) -> None:
+        """Everything exact resume needs, written atomically."""
+        save_checkpoint(path, self.state())
+
+    def load_checkpoint(self, path: str | os.PathLike[str], total_steps: int | None = None) -> None:
+        """Restore model, optimizer moments, scheduler, counters, callback states and RNGs.
+
+        The callbacks must be of the same types, in the same order, as when it was saved.
+        """
+        body = load_checkpoint(path, map_location=self.device)
+        self.model.load_state_dict(body["model"])
+        self.optimizer.load_state_dict(body["optimizer"])
+        if body["scheduler"] is not None:
+            if self.scheduler is None:
+                if self.scheduler_factory is None or total_steps is None:
+                    raise TrainingError(f"{path} has a scheduler state but this trainer has no scheduler")
+                self.scheduler = self.scheduler_factory(self.optimizer, total_steps)
+            self.scheduler.load_state_dict(body["scheduler"])
+        saved = body["callbacks"]
+        mine = {f"{i}:{type(cb).__name__}": cb for i, cb in enumerate(self.callbacks)}
+        if list(saved) != list(mine):
+            raise TrainingError(f"{path}: callbacks {list(saved)} differ from this run's {list(mine)}")
+        for key, cb in mine.items():
+            cb.load_state_dict(saved[key])
+        self.epoch = int(body["epoch"])
+        self.global_step = int(body["global_step"])
+        self.seed = int(body["seed"])
+        set_rng_state(body["rng"])

@@ -1,0 +1,51 @@
+"""Learning curves: loss and accuracy, train vs validation, best epoch marked."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never needs a display
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+
+def plot_history(
+    epochs: Sequence[dict[str, float]],
+    best_epoch: int | None = None,
+    path: str | os.PathLike[str] | None = None,
+    title: str | None = None,
+) -> Figure:
+    """Plot loss and accuracy per epoch like the course's loss curves.
+
+    Args:
+        epochs: History rows (``epoch`` from 1, ``loss``, ``accuracy``, ``val_loss``, ``val_accuracy``).
+        best_epoch: epoch (from 1) to mark, e.g. the one EarlyStopping restored.
+        path: save the figure there (PNG or SVG by extension).
+        title: figure title.
+    """
+    if not epochs:
+        raise ValueError("the history is empty: nothing to plot")
+    xs = [row["epoch"] for row in epochs]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    for ax, metric, label in ((axes[0], "loss", "loss"), (axes[1], "accuracy", "accuracy")):
+        for key, style, name in ((metric, "-o", "train"), (f"val_{metric}", "-s", "validation")):
+            ys = [row.get(key) for row in epochs]
+            if any(y is not None for y in ys):
+                ax.plot(xs, ys, style, label=name, markersize=4)
+        if best_epoch is not None:
+            ax.axvline(best_epoch, color="tab:red", linestyle="--", linewidth=1, label=f"best epoch ({best_epoch})")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    if title:
+        fig.suptitle(title)
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+    return fig
