@@ -1,0 +1,1 @@
+"""Vision tasks built on the backbone interface: localization, detection, segmentation."""
