@@ -6,6 +6,7 @@ from .core import Dense, Dropout, Flatten
 from .initializers import INITIALIZERS, initialize
 from .padding import PADDING_MODES, check_padding, conv_output_size, pad_same_2d, same_padding
 from .pooling import AvgPool2D, DepthMaxPool, GlobalAvgPool2D, MaxPool2D
+from .se import SqueezeExcite
 
 __all__ = [
     "INITIALIZERS",
@@ -19,6 +20,7 @@ __all__ = [
     "GlobalAvgPool2D",
     "MaxPool2D",
     "SeparableConv2D",
+    "SqueezeExcite",
     "check_padding",
     "conv_output_size",
     "get_activation",

@@ -1,6 +1,14 @@
 """Registered models. Importing this package registers every family."""
 
-from . import seed_cnns  # noqa: F401  (registers the course CNNs)
+from . import (
+    alexnet,  # noqa: F401  (registers alexnet, alexnet_tv)
+    googlenet,  # noqa: F401  (registers googlenet)
+    lenet,  # noqa: F401  (registers lenet5)
+    resnet,  # noqa: F401  (registers resnet18 ... 152, seresnet18 ... 152)
+    seed_cnns,  # noqa: F401  (registers the course CNNs)
+    vgg,  # noqa: F401  (registers vgg11 ... vgg19_bn)
+    xception,  # noqa: F401  (registers xception)
+)
 from ._base import Backbone, FeatureInfo, SequentialCNN
 from ._registry import ModelEntry, create_model, list_models, model_entry, register_model
 
