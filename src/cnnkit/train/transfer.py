@@ -479,7 +479,9 @@ class FinetuneConfig:
         resize: ``resize`` (stretch, as the course), ``crop`` or ``pad``.
         normalize: ``auto`` (ImageNet statistics for torchvision weights, else the source
             run's, else [0, 1]), ``imagenet`` or ``unit``.
-        limit_train: keep only N training images (quick tries, tests).
+        limit_train: keep only N training images (quick tries, tests); with Fashion-MNIST, as
+            in ``cnnkit train``, the validation split is taken from these N.
+        limit_test: evaluate on only N test images.
     """
 
     weights: str
@@ -506,6 +508,7 @@ class FinetuneConfig:
     resize: str = "resize"
     normalize: str = "auto"
     limit_train: int | None = None
+    limit_test: int | None = None
     device: str | None = None
     deterministic: bool = False
 
@@ -543,6 +546,10 @@ class FinetuneConfig:
             (
                 self.limit_train is None or self.limit_train >= 2,
                 f"limit_train must be >= 2, got {self.limit_train}",
+            ),
+            (
+                self.limit_test is None or self.limit_test >= 1,
+                f"limit_test must be >= 1, got {self.limit_test}",
             ),
         ]
         for ok, message in checks:
@@ -586,17 +593,19 @@ def _load_splits(
     if spec in ("fashion-mnist", "fashion_mnist", "fashion") or (
         path.is_dir() and _is_idx_folder(path)
     ):
-        train_all, test = load_dataset(spec)
+        # As in `cnnkit train`: the limit applies before the validation split.
+        train_all, test = load_dataset(spec, config.limit_train, config.limit_test, config.seed)
         train, val = train_all.split(config.val_fraction, seed=config.seed, stratify=True)
-        info: dict[str, Any] = {"kind": "idx", "spec": spec}
-    elif path.is_dir():
-        train, val, test, info = _image_folder_splits(config, input_size)
-    else:
+        return train, val, test, {"kind": "idx", "spec": spec}
+    if not path.is_dir():
         raise UsageError(
             f"--data must be an image folder, 'fashion-mnist' or an IDX folder, got {spec!r}"
         )
+    train, val, test, info = _image_folder_splits(config, input_size)
     if config.limit_train:
         train = train.take(config.limit_train, seed=config.seed)
+    if config.limit_test:
+        test = test.take(config.limit_test, seed=config.seed)
     return train, val, test, info
 
 
@@ -667,6 +676,7 @@ def finetune_run(
         val_fraction=config.val_fraction,
         stratify=True,
         limit_train=config.limit_train,
+        limit_test=config.limit_test,
         device=config.device,
         deterministic=config.deterministic,
     ).validate()

@@ -1,0 +1,298 @@
+"""Transfer learning: the frozen-base head phase, the full phase, per-group rates, run folders."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import pytest
+import torch
+from torch import nn
+
+from cnnkit.data import ArrayDataset, load_fashion_mnist, write_idx
+from cnnkit.io.weights import WeightsError, save_weights
+from cnnkit.models import Backbone, FeatureInfo, create_model
+from cnnkit.train import Callback, Trainer
+from cnnkit.train.config import RunConfig
+from cnnkit.train.run import load_run, train_run
+from cnnkit.train.transfer import (
+    FinetuneConfig,
+    finetune,
+    finetune_run,
+    frozen_base,
+    head_parameter_names,
+    param_groups,
+    pretrained_model,
+)
+
+SANDAL, SHIRT = 5, 6
+
+
+class TinyBNNet(Backbone):
+    """conv-BN-ReLU ×2, global average pool, linear: a backbone with batch norm to freeze."""
+
+    def __init__(self, num_classes: int = 3, in_chans: int = 1) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            OrderedDict(
+                conv1=nn.Conv2d(in_chans, 8, 3, padding=1, bias=False),
+                bn1=nn.BatchNorm2d(8),
+                act1=nn.ReLU(),
+                conv2=nn.Conv2d(8, 16, 3, stride=2, padding=1, bias=False),
+                bn2=nn.BatchNorm2d(16),
+                act2=nn.ReLU(),
+            )
+        )
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(16, num_classes) if num_classes else nn.Identity()
+        self.feature_info = [FeatureInfo("features.act2", 16, 2)]
+        self.num_classes = num_classes
+        self.num_features = 16
+        self.default_input = (in_chans, 28, 28)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.pool(x).flatten(1)
+        return x if pre_logits else self.fc(x)
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.fc = nn.Linear(16, num_classes) if num_classes else nn.Identity()
+        self.num_classes = num_classes
+
+
+def _pretrained_bn_net(seed: int = 0) -> TinyBNNet:
+    """A TinyBNNet whose BN running statistics are not the defaults (as after pretraining)."""
+    torch.manual_seed(seed)
+    model = TinyBNNet(num_classes=3)
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+            module.num_batches_tracked.fill_(100)
+    return model
+
+
+def _classes(data: ArrayDataset, keep: list[int], names: list[str]) -> ArrayDataset:
+    """Only the samples of ``keep``, relabelled 0..len(keep)-1."""
+    mask = torch.isin(data.labels, torch.tensor(keep))
+    labels = data.labels[mask].clone()
+    for new, old in enumerate(keep):
+        labels[data.labels[mask] == old] = new
+    return ArrayDataset(data.images[mask], labels, names, f"{data.name}{keep}")
+
+
+@pytest.fixture(scope="module")
+def three_class(fashion_small):
+    """Real Fashion-MNIST, three classes: (train 96, val 48) from the 2,000-image subset."""
+    train, _ = fashion_small
+    data = _classes(train, [0, 1, 7], ["T-shirt/top", "Trouser", "Sneaker"])
+    return data.take(96, seed=1), data.take(144, seed=2).subset(slice(96, 144))
+
+
+def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_head_parameter_names_are_what_reset_classifier_creates():
+    model = _pretrained_bn_net()
+    state = torch.random.get_rng_state()
+    assert head_parameter_names(model) == ["fc.weight", "fc.bias"]
+    assert torch.equal(state, torch.random.get_rng_state())  # found on a copy, RNG untouched
+    assert head_parameter_names(create_model("hongong_cnn", num_classes=2)) == [
+        "head.classifier.weight",
+        "head.classifier.bias",
+    ]
+    with pytest.raises(ValueError, match="no classifier"):
+        head_parameter_names(TinyBNNet(num_classes=0))
+
+
+def test_head_phase_leaves_every_base_weight_and_bn_buffer_bit_identical(three_class):
+    train, val = three_class
+    model = _pretrained_bn_net()
+    model.reset_classifier(3)
+    before = _snapshot(model)
+    result = finetune(model, train, val, head_epochs=2, full_epochs=0, lr=1e-2, patience=5, seed=0)
+    after = model.state_dict()
+    base = [k for k in before if not k.startswith("fc.")]
+    assert len(base) == 12  # 2 convs + 2 × (weight, bias, mean, var, count)
+    for key in base:
+        assert torch.equal(before[key], after[key]), key
+    assert not torch.equal(before["fc.weight"], after["fc.weight"])
+    assert result.head_epochs_run == 2 and result.full_epochs_run == 0
+    assert sorted(result.frozen) == sorted(n for n, _ in model.named_parameters() if n[:3] != "fc.")
+    assert all(p.requires_grad for p in model.parameters())  # flags restored afterwards
+    assert [row["phase"] for row in result.history.epochs] == [1.0, 1.0]
+
+
+def test_frozen_base_holds_batch_norm_in_eval_even_in_train_mode():
+    model = _pretrained_bn_net()
+    x = torch.randn(8, 1, 28, 28)
+    with frozen_base(model, ["fc.weight", "fc.bias"]):
+        model.train()
+        out = model(x)
+        assert not model.features.bn1.training
+        assert model.features.conv1.weight.requires_grad is False
+        assert model.fc.weight.requires_grad is True
+    model.eval()
+    assert torch.allclose(out, model(x))  # the same as an eval-mode forward pass
+    model.train()
+    assert model.features.bn1.training  # hooks removed on exit
+
+
+def test_full_phase_changes_base_weights_and_batch_norm_statistics(three_class):
+    train, val = three_class
+    model = _pretrained_bn_net()
+    before = _snapshot(model)
+    finetune(model, train, val, head_epochs=1, full_epochs=2, lr=1e-2, patience=5, monitor="loss")
+    after = model.state_dict()
+    assert not torch.equal(before["features.conv1.weight"], after["features.conv1.weight"])
+    assert not torch.equal(before["features.bn1.running_mean"], after["features.bn1.running_mean"])
+
+
+def test_keep_bn_eval_freezes_statistics_in_the_full_phase_too(three_class):
+    train, val = three_class
+    model = _pretrained_bn_net()
+    before = _snapshot(model)
+    finetune(
+        model,
+        train,
+        val,
+        head_epochs=1,
+        full_epochs=2,
+        lr=1e-2,
+        patience=5,
+        monitor="loss",
+        keep_bn_eval=True,
+    )
+    after = model.state_dict()
+    assert not torch.equal(before["features.conv1.weight"], after["features.conv1.weight"])
+    for key in ("running_mean", "running_var", "num_batches_tracked"):
+        assert torch.equal(before[f"features.bn2.{key}"], after[f"features.bn2.{key}"])
+
+
+class _RecordGroups(Callback):
+    def __init__(self) -> None:
+        self.phases: list[list[tuple[str, float, int]]] = []
+
+    def on_train_begin(self, logs):
+        groups = self.trainer.optimizer.param_groups
+        self.phases.append([(g.get("name", ""), g["lr"], len(g["params"])) for g in groups])
+
+
+def test_per_group_learning_rates_are_applied_as_given(three_class):
+    train, val = three_class
+    model = _pretrained_bn_net()
+    model.reset_classifier(3)
+    before = _snapshot(model)
+    record = _RecordGroups()
+    finetune(
+        model,
+        train,
+        val,
+        head_epochs=1,
+        full_epochs=2,
+        lr=4e-3,
+        lr_factor=0.25,
+        monitor="loss",
+        group_lrs={"features": 1e-3, "features.conv1": 0.0},
+        callbacks=[record],
+    )
+    head_phase, full_phase = record.phases
+    assert head_phase == [("", 4e-3, 2)]  # only the new head, at lr
+    assert full_phase == [("features", 1e-3, 5), ("features.conv1", 0.0, 1), ("*", 1e-3, 2)]
+    after = model.state_dict()
+    assert torch.equal(before["features.conv1.weight"], after["features.conv1.weight"])  # rate 0
+    assert not torch.equal(before["features.conv2.weight"], after["features.conv2.weight"])
+
+
+def test_param_groups_longest_prefix_wins_and_unknown_prefixes_fail():
+    model = TinyBNNet()
+    groups = param_groups(model, 0.1, {"features": 0.01, "features.bn1": 0.5})
+    by_name = {g["name"]: (g["lr"], len(g["params"])) for g in groups}
+    assert by_name == {"features": (0.01, 4), "features.bn1": (0.5, 2), "*": (0.1, 2)}
+    with pytest.raises(
+        ValueError, match=r"\['feature'\].*top-level modules: \['features', 'pool', 'fc'\]"
+    ):
+        param_groups(model, 0.1, {"feature": 0.01})
+    with pytest.raises(ValueError, match="must be a number >= 0"):
+        param_groups(model, 0.1, {"fc": -1.0})
+
+
+def test_pretrained_model_keeps_the_base_and_gives_a_fresh_head(tmp_path):
+    source = create_model("hongong_cnn", num_classes=8)
+    save_weights(source.state_dict(), tmp_path / "eight.safetensors")
+    model = pretrained_model("hongong_cnn", tmp_path / "eight.safetensors", 2)
+    state, src = model.state_dict(), source.state_dict()
+    assert state["head.classifier.weight"].shape == (2, 100)
+    for key in src:
+        if not key.startswith("head.classifier"):
+            assert torch.equal(state[key], src[key]), key
+    with pytest.raises(WeightsError, match="features.conv1.weight"):
+        pretrained_model("hongong_cnn", tmp_path / "eight.safetensors", 2, in_chans=3)
+
+
+def _pretrain_eight_classes(fashion_small, out):
+    """A real run folder: hongong_cnn trained briefly on 8 classes (no sandals, no shirts)."""
+    train, _ = fashion_small
+    keep = [c for c in range(10) if c not in (SANDAL, SHIRT)]
+    data = _classes(train, keep, [train.class_names[c] for c in keep]).take(640, seed=0)
+    model = create_model("hongong_cnn", num_classes=8)
+    Trainer(model, seed=0).fit(data, epochs=1, batch_size=32)
+    out.mkdir()
+    save_weights(model.state_dict(), out / "best.safetensors")
+    return out
+
+
+def test_tiny_real_data_finetune_beats_chance(fashion, fashion_small, tmp_path):
+    weights = _pretrain_eight_classes(fashion_small, tmp_path / "pre") / "best.safetensors"
+    train_all, test_all = fashion
+    pair = _classes(train_all, [SANDAL, SHIRT], ["Sandal", "Shirt"]).take(100, seed=0)
+    train, val = pair.split(0.2, seed=0, stratify=True)
+    test = _classes(test_all, [SANDAL, SHIRT], ["Sandal", "Shirt"]).take(400, seed=0)
+    model = pretrained_model("hongong_cnn", weights, 2)
+    result = finetune(model, train, val, head_epochs=3, full_epochs=3, lr=3e-3, seed=0)
+    accuracy = result.trainer.evaluate(test)["accuracy"]
+    assert accuracy > 0.8, accuracy  # chance is 0.5
+
+
+@pytest.fixture(scope="module")
+def idx_folder(fashion_small, tmp_path_factory):
+    """A small real MNIST-format folder: 400 training and 100 test images of Fashion-MNIST."""
+    folder = tmp_path_factory.mktemp("idx")
+    train, test = fashion_small
+    for split, data in (("train", train.take(400, seed=0)), ("t10k", test.take(100, seed=0))):
+        write_idx(folder / f"{split}-images-idx3-ubyte", data.images[:, 0].numpy())
+        write_idx(folder / f"{split}-labels-idx1-ubyte", data.labels.to(torch.uint8).numpy())
+    return folder
+
+
+def test_finetune_run_folder_loads_with_load_run_and_predicts(idx_folder, tmp_path):
+    pre = tmp_path / "pre"
+    train_run(RunConfig(data=str(idx_folder), epochs=1, seed=0), pre, progress=False)
+    out = tmp_path / "ft"
+    config = FinetuneConfig(
+        weights=str(pre),
+        data=str(idx_folder),
+        head_epochs=1,
+        full_epochs=1,
+        limit_train=200,
+        seed=0,
+    )
+    metrics = finetune_run(config, out, progress=False)
+    for name in (
+        "config.json",
+        "best.safetensors",
+        "last.ckpt",
+        "history.csv",
+        "curves.png",
+        "metrics.json",
+    ):
+        assert (out / name).is_file(), name
+    model, record = load_run(out)
+    assert record["run"]["model"] == "hongong_cnn" and record["finetune"]["weights"] == str(pre)
+    assert sum(record["class_balance"]["test"].values()) == metrics["num_test_samples"] == 100
+    assert metrics["head_epochs_run"] == 1 and metrics["full_epochs_run"] == 1
+    _, test = load_fashion_mnist(idx_folder)
+    report = Trainer(model).evaluate(test)
+    assert report["accuracy"] == pytest.approx(metrics["test_accuracy"])
