@@ -29,11 +29,21 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="cnnkit", description="Convolutional neural networks, the way the course teaches them.")
+    parser = _Parser(
+        prog="cnnkit", description="Convolutional neural networks, the way the course teaches them."
+    )
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name in COMMANDS:
         importlib.import_module(f"{__package__}.{name.replace('-', '_')}").register(sub)
+    for command in sub.choices.values():  # `cnnkit train ... --debug` works too; SUPPRESS keeps a leading one
+        if "--debug" not in command._option_string_actions:
+            command.add_argument(
+                "--debug",
+                action="store_true",
+                default=argparse.SUPPRESS,
+                help="show full tracebacks on errors",
+            )
     return parser
 
 
@@ -69,6 +79,7 @@ def exit_code(exc: BaseException) -> int | None:
     if isinstance(exc, RuntimeError | OSError | MemoryError):
         return 1
     return None
+
 
 if __name__ == "__main__":
     sys.exit(main())

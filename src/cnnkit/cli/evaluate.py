@@ -26,10 +26,13 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report, indent=2, ensure_ascii=False))
         return 0
-    print(f"{record['run']['model']} on {test.name}: accuracy {report['accuracy']:.4f}, "
-          f"loss {report['loss']:.4f}, {report['num_samples']:,} images")
+    print(
+        f"{record['run']['model']} on {test.name}: accuracy {report['accuracy']:.4f}, "
+        f"loss {report['loss']:.4f}, {report['num_samples']:,} images"
+    )
     width = max(len(n) for n in report["per_class"])
     print(f"{'class':<{width}}  precision  recall     f1  support")
     for name, row in report["per_class"].items():
-        print(f"{name:<{width}}  {row['precision']:9.4f}  {row['recall']:6.4f}  {row['f1']:5.4f}  {row['support']:7d}")
+        scores = f"{row['precision']:9.4f}  {row['recall']:6.4f}  {row['f1']:5.4f}"
+        print(f"{name:<{width}}  {scores}  {row['support']:7d}")
     return 0

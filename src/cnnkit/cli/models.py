@@ -27,9 +27,20 @@ def run(args: argparse.Namespace) -> int:
             model = create_model(name)
         params = sum(p.numel() for p in model.parameters())
         c, h, w = entry.input_size
-        rows.append((name, f"{params:,}", f"{h}x{w}x{c}", "yes" if entry.small_input else "", entry.description))
+        rows.append(
+            (name, f"{params:,}", f"{h}x{w}x{c}", "yes" if entry.small_input else "", entry.description)
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     for r in rows:
-        print("  ".join([r[0].ljust(widths[0]), r[1].rjust(widths[1]), r[2].ljust(widths[2]),
-                         r[3].ljust(widths[3]), r[4]]))
+        print(
+            "  ".join(
+                [
+                    r[0].ljust(widths[0]),
+                    r[1].rjust(widths[1]),
+                    r[2].ljust(widths[2]),
+                    r[3].ljust(widths[3]),
+                    r[4],
+                ]
+            )
+        )
     return 0

@@ -13,8 +13,12 @@ from ..errors import UsageError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("shape", help="output-size calculator for a stack of layers", description=__doc__,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "shape",
+        help="output-size calculator for a stack of layers",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("input", help="input as HxWxC, e.g. 39x31x1")
     p.add_argument("layers", nargs="+", help="layers, e.g. conv:20:4 pool:2 conv:40:3 dense:100")
     p.set_defaults(func=run)
@@ -69,8 +73,10 @@ def walk(input_shape: tuple[int, int, int], specs: list[str]) -> list[tuple[str,
                 rows.append((spec, (units,), inputs * units + units))
                 flat = units
             else:
-                raise UsageError(f"unknown layer {spec!r}; use conv:F:K[:S][:P], pool:K[:S][:P], depthpool:K, "
-                                 "gap, flatten or dense:U")
+                raise UsageError(
+                    f"unknown layer {spec!r}; use conv:F:K[:S][:P], pool:K[:S][:P], depthpool:K, "
+                    "gap, flatten or dense:U"
+                )
         except ValueError as exc:
             if isinstance(exc, UsageError):
                 raise

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("summary", help="per-layer table with shapes, parameters, MACs and memory",
-                       description=__doc__)
+    p = sub.add_parser(
+        "summary", help="per-layer table with shapes, parameters, MACs and memory", description=__doc__
+    )
     p.add_argument("model", help="a registered model name or a run folder")
     p.add_argument("--input", help="input as HxWxC, e.g. 28x28x1 (default: the model's own)")
     p.add_argument("--batch", type=int, default=1, help="batch size for the training-memory estimate")
@@ -41,9 +43,9 @@ def resolve_model(spec: str, num_classes: int | None = None, small_input: bool =
         kwargs["small_input"] = True
     if shape[0] != entry.input_size[0]:
         kwargs["in_chans"] = shape[0]
-    if input_shape and "input_size" in __import__("inspect").signature(entry.builder).parameters:
-        if shape[1] == shape[2]:
-            kwargs["input_size"] = shape[1]
+    takes_size = "input_size" in inspect.signature(entry.builder).parameters
+    if input_shape and takes_size and shape[1] == shape[2]:
+        kwargs["input_size"] = shape[1]
     return create_model(spec, num_classes=num_classes, **kwargs), shape, spec
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import sys
 import time
 from pathlib import Path
@@ -21,6 +22,33 @@ TASK_MODULES = {
     "segment": "segmentation.cli",
 }
 PRESETS = ("course", "fast")
+# Run settings: with --resume they come from the run folder, so giving one is a usage error.
+RUN_SETTINGS = (
+    "model",
+    "data",
+    "epochs",
+    "batch_size",
+    "lr",
+    "optimizer",
+    "patience",
+    "seed",
+    "out",
+    "small_input",
+    "limit_train",
+    "limit_test",
+    "device",
+    "preset",
+    "deterministic",
+    "config",
+)
+
+
+class _Given(argparse.Action):
+    """Store the value and remember that the flag was given: a default must not override --config."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+        namespace.given = {*getattr(namespace, "given", ()), self.dest}
 
 
 def _task_module(task: str):
@@ -34,19 +62,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a model and write a run folder", description=__doc__)
     p.add_argument("--task", default="classify", choices=["classify", *TASK_MODULES], help="what to learn")
     p.add_argument("--model", default=None, help="registered model name (default hongong_cnn)")
-    p.add_argument("--data", default="fashion-mnist", help="'fashion-mnist' or a folder of MNIST-format files")
+    p.add_argument(
+        "--data",
+        default="fashion-mnist",
+        action=_Given,
+        help="'fashion-mnist' or a folder of MNIST-format files",
+    )
     p.add_argument("--epochs", type=int, help="maximum epochs (default 20; early stopping may end sooner)")
     p.add_argument("--batch-size", type=int, help="batch size (default 32, the course's)")
     p.add_argument("--lr", type=float, help="learning rate (default 1e-3, Adam's)")
     p.add_argument("--optimizer", help="adam (default), adamw, sgd or rmsprop")
     p.add_argument("--patience", type=int, help="early-stopping patience in epochs (default 2)")
-    p.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
+    p.add_argument("--seed", type=int, default=42, action=_Given, help="random seed (default 42)")
     p.add_argument("--out", help="run folder (default runs/<model>-<time>)")
     p.add_argument("--small-input", action="store_true", help="the model's 28x28 variant (zoo models)")
     p.add_argument("--limit-train", type=int, help="use only N training images (quick tries, tests)")
     p.add_argument("--limit-test", type=int, help="evaluate on only N test images")
     p.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: best available)")
-    p.add_argument("--preset", choices=PRESETS, default="course", help="training recipe (default course)")
+    p.add_argument(
+        "--preset", choices=PRESETS, default="course", action=_Given, help="training recipe (default course)"
+    )
     p.add_argument("--deterministic", action="store_true", help="deterministic algorithms only")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
     p.add_argument("--config", help="JSON file with run settings (flags override it)")
@@ -62,21 +97,64 @@ def _classify_config(args: argparse.Namespace):
     from ..train.config import RunConfig
 
     base = RunConfig.load(args.config).to_dict() if args.config else {}
+    given = getattr(args, "given", set())
     overrides = {
-        "model": args.model, "data": args.data, "epochs": args.epochs, "batch_size": args.batch_size,
-        "lr": args.lr, "optimizer": args.optimizer, "patience": args.patience, "seed": args.seed,
-        "limit_train": args.limit_train, "limit_test": args.limit_test, "device": args.device,
-        "deterministic": args.deterministic or None, "preset": args.preset,
+        "model": args.model,
+        "data": args.data if "data" in given else None,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "optimizer": args.optimizer,
+        "patience": args.patience,
+        "seed": args.seed if "seed" in given else None,
+        "limit_train": args.limit_train,
+        "limit_test": args.limit_test,
+        "device": args.device,
+        "deterministic": args.deterministic or None,
+        "preset": args.preset if "preset" in given else None,
     }
     base.update({k: v for k, v in overrides.items() if v is not None})
     base.setdefault("model", "hongong_cnn")
     if args.small_input:
         base.setdefault("model_kwargs", {})["small_input"] = True
-    if args.preset == "fast":
+    if overrides["preset"] == "fast":
         from ..train.presets import apply_preset
 
         base = apply_preset("fast", base, explicit={k for k, v in overrides.items() if v is not None})
-    return RunConfig.from_dict(base)
+    return _check_up_front(RunConfig.from_dict(base))
+
+
+def _check_up_front(config):
+    """What RunConfig.validate leaves to training time, checked before any data is read."""
+    from ..models import model_entry
+    from ..train.device import pick_device
+    from ..train.trainer import OPTIMIZERS
+
+    model_entry(config.model)  # unknown names fail with close matches
+    if config.optimizer not in OPTIMIZERS:
+        raise UsageError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {config.optimizer!r}")
+    if not math.isfinite(config.lr):
+        raise UsageError(f"--lr must be a finite number, got {config.lr}")
+    if config.data not in ("fashion-mnist", "fashion_mnist", "fashion") and not Path(config.data).is_dir():
+        raise UsageError(
+            f"--data must be 'fashion-mnist' or a folder of MNIST-format IDX files, got {config.data!r}"
+        )
+    pick_device(config.device)  # unknown or absent devices
+    return config
+
+
+def _check_resume_flags(args: argparse.Namespace) -> None:
+    given = getattr(args, "given", set())
+    flags = [
+        f"--{name.replace('_', '-')}"
+        for name in RUN_SETTINGS
+        if name in given
+        or (name not in ("data", "seed", "preset") and getattr(args, name) not in (None, False))
+    ]
+    if flags:
+        raise UsageError(
+            f"--resume continues {args.resume} with the settings saved in it; drop {', '.join(flags)}"
+        )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -89,22 +167,31 @@ def run(args: argparse.Namespace) -> int:
     from ..train.run import read_run_config, train_run
 
     if args.resume:
+        _check_resume_flags(args)
         record = read_run_config(args.resume)
         config = RunConfig.from_dict(record["run"])
         out = Path(args.resume)
     else:
         config = _classify_config(args)
-        from ..models import model_entry
-
-        model_entry(config.model)  # fail fast, with close matches
         out = Path(args.out or f"runs/{config.model}-{time.strftime('%Y%m%d-%H%M%S')}")
     print(f"run folder: {out}", file=sys.stderr)
     try:
         metrics = train_run(config, out, resume=bool(args.resume), progress=not args.no_progress)
     except KeyboardInterrupt:
-        print(f"cnnkit: interrupted; the last finished epoch is saved. Continue with: "
-              f"cnnkit train --resume {out}", file=sys.stderr)
+        from ..train.run import LAST_CHECKPOINT
+
+        if (out / LAST_CHECKPOINT).is_file():
+            print(
+                f"cnnkit: interrupted; {out / LAST_CHECKPOINT} holds the last finished epoch. "
+                f"Continue with: cnnkit train --resume {out}",
+                file=sys.stderr,
+            )
+        else:
+            print("cnnkit: interrupted before training started; nothing to resume", file=sys.stderr)
         return 130
-    print(f"test accuracy {metrics['test_accuracy']:.4f} after {metrics['epochs_run']} epochs "
-          f"(best epoch {metrics['best_epoch']}, {metrics['train_seconds']:.0f} s of training); run folder: {out}")
+    print(
+        f"test accuracy {metrics['test_accuracy']:.4f} after {metrics['epochs_run']} epochs "
+        f"(best epoch {metrics['best_epoch']}, {metrics['train_seconds']:.0f} s of training); "
+        f"run folder: {out}"
+    )
     return 0

@@ -1,7 +1,13 @@
 """Data: the validating IDX reader, Fashion-MNIST, and in-memory datasets."""
 
 from .arrays import ArrayDataset, iterate_batches, num_batches
-from .fashion_mnist import CLASS_NAMES, CLASS_NAMES_KO, find_data_dir, load_fashion_mnist, load_split
+from .fashion_mnist import (
+    CLASS_NAMES,
+    CLASS_NAMES_KO,
+    find_data_dir,
+    load_fashion_mnist,
+    load_split,
+)
 from .idx import read_idx, read_idx_pair, write_idx
 
 __all__ = [

@@ -30,7 +30,9 @@ class ArrayDataset:
         if self.images.dim() == 3:  # [N, H, W] grayscale
             self.images = self.images.unsqueeze(1)
         if self.images.dim() != 4:
-            raise DataError(f"{self.name}: images must be [N, C, H, W] or [N, H, W], got {tuple(self.images.shape)}")
+            raise DataError(
+                f"{self.name}: images must be [N, C, H, W] or [N, H, W], got {tuple(self.images.shape)}"
+            )
         if self.labels.dim() != 1 or len(self.labels) != len(self.images):
             raise DataError(
                 f"{self.name}: {len(self.images)} images but labels of shape {tuple(self.labels.shape)}"
@@ -99,7 +101,9 @@ def _stratified_split(labels: torch.Tensor, fraction: float, seed: int) -> tuple
         keep.append(idx[n:])
     keep_t, take_t = torch.cat(keep), torch.cat(take)
     # Shuffle so that classes are interleaved (slicing the first k stays balanced-ish).
-    return keep_t[torch.randperm(len(keep_t), generator=gen)], take_t[torch.randperm(len(take_t), generator=gen)]
+    return keep_t[torch.randperm(len(keep_t), generator=gen)], take_t[
+        torch.randperm(len(take_t), generator=gen)
+    ]
 
 
 def iterate_batches(

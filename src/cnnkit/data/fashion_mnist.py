@@ -33,7 +33,18 @@ CLASS_NAMES = [
     "Bag",
     "Ankle boot",
 ]
-CLASS_NAMES_KO = ["티셔츠", "바지", "스웨터", "드레스", "코트", "샌달", "셔츠", "스니커즈", "가방", "앵클 부츠"]
+CLASS_NAMES_KO = [
+    "티셔츠",
+    "바지",
+    "스웨터",
+    "드레스",
+    "코트",
+    "샌달",
+    "셔츠",
+    "스니커즈",
+    "가방",
+    "앵클 부츠",
+]
 
 FILES = {
     "train-images": "train-images-idx3-ubyte.gz",
@@ -119,12 +130,17 @@ def load_split(
         gz_name = FILES[f"{split}-{kind}"]
         path = _find(folder, gz_name)
         if path is None:
-            raise DataNotFoundError(f"{folder / gz_name} is missing (MNIST-format folder needs all four files)")
+            raise DataNotFoundError(
+                f"{folder / gz_name} is missing (MNIST-format folder needs all four files)"
+            )
         paths.append(path)
     names = list(class_names or CLASS_NAMES)
     images, labels = read_idx_pair(paths[0], paths[1], num_classes=len(names))
     return ArrayDataset(
-        torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels), names, f"fashion-mnist/{split}"
+        torch.from_numpy(images.copy()).unsqueeze(1),
+        torch.from_numpy(labels),
+        names,
+        f"fashion-mnist/{split}",
     )
 
 
@@ -159,7 +175,7 @@ def download(folder: str | os.PathLike[str] | None = None, base_url: str = BASE_
         if dest.is_file() and sha256_file(dest) == expected:
             continue
         try:
-            with urllib.request.urlopen(base_url + name, timeout=60) as response:  # noqa: S310
+            with urllib.request.urlopen(base_url + name, timeout=60) as response:
                 data = response.read()
         except OSError as exc:
             raise DataNotFoundError(f"could not download {base_url + name} ({exc}). {HOW_TO_GET}") from None

@@ -25,12 +25,25 @@ IDX_TYPES: dict[int, np.dtype] = {
 }
 # The largest payload we agree to read: the biggest real IDX files are ~50 MB.
 MAX_PAYLOAD_BYTES = 2 * 1024**3
+# The payload is read in pieces of this size, so memory grows with the bytes really there: a
+# 100-byte file whose header declares 1.5 GB would otherwise make read(n) allocate all n up front.
+READ_CHUNK_BYTES = 16 * 1024**2
 
 
 def _open(path: Path):
     with open(path, "rb") as probe:
         gz = probe.read(2) == b"\x1f\x8b"
     return gzip.open(path, "rb") if gz else open(path, "rb")
+
+
+def _read_at_most(f, n: int) -> bytearray:
+    data = bytearray()
+    while len(data) < n:
+        chunk = f.read(min(READ_CHUNK_BYTES, n - len(data)))
+        if not chunk:
+            break
+        data += chunk
+    return data
 
 
 def read_idx(path: str | os.PathLike[str], max_bytes: int = MAX_PAYLOAD_BYTES) -> np.ndarray:
@@ -75,12 +88,14 @@ def read_idx(path: str | os.PathLike[str], max_bytes: int = MAX_PAYLOAD_BYTES) -
             expected = count * dtype.itemsize
             if expected > max_bytes:
                 raise DataError(
-                    f"{path}: header declares dims {dims} = {expected:,} bytes, over the {max_bytes:,}-byte limit"
+                    f"{path}: header declares dims {dims} = {expected:,} bytes, "
+                    f"over the {max_bytes:,}-byte limit"
                 )
-            payload = f.read(expected)
+            payload = _read_at_most(f, expected)
             if len(payload) < expected:
                 raise DataError(
-                    f"{path}: payload is {len(payload):,} bytes but dims {dims} need {expected:,} (file truncated?)"
+                    f"{path}: payload is {len(payload):,} bytes but dims {dims} need {expected:,} "
+                    "(file truncated?)"
                 )
             if f.read(1):
                 raise DataError(f"{path}: trailing bytes after the {expected:,}-byte payload of dims {dims}")

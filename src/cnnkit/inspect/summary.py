@@ -18,7 +18,16 @@ from ..errors import UsageError
 # Modules whose output is a view of their input: they cost no activation memory.
 _VIEW_TYPES = (nn.Flatten, nn.Identity, nn.Unflatten)
 
-OPTIMIZER_STATES = {"sgd": 0, "momentum": 1, "nesterov": 1, "rmsprop": 1, "adagrad": 1, "adam": 2, "adamw": 2, "nadam": 2}
+OPTIMIZER_STATES = {
+    "sgd": 0,
+    "momentum": 1,
+    "nesterov": 1,
+    "rmsprop": 1,
+    "adagrad": 1,
+    "adam": 2,
+    "adamw": 2,
+    "nadam": 2,
+}
 
 
 @dataclass
@@ -102,7 +111,9 @@ def _layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
             continue
         if any(name.startswith(parent + ".") for parent, _ in chosen):
             continue
-        owns = any(True for _ in module.parameters(recurse=False)) or any(True for _ in module.buffers(recurse=False))
+        owns = any(True for _ in module.parameters(recurse=False)) or any(
+            True for _ in module.buffers(recurse=False)
+        )
         if owns or not any(True for _ in module.children()):
             chosen.append((name, module))
     return chosen
@@ -110,11 +121,15 @@ def _layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 def _kernel_stride_dilation(module: nn.Module) -> tuple[int, int, int] | None:
     """Largest kernel, stride and dilation of a windowed layer (for the receptive field)."""
+
     def first(v: object) -> int:
         return int(v[0] if isinstance(v, tuple | list) else v)  # type: ignore[index]
 
-    for k_attr, s_attr, d_attr in (("kernel_size", "stride", "dilation"), ("kernel_size", "strides", "dilation_rate"),
-                                   ("pool_size", "strides", None)):
+    for k_attr, s_attr, d_attr in (
+        ("kernel_size", "stride", "dilation"),
+        ("kernel_size", "strides", "dilation_rate"),
+        ("pool_size", "strides", None),
+    ):
         if hasattr(module, k_attr) and hasattr(module, s_attr):
             kernel = first(getattr(module, k_attr))
             stride_v = getattr(module, s_attr)
@@ -187,10 +202,17 @@ def summary(
             params = sum(p.numel() for p in module.parameters())
             act = 0 if isinstance(module, _VIEW_TYPES) else tensor[:1].numel() * itemsize
             rows.append(
-                LayerRow(layer_name, type(module).__name__, tuple(tensor.shape[1:]), params,
-                         _macs(module, inputs, tensor[:1]) if tensor.dim() else 0, act,
-                         rf if tensor.dim() == 4 else None)
+                LayerRow(
+                    layer_name,
+                    type(module).__name__,
+                    tuple(tensor.shape[1:]),
+                    params,
+                    _macs(module, inputs, tensor[:1]) if tensor.dim() else 0,
+                    act,
+                    rf if tensor.dim() == 4 else None,
+                )
             )
+
         return hook
 
     for layer_name, module in _layers(model):
@@ -205,8 +227,10 @@ def summary(
         with torch.no_grad():
             out = model(x)
     except (RuntimeError, ValueError) as exc:
-        raise UsageError(f"{name or type(model).__name__} cannot take input {shape[1]}x{shape[2]}x{shape[0]}: "
-                         f"{str(exc).splitlines()[0]}") from None
+        raise UsageError(
+            f"{name or type(model).__name__} cannot take input {shape[1]}x{shape[2]}x{shape[0]}: "
+            f"{str(exc).splitlines()[0]}"
+        ) from None
     finally:
         for h in hooks:
             h.remove()
@@ -229,7 +253,11 @@ def summary(
     s.inference_peak_bytes = pair + s.param_bytes + s.buffer_bytes
     grads = s.trainable_params * itemsize
     s.training_bytes = (
-        s.batch_activation_bytes + s.input_bytes * batch_size + s.param_bytes + s.buffer_bytes + grads
+        s.batch_activation_bytes
+        + s.input_bytes * batch_size
+        + s.param_bytes
+        + s.buffer_bytes
+        + grads
         + OPTIMIZER_STATES[optimizer] * grads
     )
     return s
@@ -249,8 +277,17 @@ def format_summary(s: Summary) -> str:
     header = ("Layer (name)", "Type", "Output shape", "Param #", "MACs", "Act. memory", "RF")
     table = [header]
     for r in s.rows:
-        table.append((r.name, r.type, str(r.output_shape), f"{r.params:,}", f"{r.macs:,}",
-                      human_bytes(r.activation_bytes), "" if r.receptive_field is None else str(r.receptive_field)))
+        table.append(
+            (
+                r.name,
+                r.type,
+                str(r.output_shape),
+                f"{r.params:,}",
+                f"{r.macs:,}",
+                human_bytes(r.activation_bytes),
+                "" if r.receptive_field is None else str(r.receptive_field),
+            )
+        )
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     line = "  ".join("-" * w_ for w_ in widths)
 
@@ -268,7 +305,8 @@ def format_summary(s: Summary) -> str:
         f"MACs per image: {s.total_macs:,} ({2 * s.total_macs / 1e6:,.2f} MFLOP forward)",
         f"Activations per image (forward): {human_bytes(s.activation_bytes)}",
         f"Activations for a batch of {s.batch_size}: {human_bytes(s.batch_activation_bytes)}",
-        f"Inference peak (largest pair of consecutive activations + parameters): {human_bytes(s.inference_peak_bytes)}",
+        "Inference peak (largest pair of consecutive activations + parameters): "
+        f"{human_bytes(s.inference_peak_bytes)}",
         f"Training memory, batch {s.batch_size} with {s.optimizer} (activations + inputs + parameters "
         f"+ gradients + optimizer state): {human_bytes(s.training_bytes)}",
     ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -10,6 +11,17 @@ from pathlib import Path
 from typing import IO
 
 TEMP_PREFIX = ".cnnkit-tmp-"
+# mkstemp makes 0600 files; a finished file gets the mode a plain open() would give it. The umask
+# can only be read by setting it, so that happens once, at import.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
+def _final_mode(path: Path) -> int:
+    try:
+        return path.stat().st_mode & 0o7777  # replacing a file keeps its mode
+    except OSError:
+        return 0o666 & ~_UMASK
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -19,6 +31,9 @@ def _fsync_dir(folder: Path) -> None:
         return
     try:
         os.fsync(fd)
+    except OSError as exc:  # file systems that cannot sync folders say so with these
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
+            raise
     finally:
         os.close(fd)
 
@@ -38,6 +53,7 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO]
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, _final_mode(path))
         os.replace(tmp, path)
         _fsync_dir(path.parent)
     except BaseException:
@@ -66,6 +82,7 @@ def atomic_save(path: str | os.PathLike[str], writer: Callable[[str], None]) -> 
         writer(tmp)
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
+        os.chmod(tmp, _final_mode(path))
         os.replace(tmp, path)
         _fsync_dir(path.parent)
     except BaseException:

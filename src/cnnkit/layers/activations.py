@@ -33,4 +33,6 @@ def get_activation(activation: str | nn.Module | None) -> nn.Module:
         return activation
     if isinstance(activation, str) and activation.lower() in _ACTIVATIONS:
         return _ACTIVATIONS[activation.lower()]()
-    raise ValueError(f"activation must be None, a module or one of {sorted(_ACTIVATIONS)}, got {activation!r}")
+    raise ValueError(
+        f"activation must be None, a module or one of {sorted(_ACTIVATIONS)}, got {activation!r}"
+    )

@@ -117,7 +117,9 @@ class Conv2D(LazyModuleMixin, nn.Module):
         if x.dim() != 4:
             raise ValueError(f"Conv2D expects a 4-D NCHW batch, got shape {tuple(x.shape)}")
         if self._static_padding is None:
-            x = F.pad(x, pad_same_2d(x.shape[-2], x.shape[-1], self.kernel_size, self.strides, self.dilation_rate))
+            x = F.pad(
+                x, pad_same_2d(x.shape[-2], x.shape[-1], self.kernel_size, self.strides, self.dilation_rate)
+            )
             padding: tuple[int, int] = (0, 0)
         else:
             padding = self._static_padding

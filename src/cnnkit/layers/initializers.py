@@ -26,9 +26,14 @@ def _fans(weight: torch.Tensor) -> tuple[int, int]:
     return weight.shape[1] * receptive, weight.shape[0] * receptive
 
 
+# Std of a unit normal truncated to [-2, 2]; Keras divides by it so the result has the asked std.
+_TRUNC_STD_FACTOR = 0.87962566103423978
+
+
 def _truncated_normal(weight: torch.Tensor, std: float) -> None:
     # Keras' truncated normal rescales so the *truncated* distribution has the requested std.
-    nn.init.trunc_normal_(weight, 0.0, std / 0.87962566103423978, -2 * std / 0.8796, 2 * std / 0.8796)
+    wide = std / _TRUNC_STD_FACTOR
+    nn.init.trunc_normal_(weight, 0.0, wide, -2 * wide, 2 * wide)
 
 
 def initialize(weight: torch.Tensor, name: str | Callable[[torch.Tensor], object]) -> None:

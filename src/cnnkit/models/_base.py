@@ -60,7 +60,9 @@ class Backbone(nn.Module, metaclass=abc.ABCMeta):
         handles = []
         for info in self.feature_info:
             if info.name not in modules:
-                raise KeyError(f"feature_info names {info.name!r}, which is not a module of {type(self).__name__}")
+                raise KeyError(
+                    f"feature_info names {info.name!r}, which is not a module of {type(self).__name__}"
+                )
 
             def hook(_m: nn.Module, _i: object, out: torch.Tensor, key: str = info.name) -> None:
                 outputs[key] = out

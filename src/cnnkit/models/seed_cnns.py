@@ -63,8 +63,14 @@ def geron_fashion_cnn(*, num_classes: int = 10, in_chans: int = 1, input_size: i
     check_in_chans(in_chans)
 
     def conv(filters: int, in_ch: int, kernel: int = 3) -> Conv2D:
-        return Conv2D(filters, kernel, padding="same", activation="relu",
-                      kernel_initializer="he_normal", in_channels=in_ch)
+        return Conv2D(
+            filters,
+            kernel,
+            padding="same",
+            activation="relu",
+            kernel_initializer="he_normal",
+            in_channels=in_ch,
+        )
 
     side = _check_size(input_size, 8)
     for _ in range(3):

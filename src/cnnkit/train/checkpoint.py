@@ -6,7 +6,9 @@ import hashlib
 import io
 import json
 import os
+import pickle
 import random
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +52,13 @@ def rng_state() -> dict[str, Any]:
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     state: dict[str, Any] = {
         "python": json.dumps(random.getstate()),
-        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "cached": float(cached), "kind": kind},
+        "numpy": {
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached": float(cached),
+            "kind": kind,
+        },
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -63,7 +70,9 @@ def set_rng_state(state: dict[str, Any]) -> None:
     version, internal, gauss = json.loads(state["python"])
     random.setstate((version, tuple(internal), gauss))
     n = state["numpy"]
-    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    np.random.set_state(
+        (n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"])
+    )
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -73,8 +82,12 @@ def save_checkpoint(path: str | os.PathLike[str], payload: dict[str, Any]) -> No
     """Write a checkpoint atomically, with format version, versions and a checksum."""
     from .. import __version__
 
-    body = {"format_version": FORMAT_VERSION, "cnnkit_version": __version__, "torch_version": torch.__version__,
-            **payload}
+    body = {
+        "format_version": FORMAT_VERSION,
+        "cnnkit_version": __version__,
+        "torch_version": torch.__version__,
+        **payload,
+    }
     body["checksum"] = tensor_checksum({k: v for k, v in body.items() if k != "checksum"})
     buffer = io.BytesIO()
     torch.save(body, buffer)
@@ -92,8 +105,16 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     try:
-        body = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # any unpickling failure means: refuse the file
+        with warnings.catch_warnings():  # torch warns about pickle protocols of foreign files
+            warnings.simplefilter("ignore")
+            body = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:
+        # torch's own message offers weights_only=False, which would run the file's code: don't echo it.
+        raise CheckpointError(
+            f"refused {path}: it is damaged or holds objects other than tensors and plain values "
+            "(loading those could run code); only checkpoints written by cnnkit can be used"
+        ) from None
+    except Exception as exc:  # any other loading failure means: refuse the file
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise CheckpointError(f"{path} is not a cnnkit checkpoint or is damaged: {first}") from None
     if not isinstance(body, dict) or body.get("format_version") != FORMAT_VERSION:

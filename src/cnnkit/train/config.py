@@ -49,9 +49,18 @@ class RunConfig:
             (self.batch_size >= 1, f"batch size must be >= 1, got {self.batch_size}"),
             (self.lr > 0, f"learning rate must be > 0, got {self.lr}"),
             (self.patience >= 0, f"patience must be >= 0, got {self.patience}"),
-            (0 < self.val_fraction < 1, f"validation fraction must be between 0 and 1, got {self.val_fraction}"),
-            (self.limit_train is None or self.limit_train >= 2, f"limit_train must be >= 2, got {self.limit_train}"),
-            (self.limit_test is None or self.limit_test >= 1, f"limit_test must be >= 1, got {self.limit_test}"),
+            (
+                0 < self.val_fraction < 1,
+                f"validation fraction must be between 0 and 1, got {self.val_fraction}",
+            ),
+            (
+                self.limit_train is None or self.limit_train >= 2,
+                f"limit_train must be >= 2, got {self.limit_train}",
+            ),
+            (
+                self.limit_test is None or self.limit_test >= 1,
+                f"limit_test must be >= 1, got {self.limit_test}",
+            ),
             (self.amp in (None, "bf16", "fp16"), f"amp must be none, bf16 or fp16, got {self.amp!r}"),
         ]
         for ok, message in checks:

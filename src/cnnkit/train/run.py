@@ -23,6 +23,7 @@ from ..io.atomic import atomic_write_text, clean_stale_temps
 from ..io.weights import load_state_dict_file, load_strict
 from ..models import create_model, model_entry
 from .callbacks import EarlyStopping, ModelCheckpoint, ProgressBar
+from .checkpoint import load_checkpoint
 from .config import RunConfig
 from .device import pick_device
 from .trainer import Trainer, seed_everything
@@ -32,8 +33,9 @@ BEST_WEIGHTS = "best.safetensors"
 LAST_CHECKPOINT = "last.ckpt"
 
 
-def load_dataset(spec: str, limit_train: int | None = None, limit_test: int | None = None,
-                 seed: int = 0) -> tuple[ArrayDataset, ArrayDataset]:
+def load_dataset(
+    spec: str, limit_train: int | None = None, limit_test: int | None = None, seed: int = 0
+) -> tuple[ArrayDataset, ArrayDataset]:
     """(train, test) for a data spec: ``fashion-mnist`` or a folder of MNIST-format IDX files."""
     from ..data.fashion_mnist import load_fashion_mnist
 
@@ -43,7 +45,9 @@ def load_dataset(spec: str, limit_train: int | None = None, limit_test: int | No
         train, test = load_fashion_mnist(spec)
         train.name, test.name = f"{spec}/train", f"{spec}/test"
     else:
-        raise UsageError(f"--data must be 'fashion-mnist' or a folder of MNIST-format IDX files, got {spec!r}")
+        raise UsageError(
+            f"--data must be 'fashion-mnist' or a folder of MNIST-format IDX files, got {spec!r}"
+        )
     if limit_train:
         train = train.take(limit_train, seed=seed)
     if limit_test:
@@ -83,14 +87,23 @@ def make_trainer(config: RunConfig, model: nn.Module, out: Path, progress: bool 
     if progress:
         callbacks.append(ProgressBar())
     return Trainer(
-        model, optimizer=config.optimizer, lr=config.lr, weight_decay=config.weight_decay,
-        label_smoothing=config.label_smoothing, callbacks=callbacks, device=config.device, seed=config.seed,
-        amp=config.amp, channels_last=config.channels_last, checkpoint_path=out / LAST_CHECKPOINT,
+        model,
+        optimizer=config.optimizer,
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        label_smoothing=config.label_smoothing,
+        callbacks=callbacks,
+        device=config.device,
+        seed=config.seed,
+        amp=config.amp,
+        channels_last=config.channels_last,
+        checkpoint_path=out / LAST_CHECKPOINT,
     )
 
 
-def train_run(config: RunConfig, out: str | os.PathLike[str], resume: bool = False,
-              progress: bool = True) -> dict[str, Any]:
+def train_run(
+    config: RunConfig, out: str | os.PathLike[str], resume: bool = False, progress: bool = True
+) -> dict[str, Any]:
     """Train as ``config`` says and fill the run folder ``out``; returns the test metrics.
 
     With ``resume``, ``out`` must be an earlier run folder: training continues from its
@@ -105,9 +118,13 @@ def train_run(config: RunConfig, out: str | os.PathLike[str], resume: bool = Fal
     if resume:
         if not (out / LAST_CHECKPOINT).is_file():
             raise UsageError(f"{out} has no {LAST_CHECKPOINT} to resume from")
-        clean_stale_temps(out)
+        clean_stale_temps(out)  # temp files of a write that a crash cut short
+        # Verified before anything else is loaded or rewritten: a bad file fails fast and changes nothing.
+        resume_state = load_checkpoint(out / LAST_CHECKPOINT)
     elif out.exists() and any(out.iterdir()):
-        raise UsageError(f"run folder {out} already exists and is not empty; choose another --out or use --resume")
+        raise UsageError(
+            f"run folder {out} already exists and is not empty; choose another --out or use --resume"
+        )
     out.mkdir(parents=True, exist_ok=True)
     model_entry(config.model)  # unknown names fail before the data is loaded
     seed_everything(config.seed, config.deterministic)
@@ -130,7 +147,7 @@ def train_run(config: RunConfig, out: str | os.PathLike[str], resume: bool = Fal
     atomic_write_text(out / CONFIG_FILE, json.dumps(record, indent=2, ensure_ascii=False))
     if resume:
         steps = config.epochs * -(-len(train) // config.batch_size)
-        trainer.load_checkpoint(out / LAST_CHECKPOINT, total_steps=steps)
+        trainer.load_state(resume_state, total_steps=steps, source=str(out / LAST_CHECKPOINT))
     start = time.perf_counter()
     history = trainer.fit(train, val, epochs=config.epochs, batch_size=config.batch_size)
     wall = time.perf_counter() - start
@@ -174,7 +191,9 @@ def read_run_config(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
         raise UsageError(f"{path} is not valid JSON: {exc}") from None
 
 
-def load_run(run_dir: str | os.PathLike[str], device: str | torch.device | None = None) -> tuple[nn.Module, dict]:
+def load_run(
+    run_dir: str | os.PathLike[str], device: str | torch.device | None = None
+) -> tuple[nn.Module, dict]:
     """Rebuild a run's model with its best weights (eval mode) and return it with the config."""
     record = read_run_config(run_dir)
     config = RunConfig.from_dict(record["run"])

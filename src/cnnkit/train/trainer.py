@@ -18,11 +18,13 @@ from torch import nn
 from ..data.arrays import ArrayDataset, iterate_batches, num_batches
 from ..errors import TrainingError
 from .callbacks import Callback, History
-from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .device import pick_device
 from .metrics import classification_report, confusion_matrix
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+# What Trainer.state() writes and load_state() needs.
+STATE_KEYS = ("epoch", "global_step", "seed", "model", "optimizer", "scheduler", "callbacks", "rng")
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
@@ -37,16 +39,18 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
         torch.backends.cudnn.deterministic = True
 
 
-def make_optimizer(name: str, params: Any, lr: float, weight_decay: float = 0.0,
-                   momentum: float = 0.9) -> torch.optim.Optimizer:
+def make_optimizer(
+    name: str, params: Any, lr: float, weight_decay: float = 0.0, momentum: float = 0.9
+) -> torch.optim.Optimizer:
     """Build an optimizer by name (foreach kernels where PyTorch has them)."""
     if name == "adam":
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, foreach=True)
     if name == "adamw":
         return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, foreach=True)
     if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=momentum > 0,
-                               weight_decay=weight_decay, foreach=True)
+        return torch.optim.SGD(
+            params, lr=lr, momentum=momentum, nesterov=momentum > 0, weight_decay=weight_decay, foreach=True
+        )
     if name == "rmsprop":
         return torch.optim.RMSprop(params, lr=lr, weight_decay=weight_decay, foreach=True)
     raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}")
@@ -70,7 +74,11 @@ class Trainer:
         amp: None, 'bf16' or 'fp16' autocast.
         channels_last: move images and model to the channels-last memory format.
         checkpoint_path: where ``last.ckpt`` (resumable) is written after every epoch.
-        check_finite: stop with a TrainingError on a NaN/inf loss (before any checkpoint is written).
+        check_finite: stop with a TrainingError on a NaN/inf loss, and on non-finite weights or
+            validation loss at the end of an epoch, before any checkpoint of that epoch is written.
+        max_grad_norm: if set, compute the total gradient norm every step, stop with a
+            TrainingError when it is NaN/inf (before the update reaches the weights), and clip
+            it to this value.
     """
 
     def __init__(
@@ -91,14 +99,19 @@ class Trainer:
         channels_last: bool = False,
         checkpoint_path: str | os.PathLike[str] | None = None,
         check_finite: bool = True,
+        max_grad_norm: float | None = None,
     ) -> None:
+        if max_grad_norm is not None and not max_grad_norm > 0:
+            raise ValueError(f"max_grad_norm must be > 0 or None, got {max_grad_norm!r}")
         self.device = device if isinstance(device, torch.device) else pick_device(device)
         self.model = model.to(self.device)
         self.channels_last = channels_last
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         if isinstance(optimizer, str):
-            optimizer = make_optimizer(optimizer, [p for p in model.parameters() if p.requires_grad], lr, weight_decay)
+            optimizer = make_optimizer(
+                optimizer, [p for p in model.parameters() if p.requires_grad], lr, weight_decay
+            )
         self.optimizer = optimizer
         self.scheduler_factory = scheduler
         self.scheduler: Any = None
@@ -113,6 +126,8 @@ class Trainer:
         self.amp = amp
         self.checkpoint_path = Path(checkpoint_path) if checkpoint_path else None
         self.check_finite = check_finite
+        self.max_grad_norm = max_grad_norm
+        self._stopped_at_checkpoint = False  # the loaded checkpoint was written after an early stop
         self.epoch = 0  # epochs completed
         self.global_step = 0
         self.epochs = 0
@@ -163,18 +178,29 @@ class Trainer:
         self.steps_per_epoch = num_batches(len(train), batch_size)
         if self.scheduler_factory is not None and self.scheduler is None:
             self.scheduler = self.scheduler_factory(self.optimizer, epochs * self.steps_per_epoch)
-        self.stop_training = False
+        # A run that stopped early and was then interrupted (say, while testing) stays stopped on resume.
+        self.stop_training, self._stopped_at_checkpoint = self._stopped_at_checkpoint, False
         logs: dict[str, Any] = {}
         for cb in self.callbacks:
             cb.on_train_begin(logs)
-        for epoch in range(self.epoch, epochs):
+        if self.checkpoint_path is not None and self.epoch == 0 and self.global_step == 0:
+            # So that an interrupt during the first epoch also leaves something to resume from.
+            self.save_checkpoint(self.checkpoint_path)
+        for epoch in range(epochs if self.stop_training else self.epoch, epochs):
             for cb in self.callbacks:
                 cb.on_epoch_begin(epoch, logs)
             start = time.perf_counter()
             logs = self._train_epoch(train, batch_size, epoch)
+            self._check_finite_weights(epoch)
             if val is not None and len(val):
                 val_logs = self.evaluate_loss(val)
                 logs.update(val_loss=val_logs["loss"], val_accuracy=val_logs["accuracy"])
+                if self.check_finite and not np.isfinite(val_logs["loss"]):
+                    raise TrainingError(
+                        f"validation loss became {val_logs['loss']} after epoch {epoch + 1} (global step "
+                        f"{self.global_step}); training stopped and no checkpoint was written for it. "
+                        "Try a lower --lr"
+                    )
             logs["lr"] = self.optimizer.param_groups[0]["lr"]
             logs["seconds"] = time.perf_counter() - start
             for cb in self.callbacks:
@@ -212,6 +238,15 @@ class Trainer:
                 )
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if self.max_grad_norm is not None:
+                params = [p for group in self.optimizer.param_groups for p in group["params"]]
+                norm = float(torch.nn.utils.clip_grad_norm_(params, self.max_grad_norm))
+                if not np.isfinite(norm):
+                    raise TrainingError(
+                        f"gradient norm became {norm} at epoch {epoch + 1}, step {step + 1} (global step "
+                        f"{self.global_step + 1}); training stopped before the update and no checkpoint "
+                        "was written for it. Try a lower --lr"
+                    )
             self.optimizer.step()
             if self.scheduler is not None:
                 self.scheduler.step()
@@ -224,6 +259,19 @@ class Trainer:
             for cb in self.callbacks:
                 cb.on_batch_end(step, batch_logs)
         return {"loss": float(loss_sum) / max(seen, 1), "accuracy": correct / max(seen, 1)}
+
+    def _check_finite_weights(self, epoch: int) -> None:
+        # A finite loss can still be followed by an inf gradient on the epoch's last step, which
+        # leaves NaN weights that the next loss check would only see after they were saved.
+        if not self.check_finite:
+            return
+        for name, tensor in self.model.state_dict().items():
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                raise TrainingError(
+                    f"weights became non-finite ({name}) during epoch {epoch + 1} (global step "
+                    f"{self.global_step}); training stopped and no checkpoint was written for it. "
+                    "Try a lower --lr or max_grad_norm"
+                )
 
     # ----------------------------------------------------------------- inference
     @torch.inference_mode()
@@ -250,7 +298,9 @@ class Trainer:
         """Loss, accuracy, per-class precision / recall / F1 and the confusion matrix."""
         logits = self.logits(data, batch_size)
         k = logits.shape[1]
-        report = classification_report(confusion_matrix(logits.argmax(1), data.labels, k), data.class_names or None)
+        report = classification_report(
+            confusion_matrix(logits.argmax(1), data.labels, k), data.class_names or None
+        )
         report["loss"] = float(F.cross_entropy(logits, data.labels))
         report["num_samples"] = len(data)
         return report
@@ -266,6 +316,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "callbacks": {f"{i}:{type(cb).__name__}": cb.state_dict() for i, cb in enumerate(self.callbacks)},
             "rng": rng_state(),
+            "stop_training": self.stop_training,
         }
 
     def save_checkpoint(self, path: str | os.PathLike[str]) -> None:
@@ -277,22 +328,32 @@ class Trainer:
 
         The callbacks must be of the same types, in the same order, as when it was saved.
         """
-        body = load_checkpoint(path, map_location=self.device)
+        # On the CPU: torch.set_rng_state takes CPU tensors only; load_state_dict moves the rest.
+        self.load_state(load_checkpoint(path, map_location="cpu"), total_steps, source=str(path))
+
+    def load_state(
+        self, body: dict[str, Any], total_steps: int | None = None, source: str = "checkpoint"
+    ) -> None:
+        """Restore from a verified checkpoint body (``load_checkpoint``), as ``load_checkpoint`` does."""
+        missing = [key for key in STATE_KEYS if key not in body]
+        if missing:
+            raise CheckpointError(f"{source} is not a training checkpoint: it lacks {missing}")
         self.model.load_state_dict(body["model"])
         self.optimizer.load_state_dict(body["optimizer"])
         if body["scheduler"] is not None:
             if self.scheduler is None:
                 if self.scheduler_factory is None or total_steps is None:
-                    raise TrainingError(f"{path} has a scheduler state but this trainer has no scheduler")
+                    raise TrainingError(f"{source} has a scheduler state but this trainer has no scheduler")
                 self.scheduler = self.scheduler_factory(self.optimizer, total_steps)
             self.scheduler.load_state_dict(body["scheduler"])
         saved = body["callbacks"]
         mine = {f"{i}:{type(cb).__name__}": cb for i, cb in enumerate(self.callbacks)}
         if list(saved) != list(mine):
-            raise TrainingError(f"{path}: callbacks {list(saved)} differ from this run's {list(mine)}")
+            raise TrainingError(f"{source}: callbacks {list(saved)} differ from this run's {list(mine)}")
         for key, cb in mine.items():
             cb.load_state_dict(saved[key])
         self.epoch = int(body["epoch"])
         self.global_step = int(body["global_step"])
         self.seed = int(body["seed"])
+        self._stopped_at_checkpoint = bool(body.get("stop_training", False))  # absent in older files
         set_rng_state(body["rng"])

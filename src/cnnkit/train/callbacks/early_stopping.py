@@ -62,7 +62,10 @@ class EarlyStopping(Callback):
 
     def state_dict(self) -> dict[str, Any]:
         state: dict[str, Any] = {
-            "best": self.best, "best_epoch": self.best_epoch, "wait": self.wait, "stopped_epoch": self.stopped_epoch,
+            "best": self.best,
+            "best_epoch": self.best_epoch,
+            "wait": self.wait,
+            "stopped_epoch": self.stopped_epoch,
         }
         if self.best_weights is not None:
             state["best_weights"] = self.best_weights

@@ -25,7 +25,11 @@ class ModelCheckpoint(Callback):
     """
 
     def __init__(
-        self, path: str | os.PathLike[str], monitor: str = "val_loss", save_best_only: bool = True, mode: str = "auto"
+        self,
+        path: str | os.PathLike[str],
+        monitor: str = "val_loss",
+        save_best_only: bool = True,
+        mode: str = "auto",
     ) -> None:
         self.path = Path(path)
         if self.path.suffix != ".safetensors":

@@ -42,8 +42,12 @@ class ProgressBar(Callback):
             from tqdm.auto import tqdm
 
             self._pbar = tqdm(
-                total=self.trainer.steps_per_epoch, desc=f"epoch {epoch + 1}/{self.trainer.epochs}",
-                file=self.stream, leave=True, dynamic_ncols=True, unit="batch",
+                total=self.trainer.steps_per_epoch,
+                desc=f"epoch {epoch + 1}/{self.trainer.epochs}",
+                file=self.stream,
+                leave=True,
+                dynamic_ncols=True,
+                unit="batch",
             )
 
     def on_batch_end(self, step: int, logs: dict[str, Any]) -> None:
@@ -59,5 +63,8 @@ class ProgressBar(Callback):
             self._pbar = None
         else:
             seconds = time.perf_counter() - self._t0
-            print(f"epoch {epoch + 1}/{self.trainer.epochs}  {_fmt(logs)}  ({seconds:.1f} s)",
-                  file=self.stream, flush=True)
+            print(
+                f"epoch {epoch + 1}/{self.trainer.epochs}  {_fmt(logs)}  ({seconds:.1f} s)",
+                file=self.stream,
+                flush=True,
+            )

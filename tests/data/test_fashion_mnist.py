@@ -1,0 +1,95 @@
+"""Fashion-MNIST location, class names, splits and batching."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+import torch
+
+from cnnkit.data import CLASS_NAMES, CLASS_NAMES_KO, iterate_batches, load_split
+from cnnkit.data import fashion_mnist as fm
+from cnnkit.errors import DataNotFoundError
+
+
+def test_real_files_match_the_published_checksums():
+    folder = fm.find_data_dir()
+    for name, expected in fm.SHA256.items():
+        path = fm._find(folder, name)
+        if path.suffix == ".gz":
+            assert hashlib.sha256(path.read_bytes()).hexdigest() == expected
+
+
+def test_loaded_splits(fashion):
+    train, test = fashion
+    assert train.images.shape == (60000, 1, 28, 28) and train.images.dtype == torch.uint8
+    assert test.images.shape == (10000, 1, 28, 28)
+    assert train.class_names[9] == "Ankle boot" and CLASS_NAMES_KO[9] == "앵클 부츠"
+    assert len(CLASS_NAMES) == len(CLASS_NAMES_KO) == 10
+    assert int(test.labels[0]) == 9  # the course's first test image is an ankle boot
+    assert torch.bincount(train.labels).tolist() == [6000] * 10
+
+
+def test_split_default_20_percent_seeded_and_disjoint(fashion):
+    train, _ = fashion
+    a1, b1 = train.split()
+    a2, b2 = train.split()
+    assert (len(a1), len(b1)) == (48000, 12000)
+    assert torch.equal(b1.labels, b2.labels) and torch.equal(a1.images[:5], a2.images[:5])
+    strat_train, strat_val = train.split(0.2, seed=1, stratify=True)
+    assert torch.bincount(strat_val.labels).tolist() == [1200] * 10
+    assert torch.bincount(strat_train.labels).tolist() == [4800] * 10
+
+
+def test_batches_cover_every_sample_once(fashion_small):
+    train, _ = fashion_small
+    seen = torch.cat(
+        [y for _, y in iterate_batches(train, 64, shuffle=True, generator=torch.Generator().manual_seed(0))]
+    )
+    assert torch.equal(seen.sort().values, train.labels.sort().values)
+    sizes = [len(x) for x, _ in iterate_batches(train, 300)]
+    assert sizes == [300] * 6 + [200]
+
+
+def test_cnnkit_data_env_and_missing_data_message(tmp_path, monkeypatch):
+    import gzip
+
+    real = fm.find_data_dir()
+    monkeypatch.setenv("CNNKIT_DATA", str(tmp_path))
+    monkeypatch.setattr(fm, "DEBIAN_DIR", tmp_path / "nowhere")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    with pytest.raises(DataNotFoundError, match="apt-get install dataset-fashion-mnist"):
+        fm.find_data_dir()
+    # CNNKIT_DATA pointing at an MNIST-format folder with unpacked files is used as it is.
+    for name in fm.FILES.values():
+        (tmp_path / name[: -len(".gz")]).write_bytes(gzip.decompress(fm._find(real, name).read_bytes()))
+    assert fm.find_data_dir() == tmp_path
+    test = load_split(None, "test")
+    assert len(test) == 10000 and int(test.labels[0]) == 9
+
+
+def test_download_rejects_checksum_mismatch(tmp_path, monkeypatch):
+    import io
+
+    from cnnkit.errors import DataError
+
+    class FakeResponse(io.BytesIO):
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(fm.urllib.request, "urlopen", lambda url, timeout: FakeResponse(b"not the file"))
+    with pytest.raises(DataError, match="SHA-256"):
+        fm.download(tmp_path)
+    assert not any(tmp_path.iterdir())  # nothing half-written stays
+
+
+def test_download_offline_says_how_to_get_the_files(tmp_path, monkeypatch):
+    def offline(url, timeout):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(fm.urllib.request, "urlopen", offline)
+    with pytest.raises(DataNotFoundError, match="CNNKIT_DATA"):
+        fm.download(tmp_path)

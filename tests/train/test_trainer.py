@@ -1,0 +1,152 @@
+"""Trainer and callbacks on small real Fashion-MNIST subsets."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from cnnkit import create_model
+from cnnkit.train import (
+    EarlyStopping,
+    History,
+    ModelCheckpoint,
+    ProgressBar,
+    Trainer,
+    seed_everything,
+)
+from cnnkit.train.callbacks import Callback
+from cnnkit.train.metrics import classification_report, confusion_matrix
+
+
+@pytest.fixture(scope="module")
+def small(fashion_small):
+    train, test = fashion_small
+    tr, val = train.split(0.2, seed=0)
+    return tr, val, test
+
+
+def make(seed=0, **kw):
+    seed_everything(seed)
+    return Trainer(create_model("hongong_cnn"), seed=seed, device="cpu", **kw)
+
+
+def test_learns_real_data_and_history_has_keras_keys(small):
+    tr, val, test = small
+    trainer = make()
+    history = trainer.fit(tr, val, epochs=2, batch_size=32)
+    assert [row["epoch"] for row in history.epochs] == [1, 2]
+    assert {"loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds"} <= set(history.epochs[0])
+    assert history.epochs[1]["loss"] < history.epochs[0]["loss"]
+    report = trainer.evaluate(test)
+    assert report["accuracy"] > 0.6  # chance is 0.1; 1,600 images for 2 epochs
+    probs = trainer.predict(test.images[:10])
+    torch.testing.assert_close(probs.sum(1), torch.ones(10))
+
+
+def test_seeded_runs_repeat_exactly(small):
+    tr, val, _ = small
+    a = make(seed=3)
+    ha = a.fit(tr.take(400), val, epochs=1).epochs[0]
+    b = make(seed=3)
+    hb = b.fit(tr.take(400), val, epochs=1).epochs[0]
+    assert ha["loss"] == hb["loss"] and ha["val_loss"] == hb["val_loss"]
+    for pa, pb in zip(a.model.parameters(), b.model.parameters()):
+        assert torch.equal(pa, pb)
+
+
+class Scripted(Callback):
+    """Feeds EarlyStopping a scripted val_loss so the test knows when it must stop."""
+
+    def __init__(self, values):
+        self.values = values
+
+    def on_epoch_end(self, epoch, logs):
+        logs["val_loss"] = self.values[epoch]
+
+
+def test_early_stopping_patience_and_restore_best(small):
+    tr, _, _ = small
+    early = EarlyStopping(patience=2, restore_best_weights=True)
+    snapshots = []
+
+    class Snapshot(Callback):
+        def on_epoch_end(self, epoch, logs):
+            snapshots.append({k: v.clone() for k, v in self.trainer.model.state_dict().items()})
+
+    trainer = make(callbacks=[Scripted([1.0, 0.5, 0.7, 0.6, 0.4]), early, Snapshot()])
+    history = trainer.fit(tr.take(200), None, epochs=5, batch_size=50)
+    assert len(history.epochs) == 4  # best at epoch 2, no improvement in 3 and 4 -> stop
+    assert early.best_epoch == 1 and early.stopped_epoch == 3
+    for key, value in trainer.model.state_dict().items():
+        assert torch.equal(value, snapshots[1][key])
+
+
+def test_model_checkpoint_saves_only_improvements(tmp_path, small):
+    tr, _, _ = small
+    path = tmp_path / "best.safetensors"
+    ckpt = ModelCheckpoint(path, monitor="val_loss")
+    trainer = make(callbacks=[Scripted([0.9, 1.2, 0.3]), ckpt])
+    trainer.fit(tr.take(100), None, epochs=3, batch_size=50)
+    assert ckpt.best_epoch == 2 and ckpt.best == pytest.approx(0.3)
+    state = load_file(str(path))
+    for key, value in trainer.model.state_dict().items():
+        assert torch.equal(state[key], value)
+    assert not list(tmp_path.glob(".cnnkit-tmp-*"))
+    with pytest.raises(ValueError, match=".safetensors"):
+        ModelCheckpoint(tmp_path / "best.h5")
+
+
+def test_history_csv_json_round_trip(tmp_path):
+    history = History()
+    history.on_epoch_end(0, {"loss": 1.5, "accuracy": 0.5})
+    history.on_epoch_end(1, {"loss": 1.0, "accuracy": 0.7, "val_loss": 1.1})
+    history.save(tmp_path)
+    lines = (tmp_path / "history.csv").read_text().splitlines()
+    assert lines[0] == "epoch,loss,accuracy,val_loss" and lines[2] == "2,1.0,0.7,1.1"
+    assert History.load(tmp_path / "history.json").epochs == history.epochs
+
+
+def test_progress_plain_lines_when_not_a_tty(small, capsys):
+    import io
+
+    tr, val, _ = small
+    stream = io.StringIO()
+    make(callbacks=[ProgressBar(stream=stream)]).fit(tr.take(64), val.take(64), epochs=2, batch_size=32)
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("epoch 1/2  loss ") and "val_accuracy" in lines[1]
+    assert "\r" not in stream.getvalue()
+
+
+def test_progress_bar_in_terminal_mode(small):
+    import io
+
+    tr, _, _ = small
+    stream = io.StringIO()
+    make(callbacks=[ProgressBar(stream=stream, bar=True)]).fit(tr.take(64), None, epochs=1, batch_size=16)
+    text = stream.getvalue()
+    assert "epoch 1/1" in text and "4/4" in text and "loss" in text
+
+
+def test_metrics_match_a_hand_computation():
+    preds = torch.tensor([0, 0, 1, 1, 2, 2, 2])
+    target = torch.tensor([0, 1, 1, 1, 2, 0, 2])
+    cm = confusion_matrix(preds, target, 3)
+    assert cm.tolist() == [[1, 0, 1], [1, 2, 0], [0, 0, 2]]
+    report = classification_report(cm, ["a", "b", "c"])
+    assert report["accuracy"] == pytest.approx(5 / 7)
+    assert report["per_class"]["a"]["precision"] == pytest.approx(0.5)
+    assert report["per_class"]["b"]["recall"] == pytest.approx(2 / 3)
+    assert report["per_class"]["c"]["f1"] == pytest.approx(2 * (2 / 3) * 1 / (2 / 3 + 1))
+    from sklearn.metrics import f1_score
+
+    assert report["macro_f1"] == pytest.approx(f1_score(target, preds, average="macro"))
+
+
+def test_non_finite_loss_stops_with_the_step(small):
+    from cnnkit.errors import TrainingError
+
+    tr, _, _ = small
+    trainer = make(lr=1e6, optimizer="sgd")
+    with pytest.raises(TrainingError, match=r"at epoch 1, step \d+"):
+        trainer.fit(tr.take(640), None, epochs=1, batch_size=32)
