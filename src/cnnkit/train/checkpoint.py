@@ -85,7 +85,7 @@ def save_checkpoint(path: str | os.PathLike[str], payload: dict[str, Any]) -> No
     body = {
         "format_version": FORMAT_VERSION,
         "cnnkit_version": __version__,
-        "torch_version": torch.__version__,
+        "torch_version": str(torch.__version__),  # TorchVersion would need an allow-list
         **payload,
     }
     body["checksum"] = tensor_checksum({k: v for k, v in body.items() if k != "checksum"})
