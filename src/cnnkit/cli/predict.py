@@ -1,0 +1,226 @@
+"""`cnnkit predict MODEL_OR_RUN PATH...`: the top classes of each image.
+
+MODEL_OR_RUN is one of:
+
+- ``fashion``: the Fashion-MNIST CNN shipped with cnnkit (photos of clothing are converted to
+  28 × 28 light-on-dark grayscale first; see docs/pretrained.md);
+- a run folder written by ``cnnkit train``;
+- a registered model name with ``--weights``: a torchvision weights name (IMAGENET1K_V2),
+  a .safetensors / .pth state dict, or a run folder.
+
+PATHs are image files or folders (walked recursively). A file that cannot be read is reported
+by name and skipped; the others are still predicted, and the exit code is 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import DataError, UsageError
+
+FASHION = "fashion"
+FASHION_ASSET = "fashion_hongong_cnn.safetensors"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "predict",
+        help="classify image files with a pretrained model or a run folder",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("model", metavar="MODEL_OR_RUN", help="'fashion', a run folder or a model name")
+    p.add_argument("paths", metavar="PATH", nargs="+", help="image files or folders")
+    p.add_argument(
+        "--weights", help="torchvision weights name, .safetensors/.pth file, or run folder"
+    )
+    p.add_argument("--top", type=int, default=5, help="classes shown per image (default 5)")
+    p.add_argument(
+        "--resize",
+        choices=["crop", "resize", "pad"],
+        help="crop: centre crop to the aspect ratio (default); resize: stretch; pad: letterbox",
+    )
+    p.add_argument(
+        "--preprocess",
+        choices=["imagenet", "caffe", "tf", "unit"],
+        help="override the weights' normalisation (caffe: BGR minus the ImageNet mean, as Keras)",
+    )
+    p.add_argument("--num-classes", type=int, help="outputs of a state-dict file's classifier")
+    p.add_argument("--class-names", metavar="FILE", help="text file with one class name per line")
+    p.add_argument("--batch-size", type=int, default=16, help="images per forward pass")
+    p.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: best available)")
+    p.add_argument("--json", action="store_true", help="one JSON object per image on stdout")
+    p.set_defaults(func=run)
+
+
+def fashion_asset() -> Path:
+    """The shipped Fashion-MNIST weights (safetensors with class names and preprocessing)."""
+    return Path(str(resources.files("cnnkit").joinpath("assets", FASHION_ASSET)))
+
+
+def _read_names(path: str) -> list[str]:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"--class-names {path}: cannot be read ({exc})") from None
+    names = [line.strip() for line in text.splitlines() if line.strip()]
+    if not names:
+        raise UsageError(f"--class-names {path}: no names in the file (one per line)")
+    return names
+
+
+def load_model(args: argparse.Namespace, device: torch.device) -> tuple[torch.nn.Module, dict]:
+    """The model (eval mode, on ``device``) and its preprocessing config for ``args``.
+
+    Raises:
+        UsageError: contradictory or missing arguments.
+        WeightsError / FileNotFoundError / ValueError: weights that cannot be used.
+    """
+    from ..models import create_model, model_entry
+
+    target = args.model
+    if target == FASHION or Path(target).is_dir():
+        if args.weights:
+            raise UsageError(f"{target} brings its own weights; drop --weights {args.weights}")
+        if target == FASHION:
+            model = create_model("hongong_cnn", weights=str(fashion_asset()))
+            config = model.pretrained_info.preprocess_config()
+        else:
+            model, config, _ = _load_run(Path(target), device)
+    else:
+        entry = model_entry(target)  # unknown names fail here, with close matches
+        if not args.weights:
+            raise UsageError(
+                f"{target} needs --weights: a torchvision weights name such as IMAGENET1K_V1 or "
+                "DEFAULT, a .safetensors/.pth state dict, or a run folder "
+                "(an untrained model's predictions mean nothing)"
+            )
+        if Path(args.weights).is_dir():
+            model, config, trained = _load_run(Path(args.weights), device)
+            if trained != target:
+                raise UsageError(f"{args.weights} holds {trained!r} weights, not {target!r}")
+        else:
+            kwargs: dict[str, Any] = {}
+            if args.num_classes is not None:
+                kwargs["num_classes"] = args.num_classes
+            model = create_model(target, weights=args.weights, **kwargs)
+            config = model.pretrained_info.preprocess_config()
+            config.setdefault("input_shape", list(entry.input_size))
+    if args.class_names:
+        names = _read_names(args.class_names)
+        outputs = getattr(model, "num_classes", len(names))
+        if len(names) != outputs:
+            raise UsageError(f"--class-names has {len(names)} names for {outputs} outputs")
+        model.class_names = names
+    elif getattr(model, "class_names", None) is None and getattr(model, "num_classes", 0) == 1000:
+        from ..models._weights import imagenet_class_names
+
+        model.class_names = imagenet_class_names()
+        print("cnnkit: no class names in the weights; assuming ImageNet-1k's", file=sys.stderr)
+    return model.to(device).eval(), config
+
+
+def _load_run(folder: Path, device: torch.device) -> tuple[torch.nn.Module, dict, str]:
+    """(model, preprocessing config, model name) of a run folder."""
+    from ..train.run import load_run
+
+    model, record = load_run(folder, device=device)
+    config = {k: record[k] for k in ("input_shape", "normalize") if k in record}
+    config.update(record.get("preprocess") or {})
+    return model, config, record["run"]["model"]
+
+
+def _preprocess(args: argparse.Namespace, config: dict):
+    from ..data.images import Preprocess
+
+    overrides: dict[str, Any] = {}
+    if args.resize:
+        overrides["resize"] = args.resize
+    if args.preprocess:
+        config = {**config, "normalize": {"preset": args.preprocess}}
+    return Preprocess.from_config(config, **overrides)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..data.images import find_images
+    from ..models._weights import decode_predictions
+    from ..train.device import pick_device
+
+    if args.top < 1:
+        raise UsageError(f"--top must be >= 1, got {args.top}")
+    if args.batch_size < 1:
+        raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
+    device = pick_device(args.device)
+    model, config = load_model(args, device)
+    preprocess = _preprocess(args, config)
+    names = getattr(model, "class_names", None)
+
+    failed = 0
+    done = 0
+    pending: list[tuple[Path, torch.Tensor | None, str | None]] = []
+
+    def flush() -> None:
+        nonlocal done
+        tensors = [t for _, t, _ in pending if t is not None]
+        results = iter([])
+        if tensors:
+            with torch.inference_mode():
+                logits = model(torch.stack(tensors).to(device))
+            probs = torch.softmax(logits.float(), dim=1)
+            results = iter(decode_predictions(probs, args.top, names))
+        for path, tensor, error in pending:
+            if tensor is None:
+                _report_failure(path, error or "unknown error", args.json)
+            else:
+                _report(path, next(results), args.json)
+                done += 1
+        pending.clear()
+        sys.stdout.flush()
+
+    for path, problem in find_images(args.paths):
+        if problem is not None:
+            failed += 1
+            pending.append((path, None, problem))
+            continue
+        try:
+            pending.append((path, preprocess(path), None))
+        except DataError as exc:
+            failed += 1
+            pending.append((path, None, str(exc)))
+        if sum(t is not None for _, t, _ in pending) >= args.batch_size:
+            flush()
+    flush()
+    if failed:
+        print(
+            f"cnnkit: {failed} of {failed + done} input(s) could not be predicted (listed above)",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def _report(path: Path, predictions: list, as_json: bool) -> None:
+    if as_json:
+        top = [
+            {"rank": p.rank, "index": p.index, "class": p.name, "probability": p.probability}
+            for p in predictions
+        ]
+        print(json.dumps({"file": str(path), "top": top}, ensure_ascii=False))
+        return
+    print(path)
+    width = max(len(p.name) for p in predictions)
+    for p in predictions:
+        print(f"  {p.rank:>2}  {p.name:<{width}}  {100 * p.probability:6.2f} %")
+
+
+def _report_failure(path: Path, message: str, as_json: bool) -> None:
+    print(f"cnnkit: error: {message}", file=sys.stderr)
+    if as_json:
+        print(json.dumps({"file": str(path), "error": message}, ensure_ascii=False))
