@@ -2,6 +2,7 @@
 
 from . import (
     alexnet,  # noqa: F401  (registers alexnet, alexnet_tv)
+    fast_cnn,  # noqa: F401  (registers fashion_bn_cnn)
     googlenet,  # noqa: F401  (registers googlenet)
     lenet,  # noqa: F401  (registers lenet5)
     resnet,  # noqa: F401  (registers resnet18 ... 152, seresnet18 ... 152)

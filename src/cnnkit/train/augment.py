@@ -1,0 +1,94 @@
+"""Augmentation on whole batch tensors, on the device the batch is on.
+
+Per-sample transforms (torchvision's ``RandomHorizontalFlip`` on PIL images or single tensors)
+cost a Python call per image; here one batch is one or two tensor operations. Random numbers
+come from the global torch generator (on the CPU, then moved), so a seeded run repeats and the
+Trainer's checkpoint RNG state covers them.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def random_flip(x: torch.Tensor, p: float = 0.5) -> torch.Tensor:
+    """Mirror each image left-right with probability ``p``.
+
+    Args:
+        x: Tensor[N, C, H, W] (any memory format).
+
+    Returns:
+        Tensor[N, C, H, W]: each row is exactly ``x[i]`` or ``x[i].flip(-1)``.
+    """
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"p must be between 0 and 1, got {p!r}")
+    if p == 0.0 or len(x) == 0:
+        return x
+    flip = (torch.rand(len(x)) < p).to(x.device).view(-1, 1, 1, 1)
+    return torch.where(flip, x.flip(-1), x)
+
+
+def random_translate(x: torch.Tensor, max_shift: int = 2, fill: float = 0.0) -> torch.Tensor:
+    """Shift each image by its own random whole-pixel offset in [-max_shift, max_shift]².
+
+    Pixels shifted in from outside are ``fill`` (0 = black background for Fashion-MNIST).
+
+    Args:
+        x: Tensor[N, C, H, W].
+
+    Returns:
+        Tensor[N, C, H, W] in the memory format of ``x``.
+    """
+    if not isinstance(max_shift, int) or max_shift < 0:
+        raise ValueError(f"max_shift must be an int >= 0, got {max_shift!r}")
+    if max_shift == 0 or len(x) == 0:
+        return x
+    n, _, h, w = x.shape
+    s = max_shift
+    padded = nn.functional.pad(x, (s, s, s, s), value=fill)
+    shifts = torch.randint(0, 2 * s + 1, (2, n)).to(x.device)
+    rows = (torch.arange(h, device=x.device).view(1, h) + shifts[0].view(n, 1)).view(n, h, 1)
+    cols = (torch.arange(w, device=x.device).view(1, w) + shifts[1].view(n, 1)).view(n, 1, w)
+    batch = torch.arange(n, device=x.device).view(n, 1, 1)
+    # Advanced indexing gives [N, H, W, C]; permuting back is free and leaves channels-last data.
+    out = padded.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2)
+    if x.is_contiguous(memory_format=torch.channels_last):
+        return out
+    return out.contiguous()
+
+
+class FlipTranslate:
+    """Random flip then random translation, the fast preset's augmentation.
+
+    Args:
+        max_shift: largest shift in pixels along each axis.
+        flip_p: probability of a left-right flip.
+    """
+
+    def __init__(self, max_shift: int = 2, flip_p: float = 0.5) -> None:
+        if not isinstance(max_shift, int) or max_shift < 0:
+            raise ValueError(f"max_shift must be an int >= 0, got {max_shift!r}")
+        if not 0.0 <= flip_p <= 1.0:
+            raise ValueError(f"flip_p must be between 0 and 1, got {flip_p!r}")
+        self.max_shift = max_shift
+        self.flip_p = flip_p
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return random_translate(random_flip(x, self.flip_p), self.max_shift)
+
+    def __repr__(self) -> str:
+        return f"FlipTranslate(max_shift={self.max_shift}, flip_p={self.flip_p})"
+
+
+def flip_tta(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Test-time augmentation: the mean of the logits for ``x`` and for its mirror image.
+
+    Args:
+        x: Tensor[N, C, H, W].
+
+    Returns:
+        Tensor[N, K]: ``(model(x) + model(x.flip(-1))) / 2``, computed as one batch of 2N.
+    """
+    both = model(torch.cat([x, x.flip(-1)]))
+    return (both[: len(x)] + both[len(x) :]) / 2

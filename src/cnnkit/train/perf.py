@@ -1,0 +1,113 @@
+"""Per-device speed settings: threads, mixed precision, memory format, inference batch.
+
+Every trick here was measured with ``python bench/run.py`` (see docs/performance.md) and is on
+by default only where it helped on that kind of device.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+
+@dataclass(frozen=True)
+class PerfSettings:
+    """Speed settings for one device.
+
+    Attributes:
+        amp: None, 'bf16' or 'fp16' autocast for training and inference.
+        channels_last: NHWC memory format (oneDNN and cuDNN convolutions prefer it).
+        num_threads: CPU intra-op threads (None: leave torch's choice).
+        inference_batch: images per forward pass in inference.
+    """
+
+    amp: str | None
+    channels_last: bool
+    num_threads: int | None
+    inference_batch: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def cpu_has_bf16() -> bool:
+    """Whether the CPU has native bf16 dot products (AVX512_BF16 or AMX-BF16)."""
+    caps: dict[str, Any] = {}
+    get = getattr(torch.cpu, "get_capabilities", None)
+    if get is not None:
+        try:
+            caps = get()
+        except (RuntimeError, AttributeError):
+            caps = {}
+    if caps:
+        return bool(caps.get("avx512_bf16") or caps.get("amx_bf16"))
+    try:  # older torch: read the kernel's flags
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its affinity mask, else ``os.cpu_count()``)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def pick_num_threads(load: float | None = None) -> int:
+    """Intra-op threads for CPU work: the cores that other processes leave free, at least one.
+
+    On a shared machine, an OpenMP thread that waits for a core the others hold stalls every
+    parallel region: on 2 cores under load 4+, 2 threads ran 5-40x slower than 1 (see
+    docs/performance.md). ``load`` is the 1-minute load average of *other* processes; by default
+    ``os.getloadavg()`` read before this process starts working.
+    """
+    cores = usable_cores()
+    if load is None:
+        try:
+            load = os.getloadavg()[0]
+        except (AttributeError, OSError):
+            return cores
+    return max(1, min(cores, int(cores - load + 0.5)))
+
+
+def set_threads(num_threads: int | None) -> None:
+    """Set torch's intra-op threads (None leaves them); inter-op stays as torch set it."""
+    if num_threads is None:
+        return
+    if not isinstance(num_threads, int) or num_threads < 1:
+        raise ValueError(f"num_threads must be an int >= 1 or None, got {num_threads!r}")
+    torch.set_num_threads(num_threads)
+
+
+def pick_perf_settings(device: torch.device, num_threads: int | None = None) -> PerfSettings:
+    """The measured-best defaults for ``device``.
+
+    - CPU: channels-last (oneDNN's NHWC kernels), bf16 autocast only on CPUs with native bf16
+      dot products (without them bf16 is emulated and slower), threads from
+      ``pick_num_threads``, inference batches of 256 (faster than 1000: they stay in cache).
+    - CUDA: bf16 where supported, else fp16; channels-last for tensor-core convolutions.
+    - MPS and others: FP32, NCHW.
+
+    Args:
+        device: where the model runs.
+        num_threads: CPU threads; None picks them.
+    """
+    if device.type == "cpu":
+        return PerfSettings(
+            amp="bf16" if cpu_has_bf16() else None,
+            channels_last=True,
+            num_threads=num_threads or pick_num_threads(),
+            inference_batch=256,
+        )
+    if device.type == "cuda":
+        bf16 = torch.cuda.is_bf16_supported()
+        return PerfSettings(amp="bf16" if bf16 else "fp16", channels_last=True, num_threads=None,
+                            inference_batch=1024)
+    return PerfSettings(amp=None, channels_last=False, num_threads=None, inference_batch=256)
