@@ -92,7 +92,8 @@ def pick_perf_settings(device: torch.device, num_threads: int | None = None) -> 
     - CPU: channels-last (oneDNN's NHWC kernels), bf16 autocast only on CPUs with native bf16
       dot products (without them bf16 is emulated and slower), threads from
       ``pick_num_threads``, inference batches of 256 (faster than 1000: they stay in cache).
-    - CUDA: bf16 where supported, else fp16; channels-last for tensor-core convolutions.
+    - CUDA: bf16 autocast where supported (FP32 elsewhere: the Trainer has no fp16 loss
+      scaler), channels-last for tensor-core convolutions.
     - MPS and others: FP32, NCHW.
 
     Args:
@@ -108,6 +109,6 @@ def pick_perf_settings(device: torch.device, num_threads: int | None = None) -> 
         )
     if device.type == "cuda":
         bf16 = torch.cuda.is_bf16_supported()
-        return PerfSettings(amp="bf16" if bf16 else "fp16", channels_last=True, num_threads=None,
+        return PerfSettings(amp="bf16" if bf16 else None, channels_last=True, num_threads=None,
                             inference_batch=1024)
     return PerfSettings(amp=None, channels_last=False, num_threads=None, inference_batch=256)

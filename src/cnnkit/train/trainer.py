@@ -20,6 +20,7 @@ from ..errors import TrainingError
 from .callbacks import Callback, History
 from .checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .device import pick_device
+from .augment import flip_tta
 from .metrics import classification_report, confusion_matrix
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
@@ -73,6 +74,7 @@ class Trainer:
         scheduler: optional function (optimizer, total_steps) -> LR scheduler stepped per batch.
         amp: None, 'bf16' or 'fp16' autocast.
         channels_last: move images and model to the channels-last memory format.
+        tta: flip test-time augmentation in inference (mean logits of the image and its mirror).
         checkpoint_path: where ``last.ckpt`` (resumable) is written after every epoch.
         check_finite: stop with a TrainingError on a NaN/inf loss, and on non-finite weights or
             validation loss at the end of an epoch, before any checkpoint of that epoch is written.
@@ -97,6 +99,7 @@ class Trainer:
         scheduler: Callable[[torch.optim.Optimizer, int], Any] | None = None,
         amp: str | None = None,
         channels_last: bool = False,
+        tta: bool = False,
         checkpoint_path: str | os.PathLike[str] | None = None,
         check_finite: bool = True,
         max_grad_norm: float | None = None,
@@ -124,6 +127,7 @@ class Trainer:
         if amp not in (None, "bf16", "fp16"):
             raise ValueError(f"amp must be None, 'bf16' or 'fp16', got {amp!r}")
         self.amp = amp
+        self.tta = tta
         self.checkpoint_path = Path(checkpoint_path) if checkpoint_path else None
         self.check_finite = check_finite
         self.max_grad_norm = max_grad_norm
@@ -281,8 +285,10 @@ class Trainer:
         images = data.images if isinstance(data, ArrayDataset) else data
         outs = []
         for start in range(0, len(images), batch_size):
+            x = self.prepare(images[start : start + batch_size])
             with self._autocast():
-                outs.append(self.model(self.prepare(images[start : start + batch_size])).float().cpu())
+                out = flip_tta(self.model, x) if self.tta else self.model(x)
+            outs.append(out.float().cpu())
         return torch.cat(outs) if outs else torch.empty(0)
 
     def predict(self, data: ArrayDataset | torch.Tensor, batch_size: int = 256) -> torch.Tensor:
