@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from ..layers import Conv2D, Dense, GlobalAvgPool2D, MaxPool2D
+from ..layers import Conv2D, Dense, Flatten, GlobalAvgPool2D, MaxPool2D, conv_output_size
 from ._base import FeatureInfo, SequentialCNN, check_in_chans, check_num_classes
 from ._registry import register_model
 
@@ -31,7 +31,9 @@ def fashion_bn_cnn(
     in_chans: int = 1,
     widths: Sequence[int] = (32, 64, 128),
     depth: int = 1,
+    hidden: int = 0,
     dropout: float = 0.0,
+    input_size: int = 28,
 ) -> SequentialCNN:
     """A VGG-style BatchNorm CNN sized for 28×28 inputs and a CPU budget.
 
@@ -44,7 +46,10 @@ def fashion_bn_cnn(
         in_chans: input channels.
         widths: channels of each stage.
         depth: convolutions per stage.
+        hidden: 0 for a global-average-pool head; else flatten the last feature map into a
+            Dense layer of ``hidden`` ReLU units (keeps where things are, at little cost).
         dropout: dropout before the classifier.
+        input_size: square input side (the flatten head is sized for it).
     """
     check_num_classes(num_classes)
     check_in_chans(in_chans)
@@ -66,8 +71,24 @@ def fashion_bn_cnn(
         features[f"stage{i}"] = nn.Sequential(*layers)
         features[f"pool{i}"] = MaxPool2D(2)
         info.append(FeatureInfo(f"features.pool{i}", width, 2**i))
-    head: OrderedDict[str, nn.Module] = OrderedDict(gap=GlobalAvgPool2D())
+    if not isinstance(hidden, int) or hidden < 0:
+        raise ValueError(f"hidden must be an int >= 0, got {hidden!r}")
+    head: OrderedDict[str, nn.Module] = OrderedDict()
+    if hidden:
+        side = input_size
+        for _ in widths:
+            side = conv_output_size(side, 2, 2)
+        if side < 1:
+            raise ValueError(f"input_size {input_size} is too small for {len(widths)} pooling stages")
+        head["flatten"] = Flatten()
+        head["dense1"] = Dense(
+            hidden, activation="relu", kernel_initializer="he_normal", in_features=in_ch * side * side
+        )
+        num_features = hidden
+    else:
+        head["gap"] = GlobalAvgPool2D()
+        num_features = in_ch
     if dropout:
         head["dropout"] = nn.Dropout(dropout)
-    head["classifier"] = Dense(num_classes, in_features=in_ch) if num_classes else nn.Identity()
-    return SequentialCNN(features, head, info, (in_chans, 28, 28), num_classes, in_ch)
+    head["classifier"] = Dense(num_classes, in_features=num_features) if num_classes else nn.Identity()
+    return SequentialCNN(features, head, info, (in_chans, input_size, input_size), num_classes, num_features)

@@ -109,6 +109,7 @@ def pick_perf_settings(device: torch.device, num_threads: int | None = None) -> 
         )
     if device.type == "cuda":
         bf16 = torch.cuda.is_bf16_supported()
-        return PerfSettings(amp="bf16" if bf16 else None, channels_last=True, num_threads=None,
-                            inference_batch=1024)
+        return PerfSettings(
+            amp="bf16" if bf16 else None, channels_last=True, num_threads=None, inference_batch=1024
+        )
     return PerfSettings(amp=None, channels_last=False, num_threads=None, inference_batch=256)

@@ -42,8 +42,13 @@ def one_cycle(
 
     def build(optimizer: torch.optim.Optimizer, total_steps: int) -> LRScheduler:
         return OneCycleLR(
-            optimizer, max_lr=max_lr, total_steps=max(total_steps, 2), pct_start=pct_start,
-            div_factor=div_factor, final_div_factor=final_div_factor, anneal_strategy=anneal,
+            optimizer,
+            max_lr=max_lr,
+            total_steps=max(total_steps, 2),
+            pct_start=pct_start,
+            div_factor=div_factor,
+            final_div_factor=final_div_factor,
+            anneal_strategy=anneal,
         )
 
     return build

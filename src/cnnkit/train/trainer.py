@@ -17,10 +17,10 @@ from torch import nn
 
 from ..data.arrays import ArrayDataset, iterate_batches, num_batches
 from ..errors import TrainingError
+from .augment import flip_tta
 from .callbacks import Callback, History
 from .checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .device import pick_device
-from .augment import flip_tta
 from .metrics import classification_report, confusion_matrix
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")

@@ -1,0 +1,488 @@
+"""The benchmark cases. Each takes the shared Context and returns one result row (a dict).
+
+Every row carries: images, seconds (best of the timed repeats), img/s, s/epoch where it is a
+training or validation epoch, GFLOP per image, achieved GFLOP/s, fraction of the measured FP32
+peak, the load average while it ran, and the settings used.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, TensorDataset
+
+from cnnkit import create_model
+from cnnkit.data.arrays import ArrayDataset
+from cnnkit.train.perf import PerfSettings
+from cnnkit.train.trainer import Trainer
+from measure import forward_flops, load, timed, train_step_flops
+
+EPOCH_TRAIN = 48_000  # the course's split of the 60,000 training images
+EPOCH_VAL = 12_000
+
+
+@dataclass
+class Context:
+    """What every case shares: data, device, settings, the measured peak, reference rates."""
+
+    train: ArrayDataset
+    val: ArrayDataset
+    test: ArrayDataset
+    device: torch.device
+    perf: PerfSettings
+    quick: bool
+    peak_fp32: float = 0.0
+    peak_bf16: float = 0.0
+    default_threads: int = 1
+    refs: dict[str, float] = field(default_factory=dict)  # reference img/s by key
+    t0: float = 0.0  # process start (time-to-accuracy counts from here)
+
+
+def _flops(name: str, **kw: Any) -> dict[str, float]:
+    shape = kw.pop("input_shape", (1, 28, 28))
+    model = create_model(name, **kw)
+    fwd = forward_flops(model, shape)
+    return {
+        "forward": fwd["summary"],
+        "forward_counter": fwd["flop_counter"],
+        "train": train_step_flops(copy.deepcopy(model), shape),
+    }
+
+
+def _row(case: str, images: int, seconds: float, flop_per_img: float, ctx: Context, **extra: Any) -> dict:
+    gflops = images * flop_per_img / seconds / 1e9
+    row = {
+        "case": case,
+        "images": images,
+        "seconds": round(seconds, 3),
+        "img_per_s": round(images / seconds, 1),
+        "gflop_per_img": round(flop_per_img / 1e9, 5),
+        "gflop_per_s": round(gflops, 2),
+        "frac_fp32_peak": round(gflops / ctx.peak_fp32, 3) if ctx.peak_fp32 else None,
+    }
+    row.update(extra)
+    return row
+
+
+def _with_threads(n: int):
+    class _Threads:
+        def __enter__(self) -> None:
+            self.before = torch.get_num_threads()
+            torch.set_num_threads(n)
+
+        def __exit__(self, *exc: object) -> None:
+            torch.set_num_threads(self.before)
+
+    return _Threads()
+
+
+# ------------------------------------------------------------------ the plain reference loop
+def _plain_epoch(ctx: Context, train_n: int, val_n: int) -> tuple[float, float]:
+    """A typical tutorial loop: TensorDataset + DataLoader, batch 32, eager, NCHW, FP32, Adam.
+
+    Returns (train seconds, val seconds) for ``train_n`` / ``val_n`` images.
+    """
+    x = ctx.train.images[:train_n].float().div(255)
+    y = ctx.train.labels[:train_n]
+    model = create_model("hongong_cnn").to(ctx.device)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loader = DataLoader(TensorDataset(x, y), batch_size=32, shuffle=True)
+    model.train()
+    start = time.perf_counter()
+    for xb, yb in loader:
+        xb, yb = xb.to(ctx.device), yb.to(ctx.device)
+        opt.zero_grad()
+        loss = F.cross_entropy(model(xb), yb)
+        loss.backward()
+        opt.step()
+    train_s = time.perf_counter() - start
+    xv = ctx.val.images[:val_n].float().div(255)
+    model.eval()
+    start = time.perf_counter()
+    with torch.no_grad():
+        for (xb,) in DataLoader(TensorDataset(xv), batch_size=32):
+            model(xb.to(ctx.device))
+    return train_s, time.perf_counter() - start
+
+
+def _plain_infer(ctx: Context, n: int) -> float:
+    model = create_model("hongong_cnn").to(ctx.device).eval()
+    x = ctx.test.images[:n].float().div(255)
+    start = time.perf_counter()
+    with torch.no_grad():
+        for (xb,) in DataLoader(TensorDataset(x), batch_size=32):
+            model(xb.to(ctx.device))
+    return time.perf_counter() - start
+
+
+def reference(ctx: Context) -> list[dict]:
+    """The plain loop, with torch's default threads and with the fast path's thread count."""
+    train_n, val_n = (3_200, 800) if ctx.quick else (9_600, 2_400)
+    infer_n = 2_000 if ctx.quick else 10_000
+    fl = _flops("hongong_cnn")
+    rows = []
+    variants = {"default": ctx.default_threads}
+    if ctx.perf.num_threads and ctx.perf.num_threads != ctx.default_threads:
+        variants["same_threads"] = ctx.perf.num_threads
+    for label, threads in variants.items():
+        with _with_threads(threads):
+            before = load()
+            train_s, val_s = _plain_epoch(ctx, train_n, val_n)
+            # An epoch is 48,000 training + 12,000 validation images: scale the measured part.
+            epoch_s = train_s * EPOCH_TRAIN / train_n + val_s * EPOCH_VAL / val_n
+            flop_epoch = EPOCH_TRAIN * fl["train"] + EPOCH_VAL * fl["forward"]
+            ctx.refs[f"train_{label}"] = EPOCH_TRAIN / epoch_s
+            rows.append(
+                _row(
+                    f"ref_train[{label}]",
+                    EPOCH_TRAIN,
+                    epoch_s,
+                    flop_epoch / EPOCH_TRAIN,
+                    ctx,
+                    s_per_epoch=round(epoch_s, 2),
+                    threads=threads,
+                    load=[before, load()],
+                    measured_images=train_n + val_n,
+                    note="extrapolated from a part of an epoch",
+                )
+            )
+            before = load()
+            infer_s = _plain_infer(ctx, infer_n)
+            ctx.refs[f"infer_{label}"] = infer_n / infer_s
+            rows.append(
+                _row(
+                    f"ref_infer[{label}]",
+                    infer_n,
+                    infer_s,
+                    fl["forward"],
+                    ctx,
+                    threads=threads,
+                    load=[before, load()],
+                )
+            )
+    return rows
+
+
+def _ratios(ctx: Context, kind: str, rate: float) -> dict[str, float | None]:
+    out = {}
+    for label in ("default", "same_threads"):
+        ref = ctx.refs.get(f"{kind}_{label}")
+        out[f"x_ref_{label}"] = round(rate / ref, 2) if ref else None
+    return out
+
+
+# ------------------------------------------------------------------ course CNN training
+def _trainer_epochs(
+    ctx: Context,
+    model_name: str,
+    batch_size: int,
+    epochs: int,
+    recipe: dict,
+    train_n: int,
+    val_n: int,
+    perf: PerfSettings,
+) -> tuple[list[float], Trainer]:
+    torch.manual_seed(0)
+    model = create_model(model_name)
+    trainer = Trainer(model, device=ctx.device, amp=perf.amp, channels_last=perf.channels_last, **recipe)
+    train = ctx.train.subset(slice(0, train_n))
+    val = ctx.val.subset(slice(0, val_n))
+    trainer.fit(train, val, epochs=epochs, batch_size=batch_size)
+    return [row["seconds"] for row in trainer.history.epochs], trainer
+
+
+def course_train(ctx: Context) -> list[dict]:
+    """hongong_cnn: course settings (Adam 1e-3, batch 32) and the fast path (batch 256), each with
+    the device's speed settings; an epoch is 48,000 training + 12,000 validation images."""
+    from cnnkit.train.presets import fast_trainer_options
+
+    train_n, val_n = (9_600, 2_400) if ctx.quick else (EPOCH_TRAIN, EPOCH_VAL)
+    epochs = 2 if ctx.quick else 3  # the first epoch is warm-up (oneDNN primitive creation)
+    fl = _flops("hongong_cnn")
+    flop_epoch = EPOCH_TRAIN * fl["train"] + EPOCH_VAL * fl["forward"]
+    variants = {
+        "course_bs32": (32, {"optimizer": "adam", "lr": 1e-3}, ctx.perf),
+        "course_bs32_fp32_nchw": (
+            32,
+            {"optimizer": "adam", "lr": 1e-3},
+            PerfSettings(None, False, ctx.perf.num_threads, 256),
+        ),
+        "fast_bs256": (256, fast_trainer_options("hongong_cnn", augment=False), ctx.perf),
+    }
+    rows = []
+    with _with_threads(ctx.perf.num_threads or torch.get_num_threads()):
+        for label, (bs, recipe, perf) in variants.items():
+            before = load()
+            seconds, trainer = _trainer_epochs(ctx, "hongong_cnn", bs, epochs, recipe, train_n, val_n, perf)
+            timed_s = seconds[1:]
+            scale = EPOCH_TRAIN / train_n
+            best = min(timed_s) * scale
+            rate = EPOCH_TRAIN / best
+            rows.append(
+                _row(
+                    f"course_train[{label}]",
+                    EPOCH_TRAIN,
+                    best,
+                    flop_epoch / EPOCH_TRAIN,
+                    ctx,
+                    s_per_epoch=round(best, 2),
+                    epoch_seconds=[round(s * scale, 2) for s in seconds],
+                    batch_size=bs,
+                    amp=perf.amp,
+                    channels_last=perf.channels_last,
+                    threads=torch.get_num_threads(),
+                    load=[before, load()],
+                    val_accuracy=round(trainer.history.epochs[-1]["val_accuracy"], 4),
+                    **_ratios(ctx, "train", rate),
+                )
+            )
+    return rows
+
+
+# ------------------------------------------------------------------ course CNN inference
+def course_infer(ctx: Context) -> list[dict]:
+    """hongong_cnn over the 10,000 test images: batch size, memory format and dtype variants."""
+    fl = _flops("hongong_cnn")
+    torch.manual_seed(0)
+    model = create_model("hongong_cnn")
+    test = ctx.test if not ctx.quick else ctx.test.subset(slice(0, 5_000))
+    variants = [
+        ("fp32_nchw_b256", None, False, 256),
+        ("fp32_cl_b256", None, True, 256),
+        ("fp32_cl_b1000", None, True, 1000),
+        ("bf16_cl_b256", "bf16", True, 256),
+        ("auto", ctx.perf.amp, ctx.perf.channels_last, ctx.perf.inference_batch),
+    ]
+    rows = []
+    reference_pred = None
+    with _with_threads(ctx.perf.num_threads or torch.get_num_threads()):
+        for label, amp, cl, bs in variants:
+            if amp == "bf16" and ctx.device.type == "cpu" and label != "auto" and ctx.perf.amp is None:
+                continue  # no native bf16 here: emulated bf16 is slower
+            trainer = Trainer(copy.deepcopy(model), device=ctx.device, amp=amp, channels_last=cl)
+            pred = trainer.logits(test, bs).argmax(1)
+            t = timed(lambda trainer=trainer, bs=bs: trainer.logits(test, bs), repeats=3, warmup=0)
+            if reference_pred is None:
+                reference_pred = pred
+            rate = len(test) / t["best"]
+            rows.append(
+                _row(
+                    f"course_infer[{label}]",
+                    len(test),
+                    t["best"],
+                    fl["forward"],
+                    ctx,
+                    median_s=round(t["median"], 3),
+                    batch_size=bs,
+                    amp=amp,
+                    channels_last=cl,
+                    threads=torch.get_num_threads(),
+                    load=t["load"],
+                    same_predictions_as_fp32=float((pred == reference_pred).float().mean()),
+                    **_ratios(ctx, "infer", rate),
+                )
+            )
+    return rows
+
+
+# ------------------------------------------------------------------ zoo models
+def resnet18_train(ctx: Context) -> list[dict]:
+    """resnet18 (small_input) training steps on Fashion-MNIST; s/epoch extrapolated."""
+    import cnnkit
+
+    if "resnet18" not in cnnkit.list_models():
+        return [{"case": "resnet18_train", "skipped": "resnet18 is not registered"}]
+    kw = {"small_input": True, "in_chans": 1, "num_classes": 10}
+    fl = _flops("resnet18", **kw)
+    bs = 128
+    steps = 2 if ctx.quick else 6
+    rows = []
+    with _with_threads(ctx.perf.num_threads or torch.get_num_threads()):
+        for label, perf in (("auto", ctx.perf), ("fp32_cl", PerfSettings(None, True, None, 256))):
+            torch.manual_seed(0)
+            trainer = Trainer(
+                create_model("resnet18", **kw),
+                device=ctx.device,
+                amp=perf.amp,
+                channels_last=perf.channels_last,
+                optimizer="sgd",
+                lr=0.05,
+            )
+            data = ctx.train.subset(slice(0, bs * (steps + 1)))
+            before = load()
+            trainer.fit(data, epochs=1, batch_size=bs)  # warm-up epoch of steps + 1 batches
+            t = timed(
+                lambda trainer=trainer, data=data: trainer._train_epoch(data, bs, 1), repeats=1, warmup=0
+            )
+            n = len(data)
+            rows.append(
+                _row(
+                    f"resnet18_train[{label}]",
+                    n,
+                    t["best"],
+                    fl["train"],
+                    ctx,
+                    s_per_epoch=round(t["best"] * EPOCH_TRAIN / n, 1),
+                    batch_size=bs,
+                    amp=perf.amp,
+                    threads=torch.get_num_threads(),
+                    load=[before, *t["load"]],
+                    note="train-step time only; s/epoch extrapolated, validation not included",
+                )
+            )
+    return rows
+
+
+def resnet50_infer(ctx: Context) -> list[dict]:
+    """resnet50 at 224×224×3, batch 8, inference (random weights and images: speed only)."""
+    import cnnkit
+
+    if "resnet50" not in cnnkit.list_models():
+        return [{"case": "resnet50_infer", "skipped": "resnet50 is not registered"}]
+    fl = _flops("resnet50", input_shape=(3, 224, 224))
+    x = torch.rand(8, 3, 224, 224, device=ctx.device)
+    rows = []
+    repeats = 3 if ctx.quick else 5
+    with _with_threads(ctx.perf.num_threads or torch.get_num_threads()):
+        for label, amp, cl in (
+            ("fp32_nchw", None, False),
+            ("fp32_cl", None, True),
+            ("bf16_cl", "bf16", True),
+        ):
+            if amp == "bf16" and ctx.device.type == "cpu" and ctx.perf.amp is None:
+                continue
+            torch.manual_seed(0)
+            trainer = Trainer(create_model("resnet50"), device=ctx.device, amp=amp, channels_last=cl)
+            t = timed(lambda trainer=trainer: trainer.logits(x, 8), repeats=repeats, warmup=1)
+            row = _row(
+                f"resnet50_infer[{label}]",
+                8,
+                t["best"],
+                fl["forward"],
+                ctx,
+                median_s=round(t["median"], 3),
+                batch_size=8,
+                amp=amp,
+                channels_last=cl,
+                threads=torch.get_num_threads(),
+                load=t["load"],
+            )
+            if amp == "bf16" and ctx.peak_bf16:
+                row["frac_bf16_peak"] = round(row["gflop_per_s"] / ctx.peak_bf16, 3)
+            rows.append(row)
+    return rows
+
+
+# ------------------------------------------------------------------ time to accuracy
+def time_to_accuracy(ctx: Context) -> list[dict]:
+    """The fast preset from process start: wall time until test accuracy (with flip TTA)
+    first reaches 92 % and 94 %, checked after every epoch (evaluation time included)."""
+    from cnnkit.train.callbacks import Callback
+    from cnnkit.train.presets import PRESETS, fast_trainer_options
+
+    preset = PRESETS["fast"]
+    epochs = 2 if ctx.quick else preset["epochs"]
+    marks: dict[str, float | None] = {"0.92": None, "0.94": None}
+    curve: list[dict] = []
+    test = ctx.test
+
+    class Probe(Callback):
+        def on_epoch_end(self, epoch: int, logs: dict[str, Any]) -> None:
+            acc = float((self.trainer.logits(test).argmax(1) == test.labels).float().mean())
+            wall = time.perf_counter() - ctx.t0
+            curve.append(
+                {"epoch": epoch + 1, "test_accuracy": round(acc, 4), "wall_s": round(wall, 1), "load": load()}
+            )
+            for mark in marks:
+                if marks[mark] is None and acc >= float(mark):
+                    marks[mark] = round(wall, 1)
+
+    with _with_threads(ctx.perf.num_threads or torch.get_num_threads()):
+        torch.manual_seed(0)
+        model = create_model(preset["model"])
+        options = fast_trainer_options(preset["model"])
+        trainer = Trainer(
+            model,
+            device=ctx.device,
+            amp=ctx.perf.amp,
+            channels_last=ctx.perf.channels_last,
+            callbacks=[Probe()],
+            **options,
+        )
+        trainer.fit(ctx.train, epochs=epochs, batch_size=preset["batch_size"])
+    return [
+        {
+            "case": "time_to_accuracy[fast]",
+            "model": preset["model"],
+            "epochs": epochs,
+            "wall_to_92": marks["0.92"],
+            "wall_to_94": marks["0.94"],
+            "curve": curve,
+            "final_test_accuracy": curve[-1]["test_accuracy"],
+            "threads": torch.get_num_threads(),
+            "note": "wall time counts from process start: imports, data loading, training, evaluation",
+        }
+    ]
+
+
+# ------------------------------------------------------------------ torch.compile
+def compiled(ctx: Context) -> list[dict]:
+    """torch.compile on hongong_cnn inference and training, compile time reported apart."""
+    fl = _flops("hongong_cnn")
+    rows = []
+    test = ctx.test.subset(slice(0, 5_000))
+    with _with_threads(ctx.perf.num_threads or torch.get_num_threads()):
+        torch.manual_seed(0)
+        model = create_model("hongong_cnn")
+        eager = Trainer(
+            copy.deepcopy(model), device=ctx.device, amp=ctx.perf.amp, channels_last=ctx.perf.channels_last
+        )
+        comp = Trainer(
+            torch.compile(copy.deepcopy(model)),
+            device=ctx.device,
+            amp=ctx.perf.amp,
+            channels_last=ctx.perf.channels_last,
+        )
+        start = time.perf_counter()
+        comp.logits(test.images[:256], 256)  # compiles
+        compile_s = time.perf_counter() - start
+        for label, trainer in (("eager", eager), ("compiled", comp)):
+            t = timed(lambda trainer=trainer: trainer.logits(test, 256), repeats=3, warmup=1)
+            rows.append(
+                _row(
+                    f"compile_infer[{label}]",
+                    len(test),
+                    t["best"],
+                    fl["forward"],
+                    ctx,
+                    median_s=round(t["median"], 3),
+                    load=t["load"],
+                    compile_s=round(compile_s, 1) if label == "compiled" else None,
+                    **_ratios(ctx, "infer", len(test) / t["best"]),
+                )
+            )
+    return rows
+
+
+CASES = {
+    "reference": reference,
+    "course_train": course_train,
+    "course_infer": course_infer,
+    "resnet18_train": resnet18_train,
+    "resnet50_infer": resnet50_infer,
+    "time_to_accuracy": time_to_accuracy,
+    "compile": compiled,
+}
+DEFAULT_CASES = [
+    "reference",
+    "course_train",
+    "course_infer",
+    "resnet18_train",
+    "resnet50_infer",
+    "time_to_accuracy",
+]

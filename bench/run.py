@@ -1,0 +1,172 @@
+"""cnnkit benchmark suite: `python bench/run.py [--cases ...] [--quick]`.
+
+Prints a table and writes bench/results/<date-time>.json. Never part of the tests. Every
+case runs in this one process so that its ratio to the plain PyTorch reference loop is
+measured under the same conditions (this machine is shared: the load average is recorded with
+every figure).
+"""
+
+from __future__ import annotations
+
+import time
+
+T0 = time.perf_counter()  # time to accuracy counts from here, imports included
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import platform  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import torch  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cases import CASES, DEFAULT_CASES, Context  # noqa: E402
+from cnnkit.data import load_fashion_mnist  # noqa: E402
+from cnnkit.train.device import pick_device  # noqa: E402
+from cnnkit.train.perf import pick_num_threads, pick_perf_settings  # noqa: E402
+from measure import gemm_peak, load  # noqa: E402
+
+COLUMNS = [
+    ("case", 34),
+    ("img_per_s", 10),
+    ("s_per_epoch", 11),
+    ("gflop_per_s", 11),
+    ("frac_fp32_peak", 9),
+    ("x_ref_default", 9),
+    ("x_ref_same_threads", 9),
+    ("load", 14),
+]
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, list):
+        return "/".join(f"{v:.1f}" for v in value[:1] + value[-1:])
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) < 10 else f"{value:,.0f}"
+    return str(value)
+
+
+def print_table(rows: list[dict]) -> None:
+    print(" ".join(name.rjust(width) if i else name.ljust(width) for i, (name, width) in enumerate(COLUMNS)))
+    for row in rows:
+        if "skipped" in row:
+            print(f"{row['case']:<34} skipped: {row['skipped']}")
+            continue
+        if row["case"].startswith("time_to_accuracy"):
+            print(
+                f"{row['case']:<34} 92 %: {row['wall_to_92']} s, 94 %: {row['wall_to_94']} s, "
+                f"final {row['final_test_accuracy']:.4f} after {row['epochs']} epochs"
+            )
+            continue
+        cells = [_cell(row.get(name)) for name, _ in COLUMNS]
+        print(" ".join(c.rjust(w) if i else c.ljust(w) for i, (c, (_, w)) in enumerate(zip(cells, COLUMNS))))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--cases", nargs="+", choices=sorted(CASES), help=f"default: {' '.join(DEFAULT_CASES)}"
+    )
+    parser.add_argument("--quick", action="store_true", help="smaller parts of each case (a smoke run)")
+    parser.add_argument("--device", help="cpu, cuda, mps (default: best available)")
+    parser.add_argument("--threads", type=int, help="fast-path CPU threads (default: the free cores)")
+    parser.add_argument("--out", help="JSON file (default bench/results/<date-time>.json)")
+    args = parser.parse_args(argv)
+    cases = args.cases or DEFAULT_CASES
+    if "reference" not in cases and any(c in cases for c in ("course_train", "course_infer", "compile")):
+        cases = ["reference", *cases]  # ratios need the reference loop of the same run
+
+    start_load = load()
+    threads = args.threads or pick_num_threads()
+    device = pick_device(args.device)
+    perf = pick_perf_settings(device, num_threads=threads)
+    train_all, test = load_fashion_mnist()
+    train, val = train_all.split(0.2, seed=42)
+    startup_s = time.perf_counter() - T0  # imports + data loading, counted in time to accuracy
+    ctx = Context(
+        train=train,
+        val=val,
+        test=test,
+        device=device,
+        perf=perf,
+        quick=args.quick,
+        default_threads=torch.get_num_threads(),
+        t0=T0,
+    )
+    # Measured peak: the best of all thread counts, so the fraction is of what the machine can do.
+    peaks = {}
+    for n in sorted({1, torch.get_num_threads()}):
+        torch.set_num_threads(n)
+        peaks[n] = {"fp32": gemm_peak(torch.float32), "bf16": gemm_peak(torch.bfloat16)}
+    torch.set_num_threads(ctx.default_threads)
+    ctx.peak_fp32 = max(p["fp32"] for p in peaks.values())
+    ctx.peak_bf16 = max(p["bf16"] for p in peaks.values())
+    print(
+        f"device {device}, fast-path threads {threads} of {ctx.default_threads}, perf {perf.to_dict()}, "
+        f"load {start_load}"
+    )
+    print(
+        f"measured GEMM peak: FP32 {ctx.peak_fp32:.0f} GFLOP/s, BF16 {ctx.peak_bf16:.0f} GFLOP/s "
+        f"(by threads: {json.dumps({k: {d: round(v) for d, v in p.items()} for k, p in peaks.items()})})"
+    )
+
+    rows: list[dict] = []
+    for name in cases:
+        if name == "time_to_accuracy":
+            continue  # last: it needs the most quiet time; its clock still starts at process start
+        started = time.perf_counter()
+        new = CASES[name](ctx)
+        print_table(new)
+        print(f"  ({name}: {time.perf_counter() - started:.0f} s)", flush=True)
+        rows += new
+    if "time_to_accuracy" in cases:
+        # As if it had run first: its clock starts at the process start (imports and data
+        # loading included), but the other cases' time is not counted.
+        ctx.t0 = time.perf_counter() - startup_s
+        new = CASES["time_to_accuracy"](ctx)
+        print_table(new)
+        rows += new
+
+    result = {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "command": "python bench/run.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "quick": args.quick,
+        "machine": {
+            "platform": platform.platform(),
+            "cpu": torch.cpu.get_capabilities().get("cpu_name")
+            if hasattr(torch.cpu, "get_capabilities")
+            else None,
+            "cores": os.cpu_count(),
+            "torch": torch.__version__,
+            "device": str(device),
+            "load_at_start": start_load,
+            "load_at_end": load(),
+        },
+        "peak_gflop_s": {
+            "fp32": round(ctx.peak_fp32, 1),
+            "bf16": round(ctx.peak_bf16, 1),
+            "by_threads": peaks,
+        },
+        "startup_seconds": round(startup_s, 2),
+        "perf_settings": perf.to_dict(),
+        "rows": rows,
+    }
+    out = (
+        Path(args.out)
+        if args.out
+        else Path(__file__).resolve().parent
+        / "results"
+        / (time.strftime("%Y-%m-%d_%H%M%S") + (".quick" if args.quick else "") + ".json")
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2, default=str), encoding="utf-8")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
