@@ -26,6 +26,8 @@ from .callbacks import EarlyStopping, ModelCheckpoint, ProgressBar
 from .checkpoint import load_checkpoint
 from .config import RunConfig
 from .device import pick_device
+from .perf import pick_num_threads, set_threads
+from .presets import trainer_extras
 from .trainer import Trainer, seed_everything
 
 CONFIG_FILE = "config.json"
@@ -98,6 +100,7 @@ def make_trainer(config: RunConfig, model: nn.Module, out: Path, progress: bool 
         amp=config.amp,
         channels_last=config.channels_last,
         checkpoint_path=out / LAST_CHECKPOINT,
+        **trainer_extras(config.preset, config.lr),  # augmentation, LR schedule, TTA
     )
 
 
@@ -131,6 +134,8 @@ def train_run(
     train_all, test = load_dataset(config.data, config.limit_train, config.limit_test, config.seed)
     train, val = train_all.split(config.val_fraction, seed=config.seed, stratify=config.stratify)
     device = pick_device(config.device)
+    if config.preset == "fast" and device.type == "cpu":
+        set_threads(pick_num_threads())  # see docs/performance.md: busy cores stall OpenMP threads
     model = build_model(config, train_all.num_classes, train_all.input_shape[0])
     trainer = make_trainer(config, model, out, progress)
     record = {
