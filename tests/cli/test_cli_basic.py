@@ -1,0 +1,93 @@
+"""The foundation commands: models, summary, shape, train, evaluate, and their errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from cnnkit.cli.__main__ import main
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_models_lists_course_models_with_counts(capsys):
+    code, out, _ = run(capsys, "models")
+    assert code == 0
+    line = next(row for row in out.splitlines() if row.startswith("hongong_cnn "))
+    assert "333,526" in line and "28x28x1" in line
+
+
+def test_summary_of_the_exercise_matches_the_course(capsys):
+    code, out, _ = run(capsys, "summary", "exercise_cnn", "--input", "200x300x3", "--batch", "50")
+    assert code == 0
+    assert "Total params: 903,400" in out
+    assert "Activations per image (forward): 10.5 MB" in out
+    assert "Activations for a batch of 50: 526.0 MB" in out
+    assert "(400, 25, 38)" in out
+
+
+def test_summary_json(capsys):
+    code, out, _ = run(capsys, "summary", "hongong_cnn", "--json")
+    data = json.loads(out)
+    assert code == 0 and data["total_params"] == 333_526 and data["rows"][0]["name"] == "features.conv1"
+
+
+def test_shape_calculator_walkthrough(capsys):
+    code, out, _ = run(capsys, "shape", "39x31x1", "conv:20:4", "pool:2", "conv:40:3", "pool:2",
+                       "conv:60:3", "pool:2", "conv:80:2", "flatten")
+    assert code == 0
+    assert "(2, 1, 80)" in out and "(160,)" in out
+    code, out, _ = run(capsys, "shape", "70x120x3", "conv:32:7:2:same")
+    assert "(35, 60, 32)" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["summary", "hongong_cn"], "did you mean hongong_cnn"),
+        (["summary", "hongong_cnn", "--input", "28x28"], "HxWxC"),
+        (["shape", "28x28x1", "conv:x:3"], "expected integers"),
+        (["shape", "28x28x1", "blur:3"], "unknown layer"),
+        (["train", "--model", "nope_net", "--out", "unused"], "unknown model 'nope_net'"),
+        (["evaluate", "/nonexistent/run"], "not a cnnkit run folder"),
+        (["train", "--epochs", "0", "--out", "unused2"], "epochs must be >= 1"),
+    ],
+)
+def test_usage_errors_are_one_line_exit_2(capsys, argv, message, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(capsys, *argv)
+    assert code == 2
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_no_traceback_from_the_real_entry_point():
+    result = subprocess.run([sys.executable, "-m", "cnnkit.cli", "summary", "lenet"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert result.stderr.startswith("cnnkit: error: unknown model 'lenet'") and "Traceback" not in result.stderr
+
+
+def test_train_then_evaluate_a_tiny_run(capsys, tmp_path):
+    out_dir = tmp_path / "run"
+    code, out, _ = run(capsys, "train", "--model", "hongong_cnn", "--epochs", "1", "--limit-train", "500",
+                       "--limit-test", "200", "--out", str(out_dir), "--no-progress")
+    assert code == 0 and "test accuracy" in out
+    for name in ("config.json", "best.safetensors", "last.ckpt", "history.csv", "history.json",
+                 "curves.png", "metrics.json"):
+        assert (out_dir / name).is_file(), name
+    config = json.loads((out_dir / "config.json").read_text())
+    assert config["run"]["seed"] == 42 and config["versions"]["torch"] and config["machine"]["cpu_count"]
+    metrics = json.loads((out_dir / "metrics.json").read_text())
+    code, out, _ = run(capsys, "evaluate", str(out_dir), "--limit-test", "200")
+    assert code == 0
+    assert f"accuracy {metrics['test_accuracy']:.4f}" in out  # same weights, same 200 images
+    assert "Ankle boot" in out
+    code, _, err = run(capsys, "train", "--out", str(out_dir), "--epochs", "1")
+    assert code == 2 and "already exists" in err
