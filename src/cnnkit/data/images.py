@@ -221,6 +221,9 @@ def open_image(
     path = Path(path)
     data = _read_bytes(path, max_bytes)
     with warnings.catch_warnings():
+        # Pillow's notes on damaged metadata ("Corrupt EXIF data") would interleave with a
+        # batch's output; the pixels decide whether the file is usable.
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
         # Pillow warns (and only errors at twice its limit); a warning is an error here.
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
@@ -232,7 +235,7 @@ def open_image(
                 f"{path}: refused before decoding by the decompression-bomb check ({exc})"
             ) from None
         except _DECODE_ERRORS as exc:
-            raise DataError(f"{path}: corrupt {_guess(data)} header ({_reason(exc)})") from None
+            raise DataError(f"{path}: truncated or corrupt {_guess(data)} header ({_reason(exc)})") from None
         width, height = image.size
         if width < 1 or height < 1:
             raise DataError(f"{path}: header declares an empty {width}×{height} image")
@@ -247,9 +250,7 @@ def open_image(
             # exif_transpose returns a new image without the orientation tag (or a copy).
             result = ImageOps.exif_transpose(image)
         except _DECODE_ERRORS as exc:
-            raise DataError(
-                f"{path}: truncated or corrupt {image.format} data ({_reason(exc)})"
-            ) from None
+            raise DataError(f"{path}: truncated or corrupt {image.format} data ({_reason(exc)})") from None
     if result is None:  # only with in_place=True, which is not used; keeps type checkers honest
         result = image
     return result
@@ -463,9 +464,7 @@ def resize_image(
         out = image.resize((width, height), resample)
     elif mode == "crop":
         target = width / height
-        box_w, box_h = (
-            (src_h * target, src_h) if src_w / src_h > target else (src_w, src_w / target)
-        )
+        box_w, box_h = (src_h * target, src_h) if src_w / src_h > target else (src_w, src_w / target)
         box_w, box_h = box_w * crop_fraction, box_h * crop_fraction
         left, top = (src_w - box_w) / 2, (src_h - box_h) / 2
         out = image.resize((width, height), resample, box=(left, top, left + box_w, top + box_h))
@@ -476,9 +475,7 @@ def resize_image(
         channels = pixels.shape[2]
         color = _fill_color(fill, channels)
         out = Image.new(image.mode, (width, height), color)
-        out.paste(
-            image.resize((new_w, new_h), resample), ((width - new_w) // 2, (height - new_h) // 2)
-        )
+        out.paste(image.resize((new_w, new_h), resample), ((width - new_w) // 2, (height - new_h) // 2))
     array = np.asarray(out)
     return np.ascontiguousarray(array[..., None] if array.ndim == 2 else array)
 
@@ -583,16 +580,12 @@ class Preprocess:
         if self.resize not in RESIZE_MODES:
             raise ValueError(f"resize must be one of {RESIZE_MODES}, got {self.resize!r}")
         if self.interpolation not in _RESAMPLE:
-            raise ValueError(
-                f"interpolation must be one of {list(_RESAMPLE)}, got {self.interpolation!r}"
-            )
+            raise ValueError(f"interpolation must be one of {list(_RESAMPLE)}, got {self.interpolation!r}")
         if not 0.0 < self.crop_fraction <= 1.0:
             raise ValueError(f"crop_fraction must be in (0, 1], got {self.crop_fraction!r}")
         if self.channel_order not in ("RGB", "BGR"):
             raise ValueError(f"channel_order must be 'RGB' or 'BGR', got {self.channel_order!r}")
-        if not (
-            isinstance(self.scale, int | float) and math.isfinite(self.scale) and self.scale > 0
-        ):
+        if not (isinstance(self.scale, int | float) and math.isfinite(self.scale) and self.scale > 0):
             raise ValueError(f"scale must be a positive number, got {self.scale!r}")
         for key in ("mean", "std"):
             values = tuple(float(v) for v in getattr(self, key))
@@ -605,9 +598,7 @@ class Preprocess:
         if any(v == 0 for v in self.std):
             raise ValueError(f"std must not contain 0, got {self.std!r}")
         if self.fashion_mnist and self.channels != 1:
-            raise ValueError(
-                "fashion_mnist=True needs channels=1 (Fashion-MNIST images are grayscale)"
-            )
+            raise ValueError("fashion_mnist=True needs channels=1 (Fashion-MNIST images are grayscale)")
         object.__setattr__(self, "background", tuple(self.background))
         _check_limits(self.max_bytes, self.max_pixels)
 
@@ -634,9 +625,7 @@ class Preprocess:
         else:
             base = {}
         if name not in NORMALIZATIONS:
-            raise ValueError(
-                f"unknown preprocessing {name!r}; choose from {[*NORMALIZATIONS, 'fashion']}"
-            )
+            raise ValueError(f"unknown preprocessing {name!r}; choose from {[*NORMALIZATIONS, 'fashion']}")
         scale, mean, std, order = NORMALIZATIONS[name]
         channels = overrides.get("channels", base.get("channels", 3))
         if channels == 1 and len(mean) == 3:
@@ -687,8 +676,7 @@ class Preprocess:
             norm = {"mean": norm[0], "std": norm[1]}
         if not isinstance(norm, dict) or "mean" not in norm or "std" not in norm:
             raise ValueError(
-                f"normalize must be null, {{'preset': name}}, {{'mean', 'std'}} or [mean, std], "
-                f"got {norm!r}"
+                f"normalize must be null, {{'preset': name}}, {{'mean', 'std'}} or [mean, std], got {norm!r}"
             )
         kwargs.setdefault("mean", tuple(norm["mean"]))
         kwargs.setdefault("std", tuple(norm["std"]))
@@ -709,8 +697,7 @@ class Preprocess:
             array = source if source.ndim == 3 else source[..., None]
             if array.dtype != np.uint8 or array.shape[2] not in (1, 3):
                 raise ValueError(
-                    "expected uint8 pixels [H, W] or [H, W, 1 or 3], "
-                    f"got {source.dtype} {source.shape}"
+                    f"expected uint8 pixels [H, W] or [H, W, 1 or 3], got {source.dtype} {source.shape}"
                 )
         else:
             array = load_image(

@@ -74,6 +74,8 @@ _TORCH_LOAD_ERRORS = (
     ImportError,
     zipfile.BadZipFile,
     UnicodeDecodeError,
+    SafetensorError,
+    OSError,
 )
 
 
@@ -166,7 +168,10 @@ def _read_torch(path: Path) -> dict[str, torch.Tensor]:
         with warnings.catch_warnings():
             # torch warns about pickle protocols and TorchScript dispatch; the error says it all.
             warnings.simplefilter("ignore")
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+            # A file object, not the name: torch.load picks loaders by file name (".safetensors"),
+            # and the format was already decided from the content.
+            with open(path, "rb") as handle:
+                obj = torch.load(handle, map_location="cpu", weights_only=True)
     except _TORCH_LOAD_ERRORS as exc:
         raise WeightsError(
             f"{path} was refused: it is not a plain state dict ({_refusal_reason(exc)}). cnnkit "
@@ -204,9 +209,7 @@ def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor
     return read_weights(path)[0]
 
 
-def load_strict(
-    model: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str = "weights"
-) -> None:
+def load_strict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str = "weights") -> None:
     """Load ``state`` into ``model``, reporting missing / unexpected keys and shape mismatches.
 
     Raises:
