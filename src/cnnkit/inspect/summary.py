@@ -109,7 +109,7 @@ def _layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     for name, module in model.named_modules():
         if not name:
             continue
-        if any(name.startswith(parent + ".") for parent, _ in chosen):
+        if any(name.startswith(parent + ".") for parent, _ in chosen) or isinstance(module, nn.Identity):
             continue
         owns = any(True for _ in module.parameters(recurse=False)) or any(
             True for _ in module.buffers(recurse=False)
