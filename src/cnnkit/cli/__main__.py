@@ -19,7 +19,12 @@ COMMANDS = [
     "summary",
     "shape",
     "train",
+    "finetune",
     "evaluate",
+    "detect",
+    "viz",
+    "report",
+    "segment",
 ]
 
 

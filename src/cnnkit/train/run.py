@@ -1,7 +1,8 @@
 """Run folders: train a registered model on a dataset and keep everything needed to look back.
 
 A run folder holds ``config.json`` (resolved config, seed, versions, machine), ``best.safetensors``,
-``last.ckpt`` (exact resume), ``history.csv`` / ``history.json``, ``curves.png`` and ``metrics.json``.
+``last.ckpt`` (exact resume), ``history.csv`` / ``history.json``, ``curves.png``, ``metrics.json``
+and ``report.html`` (the HTML report of :mod:`cnnkit.viz.report`).
 """
 
 from __future__ import annotations
@@ -178,6 +179,16 @@ def train_run(
         "num_test_samples": report["num_samples"],
     }
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2, ensure_ascii=False))
+    try:
+        from ..viz.report import write_report
+
+        write_report(out, trainer.model, test)
+    except Exception as exc:  # the run is complete on disk; a failed report must not lose it
+        print(
+            f"cnnkit: warning: no report.html: {type(exc).__name__}: {exc} "
+            f"(retry with `cnnkit report {out}`)",
+            file=sys.stderr,
+        )
     return metrics
 
 

@@ -1,0 +1,37 @@
+"""`cnnkit report RUN_DIR`: one self-contained HTML page about a run.
+
+Config, test metrics, learning curves, confusion matrix, most confident mistakes, first-layer
+filters, feature maps of one test image, the layer summary and the architecture diagram,
+with every image embedded (no external files or URLs). `cnnkit train` writes the same page
+as RUN_DIR/report.html when it finishes.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="write a run's self-contained HTML report", description=__doc__)
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder written by `cnnkit train`")
+    p.add_argument("--out", help="output file (default RUN_DIR/report.html)")
+    p.add_argument("--index", type=int, default=0, help="test image whose feature maps are drawn (default 0)")
+    p.add_argument("--device", help="cpu, cuda, cuda:N or mps")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..errors import UsageError
+    from ..train.run import load_dataset, load_run
+    from ..viz.report import write_report
+
+    model, record = load_run(args.run_dir, device=args.device)
+    settings = record["run"]
+    _, test = load_dataset(
+        settings["data"], limit_test=settings.get("limit_test"), seed=settings.get("seed", 0)
+    )
+    if not 0 <= args.index < len(test):
+        raise UsageError(f"--index must be in 0..{len(test) - 1} (the run's test images), got {args.index}")
+    path = write_report(args.run_dir, model, test, out=args.out, sample_index=args.index)
+    print(f"wrote {path}")
+    return 0
