@@ -8,6 +8,7 @@ numpy from the pixels that were written.
 from __future__ import annotations
 
 import io
+import os
 import struct
 import time
 import zlib
@@ -469,3 +470,10 @@ def test_paths_are_accepted_as_str_and_path(tmp_path, china):
     path = tmp_path / "c.png"
     Image.fromarray(china).save(path)
     np.testing.assert_array_equal(load_image(str(path)), load_image(Path(path)))
+
+
+def test_special_files_are_not_read(tmp_path):
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)  # opening it for reading would block forever
+    with pytest.raises(DataError, match=r"pipe\.png: is not a regular file"):
+        load_image(fifo)

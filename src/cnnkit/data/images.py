@@ -28,6 +28,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import stat
 import struct
 import warnings
 import zlib
@@ -164,13 +165,16 @@ def _describe_unknown(data: bytes, formats: Sequence[str]) -> str:
 
 def _read_bytes(path: Path, max_bytes: int) -> bytes:
     try:
-        size = path.stat().st_size
+        info = path.stat()
     except FileNotFoundError:
         raise DataError(f"{path}: no such file") from None
     except OSError as exc:
         raise DataError(f"{path}: cannot be read ({exc.strerror or exc})") from None
-    if path.is_dir():
+    if stat.S_ISDIR(info.st_mode):
         raise DataError(f"{path}: is a folder, not an image file")
+    if not stat.S_ISREG(info.st_mode):  # a FIFO would block, a device never ends
+        raise DataError(f"{path}: is not a regular file")
+    size = info.st_size
     if size > max_bytes:
         raise DataError(
             f"{path}: {size:,} bytes is over the {max_bytes:,}-byte limit for one image "
