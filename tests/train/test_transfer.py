@@ -27,6 +27,16 @@ from cnnkit.train.transfer import (
 SANDAL, SHIRT = 5, 6
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny batches gain nothing from intra-op threads, and on a busy shared CPU the OpenMP
+    threads mostly wait on each other (measured: 18× slower with 2 threads at load 15)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 class TinyBNNet(Backbone):
     """conv-BN-ReLU ×2, global average pool, linear: a backbone with batch norm to freeze."""
 
@@ -211,9 +221,7 @@ def test_param_groups_longest_prefix_wins_and_unknown_prefixes_fail():
     groups = param_groups(model, 0.1, {"features": 0.01, "features.bn1": 0.5})
     by_name = {g["name"]: (g["lr"], len(g["params"])) for g in groups}
     assert by_name == {"features": (0.01, 4), "features.bn1": (0.5, 2), "*": (0.1, 2)}
-    with pytest.raises(
-        ValueError, match=r"\['feature'\].*top-level modules: \['features', 'pool', 'fc'\]"
-    ):
+    with pytest.raises(ValueError, match=r"\['feature'\].*top-level modules: \['features', 'pool', 'fc'\]"):
         param_groups(model, 0.1, {"feature": 0.01})
     with pytest.raises(ValueError, match="must be a number >= 0"):
         param_groups(model, 0.1, {"fc": -1.0})
@@ -267,12 +275,34 @@ def idx_folder(fashion_small, tmp_path_factory):
     return folder
 
 
-def test_finetune_run_folder_loads_with_load_run_and_predicts(idx_folder, tmp_path):
-    pre = tmp_path / "pre"
-    train_run(RunConfig(data=str(idx_folder), epochs=1, seed=0), pre, progress=False)
+@pytest.fixture(scope="module")
+def pretrained_run(idx_folder, tmp_path_factory):
+    """A `cnnkit train` run folder: hongong_cnn, one epoch on the small IDX folder."""
+    out = tmp_path_factory.mktemp("runs") / "pre"
+    train_run(RunConfig(data=str(idx_folder), epochs=1, seed=0), out, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def image_folder(fashion, tmp_path_factory):
+    """An image folder of real PNGs: 30 sandals and 30 shirts, one sub-folder per class."""
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("images")
+    train, _ = fashion
+    for cls, name in ((SANDAL, "sandal"), (SHIRT, "shirt")):
+        (root / name).mkdir()
+        index = torch.nonzero(train.labels == cls).flatten()[:30]
+        for i in index.tolist():
+            Image.fromarray(train.images[i, 0].numpy()).save(root / name / f"{i}.png")
+    (root / "shirt" / "notes.txt").write_text("not an image")
+    return root
+
+
+def test_finetune_run_folder_loads_with_load_run_and_predicts(pretrained_run, idx_folder, tmp_path):
     out = tmp_path / "ft"
     config = FinetuneConfig(
-        weights=str(pre),
+        weights=str(pretrained_run),
         data=str(idx_folder),
         head_epochs=1,
         full_epochs=1,
@@ -280,19 +310,76 @@ def test_finetune_run_folder_loads_with_load_run_and_predicts(idx_folder, tmp_pa
         seed=0,
     )
     metrics = finetune_run(config, out, progress=False)
-    for name in (
-        "config.json",
-        "best.safetensors",
-        "last.ckpt",
-        "history.csv",
-        "curves.png",
-        "metrics.json",
-    ):
+    for name in ("config.json", "best.safetensors", "last.ckpt", "history.csv", "curves.png", "metrics.json"):
         assert (out / name).is_file(), name
     model, record = load_run(out)
-    assert record["run"]["model"] == "hongong_cnn" and record["finetune"]["weights"] == str(pre)
+    assert record["run"]["model"] == "hongong_cnn"
+    assert record["finetune"]["weights"] == str(pretrained_run)
     assert sum(record["class_balance"]["test"].values()) == metrics["num_test_samples"] == 100
     assert metrics["head_epochs_run"] == 1 and metrics["full_epochs_run"] == 1
     _, test = load_fashion_mnist(idx_folder)
     report = Trainer(model).evaluate(test)
     assert report["accuracy"] == pytest.approx(metrics["test_accuracy"])
+
+
+def test_cli_finetune_on_an_image_folder(pretrained_run, image_folder, tmp_path, capsys):
+    from cnnkit.cli.__main__ import main
+
+    out = tmp_path / "ft"
+    argv = [
+        "finetune",
+        "--weights",
+        str(pretrained_run),
+        "--data",
+        str(image_folder),
+        "--out",
+        str(out),
+        "--head-epochs",
+        "2",
+        "--full-epochs",
+        "1",
+        "--val-fraction",
+        "0.2",
+        "--test-fraction",
+        "0.2",
+        "--group-lr",
+        "features=1e-4",
+        "--no-progress",
+    ]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert "test accuracy" in captured.out and str(out) in captured.out
+    assert "sandal" in captured.err and "shirt" in captured.err  # the class balance table
+    model, record = load_run(out)
+    assert record["class_names"] == ["sandal", "shirt"] and record["input_shape"] == [1, 28, 28]
+    assert record["class_balance"]["test"] == {"sandal": 6, "shirt": 6}
+    assert record["preprocess"] == {"resize": "resize"}
+    assert record["finetune"]["group_lrs"] == {"features": 1e-4}
+    x = torch.zeros(3, 1, 28, 28, device=next(model.parameters()).device)
+    assert model(x).shape == (3, 2)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--group-lr", "features:1e-4"], "PREFIX=LR"),
+        (["--model", "lenet5"], "holds 'hongong_cnn' weights"),
+        (["--head-epochs", "0", "--full-epochs", "0"], "nothing to train"),
+    ],
+)
+def test_cli_finetune_usage_errors_exit_2(pretrained_run, image_folder, tmp_path, capsys, extra, message):
+    from cnnkit.cli.__main__ import main
+
+    argv = [
+        "finetune",
+        "--weights",
+        str(pretrained_run),
+        "--data",
+        str(image_folder),
+        "--out",
+        str(tmp_path / "ft"),
+        *extra,
+    ]
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "ft").exists()

@@ -31,6 +31,8 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..data.arrays import ArrayDataset
+from ..data.folders import class_balance, format_balance, load_image_folder, split_three_ways
+from ..data.images import IMAGENET_MEAN, IMAGENET_STD
 from ..errors import UsageError
 from ..io.atomic import atomic_write_text
 from ..io.weights import load_state_dict_file, load_strict
@@ -39,7 +41,7 @@ from .callbacks import Callback, EarlyStopping, History, ModelCheckpoint, Progre
 from .config import RunConfig
 from .device import pick_device
 from .run import BEST_WEIGHTS, CONFIG_FILE, LAST_CHECKPOINT, machine_info, read_run_config, versions
-from .trainer import Trainer, make_optimizer, seed_everything
+from .trainer import OPTIMIZERS, Trainer, make_optimizer, seed_everything
 
 __all__ = [
     "FinetuneConfig",
@@ -92,9 +94,7 @@ def _resolve_head(model: nn.Module, head: Sequence[str] | None) -> list[str]:
     chosen = [n for n in params if any(_under(n, prefix) for prefix in head)]
     unknown = [p for p in head if not any(_under(n, p) for n in params)]
     if unknown:
-        raise ValueError(
-            f"head modules {unknown} hold no parameters; top-level modules: {_top_level(model)}"
-        )
+        raise ValueError(f"head modules {unknown} hold no parameters; top-level modules: {_top_level(model)}")
     return chosen
 
 
@@ -112,9 +112,7 @@ def _set_bn_eval(module: nn.Module, _args: object) -> None:
 
 
 @contextlib.contextmanager
-def frozen_base(
-    model: nn.Module, trainable: Iterable[str], bn_eval: bool = True
-) -> Iterator[list[str]]:
+def frozen_base(model: nn.Module, trainable: Iterable[str], bn_eval: bool = True) -> Iterator[list[str]]:
     """Freeze every parameter of ``model`` except ``trainable`` (names from ``named_parameters``).
 
     While the context is open, batch-norm layers outside the trainable modules run in eval mode
@@ -123,9 +121,15 @@ def frozen_base(
 
     Yields:
         The names of the frozen parameters.
+
+    Raises:
+        ValueError: a name in ``trainable`` that is not a parameter of ``model``.
     """
     keep = set(trainable)
     flags = {name: p.requires_grad for name, p in model.named_parameters()}
+    unknown = sorted(keep - set(flags))
+    if unknown:
+        raise ValueError(f"{unknown} are not parameters of {type(model).__name__}")
     frozen = [name for name in flags if name not in keep]
     params = dict(model.named_parameters())
     for name in frozen:
@@ -145,8 +149,7 @@ def _base_bn_in_eval(model: nn.Module, trainable: Iterable[str]) -> Iterator[Non
     held = [
         module
         for name, module in model.named_modules()
-        if isinstance(module, _BatchNorm)
-        and not any(_under(name, owner) for owner in owners if owner)
+        if isinstance(module, _BatchNorm) and not any(_under(name, owner) for owner in owners if owner)
     ]
     handles = [module.register_forward_pre_hook(_set_bn_eval) for module in held]
     try:
@@ -177,9 +180,7 @@ def param_groups(
     group_lrs = dict(group_lrs or {})
     for prefix, rate in group_lrs.items():
         if not isinstance(rate, int | float) or rate < 0:
-            raise ValueError(
-                f"learning rate of group {prefix!r} must be a number >= 0, got {rate!r}"
-            )
+            raise ValueError(f"learning rate of group {prefix!r} must be a number >= 0, got {rate!r}")
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     by_prefix: dict[str, list[nn.Parameter]] = {prefix: [] for prefix in group_lrs}
     rest: list[nn.Parameter] = []
@@ -209,16 +210,12 @@ def _weights_source(
     path = Path(weights)
     if not path.is_dir():
         if name is None:
-            raise UsageError(
-                f"--model is needed: {weights} is not a cnnkit run folder that names one"
-            )
+            raise UsageError(f"--model is needed: {weights} is not a cnnkit run folder that names one")
         return name, in_chans, dict(model_kwargs), None
     record = read_run_config(path)
     run = record["run"]
     if name is not None and name != run["model"]:
-        raise UsageError(
-            f"{weights} holds {run['model']!r} weights, not {name!r}; drop --model or match it"
-        )
+        raise UsageError(f"{weights} holds {run['model']!r} weights, not {name!r}; drop --model or match it")
     kwargs = dict(run.get("model_kwargs") or {})
     for key, value in model_kwargs.items():
         if key in kwargs and kwargs[key] != value:
@@ -226,9 +223,7 @@ def _weights_source(
         kwargs[key] = value
     run_chans = int(record["input_shape"][0])
     if in_chans is not None and in_chans != run_chans:
-        raise UsageError(
-            f"{weights} was trained on {run_chans}-channel images, not {in_chans}-channel ones"
-        )
+        raise UsageError(f"{weights} was trained on {run_chans}-channel images, not {in_chans}-channel ones")
     return run["model"], run_chans, kwargs, record
 
 
@@ -270,9 +265,7 @@ def pretrained_model(
     model = create_model(name, num_classes=num_classes, in_chans=in_chans, **kwargs)
     head = set(head_parameter_names(model))
     path = Path(weights)
-    if _is_weights_name(
-        weights
-    ):  # torchvision's: let the registry fetch them into the original model
+    if _is_weights_name(weights):  # torchvision's: let the registry fetch them into the original model
         state = create_model(name, in_chans=in_chans, weights=str(weights), **kwargs).state_dict()
     else:
         state = load_state_dict_file(path / BEST_WEIGHTS if path.is_dir() else path)
@@ -375,8 +368,7 @@ def finetune(
     """
     if head_epochs < 0 or full_epochs < 0 or head_epochs + full_epochs < 1:
         raise ValueError(
-            "head_epochs and full_epochs must be >= 0 and not both 0, "
-            f"got {head_epochs} and {full_epochs}"
+            f"head_epochs and full_epochs must be >= 0 and not both 0, got {head_epochs} and {full_epochs}"
         )
     if lr <= 0 or lr_factor <= 0:
         raise ValueError(f"lr and lr_factor must be > 0, got {lr} and {lr_factor}")
@@ -437,9 +429,7 @@ def finetune(
         early = second
         with _base_bn_in_eval(model, trainable) if keep_bn_eval else contextlib.nullcontext():
             trainer = trainer_for(opt, early)
-            trainer.epoch = (
-                head_run  # epochs count on from phase 1 (history, checkpoints, progress)
-            )
+            trainer.epoch = head_run  # epochs count on from phase 1 (history, checkpoints, progress)
             trainer.fit(train, val, epochs=head_run + full_epochs, batch_size=batch_size)
         full_run = trainer.epoch - head_run
         rows += [{**row, "phase": 2.0} for row in trainer.history.epochs]
@@ -449,15 +439,11 @@ def finetune(
     history.epochs = rows
     model.eval()
     best_epoch = None if early.best_epoch is None else early.best_epoch + 1
-    return FinetuneResult(
-        history, head_run, full_run, best_epoch, early.best, stopped, trainer, frozen
-    )
+    return FinetuneResult(history, head_run, full_run, best_epoch, early.best, stopped, trainer, frozen)
 
 
 # --------------------------------------------------------------------------- run folders
 NORMALIZE_CHOICES = ("auto", "imagenet", "unit")
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass
@@ -477,6 +463,8 @@ class FinetuneConfig:
             15 % validation, 10 % test); with Fashion-MNIST the official test set is used.
         image_size: side of the square model input for image folders (default: the model's).
         resize: ``resize`` (stretch, as the course), ``crop`` or ``pad``.
+        on_error: bad image files: ``raise`` stops at the first, ``skip`` leaves them out and
+            lists them.
         normalize: ``auto`` (ImageNet statistics for torchvision weights, else the source
             run's, else [0, 1]), ``imagenet`` or ``unit``.
         limit_train: keep only N training images (quick tries, tests); with Fashion-MNIST, as
@@ -506,6 +494,7 @@ class FinetuneConfig:
     test_fraction: float = 0.1
     image_size: int | None = None
     resize: str = "resize"
+    on_error: str = "raise"
     normalize: str = "auto"
     limit_train: int | None = None
     limit_test: int | None = None
@@ -540,6 +529,14 @@ class FinetuneConfig:
                 f"resize must be resize, crop or pad, got {self.resize!r}",
             ),
             (
+                self.optimizer in OPTIMIZERS,
+                f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}",
+            ),
+            (
+                self.on_error in ("raise", "skip"),
+                f"on_error must be raise or skip, got {self.on_error!r}",
+            ),
+            (
                 self.normalize in NORMALIZE_CHOICES,
                 f"normalize must be one of {', '.join(NORMALIZE_CHOICES)}, got {self.normalize!r}",
             ),
@@ -568,12 +565,17 @@ def _normalization(
     config: FinetuneConfig, source: dict[str, Any] | None, channels: int
 ) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
     choice = config.normalize
+    if choice == "auto" and source is not None:  # whatever the source run was trained with
+        norm = source.get("normalize")
+        if isinstance(norm, dict) and "mean" in norm and "std" in norm:
+            return tuple(norm["mean"]), tuple(norm["std"])
+        choice = norm.get("preset", "unit") if isinstance(norm, dict) else "unit"
+        if choice not in NORMALIZE_CHOICES:
+            raise UsageError(
+                f"{config.weights} was trained with the {choice!r} preprocessing, which the trainer "
+                "cannot apply; pass --normalize imagenet or unit"
+            )
     if choice == "auto":
-        if source is not None:
-            norm = source.get("normalize")
-            if isinstance(norm, dict) and "mean" in norm and "std" in norm:
-                return tuple(norm["mean"]), tuple(norm["std"])
-            return None
         choice = "imagenet" if _is_weights_name(config.weights) else "unit"
     if choice == "unit":
         return None
@@ -590,22 +592,18 @@ def _load_splits(
 
     spec = config.data
     path = Path(spec)
-    if spec in ("fashion-mnist", "fashion_mnist", "fashion") or (
-        path.is_dir() and _is_idx_folder(path)
-    ):
+    if spec in ("fashion-mnist", "fashion_mnist", "fashion") or (path.is_dir() and _is_idx_folder(path)):
         # As in `cnnkit train`: the limit applies before the validation split.
         train_all, test = load_dataset(spec, config.limit_train, config.limit_test, config.seed)
         train, val = train_all.split(config.val_fraction, seed=config.seed, stratify=True)
         return train, val, test, {"kind": "idx", "spec": spec}
     if not path.is_dir():
-        raise UsageError(
-            f"--data must be an image folder, 'fashion-mnist' or an IDX folder, got {spec!r}"
-        )
+        raise UsageError(f"--data must be an image folder, 'fashion-mnist' or an IDX folder, got {spec!r}")
     train, val, test, info = _image_folder_splits(config, input_size)
     if config.limit_train:
         train = train.take(config.limit_train, seed=config.seed)
     if config.limit_test:
-        test = test.take(config.limit_test, seed=config.seed)
+        test = test.take(config.limit_test, seed=0)  # fixed, as in `cnnkit train`
     return train, val, test, info
 
 
@@ -616,26 +614,41 @@ def _is_idx_folder(path: Path) -> bool:
 def _image_folder_splits(
     config: FinetuneConfig, input_size: tuple[int, int, int]
 ) -> tuple[ArrayDataset, ArrayDataset, ArrayDataset, dict[str, Any]]:
-    raise UsageError(
-        f"{config.data}: image folders need cnnkit.data.folders, which is not available"
+    channels, height, width = input_size
+    loaded = load_image_folder(
+        config.data,
+        (height, width),
+        channels=channels,
+        resize=config.resize,
+        on_error=config.on_error,
     )
-
-
-def class_balance(data: ArrayDataset) -> dict[str, int]:
-    """Images per class name."""
-    counts = torch.bincount(data.labels, minlength=data.num_classes).tolist()
-    names = data.class_names or [str(i) for i in range(data.num_classes)]
-    return dict(zip(names, counts))
+    train, val, test = split_three_ways(
+        loaded.data, config.val_fraction, config.test_fraction, seed=config.seed
+    )
+    info = {
+        "kind": "image-folder",
+        "root": str(config.data),
+        "image_size": [height, width],
+        "resize": config.resize,
+        "bad_files": [bad.reason for bad in loaded.bad_files],
+        "ignored_files": len(loaded.ignored),
+    }
+    return train, val, test, info
 
 
 def finetune_run(
-    config: FinetuneConfig, out: str | os.PathLike[str], progress: bool = True
+    config: FinetuneConfig,
+    out: str | os.PathLike[str],
+    progress: bool = True,
+    report: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Fine-tune as ``config`` says and fill the run folder ``out``; returns the test metrics.
 
     The folder has the layout of ``cnnkit train`` (config.json, best.safetensors, last.ckpt,
     history, curves.png, metrics.json); ``config.json`` holds a ``run`` section that
     :func:`~cnnkit.train.run.load_run` rebuilds the model from, and a ``finetune`` section.
+    ``report`` receives the class balance of the three splits (and any skipped files) before
+    training starts.
 
     Raises:
         UsageError: a non-empty ``out``, or settings that cannot be used.
@@ -644,9 +657,7 @@ def finetune_run(
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise UsageError(f"run folder {out} already exists and is not empty; choose another --out")
-    name, in_chans, kwargs, source = _weights_source(
-        config.model, config.weights, None, config.model_kwargs
-    )
+    name, in_chans, kwargs, source = _weights_source(config.model, config.weights, None, config.model_kwargs)
     entry = model_entry(name)
     seed_everything(config.seed, config.deterministic)
     input_size = entry.input_size
@@ -680,11 +691,11 @@ def finetune_run(
         device=config.device,
         deterministic=config.deterministic,
     ).validate()
-    balance = {
-        "train": class_balance(train),
-        "val": class_balance(val),
-        "test": class_balance(test),
-    }
+    splits = {"train": train, "val": val, "test": test}
+    if report is not None:
+        report(f"{name} from {config.weights} on {config.data}:\n{format_balance(splits)}")
+        for reason in data_info.get("bad_files", []):
+            report(f"skipped: {reason}")
     record = {
         "run": run_config.to_dict(),
         "task": "classify",
@@ -696,13 +707,14 @@ def finetune_run(
         "normalize": {"mean": list(normalize[0]), "std": list(normalize[1])}
         if normalize
         else {"mean": [0.0] * channels, "std": [1.0] * channels},
-        "resize": config.resize,
         "data": data_info,
         "data_sizes": {"train": len(train), "val": len(val), "test": len(test)},
-        "class_balance": balance,
+        "class_balance": class_balance(splits),
         "versions": versions(),
         "machine": machine_info(device),
     }
+    if data_info["kind"] == "image-folder":  # so that `cnnkit predict` prepares images the same way
+        record["preprocess"] = {"resize": config.resize}
     atomic_write_text(out / CONFIG_FILE, json.dumps(record, indent=2, ensure_ascii=False))
     start = time.perf_counter()
     result = finetune(

@@ -1,0 +1,146 @@
+"""`cnnkit finetune --model M --weights W --data DIR`: transfer learning in two phases.
+
+As in the course (Géron ch. 14, pretrained Xception on flowers): first the pretrained base is
+frozen (batch norm included) and only a new head learns for --head-epochs; then every layer is
+unfrozen and training goes on at --lr × --lr-factor (or --group-lr rates) for --full-epochs.
+
+--data is an image folder with one sub-folder per class (split into train / validation / test
+with --seed; the class balance is printed first), 'fashion-mnist', or an MNIST-format folder.
+--weights is a cnnkit run folder, a .safetensors / .pth state dict, or a torchvision weights
+name such as IMAGENET1K_V1. The run folder it writes works with `cnnkit evaluate` and `predict`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from ..errors import UsageError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "finetune",
+        help="transfer learning: train a new head on a frozen base, then fine-tune all layers",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--weights", required=True, help="run folder, weights file or torchvision name")
+    p.add_argument("--data", required=True, help="image folder (one sub-folder per class)")
+    p.add_argument("--model", help="registered model name (default: the --weights run's)")
+    p.add_argument("--out", help="run folder (default runs/finetune-<model>-<time>)")
+    p.add_argument("--head-epochs", type=int, default=5, help="phase 1, base frozen (default 5)")
+    p.add_argument("--full-epochs", type=int, default=10, help="phase 2, all layers (default 10)")
+    p.add_argument("--lr", type=float, default=1e-3, help="phase-1 learning rate (default 1e-3)")
+    p.add_argument("--lr-factor", type=float, default=0.1, help="phase-2 rate = lr × this (default 0.1)")
+    p.add_argument(
+        "--group-lr",
+        action="append",
+        default=[],
+        metavar="PREFIX=LR",
+        help="phase-2 rate for the modules under PREFIX, e.g. features=1e-5 (repeatable)",
+    )
+    p.add_argument(
+        "--head",
+        action="append",
+        metavar="MODULE",
+        help="module trained in phase 1 (repeatable; default: the new classifier)",
+    )
+    p.add_argument("--optimizer", default="adam", help="adam (default), adamw, sgd or rmsprop")
+    p.add_argument("--batch-size", type=int, default=32, help="batch size (default 32)")
+    p.add_argument("--patience", type=int, default=2, help="early-stopping patience per phase")
+    p.add_argument(
+        "--keep-bn-eval",
+        action="store_true",
+        help="keep the base's batch norm in eval mode in phase 2 as well",
+    )
+    p.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
+    p.add_argument("--val-fraction", type=float, default=0.15, help="validation share (0.15)")
+    p.add_argument("--test-fraction", type=float, default=0.1, help="test share (0.1)")
+    p.add_argument("--image-size", type=int, help="square input side (default: the model's)")
+    p.add_argument("--resize", choices=["resize", "crop", "pad"], default="resize", help="(default resize)")
+    p.add_argument(
+        "--normalize",
+        choices=["auto", "imagenet", "unit"],
+        default="auto",
+        help="input statistics: auto = ImageNet for torchvision weights, else the source run's",
+    )
+    p.add_argument("--on-error", choices=["raise", "skip"], default="raise", help="bad image files")
+    p.add_argument("--small-input", action="store_true", help="the model's 28x28 variant")
+    p.add_argument("--limit-train", type=int, help="use only N training images")
+    p.add_argument("--limit-test", type=int, help="evaluate on only N test images")
+    p.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: best available)")
+    p.add_argument("--deterministic", action="store_true", help="deterministic algorithms only")
+    p.add_argument("--no-progress", action="store_true", help="no progress output")
+    p.set_defaults(func=run)
+
+
+def parse_group_lrs(items: list[str]) -> dict[str, float]:
+    """``["features=1e-5", "head=1e-3"]`` -> ``{"features": 1e-5, "head": 1e-3}``.
+
+    Raises:
+        UsageError: an item that is not PREFIX=NUMBER.
+    """
+    groups: dict[str, float] = {}
+    for item in items:
+        prefix, sep, value = item.partition("=")
+        try:
+            rate = float(value)
+        except ValueError:
+            rate = None
+        if not sep or not prefix or rate is None:
+            raise UsageError(f"--group-lr must look like PREFIX=LR (features=1e-5), got {item!r}")
+        groups[prefix] = rate
+    return groups
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..train.transfer import FinetuneConfig, finetune_run
+
+    config = FinetuneConfig(
+        weights=args.weights,
+        data=args.data,
+        model=args.model,
+        model_kwargs={"small_input": True} if args.small_input else {},
+        head_epochs=args.head_epochs,
+        full_epochs=args.full_epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        lr_factor=args.lr_factor,
+        group_lrs=parse_group_lrs(args.group_lr),
+        head=args.head,
+        optimizer=args.optimizer,
+        patience=args.patience,
+        keep_bn_eval=args.keep_bn_eval,
+        seed=args.seed,
+        val_fraction=args.val_fraction,
+        test_fraction=args.test_fraction,
+        image_size=args.image_size,
+        resize=args.resize,
+        normalize=args.normalize,
+        on_error=args.on_error,
+        limit_train=args.limit_train,
+        limit_test=args.limit_test,
+        device=args.device,
+        deterministic=args.deterministic,
+    ).validate()
+    from ..train.device import pick_device
+    from ..train.perf import pick_num_threads, set_threads
+
+    if pick_device(args.device).type == "cpu":
+        set_threads(pick_num_threads())  # busy cores stall OpenMP threads (docs/performance.md)
+    label = args.model or Path(args.weights).name
+    out = Path(args.out or f"runs/finetune-{label}-{time.strftime('%Y%m%d-%H%M%S')}")
+    print(f"run folder: {out}", file=sys.stderr)
+    metrics = finetune_run(
+        config, out, progress=not args.no_progress, report=lambda s: print(s, file=sys.stderr)
+    )
+    print(
+        f"test accuracy {metrics['test_accuracy']:.4f} after {metrics['head_epochs_run']} head + "
+        f"{metrics['full_epochs_run']} full epochs (best epoch {metrics['best_epoch']}, "
+        f"{metrics['best_phase']} phase; {metrics['train_seconds']:.0f} s of training); "
+        f"run folder: {out}"
+    )
+    return 0
