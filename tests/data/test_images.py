@@ -477,3 +477,10 @@ def test_special_files_are_not_read(tmp_path):
     os.mkfifo(fifo)  # opening it for reading would block forever
     with pytest.raises(DataError, match=r"pipe\.png: is not a regular file"):
         load_image(fifo)
+
+
+def test_float_images_are_refused_by_name(tmp_path):
+    path = tmp_path / "depth.tiff"
+    Image.fromarray(np.linspace(0, 1, 64, dtype=np.float32).reshape(8, 8)).save(path)
+    with pytest.raises(DataError, match=r"depth\.tiff: pixel mode 'F' is not supported"):
+        load_image(path)

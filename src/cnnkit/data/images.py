@@ -294,6 +294,50 @@ def _composite(color: np.ndarray, alpha: np.ndarray, background: np.ndarray) -> 
     return out.astype(np.uint8)
 
 
+def _decoded_pixels(image: Image.Image, name: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """uint8 gray [H, W] or RGB [H, W, 3] pixels, and alpha [H, W] or None."""
+    mode = image.mode
+    has_tRNS = "transparency" in image.info
+    if mode == "P":
+        palette_mode = getattr(image.palette, "mode", "RGB")
+        image = image.convert("RGBA" if has_tRNS or palette_mode == "RGBA" else "RGB")
+    elif mode == "PA":
+        image = image.convert("RGBA")
+    elif mode in ("L", "1") and has_tRNS:
+        image = image.convert("LA")
+    elif mode == "RGB" and has_tRNS:
+        image = image.convert("RGBA")
+    elif mode == "La":
+        image = image.convert("LA")
+    elif mode == "RGBa":
+        image = image.convert("RGBA")
+    elif mode in ("RGBX", "YCbCr", "1"):
+        image = image.convert("L" if mode == "1" else "RGB")
+    mode = image.mode
+    if mode in ("L", "RGB"):
+        return np.asarray(image), None
+    if mode in ("LA", "RGBA"):
+        both = np.asarray(image)
+        pixels = both[..., 0] if mode == "LA" else both[..., :3]
+        return pixels, both[..., -1]
+    if mode == "CMYK":
+        cmyk = np.asarray(image).astype(np.uint32)
+        ink = 255 - cmyk[..., 3:4]
+        return (((255 - cmyk[..., :3]) * ink + 127) // 255).astype(np.uint8), None
+    if mode.startswith("I;16") or mode == "I":
+        wide = np.asarray(image)
+        if wide.size and (int(wide.min()) < 0 or int(wide.max()) > 65535):
+            raise DataError(
+                f"{name}: integer pixels outside 0..65535 (min {int(wide.min())}, "
+                f"max {int(wide.max())}); save it as 8- or 16-bit"
+            )
+        return (wide.astype(np.uint32) >> 8).astype(np.uint8), None
+    raise DataError(
+        f"{name}: pixel mode {mode!r} is not supported (8/16-bit gray, palette, RGB, RGBA, "
+        "CMYK are); save it as 8-bit RGB"
+    )
+
+
 def to_array(
     image: Image.Image,
     *,
@@ -322,49 +366,12 @@ def to_array(
     if len(background) != 3 or not all(isinstance(v, int) and 0 <= v <= 255 for v in background):
         raise ValueError(f"background must be three ints in 0..255, got {background!r}")
     bg = np.asarray(background, dtype=np.uint8)
-    mode = image.mode
-    has_tRNS = "transparency" in image.info
-    if mode == "P":
-        image = image.convert("RGBA" if has_tRNS or image.palette.mode == "RGBA" else "RGB")
-    elif mode == "PA":
-        image = image.convert("RGBA")
-    elif mode in ("L", "1") and has_tRNS:
-        image = image.convert("LA")
-    elif mode == "RGB" and has_tRNS:
-        image = image.convert("RGBA")
-    elif mode == "La":
-        image = image.convert("LA")
-    elif mode == "RGBa":
-        image = image.convert("RGBA")
-    elif mode in ("RGBX", "YCbCr", "1"):
-        image = image.convert("L" if mode == "1" else "RGB")
-    mode = image.mode
-
-    alpha = None
-    if mode in ("L", "RGB"):
-        pixels = np.asarray(image)
-    elif mode in ("LA", "RGBA"):
-        both = np.asarray(image)
-        pixels, alpha = both[..., :-1], both[..., -1]
-        if mode == "LA":
-            pixels = pixels[..., 0]
-    elif mode == "CMYK":
-        cmyk = np.asarray(image).astype(np.uint32)
-        ink = 255 - cmyk[..., 3:4]
-        pixels = (((255 - cmyk[..., :3]) * ink + 127) // 255).astype(np.uint8)
-    elif mode.startswith("I;16") or mode == "I":
-        wide = np.asarray(image)
-        if wide.size and (int(wide.min()) < 0 or int(wide.max()) > 65535):
-            raise DataError(
-                f"{name}: 32-bit integer pixels outside 0..65535 "
-                f"(min {int(wide.min())}, max {int(wide.max())}); save it as 8- or 16-bit"
-            )
-        pixels = (wide.astype(np.uint32) >> 8).astype(np.uint8)
-    else:
-        raise DataError(
-            f"{name}: pixel mode {mode!r} is not supported (8/16-bit gray, palette, RGB, RGBA, "
-            "CMYK are); save it as 8-bit RGB"
-        )
+    try:
+        pixels, alpha = _decoded_pixels(image, name)
+    except DataError:
+        raise
+    except _DECODE_ERRORS as exc:  # Pillow's conversions can fail on damaged palettes
+        raise DataError(f"{name}: pixel mode {image.mode} cannot be converted ({_reason(exc)})") from None
 
     gray = pixels.ndim == 2
     if alpha is not None:
