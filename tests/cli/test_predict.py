@@ -224,3 +224,18 @@ def test_huge_header_in_a_batch_is_skipped_fast(capsys, tmp_path, photos, small_
     code, out, err = predict(capsys, "hongong_cnn", bomb, photos["china.png"], "--weights", small_weights)
     assert code == 1 and "bomb.png: refused before decoding" in err
     assert out.splitlines()[0] == str(photos["china.png"])
+
+
+def test_state_dict_with_its_own_classes_and_names(capsys, tmp_path, photos):
+    path = tmp_path / "three.pth"
+    torch.save(create_model("hongong_cnn", num_classes=3).state_dict(), path)
+    names = tmp_path / "names.txt"
+    names.write_text("sock\nshoe\nhat\n")
+    argv = ["hongong_cnn", photos["china.png"], "--weights", path, "--json"]
+    code, out, _ = predict(capsys, *argv, "--num-classes", "3", "--class-names", names)
+    assert code == 0 and {t["class"] for t in json.loads(out)["top"]} == {"sock", "shoe", "hat"}
+    code, _, err = predict(capsys, *argv)
+    assert code == 2 and "num_classes=3" in err and "--num-classes" in err
+    names.write_text("sock\nshoe\n")
+    code, _, err = predict(capsys, *argv, "--num-classes", "3", "--class-names", names)
+    assert code == 2 and "--class-names has 2 names for 3 outputs" in err

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from ..errors import DataError, UsageError
+from ..io.weights import WeightsError
 
 FASHION = "fashion"
 FASHION_ASSET = "fashion_hongong_cnn.safetensors"
@@ -38,9 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("model", metavar="MODEL_OR_RUN", help="'fashion', a run folder or a model name")
     p.add_argument("paths", metavar="PATH", nargs="+", help="image files or folders")
-    p.add_argument(
-        "--weights", help="torchvision weights name, .safetensors/.pth file, or run folder"
-    )
+    p.add_argument("--weights", help="torchvision weights name, .safetensors/.pth file, or run folder")
     p.add_argument("--top", type=int, default=5, help="classes shown per image (default 5)")
     p.add_argument(
         "--resize",
@@ -110,7 +109,12 @@ def load_model(args: argparse.Namespace, device: torch.device) -> tuple[torch.nn
             kwargs: dict[str, Any] = {}
             if args.num_classes is not None:
                 kwargs["num_classes"] = args.num_classes
-            model = create_model(target, weights=args.weights, **kwargs)
+            try:
+                model = create_model(target, weights=args.weights, **kwargs)
+            except WeightsError as exc:
+                if "num_classes=" not in str(exc):
+                    raise
+                raise WeightsError(f"{exc}; on the command line: --num-classes") from None
             config = model.pretrained_info.preprocess_config()
             config.setdefault("input_shape", list(entry.input_size))
     if args.class_names:

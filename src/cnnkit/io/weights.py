@@ -41,6 +41,7 @@ __all__ = [
     "WEIGHTS_SUFFIXES",
     "WeightsError",
     "check_sha256_prefix",
+    "downloads_allowed",
     "fetch_torchvision_weights",
     "is_torchvision_weights_name",
     "load_state_dict_file",

@@ -139,8 +139,7 @@ def load_pretrained(
         outputs = _num_outputs(model)
         if outputs is not None and outputs != len(info.class_names):
             raise WeightsError(
-                f"{info.source} names {len(info.class_names)} classes but the model has "
-                f"{outputs} outputs"
+                f"{info.source} names {len(info.class_names)} classes but the model has {outputs} outputs"
             )
     model.class_names = info.class_names  # type: ignore[assignment]
     model.pretrained_info = info  # type: ignore[assignment]
@@ -171,9 +170,7 @@ def _run_folder(name: str, folder: Path) -> tuple[dict[str, torch.Tensor], Pretr
     weights_file = folder / RUN_WEIGHTS
     config_file = folder / RUN_CONFIG
     if not weights_file.is_file():
-        raise FileNotFoundError(
-            f"{folder} is not a cnnkit run folder with weights: {RUN_WEIGHTS} is missing"
-        )
+        raise FileNotFoundError(f"{folder} is not a cnnkit run folder with weights: {RUN_WEIGHTS} is missing")
     record: dict[str, Any] = {}
     if config_file.is_file():
         try:
@@ -186,8 +183,7 @@ def _run_folder(name: str, folder: Path) -> tuple[dict[str, torch.Tensor], Pretr
     trained = run.get("model") if isinstance(run, dict) else None
     if trained is not None and trained != name:
         raise WeightsError(
-            f"{folder} holds weights of {trained!r}, not {name!r}; "
-            f"use create_model({trained!r}, weights=...)"
+            f"{folder} holds weights of {trained!r}, not {name!r}; use create_model({trained!r}, weights=...)"
         )
     state, metadata = read_weights(weights_file)
     info = _info_from_metadata(str(folder), metadata, name)
@@ -225,9 +221,7 @@ def _run_normalize(record: dict[str, Any], default: Any, source: Path) -> dict[s
         return value
     if isinstance(value, list | tuple) and len(value) == 2:
         return {"mean": list(value[0]), "std": list(value[1])}
-    raise WeightsError(
-        f"{source}: normalize must be null, {{'mean', 'std'}} or [mean, std], got {value!r}"
-    )
+    raise WeightsError(f"{source}: normalize must be null, {{'mean', 'std'}} or [mean, std], got {value!r}")
 
 
 def _json_field(metadata: dict[str, str], key: str, source: str) -> Any:
@@ -273,19 +267,20 @@ def _num_outputs(model: nn.Module) -> int | None:
 
 
 def _classifier_hint(model: nn.Module, state: dict[str, torch.Tensor]) -> str:
-    """When only the last layer differs, say how many classes the weights have."""
+    """When only the last layer (the classifier) differs, say how many classes the weights have."""
     own = model.state_dict()
-    linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
-    if not linears or set(own) != set(state):
+    if not own or set(own) != set(state):
         return ""
-    last = linears[-1]
-    bias = state.get(f"{last}.bias")
+    last = list(own)[-1].rpartition(".")[0]  # state dicts list the classifier last
     mismatched = [k for k in own if tuple(own[k].shape) != tuple(state[k].shape)]
-    if bias is None or not mismatched or not all(k.startswith(f"{last}.") for k in mismatched):
+    if not mismatched or not all(k.rpartition(".")[0] == last for k in mismatched):
+        return ""
+    outputs = state[mismatched[0]].shape[0] if state[mismatched[0]].dim() else None
+    if outputs is None:
         return ""
     return (
-        f". The weights have {bias.shape[0]} classes: build the model with "
-        f"num_classes={bias.shape[0]}, load them, then reset_classifier(n) for transfer learning"
+        f". The weights have {outputs} classes: build the model with num_classes={outputs} "
+        "(or load them, then reset_classifier(n) for transfer learning)"
     )
 
 
@@ -321,9 +316,7 @@ def decode_predictions(
         raise ValueError(f"top must be an int >= 1, got {top!r}")
     classes = probs.shape[1]
     if class_names is not None and len(class_names) != classes:
-        raise ValueError(
-            f"{len(class_names)} class names for {classes} outputs; give one per output"
-        )
+        raise ValueError(f"{len(class_names)} class names for {classes} outputs; give one per output")
     k = min(top, classes)
     values, indices = probs.detach().float().cpu().topk(k, dim=1)
     out = []
