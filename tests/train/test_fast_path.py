@@ -1,0 +1,243 @@
+"""The fast path stays correct: each speed trick checked on small real Fashion-MNIST subsets.
+
+No timing is asserted here (timings live in bench/); these only check that the results agree.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from cnnkit import create_model
+from cnnkit.errors import UsageError
+from cnnkit.train import Trainer, seed_everything
+from cnnkit.train.augment import FlipTranslate, flip_tta, random_flip, random_translate
+from cnnkit.train.device import pick_device
+from cnnkit.train.perf import PerfSettings, cpu_has_bf16, pick_num_threads, pick_perf_settings, set_threads
+from cnnkit.train.presets import PRESETS, apply_preset, trainer_extras
+from cnnkit.train.schedules import one_cycle
+
+
+@pytest.fixture(scope="module", autouse=True)
+def free_core_threads():
+    """The fast path's thread choice (on a busy machine, extra threads only wait for cores)."""
+    before = torch.get_num_threads()
+    set_threads(pick_num_threads())
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def device():
+    return pick_device()
+
+
+@pytest.fixture(scope="module")
+def trained(fashion_small, device):
+    """hongong_cnn after one FP32 epoch on 2,000 real images, and the 500 test images."""
+    train, test = fashion_small
+    seed_everything(0)
+    trainer = Trainer(create_model("hongong_cnn"), device=device, seed=0)
+    trainer.fit(train, epochs=1, batch_size=64)
+    return trainer.model, test
+
+
+def _accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    return float((logits.argmax(1) == labels).float().mean())
+
+
+# ------------------------------------------------------------------ augmentation
+def test_flip_with_p_one_is_an_exact_mirror_and_p_zero_is_identity(fashion_small):
+    x = fashion_small[0].images[:64].float()
+    assert torch.equal(random_flip(x, p=1.0), x.flip(-1))
+    assert torch.equal(random_flip(x, p=0.0), x)
+
+
+def test_random_flip_rows_are_either_the_image_or_its_mirror(fashion_small):
+    x = fashion_small[0].images[:256].float()
+    torch.manual_seed(0)
+    out = random_flip(x)
+    same = (out == x).flatten(1).all(1)
+    mirrored = (out == x.flip(-1)).flatten(1).all(1)
+    assert bool((same | mirrored).all())
+    assert 0 < int((mirrored & ~same).sum()) < 256  # some flipped, some not
+
+
+def _shift(img: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """Reference: move the content by (dy, dx), zeros coming in (explicit slicing)."""
+    out = torch.zeros_like(img)
+    h, w = img.shape[-2:]
+    out[..., max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = img[
+        ..., max(-dy, 0) : h - max(dy, 0), max(-dx, 0) : w - max(dx, 0)
+    ]
+    return out
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_random_translate_is_a_whole_pixel_shift_with_zero_fill(fashion_small, channels_last):
+    x = fashion_small[0].images[:48].float()
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    torch.manual_seed(1)
+    out = random_translate(x, max_shift=2)
+    assert out.shape == x.shape and out.dtype == x.dtype
+    assert out.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    shifts = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)]
+    seen = set()
+    for i in range(len(x)):
+        match = [s for s in shifts if torch.equal(out[i], _shift(x[i], *s))]
+        assert match, f"sample {i} is not a shifted copy of its input"
+        seen.update(match)
+    assert len(seen) > 5  # offsets really vary per sample
+
+
+def test_augmentation_keeps_shapes_and_labels_in_training(fashion_small, device):
+    train, _ = fashion_small
+    seen = []
+
+    def spy(x: torch.Tensor) -> torch.Tensor:
+        out = FlipTranslate(max_shift=2)(x)
+        seen.append((tuple(x.shape), tuple(out.shape), x.dtype, out.dtype))
+        return out
+
+    labels_before = train.labels.clone()
+    trainer = Trainer(create_model("hongong_cnn"), device=device, augment=spy)
+    trainer.fit(train.take(256, seed=0), epochs=1, batch_size=64)
+    assert seen and all(a == b and da == db for a, b, da, db in seen)
+    assert torch.equal(train.labels, labels_before)
+
+
+def test_augmentation_rejects_bad_arguments():
+    x = torch.zeros(2, 1, 8, 8)
+    with pytest.raises(ValueError, match="max_shift"):
+        random_translate(x, max_shift=-1)
+    with pytest.raises(ValueError, match="p must"):
+        random_flip(x, p=1.5)
+    with pytest.raises(ValueError, match="flip_p"):
+        FlipTranslate(flip_p=2)
+
+
+# ------------------------------------------------------------------ TTA
+def test_flip_tta_equals_the_mean_of_the_two_views(trained, device):
+    model, test = trained
+    x = (test.images[:128].float() / 255).to(device)
+    model.eval()
+    with torch.inference_mode():
+        expected = (model(x) + model(x.flip(-1))) / 2
+        got = flip_tta(model, x)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_trainer_tta_logits_are_the_two_view_mean(trained, device):
+    model, test = trained
+    plain = Trainer(model, device=device).logits(test)
+    mirrored = Trainer(model, device=device).logits(test.images.flip(-1))
+    tta = Trainer(model, device=device, tta=True).logits(test)
+    torch.testing.assert_close(tta, (plain + mirrored) / 2, rtol=1e-4, atol=1e-5)
+
+
+# ------------------------------------------------------------------ memory format, batch size
+def test_channels_last_gives_identical_predictions(trained, device):
+    model, test = trained
+    nchw = Trainer(model, device=device).logits(test)
+    nhwc = Trainer(model, device=device, channels_last=True).logits(test)
+    assert torch.equal(nchw.argmax(1), nhwc.argmax(1))
+    torch.testing.assert_close(nhwc, nchw, rtol=1e-4, atol=1e-4)
+    model.to(memory_format=torch.contiguous_format)
+
+
+def test_inference_batch_size_does_not_change_predictions(trained, device):
+    model, test = trained
+    trainer = Trainer(model, device=device)
+    torch.testing.assert_close(trainer.logits(test, 256), trainer.logits(test, 1000), rtol=1e-4, atol=1e-4)
+    assert torch.equal(trainer.logits(test, 256).argmax(1), trainer.logits(test, 1000).argmax(1))
+
+
+# ------------------------------------------------------------------ bf16
+def test_bf16_inference_matches_fp32_accuracy(trained, device):
+    model, test = trained
+    fp32 = Trainer(model, device=device).logits(test)
+    bf16 = Trainer(model, device=device, amp="bf16").logits(test)
+    assert abs(_accuracy(bf16, test.labels) - _accuracy(fp32, test.labels)) <= 0.01
+    assert float((bf16.argmax(1) == fp32.argmax(1)).float().mean()) >= 0.98
+
+
+def test_bf16_training_reaches_fp32_accuracy(fashion_small, device):
+    train, test = fashion_small
+    accuracy = {}
+    for amp in (None, "bf16"):
+        seed_everything(0)
+        model = create_model("fashion_bn_cnn", widths=(16, 32), hidden=64)
+        trainer = Trainer(
+            model,
+            device=device,
+            seed=0,
+            amp=amp,
+            channels_last=True,
+            lr=2e-3,
+        )
+        trainer.fit(train, epochs=2, batch_size=64)
+        accuracy[amp] = _accuracy(trainer.logits(test), test.labels)
+    assert accuracy[None] > 0.7
+    assert abs(accuracy["bf16"] - accuracy[None]) <= 0.03, accuracy
+
+
+# ------------------------------------------------------------------ settings, schedule, preset
+def test_perf_settings_per_device():
+    cpu = pick_perf_settings(torch.device("cpu"), num_threads=1)
+    assert cpu == PerfSettings(
+        amp="bf16" if cpu_has_bf16() else None, channels_last=True, num_threads=1, inference_batch=256
+    )
+    other = pick_perf_settings(torch.device("meta"))
+    assert other.amp is None and not other.channels_last
+
+
+def test_thread_choice_leaves_busy_cores_alone():
+    assert pick_num_threads(load=0.0) >= 1
+    assert pick_num_threads(load=100.0) == 1
+    before = torch.get_num_threads()
+    try:
+        set_threads(1)
+        assert torch.get_num_threads() == 1
+        set_threads(None)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(ValueError, match="num_threads"):
+        set_threads(0)
+
+
+def test_one_cycle_warms_up_to_max_lr_then_anneals():
+    param = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([param], lr=1.0, momentum=0.9)
+    sched = one_cycle(0.2, pct_start=0.25)(opt, 100)
+    lrs = []
+    for _ in range(100):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == pytest.approx(0.02)
+    assert max(lrs) == pytest.approx(0.2, rel=1e-3) and 20 <= lrs.index(max(lrs)) <= 30
+    assert lrs[-1] < 0.001
+    with pytest.raises(ValueError, match="pct_start"):
+        one_cycle(0.1, pct_start=1.5)
+
+
+def test_fast_preset_fills_unset_keys_and_resolves_speed_settings():
+    config = apply_preset("fast", {"model": "hongong_cnn", "lr": 0.5}, explicit={"lr"})
+    assert config["model"] == PRESETS["fast"]["model"] and config["lr"] == 0.5
+    assert config["batch_size"] == PRESETS["fast"]["batch_size"] and config["preset"] == "fast"
+    assert config["amp"] == pick_perf_settings(pick_device(), 1).amp
+    assert trainer_extras("course", 1e-3) == {}
+    assert set(trainer_extras("fast", 0.1)) == {"augment", "scheduler", "tta"}
+    with pytest.raises(UsageError, match="unknown preset"):
+        trainer_extras("fastest", 0.1)
+
+
+def test_fashion_bn_cnn_heads_and_arguments():
+    x = torch.zeros(2, 1, 28, 28)
+    assert create_model("fashion_bn_cnn")(x).shape == (2, 10)
+    assert create_model("fashion_bn_cnn", widths=(16, 32), hidden=64, dropout=0.2)(x).shape == (2, 10)
+    assert create_model("fashion_bn_cnn", num_classes=0)(x).shape == (2, 128)
+    with pytest.raises(ValueError, match="widths"):
+        create_model("fashion_bn_cnn", widths=(0,))
