@@ -16,9 +16,16 @@ import numpy as np
 import torch
 
 from ..errors import CnnkitError
-from ..io.atomic import atomic_write_bytes
+from ..io.atomic import atomic_write
 
 FORMAT_VERSION = 1
+# A SHA-256 of every byte before it, kept as the zip archive comment at the very end of the file:
+# a damaged byte anywhere, even in zip metadata or pickle details that torch.load would read past
+# without complaint, fails verification. The file stays a zip that torch.load reads as it is.
+FILE_DIGEST_PREFIX = b"cnnkit-sha256:"
+_DIGEST_RECORD_BYTES = len(FILE_DIGEST_PREFIX) + 64
+_ZIP_END = b"PK\x05\x06"  # end-of-central-directory record: 22 bytes, then the comment
+_READ_CHUNK = 1 << 20
 
 
 class CheckpointError(CnnkitError, ValueError):
@@ -79,7 +86,8 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(path: str | os.PathLike[str], payload: dict[str, Any]) -> None:
-    """Write a checkpoint atomically, with format version, versions and a checksum."""
+    """Write a checkpoint atomically, with format version, versions, a content checksum and a
+    SHA-256 of the whole file."""
     from .. import __version__
 
     body = {
@@ -91,7 +99,38 @@ def save_checkpoint(path: str | os.PathLike[str], payload: dict[str, Any]) -> No
     body["checksum"] = tensor_checksum({k: v for k, v in body.items() if k != "checksum"})
     buffer = io.BytesIO()
     torch.save(body, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
+    data = buffer.getbuffer()
+    if bytes(data[-22:-18]) != _ZIP_END or bytes(data[-2:]) != b"\0\0":
+        raise RuntimeError("torch.save no longer ends its zip with a comment-less end record")
+    head, comment_length = data[:-2], _DIGEST_RECORD_BYTES.to_bytes(2, "little")
+    digest = hashlib.sha256(head)
+    digest.update(comment_length)
+    with atomic_write(path, "wb") as f:
+        f.write(head)
+        f.write(comment_length)
+        f.write(FILE_DIGEST_PREFIX + digest.hexdigest().encode())
+
+
+def _verify_file_digest(path: Path) -> None:
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size < _DIGEST_RECORD_BYTES + 22:
+            raise CheckpointError(f"{path} is not a cnnkit checkpoint: only {size} bytes")
+        f.seek(size - _DIGEST_RECORD_BYTES)
+        record = f.read()
+        if not record.startswith(FILE_DIGEST_PREFIX):
+            raise CheckpointError(f"{path} is damaged or not a cnnkit checkpoint (no integrity record)")
+        f.seek(0)
+        digest = hashlib.sha256()
+        left = size - _DIGEST_RECORD_BYTES
+        while left > 0:
+            chunk = f.read(min(_READ_CHUNK, left))
+            if not chunk:
+                break
+            digest.update(chunk)
+            left -= len(chunk)
+    if digest.hexdigest().encode() != record[len(FILE_DIGEST_PREFIX) :]:
+        raise CheckpointError(f"{path} is damaged: its bytes differ from the SHA-256 recorded when written")
 
 
 def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -99,11 +138,13 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
 
     Raises:
         FileNotFoundError: no such file.
-        CheckpointError: not loadable with weights_only=True, unknown format, or checksum mismatch.
+        CheckpointError: file digest mismatch, not loadable with weights_only=True, unknown
+            format, or content checksum mismatch.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
+    _verify_file_digest(path)
     try:
         with warnings.catch_warnings():  # torch warns about pickle protocols of foreign files
             warnings.simplefilter("ignore")

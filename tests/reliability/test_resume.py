@@ -1,0 +1,142 @@
+"""Exact resume: a run stopped after epoch k and resumed ends bit-identical to an uninterrupted
+run (weights, optimizer moments, callback states, RNGs, history, metrics; not wall-clock seconds),
+through train_run and through `cnnkit train --resume` after a real Ctrl-C (SIGINT)."""
+
+from __future__ import annotations
+
+import random
+import signal
+import subprocess
+import time
+
+import pytest
+import torch
+
+from cnnkit.cli.__main__ import build_parser
+from cnnkit.cli.train import _classify_config
+from cnnkit.train.checkpoint import load_checkpoint
+from cnnkit.train.run import train_run
+from cnnkit.train.trainer import Trainer, seed_everything
+
+from .conftest import EPOCHS, assert_identical, cnnkit_cmd, run_cli, run_snapshot, subprocess_env, tiny_config
+
+
+def _interrupt_at_epoch(monkeypatch, k: int) -> None:
+    """Ctrl-C as epoch k+1 (0-based k) starts: epochs 1..k are finished and checkpointed."""
+    real = Trainer._train_epoch
+
+    def train_epoch(self, data, batch_size, epoch):
+        if epoch == k:
+            raise KeyboardInterrupt
+        return real(self, data, batch_size, epoch)
+
+    monkeypatch.setattr(Trainer, "_train_epoch", train_epoch)
+
+
+@pytest.mark.parametrize("k", [0, 2])
+def test_train_run_stopped_after_epoch_k_and_resumed_is_bit_identical(
+    k, small_data, reference_run, tmp_path, monkeypatch
+):
+    out = tmp_path / "run"
+    _interrupt_at_epoch(monkeypatch, k)
+    with pytest.raises(KeyboardInterrupt):
+        train_run(tiny_config(small_data), out, progress=False)
+    monkeypatch.undo()
+    body = load_checkpoint(out / "last.ckpt")
+    assert body["epoch"] == k  # k = 0: the checkpoint written before the first step
+    train_run(tiny_config(small_data), out, resume=True, progress=False)
+    assert_identical(run_snapshot(out), run_snapshot(reference_run))
+
+
+def test_a_run_that_stopped_early_stays_stopped_when_resumed(small_data, tmp_path, monkeypatch):
+    # patience 0 and a high rate: early stopping ends this run before its 8 epochs.
+    config = tiny_config(small_data, epochs=8, patience=0, lr=0.01)
+    reference = train_run(config, tmp_path / "reference", progress=False)
+    assert reference["stopped_early"] and reference["epochs_run"] < 8
+    # Interrupted after training, while testing: last.ckpt holds the stopped state.
+    monkeypatch.setattr(Trainer, "evaluate", lambda *args, **kwargs: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):
+        train_run(config, tmp_path / "run", progress=False)
+    monkeypatch.undo()
+    resumed = train_run(config, tmp_path / "run", resume=True, progress=False)
+    assert resumed["epochs_run"] == reference["epochs_run"]  # no extra epochs after the stop
+    assert_identical(run_snapshot(tmp_path / "run"), run_snapshot(tmp_path / "reference"))
+
+
+def test_ctrl_c_saves_a_resumable_checkpoint_and_cli_resume_is_bit_identical(
+    small_data, reference_run, tmp_path
+):
+    out = tmp_path / "run"
+    args = ["train", "--data", str(small_data), "--epochs", str(EPOCHS), "--patience", str(EPOCHS)]
+    proc = subprocess.Popen(
+        cnnkit_cmd(*args, "--out", str(out), "--no-progress"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=subprocess_env(),
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while not (out / "last.ckpt").is_file() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(random.uniform(0.0, 1.0))  # somewhere in the first epochs
+        assert proc.poll() is None, "training ended before it could be interrupted"
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    lines = [line for line in stderr.splitlines() if line.startswith("cnnkit:")]
+    assert lines == [
+        f"cnnkit: interrupted; {out / 'last.ckpt'} holds the last finished epoch. "
+        f"Continue with: cnnkit train --resume {out}"
+    ], stderr
+    saved = load_checkpoint(out / "last.ckpt")
+    assert 0 <= saved["epoch"] < EPOCHS
+
+    resumed = run_cli("train", "--resume", str(out), "--no-progress")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "test accuracy" in resumed.stdout
+    assert (out / "report.html").is_file()
+    assert_identical(run_snapshot(out), run_snapshot(reference_run))
+
+
+def test_resume_refuses_settings_that_would_change_the_run(tmp_path, capsys):
+    from cnnkit.cli.__main__ import main
+
+    assert main(["train", "--resume", str(tmp_path), "--epochs", "9", "--seed", "3"]) == 2
+    err = capsys.readouterr().err.strip()
+    expected = f"--resume continues {tmp_path} with the settings saved in it; drop --epochs, --seed"
+    assert err == f"cnnkit: error: {expected}"
+
+
+def test_deterministic_flag_seeds_everything_and_turns_on_deterministic_algorithms(small_data, tmp_path):
+    args = build_parser().parse_args(["train", "--data", str(small_data), "--deterministic", "--seed", "5"])
+    config = _classify_config(args)
+    assert config.deterministic and config.seed == 5
+    try:
+        draws = []
+        for _ in range(2):
+            seed_everything(config.seed, config.deterministic)
+            draws.append((random.random(), float(__import__("numpy").random.rand()), torch.rand(3)))
+            assert torch.are_deterministic_algorithms_enabled()
+            assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
+        assert draws[0][:2] == draws[1][:2] and torch.equal(draws[0][2], draws[1][2])
+        torch.use_deterministic_algorithms(False)
+        train_run(tiny_config(small_data, epochs=1, deterministic=True), tmp_path / "run", progress=False)
+        assert torch.are_deterministic_algorithms_enabled()  # the run switched them on
+    finally:
+        torch.use_deterministic_algorithms(False)
+        torch.backends.cudnn.deterministic = False
+
+
+def test_config_file_settings_are_not_overridden_by_flag_defaults(small_data, tmp_path):
+    (tmp_path / "run.json").write_text(f'{{"data": "{small_data}", "seed": 7, "epochs": 2}}')
+    config = _classify_config(build_parser().parse_args(["train", "--config", str(tmp_path / "run.json")]))
+    assert (config.data, config.seed, config.epochs) == (str(small_data), 7, 2)
+    config = _classify_config(
+        build_parser().parse_args(["train", "--config", str(tmp_path / "run.json"), "--seed", "42"])
+    )
+    assert config.seed == 42  # a flag that is given does override
