@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import OrderedDict
 
 import pytest
@@ -18,6 +19,7 @@ from cnnkit.train.transfer import (
     FinetuneConfig,
     finetune,
     finetune_run,
+    finetune_test_data,
     frozen_base,
     head_parameter_names,
     param_groups,
@@ -355,8 +357,9 @@ def test_cli_finetune_on_an_image_folder(pretrained_run, image_folder, tmp_path,
     assert record["class_balance"]["test"] == {"sandal": 6, "shirt": 6}
     assert record["preprocess"] == {"resize": "resize"}
     assert record["finetune"]["group_lrs"] == {"features": 1e-4}
-    x = torch.zeros(3, 1, 28, 28, device=next(model.parameters()).device)
-    assert model(x).shape == (3, 2)
+    test = finetune_test_data(out)  # the same 12 test images, rebuilt from config.json
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert Trainer(model).evaluate(test)["accuracy"] == pytest.approx(metrics["test_accuracy"])
 
 
 @pytest.mark.parametrize(

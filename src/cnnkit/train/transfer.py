@@ -48,6 +48,7 @@ __all__ = [
     "FinetuneResult",
     "finetune",
     "finetune_run",
+    "finetune_test_data",
     "frozen_base",
     "head_parameter_names",
     "param_groups",
@@ -765,6 +766,26 @@ def finetune_run(
     }
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2, ensure_ascii=False))
     return metrics
+
+
+def finetune_test_data(run_dir: str | os.PathLike[str]) -> ArrayDataset:
+    """The test split a :func:`finetune_run` folder was evaluated on, rebuilt from its config.json.
+
+    Same data, seed, fractions, image size and resize mode, so ``Trainer.evaluate`` on it gives
+    the run's ``metrics.json`` numbers again (what ``cnnkit evaluate`` needs for image folders).
+
+    Raises:
+        UsageError: not a run folder written by :func:`finetune_run`.
+    """
+    record = read_run_config(run_dir)
+    if not isinstance(record.get("finetune"), dict):
+        raise UsageError(f"{run_dir} was not written by `cnnkit finetune` (config.json has no 'finetune')")
+    try:
+        config = FinetuneConfig(**record["finetune"]).validate()
+    except TypeError as exc:
+        raise UsageError(f"{run_dir}/{CONFIG_FILE}: unusable 'finetune' section: {exc}") from None
+    channels, height, width = (int(v) for v in record["input_shape"])
+    return _load_splits(config, (channels, height, width))[2]
 
 
 def _phase_of(result: FinetuneResult, epoch: int | None) -> str | None:
