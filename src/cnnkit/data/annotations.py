@@ -29,6 +29,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import DataError
+from .images import load_image, resize_image
 from .scenes import SceneDataset
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -73,9 +74,7 @@ class AnnotationSet:
     def __len__(self) -> int:
         return len(self.images)
 
-    def split(
-        self, val_fraction: float = 0.2, seed: int = 0
-    ) -> tuple[AnnotationSet, AnnotationSet]:
+    def split(self, val_fraction: float = 0.2, seed: int = 0) -> tuple[AnnotationSet, AnnotationSet]:
         """Seeded (train, validation) split by image.
 
         Raises:
@@ -89,9 +88,7 @@ class AnnotationSet:
                 f"{self.source}: {len(self.images)} images cannot be split with val_fraction "
                 f"{val_fraction}; annotate more images or give a separate validation set"
             )
-        order = torch.randperm(
-            len(self.images), generator=torch.Generator().manual_seed(seed)
-        ).tolist()
+        order = torch.randperm(len(self.images), generator=torch.Generator().manual_seed(seed)).tolist()
         pick = [self.images[i] for i in order]
         return (
             AnnotationSet(pick[n_val:], list(self.class_names), f"{self.source}/train"),
@@ -135,27 +132,17 @@ def read_image(path: str | os.PathLike[str], in_chans: int = 1) -> np.ndarray:
     """An image file as uint8 array [in_chans, H, W] (grayscale for 1 channel, RGB for 3).
 
     Raises:
-        DataError: missing or unreadable file, or an unsupported channel count.
+        DataError: missing or unreadable file (cnnkit's safe loader, ``data.images``).
     """
     if in_chans not in (1, 3):
         raise DataError(f"in_chans must be 1 (grayscale) or 3 (RGB), got {in_chans!r}")
-    try:
-        with Image.open(path) as img:
-            array = np.asarray(img.convert("L" if in_chans == 1 else "RGB"), dtype=np.uint8)
-    except FileNotFoundError:
-        raise DataError(f"image {path} does not exist") from None
-    except (UnidentifiedImageError, OSError) as exc:
-        raise DataError(f"image {path} cannot be read: {exc}") from None
-    return array[None] if in_chans == 1 else array.transpose(2, 0, 1).copy()
+    return load_image(path, channels=in_chans).transpose(2, 0, 1).copy()
 
 
 def resize_for_model(image: np.ndarray, size: int) -> np.ndarray:
-    """uint8 [C, H, W] -> uint8 [C, size, size] with Pillow's bilinear filter."""
-    channels = [
-        np.asarray(Image.fromarray(plane).resize((size, size), Image.BILINEAR), dtype=np.uint8)
-        for plane in image
-    ]
-    return np.stack(channels)
+    """uint8 [C, H, W] -> uint8 [C, size, size], stretched (bilinear, antialiased when shrinking)."""
+    resized = resize_image(np.ascontiguousarray(image.transpose(1, 2, 0)), size, mode="resize")
+    return resized.transpose(2, 0, 1).copy()
 
 
 def _image_size(path: Path) -> tuple[int, int]:
@@ -224,11 +211,7 @@ def read_coco(
     categories: dict[int, str] = {}
     for i, cat in enumerate(doc["categories"]):
         where = f"{path}: categories[{i}]"
-        if (
-            not isinstance(cat, dict)
-            or not _is_int(cat.get("id"))
-            or not isinstance(cat.get("name"), str)
-        ):
+        if not isinstance(cat, dict) or not _is_int(cat.get("id")) or not isinstance(cat.get("name"), str):
             raise DataError(f"{where} must have an integer 'id' and a string 'name', got {cat!r}")
         if cat["id"] in categories:
             raise DataError(f"{where}: category id {cat['id']} appears twice")
@@ -247,9 +230,7 @@ def read_coco(
             or not _is_int(img.get("id"))
             or not isinstance(img.get("file_name"), str)
         ):
-            raise DataError(
-                f"{where} must have an integer 'id' and a string 'file_name', got {img!r}"
-            )
+            raise DataError(f"{where} must have an integer 'id' and a string 'file_name', got {img!r}")
         where = f"{path}: images[{i}] (id={img['id']}, file_name={img['file_name']!r})"
         if img["id"] in records:
             raise DataError(f"{where}: image id {img['id']} appears twice")
@@ -260,9 +241,7 @@ def read_coco(
             )
         file = root / img["file_name"]
         if not file.is_file():
-            raise DataError(
-                f"{where}: image file {file} is missing (set image_root to the images folder?)"
-            )
+            raise DataError(f"{where}: image file {file} is missing (set image_root to the images folder?)")
         records[img["id"]] = AnnotatedImage(
             file, width, height, torch.zeros(0, 4), torch.zeros(0, dtype=torch.long)
         )
@@ -283,9 +262,7 @@ def read_coco(
             )
         bbox = ann.get("bbox")
         if not isinstance(bbox, list) or len(bbox) != 4 or not all(_is_number(v) for v in bbox):
-            raise DataError(
-                f"{where}: bbox must be four finite numbers [x, y, width, height], got {bbox!r}"
-            )
+            raise DataError(f"{where}: bbox must be four finite numbers [x, y, width, height], got {bbox!r}")
         record = records[ann["image_id"]]
         x, y, w, h = (float(v) for v in bbox)
         box = _check_box(
@@ -305,9 +282,7 @@ def read_coco(
     return AnnotationSet(list(records.values()), names, str(path))
 
 
-def read_yolo(
-    folder: str | os.PathLike[str], class_names: Sequence[str] | None = None
-) -> AnnotationSet:
+def read_yolo(folder: str | os.PathLike[str], class_names: Sequence[str] | None = None) -> AnnotationSet:
     """Read and check a YOLO folder (``images/``, ``labels/``, ``classes.txt``).
 
     Args:
@@ -324,13 +299,9 @@ def read_yolo(
     if class_names is None:
         names_file = folder / "classes.txt"
         if not names_file.is_file():
-            raise DataError(
-                f"{folder}: no classes.txt; write one class name per line or pass class_names"
-            )
+            raise DataError(f"{folder}: no classes.txt; write one class name per line or pass class_names")
         class_names = [
-            line.strip()
-            for line in names_file.read_text(encoding="utf-8").splitlines()
-            if line.strip()
+            line.strip() for line in names_file.read_text(encoding="utf-8").splitlines() if line.strip()
         ]
     names = list(class_names)
     if not names:
@@ -387,8 +358,7 @@ def _parse_yolo_line(
         ) from None
     if not 0 <= label < len(names):
         raise DataError(
-            f"{where}: unknown class id {label}; the classes are 0..{len(names) - 1} "
-            f"({', '.join(names)})"
+            f"{where}: unknown class id {label}; the classes are 0..{len(names) - 1} ({', '.join(names)})"
         )
     if not all(math.isfinite(v) for v in (cx, cy, w, h)):
         raise DataError(f"{where}: coordinates must be finite, got {line.strip()!r}")
