@@ -21,6 +21,11 @@ setup_venv() {
   if [ ! -f "$venv/.complete" ]; then
     log "creating virtual env in $venv"
     rm -rf "$venv"
+    # Environments of older dependency sets are several GB each: keep only the one in use.
+    if [ -z "${CNNKIT_VENV:-}" ]; then
+      find "$(dirname "$venv")" -maxdepth 1 -name 'venv-*' ! -name "$(basename "$venv")" \
+        -exec rm -rf {} + 2>/dev/null || true
+    fi
     "$python_bin" -m venv "$venv"
     "$venv/bin/pip" install -q --upgrade "setuptools>=68" wheel
     # shellcheck disable=SC2086
