@@ -135,9 +135,7 @@ def scan_image_folder(
             else:
                 ignored.append(path)
         if not found:
-            raise DataError(
-                f"{folder}: class folder has no image files ({', '.join(sorted(extensions))})"
-            )
+            raise DataError(f"{folder}: class folder has no image files ({', '.join(sorted(extensions))})")
     return FolderScan(root, [p.name for p in class_dirs], samples, ignored)
 
 
@@ -285,9 +283,7 @@ def format_balance(splits: dict[str, ArrayDataset], warn_ratio: float = 3.0) -> 
     lines = [header]
     for name in names:
         lines.append(f"{name:<{width}}  " + "  ".join(f"{counts[s][name]:>7}" for s in counts))
-    lines.append(
-        f"{'total':<{width}}  " + "  ".join(f"{sum(c.values()):>7}" for c in counts.values())
-    )
+    lines.append(f"{'total':<{width}}  " + "  ".join(f"{sum(c.values()):>7}" for c in counts.values()))
     for split, per_class in counts.items():
         values = list(per_class.values())
         if values and min(values) == 0:
