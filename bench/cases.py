@@ -82,10 +82,14 @@ def _with_threads(n: int):
 
 
 # ------------------------------------------------------------------ the plain reference loop
-def _plain_epoch(ctx: Context, train_n: int, val_n: int) -> tuple[float, float]:
+def _plain_epoch(ctx: Context, train_n: int, val_n: int, budget_s: float) -> tuple[float, int, float, int]:
     """A typical tutorial loop: TensorDataset + DataLoader, batch 32, eager, NCHW, FP32, Adam.
 
-    Returns (train seconds, val seconds) for ``train_n`` / ``val_n`` images.
+    Runs up to ``train_n`` / ``val_n`` images, each part stopping early after ``budget_s``
+    seconds (a busy machine can make the plain loop very slow).
+
+    Returns:
+        (train seconds, train images, val seconds, val images).
     """
     x = ctx.train.images[:train_n].float().div(255)
     y = ctx.train.labels[:train_n]
@@ -93,6 +97,7 @@ def _plain_epoch(ctx: Context, train_n: int, val_n: int) -> tuple[float, float]:
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     loader = DataLoader(TensorDataset(x, y), batch_size=32, shuffle=True)
     model.train()
+    seen = 0
     start = time.perf_counter()
     for xb, yb in loader:
         xb, yb = xb.to(ctx.device), yb.to(ctx.device)
@@ -100,30 +105,42 @@ def _plain_epoch(ctx: Context, train_n: int, val_n: int) -> tuple[float, float]:
         loss = F.cross_entropy(model(xb), yb)
         loss.backward()
         opt.step()
+        seen += len(yb)
+        if time.perf_counter() - start > budget_s:
+            break
     train_s = time.perf_counter() - start
     xv = ctx.val.images[:val_n].float().div(255)
     model.eval()
+    val_seen = 0
     start = time.perf_counter()
     with torch.no_grad():
         for (xb,) in DataLoader(TensorDataset(xv), batch_size=32):
             model(xb.to(ctx.device))
-    return train_s, time.perf_counter() - start
+            val_seen += len(xb)
+            if time.perf_counter() - start > budget_s / 4:
+                break
+    return train_s, seen, time.perf_counter() - start, val_seen
 
 
-def _plain_infer(ctx: Context, n: int) -> float:
+def _plain_infer(ctx: Context, n: int, budget_s: float) -> tuple[float, int]:
     model = create_model("hongong_cnn").to(ctx.device).eval()
     x = ctx.test.images[:n].float().div(255)
+    seen = 0
     start = time.perf_counter()
     with torch.no_grad():
         for (xb,) in DataLoader(TensorDataset(x), batch_size=32):
             model(xb.to(ctx.device))
-    return time.perf_counter() - start
+            seen += len(xb)
+            if time.perf_counter() - start > budget_s:
+                break
+    return time.perf_counter() - start, seen
 
 
 def reference(ctx: Context) -> list[dict]:
     """The plain loop, with torch's default threads and with the fast path's thread count."""
     train_n, val_n = (3_200, 800) if ctx.quick else (9_600, 2_400)
     infer_n = 2_000 if ctx.quick else 10_000
+    budget = 20.0 if ctx.quick else 60.0
     fl = _flops("hongong_cnn")
     rows = []
     variants = {"default": ctx.default_threads}
@@ -132,9 +149,9 @@ def reference(ctx: Context) -> list[dict]:
     for label, threads in variants.items():
         with _with_threads(threads):
             before = load()
-            train_s, val_s = _plain_epoch(ctx, train_n, val_n)
+            train_s, train_seen, val_s, val_seen = _plain_epoch(ctx, train_n, val_n, budget)
             # An epoch is 48,000 training + 12,000 validation images: scale the measured part.
-            epoch_s = train_s * EPOCH_TRAIN / train_n + val_s * EPOCH_VAL / val_n
+            epoch_s = train_s * EPOCH_TRAIN / train_seen + val_s * EPOCH_VAL / val_seen
             flop_epoch = EPOCH_TRAIN * fl["train"] + EPOCH_VAL * fl["forward"]
             ctx.refs[f"train_{label}"] = EPOCH_TRAIN / epoch_s
             rows.append(
@@ -147,17 +164,17 @@ def reference(ctx: Context) -> list[dict]:
                     s_per_epoch=round(epoch_s, 2),
                     threads=threads,
                     load=[before, load()],
-                    measured_images=train_n + val_n,
+                    measured_images=[train_seen, val_seen],
                     note="extrapolated from a part of an epoch",
                 )
             )
             before = load()
-            infer_s = _plain_infer(ctx, infer_n)
-            ctx.refs[f"infer_{label}"] = infer_n / infer_s
+            infer_s, infer_seen = _plain_infer(ctx, infer_n, budget / 2)
+            ctx.refs[f"infer_{label}"] = infer_seen / infer_s
             rows.append(
                 _row(
                     f"ref_infer[{label}]",
-                    infer_n,
+                    infer_seen,
                     infer_s,
                     fl["forward"],
                     ctx,
