@@ -37,9 +37,7 @@ class AlexNetConfig:
 ALEXNET_CONFIGS: dict[str, AlexNetConfig] = {
     # 227×227 input, no padding: (227 - 11) / 4 + 1 = 55, the paper's 55×55×96 first layer.
     "alexnet": AlexNetConfig((96, 256, 384, 384, 256), conv1_padding=0, local_response_norm=True),
-    "alexnet_tv": AlexNetConfig(
-        (64, 192, 384, 256, 256), conv1_padding=2, local_response_norm=False
-    ),
+    "alexnet_tv": AlexNetConfig((64, 192, 384, 256, 256), conv1_padding=2, local_response_norm=False),
 }
 
 HEAD_GRID = 6  # conv5 maps are 6×6 on a 227×227 (or torchvision's 224×224) input

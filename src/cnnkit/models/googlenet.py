@@ -195,9 +195,7 @@ class GoogLeNet(Backbone):
         if aux_logits and not num_classes:
             raise ValueError("aux_logits=True needs num_classes >= 1: the auxiliary heads classify")
         if transform_input and in_chans != 3:
-            raise ValueError(
-                f"transform_input=True expects RGB input (in_chans=3), got in_chans={in_chans}"
-            )
+            raise ValueError(f"transform_input=True expects RGB input (in_chans=3), got in_chans={in_chans}")
         self.aux_logits = aux_logits
         self.transform_input = transform_input
 
@@ -297,9 +295,7 @@ class GoogLeNet(Backbone):
             RuntimeError: if the model was built with ``aux_logits=False``.
         """
         if self.aux1 is None or self.aux2 is None:
-            raise RuntimeError(
-                "this GoogLeNet has no auxiliary heads; build it with aux_logits=True"
-            )
+            raise RuntimeError("this GoogLeNet has no auxiliary heads; build it with aux_logits=True")
         features, (tap4a, tap4d) = self._run_trunk(x)
         return GoogLeNetOutputs(self.forward_head(features), (self.aux1(tap4a), self.aux2(tap4d)))
 

@@ -184,9 +184,7 @@ class ResNet(Backbone):
             stride = 1 if index == 0 else 2
             units = []
             for unit in range(depth):
-                units.append(
-                    block(channels, width, stride if unit == 0 else 1, config.se_reduction)
-                )
+                units.append(block(channels, width, stride if unit == 0 else 1, config.se_reduction))
                 channels = width * block.expansion
             stages.append(nn.Sequential(*units))
             stride_so_far *= stride
@@ -245,9 +243,7 @@ _HE = "He et al. 2015, 'Deep Residual Learning for Image Recognition'"
 _HU = "Hu et al. 2018, 'Squeeze-and-Excitation Networks'"
 
 
-@register_model(
-    input_size=(3, 224, 224), description=f"ResNet-18 ({_HE}): basic units [2, 2, 2, 2]"
-)
+@register_model(input_size=(3, 224, 224), description=f"ResNet-18 ({_HE}): basic units [2, 2, 2, 2]")
 def resnet18(*, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False) -> ResNet:
     """ResNet-18, 11,689,512 parameters. Arguments as in :class:`ResNet`."""
     return _build("resnet18", num_classes, in_chans, small_input)
@@ -262,25 +258,19 @@ def resnet34(*, num_classes: int = 1000, in_chans: int = 3, small_input: bool = 
     return _build("resnet34", num_classes, in_chans, small_input)
 
 
-@register_model(
-    input_size=(3, 224, 224), description=f"ResNet-50 ({_HE}): bottleneck units [3, 4, 6, 3]"
-)
+@register_model(input_size=(3, 224, 224), description=f"ResNet-50 ({_HE}): bottleneck units [3, 4, 6, 3]")
 def resnet50(*, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False) -> ResNet:
     """ResNet-50, 25,557,032 parameters. Arguments as in :class:`ResNet`."""
     return _build("resnet50", num_classes, in_chans, small_input)
 
 
-@register_model(
-    input_size=(3, 224, 224), description=f"ResNet-101 ({_HE}): bottleneck units [3, 4, 23, 3]"
-)
+@register_model(input_size=(3, 224, 224), description=f"ResNet-101 ({_HE}): bottleneck units [3, 4, 23, 3]")
 def resnet101(*, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False) -> ResNet:
     """ResNet-101, 44,549,160 parameters. Arguments as in :class:`ResNet`."""
     return _build("resnet101", num_classes, in_chans, small_input)
 
 
-@register_model(
-    input_size=(3, 224, 224), description=f"ResNet-152 ({_HE}): bottleneck units [3, 8, 36, 3]"
-)
+@register_model(input_size=(3, 224, 224), description=f"ResNet-152 ({_HE}): bottleneck units [3, 8, 36, 3]")
 def resnet152(*, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False) -> ResNet:
     """ResNet-152, 60,192,808 parameters. Arguments as in :class:`ResNet`."""
     return _build("resnet152", num_classes, in_chans, small_input)

@@ -76,9 +76,7 @@ class VGG(Backbone):
                 else:
                     modules.append(nn.MaxPool2d(2, stride=2))
                     stride *= 2
-                self.feature_info.append(
-                    FeatureInfo(f"features.{len(modules) - 1}", channels, stride)
-                )
+                self.feature_info.append(FeatureInfo(f"features.{len(modules) - 1}", channels, stride))
             else:
                 modules.append(nn.Conv2d(channels, int(item), 3, padding=1))
                 if batch_norm:
@@ -149,10 +147,7 @@ def _build(name: str, num_classes: int, in_chans: int, small_input: bool) -> VGG
     )
 
 
-_PAPER = (
-    "Simonyan & Zisserman 2014, "
-    "'Very Deep Convolutional Networks for Large-Scale Image Recognition'"
-)
+_PAPER = "Simonyan & Zisserman 2014, 'Very Deep Convolutional Networks for Large-Scale Image Recognition'"
 
 
 @register_model(input_size=(3, 224, 224), description=f"VGG-11 ({_PAPER}): 8 convs + 3 dense")
@@ -179,33 +174,25 @@ def vgg19(*, num_classes: int = 1000, in_chans: int = 3, small_input: bool = Fal
     return _build("vgg19", num_classes, in_chans, small_input)
 
 
-@register_model(
-    input_size=(3, 224, 224), description=f"VGG-11 with batch norm after every conv ({_PAPER})"
-)
+@register_model(input_size=(3, 224, 224), description=f"VGG-11 with batch norm after every conv ({_PAPER})")
 def vgg11_bn(*, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False) -> VGG:
     """VGG-11 with batch norm, 132,868,840 parameters. Arguments as in :class:`VGG`."""
     return _build("vgg11_bn", num_classes, in_chans, small_input)
 
 
-@register_model(
-    input_size=(3, 224, 224), description=f"VGG-13 with batch norm after every conv ({_PAPER})"
-)
+@register_model(input_size=(3, 224, 224), description=f"VGG-13 with batch norm after every conv ({_PAPER})")
 def vgg13_bn(*, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False) -> VGG:
     """VGG-13 with batch norm, 133,053,736 parameters. Arguments as in :class:`VGG`."""
     return _build("vgg13_bn", num_classes, in_chans, small_input)
 
 
-@register_model(
-    input_size=(3, 224, 224), description=f"VGG-16 with batch norm after every conv ({_PAPER})"
-)
+@register_model(input_size=(3, 224, 224), description=f"VGG-16 with batch norm after every conv ({_PAPER})")
 def vgg16_bn(*, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False) -> VGG:
     """VGG-16 with batch norm, 138,365,992 parameters. Arguments as in :class:`VGG`."""
     return _build("vgg16_bn", num_classes, in_chans, small_input)
 
 
-@register_model(
-    input_size=(3, 224, 224), description=f"VGG-19 with batch norm after every conv ({_PAPER})"
-)
+@register_model(input_size=(3, 224, 224), description=f"VGG-19 with batch norm after every conv ({_PAPER})")
 def vgg19_bn(*, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False) -> VGG:
     """VGG-19 with batch norm, 143,678,248 parameters. Arguments as in :class:`VGG`."""
     return _build("vgg19_bn", num_classes, in_chans, small_input)

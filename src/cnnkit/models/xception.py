@@ -101,9 +101,7 @@ class Xception(Backbone):
         input (Tensor[N, in_chans, H, W]) -> logits (Tensor[N, num_classes]).
     """
 
-    def __init__(
-        self, *, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False
-    ) -> None:
+    def __init__(self, *, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False) -> None:
         super().__init__()
         check_num_classes(num_classes)
         check_in_chans(in_chans)
