@@ -7,7 +7,8 @@ unfrozen and training goes on at --lr × --lr-factor (or --group-lr rates) for -
 --data is an image folder with one sub-folder per class (split into train / validation / test
 with --seed; the class balance is printed first), 'fashion-mnist', or an MNIST-format folder.
 --weights is a cnnkit run folder, a .safetensors / .pth state dict, or a torchvision weights
-name such as IMAGENET1K_V1. The run folder it writes works with `cnnkit evaluate` and `predict`.
+name such as IMAGENET1K_V1. The run folder it writes has the layout of `cnnkit train`'s and
+works with `cnnkit predict RUN`; see docs/transfer.md.
 """
 
 from __future__ import annotations
