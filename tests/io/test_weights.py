@@ -231,6 +231,10 @@ def test_run_folder(tmp_path):
     assert info.normalize == {"preset": "unit"} and info.details["test_accuracy"] == 0.91
     with pytest.raises(WeightsError, match="holds weights of 'hongong_cnn', not 'lenet5'"):
         create_model("lenet5", weights=run)
+    with pytest.raises(
+        WeightsError, match=r"The run built it as create_model\('hongong_cnn', num_classes=10"
+    ):
+        create_model("hongong_cnn", weights=run, num_classes=3)
     (run / "best.safetensors").unlink()
     with pytest.raises(FileNotFoundError, match="best.safetensors is missing"):
         create_model("hongong_cnn", weights=run)

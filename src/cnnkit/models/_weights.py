@@ -134,7 +134,9 @@ def load_pretrained(
     try:
         load_strict(model, state, source=info.source)
     except WeightsError as exc:
-        raise WeightsError(f"{exc}{_classifier_hint(model, state)}") from None
+        build = info.details.get("build")
+        hint = f". The run built it as {build}" if build else _classifier_hint(model, state)
+        raise WeightsError(f"{exc}{hint}") from None
     if info.class_names is not None:
         outputs = _num_outputs(model)
         if outputs is not None and outputs != len(info.class_names):
@@ -189,6 +191,15 @@ def _run_folder(name: str, folder: Path) -> tuple[dict[str, torch.Tensor], Pretr
     info = _info_from_metadata(str(folder), metadata, name)
     names = record.get("class_names", info.class_names)
     details = dict(info.details)
+    if isinstance(run, dict) and trained is not None:
+        args = [repr(trained)]
+        classes = record.get("num_classes") or len(record.get("class_names") or []) or None
+        if classes is not None:
+            args.append(f"num_classes={classes}")
+        if record.get("input_shape"):
+            args.append(f"in_chans={record['input_shape'][0]}")
+        args += [f"{k}={v!r}" for k, v in (run.get("model_kwargs") or {}).items()]
+        details["build"] = f"create_model({', '.join(args)})"
     if record.get("preprocess"):
         details["preprocess"] = record["preprocess"]
     metrics_file = folder / "metrics.json"
