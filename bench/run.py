@@ -56,6 +56,10 @@ def print_table(rows: list[dict]) -> None:
         if "skipped" in row:
             print(f"{row['case']:<34} skipped: {row['skipped']}")
             continue
+        if row["case"].startswith("profile"):
+            ops = ", ".join(f"{op['op']} {op['share']:.0%}" for op in row["top_ops"][:6])
+            print(f"{row['case']:<34} {row['total_cpu_ms']:.0f} ms CPU: {ops}")
+            continue
         if row["case"].startswith("time_to_accuracy"):
             print(
                 f"{row['case']:<34} 92 %: {row['wall_to_92']} s, 94 %: {row['wall_to_94']} s, "

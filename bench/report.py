@@ -1,0 +1,70 @@
+"""Render a bench/results/*.json file as Markdown tables: `python bench/report.py RESULT.json`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def _fmt(value: object, digits: int = 3) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.{digits}g}"
+    if isinstance(value, list):
+        return " → ".join(_fmt(v) for v in value)
+    return str(value)
+
+
+def render(result: dict) -> str:
+    m = result["machine"]
+    lines = [
+        f"Run {result['date']}: `{result['command']}`; torch {m['torch']}, {m['device']}, "
+        f"{m['cores']} cores, "
+        f"load {m['load_at_start']} at start, {m['load_at_end']} at end. Measured GEMM peak: FP32 "
+        f"{result['peak_gflop_s']['fp32']} GFLOP/s, BF16 {result['peak_gflop_s']['bf16']} GFLOP/s. "
+        f"Fast-path settings: {result['perf_settings']}.",
+        "",
+        "| case | img/s | s/epoch | GFLOP/img | GFLOP/s | of FP32 peak | × plain (default threads) "
+        "| × plain (same threads) | threads | load |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    extra = []
+    for row in result["rows"]:
+        case = row["case"]
+        if "skipped" in row:
+            extra.append(f"- {case}: skipped ({row['skipped']})")
+        elif case.startswith("time_to_accuracy"):
+            curve = ", ".join(
+                f"{p['epoch']}: {p['test_accuracy']:.4f} @ {p['wall_s']} s" for p in row["curve"]
+            )
+            extra.append(
+                f"- {case} ({row['model']}, {row['epochs']} epochs): 92 % at {_fmt(row['wall_to_92'])} s, "
+                f"94 % at {_fmt(row['wall_to_94'])} s, final {row['final_test_accuracy']:.4f}. "
+                f"Per epoch (test accuracy with flip TTA @ wall s): {curve}"
+            )
+        elif case.startswith("profile"):
+            ops = ", ".join(f"`{op['op']}` {op['share']:.0%}" for op in row["top_ops"][:8])
+            extra.append(f"- {case}: {row['total_cpu_ms']:.0f} ms CPU; {ops}")
+        else:
+            lines.append(
+                f"| {case} | {_fmt(row.get('img_per_s'))} | {_fmt(row.get('s_per_epoch'))} "
+                f"| {_fmt(row.get('gflop_per_img'), 4)} | {_fmt(row.get('gflop_per_s'))} "
+                f"| {_fmt(row.get('frac_fp32_peak'))} | {_fmt(row.get('x_ref_default'))} "
+                f"| {_fmt(row.get('x_ref_same_threads'))} | {_fmt(row.get('threads'))} "
+                f"| {_fmt(row.get('load'))} |"
+            )
+    return "\n".join(lines + [""] + extra) + "\n"
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 1:
+        print(__doc__, file=sys.stderr)
+        return 2
+    print(render(json.loads(Path(argv[0]).read_text(encoding="utf-8"))))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
