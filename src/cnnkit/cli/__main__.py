@@ -21,6 +21,7 @@ COMMANDS = [
     "train",
     "finetune",
     "evaluate",
+    "predict",
     "detect",
     "viz",
     "report",

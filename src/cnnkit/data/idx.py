@@ -8,6 +8,7 @@ from __future__ import annotations
 import gzip
 import os
 import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -99,7 +100,7 @@ def read_idx(path: str | os.PathLike[str], max_bytes: int = MAX_PAYLOAD_BYTES) -
                 )
             if f.read(1):
                 raise DataError(f"{path}: trailing bytes after the {expected:,}-byte payload of dims {dims}")
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+    except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
         if isinstance(exc, FileNotFoundError):
             raise DataError(f"{path}: no such IDX file") from None
         raise DataError(f"{path}: cannot be read as IDX ({exc})") from None
