@@ -1,0 +1,113 @@
+"""`cnnkit detect RUN IMAGE...`: boxes of a detection (or localization) run on your images.
+
+Each image is resized to the run's training size, run through the model, and its boxes are
+scaled back to the image's own pixels. For every image one PNG with labelled boxes and scores
+goes to --out (default RUN/detections) and one JSON line goes to stdout:
+{"image": ..., "output": ..., "detections": [{"label", "class", "score", "box": [x1, y1, x2, y2]}]}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import UsageError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("detect", help="draw a detection run's boxes on images", description=__doc__)
+    p.add_argument("run", metavar="RUN", help="run folder of `cnnkit train --task detect` (or localize)")
+    p.add_argument("images", metavar="IMAGE", nargs="+", help="image files (PNG, JPEG, ...)")
+    p.add_argument("--out", help="folder for the annotated PNGs (default RUN/detections)")
+    p.add_argument(
+        "--score-threshold", type=float, default=0.3, help="hide boxes scoring lower, 0..1 (default 0.3)"
+    )
+    p.add_argument(
+        "--nms-iou", type=float, default=0.5, help="IoU of suppression between boxes (default 0.5)"
+    )
+    p.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: best available)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..data.annotations import read_image, resize_for_model
+    from ..tasks.detection.draw import draw_detections, save_png
+    from ..tasks.detection.runs import load_run, to_input
+    from ..train.device import pick_device
+
+    for flag, value in (("--score-threshold", args.score_threshold), ("--nms-iou", args.nms_iou)):
+        if not 0.0 <= value <= 1.0:
+            raise UsageError(f"{flag} must be between 0 and 1, got {value}")
+    missing = [p for p in args.images if not Path(p).is_file()]
+    if missing:
+        raise UsageError(
+            f"image file {missing[0]} does not exist"
+            + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+        )
+    device = pick_device(args.device)
+    model, config = load_run(args.run, device)
+    names, size, in_chans = config["class_names"], config["image_size"], config["in_chans"]
+    out_dir = Path(args.out) if args.out else Path(args.run) / "detections"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    used: set[str] = set()
+    for path in args.images:
+        original = read_image(path, in_chans)
+        height, width = original.shape[1:]
+        x = to_input(torch.from_numpy(resize_for_model(original, size))[None], device)
+        boxes, scores, labels = _predict(model, config["task"], x, args.score_threshold, args.nms_iou)
+        # Back from the model's size x size input to the image's own pixels.
+        boxes = boxes * torch.tensor([width / size, height / size] * 2)
+        picture = draw_detections(
+            torch.from_numpy(original), boxes, labels, names, scores, scale=_scale(height, width)
+        )
+        target = out_dir / _unique_name(Path(path).stem, used)
+        save_png(picture, target)
+        record = {
+            "image": str(path),
+            "output": str(target),
+            "detections": [
+                {
+                    "label": int(c),
+                    "class": names[int(c)],
+                    "score": round(float(s), 4),
+                    "box": [round(float(v), 1) for v in b],
+                }
+                for b, s, c in zip(boxes, scores, labels)
+            ],
+        }
+        print(json.dumps(record, ensure_ascii=False), flush=True)
+    return 0
+
+
+@torch.no_grad()
+def _predict(
+    model: torch.nn.Module, task: str, x: torch.Tensor, threshold: float, nms_iou: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(boxes Tensor[D, 4] in model-input pixels, scores Tensor[D], labels Tensor[D]) on the CPU."""
+    if task == "localize":
+        out = model(x)
+        score, label = out.logits.softmax(1).max(1)
+        boxes = out.boxes * x.shape[-1]
+        keep = score >= threshold
+        return boxes[keep].cpu(), score[keep].cpu(), label[keep].cpu()
+    # One box per object, with its best class, for display (mAP evaluation keeps every class).
+    det = model.predict(x, score_threshold=threshold, nms_iou=nms_iou, class_agnostic=True)[0]
+    return det["boxes"].cpu(), det["scores"].cpu(), det["labels"].cpu()
+
+
+def _scale(height: int, width: int) -> int:
+    """Enlarge small images (Fashion-sized) so the labels are readable; big ones stay as they are."""
+    return int(np.clip(384 // max(height, width, 1), 1, 8))
+
+
+def _unique_name(stem: str, used: set[str]) -> str:
+    name, n = f"{stem}.png", 1
+    while name in used:
+        n += 1
+        name = f"{stem}-{n}.png"
+    used.add(name)
+    return name

@@ -1,0 +1,26 @@
+"""Object detection: a YOLO-style single-stage detector on any cnnkit backbone (Géron 14.9)."""
+
+from .anchors import anchor_fit, kmeans_anchors, shape_iou, split_by_level
+from .coder import decode, encode
+from .loss import YoloLoss, assign_targets
+from .metrics import mean_average_precision
+from .model import YoloDetector
+from .runs import load_run
+from .train import evaluate_detector, fit_detector, predict_detector
+
+__all__ = [
+    "YoloDetector",
+    "YoloLoss",
+    "anchor_fit",
+    "assign_targets",
+    "decode",
+    "encode",
+    "evaluate_detector",
+    "fit_detector",
+    "kmeans_anchors",
+    "load_run",
+    "mean_average_precision",
+    "predict_detector",
+    "shape_iou",
+    "split_by_level",
+]

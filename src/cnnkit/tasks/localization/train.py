@@ -1,0 +1,181 @@
+"""A short fit loop for the Localizer, its evaluation and prediction."""
+
+from __future__ import annotations
+
+import copy
+import math
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from ...data.scenes import SceneDataset
+from ...errors import TrainingError
+from ..detection.runs import to_input
+from .loss import localization_loss, paired_iou
+from .model import Localizer
+
+
+def normalized_boxes(data: SceneDataset) -> tuple[torch.Tensor, torch.Tensor]:
+    """(boxes Tensor[N, 4] as fractions of the image, labels Tensor[N]) of single-object scenes."""
+    boxes, labels = data.single_object()
+    h, w = data.image_size
+    return boxes / torch.tensor([w, h, w, h], dtype=boxes.dtype), labels
+
+
+def _flip(x: torch.Tensor, boxes: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mirror the images where ``mask`` (Tensor[N] bool) is set, with their normalised boxes."""
+    x = torch.where(mask[:, None, None, None], x.flip(-1), x)
+    flipped = torch.stack([1 - boxes[:, 2], boxes[:, 1], 1 - boxes[:, 0], boxes[:, 3]], dim=1)
+    return x, torch.where(mask[:, None], flipped, boxes)
+
+
+def fit_localizer(
+    model: Localizer,
+    train: SceneDataset,
+    val: SceneDataset,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    device: torch.device,
+    box_loss: str = "giou",
+    box_weight: float | None = None,
+    weight_decay: float = 1e-4,
+    patience: int | None = None,
+    flip: bool = True,
+    generator: torch.Generator | None = None,
+    on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
+) -> dict[str, Any]:
+    """Train with AdamW and a one-cycle learning rate; keep the weights of the best validation epoch.
+
+    The best epoch has the highest validation ``accuracy_iou50`` (right class and IoU >= 0.5).
+    Horizontal flips (``flip``) are the only augmentation: scenes already vary position and scale.
+
+    Returns:
+        ``{"history": [per-epoch dict], "best_epoch": int, "epochs_run": int, "train_seconds": float}``;
+        the model holds the best weights afterwards.
+
+    Raises:
+        TrainingError: the loss became NaN or infinite.
+    """
+    boxes, labels = normalized_boxes(train)
+    model.to(device).to(memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    steps = math.ceil(len(train) / batch_size)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, lr, total_steps=epochs * steps, pct_start=0.15)
+    history: list[dict[str, float]] = []
+    best_score, best_epoch, best_state, waited = -1.0, 0, None, 0
+    start = time.perf_counter()
+    for epoch in range(1, epochs + 1):
+        model.train()
+        order = torch.randperm(len(train), generator=generator)
+        totals = {"loss": 0.0, "class_loss": 0.0, "box_loss": 0.0}
+        for step in range(steps):
+            idx = order[step * batch_size : (step + 1) * batch_size]
+            x = to_input(train.images[idx], device)
+            y, target = labels[idx].to(device), boxes[idx].to(device)
+            if flip:
+                x, target = _flip(x, target, torch.rand(len(idx), generator=generator).to(device) < 0.5)
+            loss, parts = localization_loss(model(x), y, target, box_loss, box_weight)
+            if not torch.isfinite(loss):
+                raise TrainingError(f"loss became {float(loss)} at epoch {epoch}, step {step}; lower --lr")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            totals["loss"] += float(loss.detach()) / steps
+            for k, v in parts.items():
+                totals[k] += v / steps
+        logs = {
+            "epoch": epoch,
+            **totals,
+            **{f"val_{k}": v for k, v in evaluate_localizer(model, val, device).items()},
+        }
+        logs["seconds"] = time.perf_counter() - start
+        history.append(logs)
+        if on_epoch_end:
+            on_epoch_end(epoch, logs)
+        score = logs["val_accuracy_iou50"]
+        if score > best_score:
+            best_score, best_epoch, waited = score, epoch, 0
+            best_state = copy.deepcopy(model.state_dict())
+        else:
+            waited += 1
+            if patience is not None and waited > patience:
+                break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return {
+        "history": history,
+        "best_epoch": best_epoch,
+        "epochs_run": len(history),
+        "train_seconds": time.perf_counter() - start,
+    }
+
+
+@torch.no_grad()
+def predict_localizer(
+    model: nn.Module, images: torch.Tensor, device: torch.device, batch_size: int = 256
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Class, its probability and the box for every image.
+
+    Args:
+        model: a Localizer.
+        images: uint8 Tensor[N, C, H, W].
+        device: where to run.
+        batch_size: images per forward pass.
+
+    Returns:
+        labels (Tensor[N]), scores (Tensor[N]) and boxes (Tensor[N, 4], normalised ``xyxy``), on the CPU.
+    """
+    model.eval()
+    labels, scores, boxes = [], [], []
+    for start in range(0, len(images), batch_size):
+        out = model(to_input(images[start : start + batch_size], device))
+        prob, label = out.logits.softmax(1).max(1)
+        labels.append(label.cpu())
+        scores.append(prob.cpu())
+        boxes.append(out.boxes.float().cpu())
+    if not labels:
+        return torch.zeros(0, dtype=torch.long), torch.zeros(0), torch.zeros(0, 4)
+    return torch.cat(labels), torch.cat(scores), torch.cat(boxes)
+
+
+def evaluate_localizer(
+    model: nn.Module, data: SceneDataset, device: torch.device, batch_size: int = 256
+) -> dict[str, float]:
+    """Localization metrics on single-object scenes.
+
+    Returns:
+        ``mean_iou`` (predicted vs true box), ``accuracy`` (class), ``iou50`` (share of boxes with
+        IoU >= 0.5) and ``accuracy_iou50`` (right class *and* IoU >= 0.5, ILSVRC's localization
+        accuracy), all over the whole set.
+    """
+    boxes, labels = normalized_boxes(data)
+    pred_labels, _, pred_boxes = predict_localizer(model, data.images, device, batch_size)
+    iou = torch.cat(
+        [paired_iou(pred_boxes[s : s + 1024], boxes[s : s + 1024]) for s in range(0, len(boxes), 1024)]
+    )
+    correct = pred_labels == labels
+    return {
+        "mean_iou": float(iou.mean()),
+        "accuracy": float(correct.float().mean()),
+        "iou50": float((iou >= 0.5).float().mean()),
+        "accuracy_iou50": float((correct & (iou >= 0.5)).float().mean()),
+    }
+
+
+def print_epoch(epoch: int, logs: dict[str, float]) -> None:
+    """One line per epoch on stderr."""
+    print(
+        f"epoch {epoch}: loss {logs['loss']:.4f} (class {logs['class_loss']:.4f}, "
+        f"box {logs['box_loss']:.4f}) "
+        f"val mean IoU {logs['val_mean_iou']:.3f} accuracy {logs['val_accuracy']:.3f} "
+        f"[{logs['seconds']:.0f} s]",
+        file=sys.stderr,
+        flush=True,
+    )
