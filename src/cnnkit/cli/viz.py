@@ -160,6 +160,8 @@ def _slug(name: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    import matplotlib.pyplot as plt
+
     from .. import viz
     from ..inspect.features import conv_layer_names, default_cam_layer, get_layer
 
@@ -237,10 +239,12 @@ def run(args: argparse.Namespace) -> int:
         written.append(viz.save_diagram(fig, out))
         if not args.out:
             written.append(viz.save_diagram(fig, out.with_suffix(".svg")))
+        plt.close(fig)
         for path in written:
             print(f"wrote {path}")
         return 0
     written.append(viz.save_figure(fig, _out_path(args, target, stem), dpi=args.dpi))
+    plt.close(fig)
     for path in written:
         print(f"wrote {path}")
     return 0

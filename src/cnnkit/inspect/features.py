@@ -350,7 +350,9 @@ def trace_graph(
         UsageError: a bad shape, or an input the model cannot take.
     """
     shape = parse_input_shape(input_shape)
-    layers = _layers(model) or [(type(model).__name__, model)]
+    # nn.Identity changes nothing; its input flows straight on (as in the summary table).
+    layers = [(n, m) for n, m in _layers(model) if not isinstance(m, nn.Identity)]
+    layers = layers or [(type(model).__name__, model)]
     recorder = _GraphRecorder()
     handles = []
 

@@ -52,6 +52,27 @@ def close(fig: Figure) -> None:
     plt.close(fig)
 
 
+def fixed_margins(
+    fig: Figure,
+    left: float,
+    right: float,
+    bottom: float,
+    top: float,
+    wspace: float = 0.2,
+    hspace: float = 0.2,
+) -> None:
+    """Margins in inches, applied once: much faster to render than constrained layout."""
+    width, height = fig.get_size_inches()
+    fig.subplots_adjust(
+        left=left / width,
+        right=1 - right / width,
+        bottom=bottom / height,
+        top=1 - top / height,
+        wspace=wspace,
+        hspace=hspace,
+    )
+
+
 def grid_shape(n: int, ncols: int) -> tuple[int, int]:
     """(rows, cols) of a grid holding ``n`` tiles at most ``ncols`` wide."""
     cols = max(1, min(ncols, n))

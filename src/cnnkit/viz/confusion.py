@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from ._common import class_label, display_image, grid_shape
+from ._common import class_label, display_image, fixed_margins, grid_shape
 
 __all__ = ["Mistake", "confusion_counts", "most_confident_errors", "plot_confusion_matrix", "plot_mistakes"]
 
@@ -42,8 +42,9 @@ def plot_confusion_matrix(
         title: figure title.
 
     Returns:
-        Figure with two axes; ``axes[0].images[0].get_array()`` holds the counts and
-        ``axes[1]``'s the row-normalised rates (rows of classes with no sample are 0).
+        Figure whose first two axes are the matrices (then their colour bars):
+        ``fig.axes[0].images[0].get_array()`` holds the counts and ``fig.axes[1]``'s the
+        row-normalised rates (rows of classes with no sample are 0).
     """
     counts = np.asarray(matrix, dtype=np.int64)
     if counts.ndim != 2 or counts.shape[0] != counts.shape[1]:
@@ -52,11 +53,16 @@ def plot_confusion_matrix(
     names = [class_label(i, class_names) for i in range(k)]
     totals = counts.sum(axis=1, keepdims=True)
     rates = np.divide(counts, totals, out=np.zeros(counts.shape, dtype=float), where=totals > 0)
-    side = max(4.0, 0.5 * k + 2.0)
-    fig, axes = plt.subplots(1, 2, figsize=(2 * side + 0.6, side), layout="constrained")
-    for ax, values, label, fmt in (
-        (axes[0], counts, "counts", "d"),
-        (axes[1], rates, "row-normalised", ".2f"),
+    # Axes placed in inches: two square matrices, each with its colour bar (fast to render).
+    side, left, gap, bar, bottom, top = max(3.0, 0.45 * k), 1.2, 1.55, 0.15, 1.2, 0.7
+    width, height = left + 2 * (side + 0.1 + bar) + gap + 0.6, bottom + side + top
+    fig = plt.figure(figsize=(width, height))
+    x0 = [left + i * (side + 0.1 + bar + gap) for i in range(2)]
+    axes = [fig.add_axes((x / width, bottom / height, side / width, side / height)) for x in x0]
+    bars = [fig.add_axes(((x + side + 0.1) / width, bottom / height, bar / width, side / height)) for x in x0]
+    for ax, cax, values, label, fmt in (
+        (axes[0], bars[0], counts, "counts", "d"),
+        (axes[1], bars[1], rates, "row-normalised", ".2f"),
     ):
         image = ax.imshow(values, cmap="Blues", vmin=0, vmax=1 if values is rates else None)
         ax.set_xticks(range(k), names, rotation=45, ha="right", fontsize=8)
@@ -64,6 +70,7 @@ def plot_confusion_matrix(
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")
         ax.set_title(label)
+        fig.colorbar(image, cax=cax)
         peak = values.max() if values.size else 0
         if k <= 20:
             for i in range(k):
@@ -78,7 +85,6 @@ def plot_confusion_matrix(
                         fontsize=7,
                         color="white" if peak and v > 0.6 * peak else "black",
                     )
-        fig.colorbar(image, ax=ax, shrink=0.7)
     correct = int(np.trace(counts))
     total = int(counts.sum())
     accuracy = correct / total if total else 0.0
@@ -135,9 +141,8 @@ def plot_mistakes(
         fig.text(0.5, 0.5, "no misclassified images", ha="center", va="center")
         return fig
     rows, cols = grid_shape(len(mistakes), ncols)
-    fig, axes = plt.subplots(
-        rows, cols, figsize=(1.45 * cols + 0.2, 1.75 * rows + 0.5), squeeze=False, layout="constrained"
-    )
+    fig, axes = plt.subplots(rows, cols, figsize=(1.45 * cols + 0.2, 1.75 * rows + 0.5), squeeze=False)
+    fixed_margins(fig, left=0.1, right=0.1, bottom=0.05, top=0.75, wspace=0.15, hspace=0.45)
     for ax in axes.flat:
         ax.axis("off")
     for ax, m in zip(axes.flat, mistakes):

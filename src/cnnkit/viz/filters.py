@@ -17,7 +17,7 @@ from torch import nn
 
 from ..errors import UsageError
 from ..inspect.features import conv_layer_names, get_layer, weight_layer_names
-from ._common import grid_shape
+from ._common import fixed_margins, grid_shape
 
 __all__ = ["filter_tiles", "layer_weight", "plot_filters", "plot_weight_histograms", "weight_stats"]
 
@@ -107,7 +107,18 @@ def plot_filters(
     tiles, scale = filter_tiles(weight, in_channel, color, vmax)
     n = tiles.shape[0]
     rows, cols = grid_shape(n, ncols)
-    fig = plt.figure(figsize=(max(4.0, 0.55 * cols + 0.9), 0.55 * rows + 0.7), layout="constrained")
+    # Fixed margins (in inches) rather than constrained layout: hundreds of tiles lay out at once.
+    tile, title_h, bar_w = 0.5, 0.4, 0.0 if tiles.ndim == 4 else 0.8
+    width, height = max(4.0, tile * cols + 0.2 + bar_w), tile * rows + title_h + 0.1
+    fig = plt.figure(figsize=(width, height))
+    fig.subplots_adjust(
+        left=0.1 / width,
+        right=1 - (0.1 + bar_w) / width,
+        bottom=0.05 / height,
+        top=1 - title_h / height,
+        wspace=0.1,
+        hspace=0.1,
+    )
     axes = fig.subplots(rows, cols, squeeze=False)
     image = None
     for i, ax in enumerate(axes.flat):
@@ -119,7 +130,8 @@ def plot_filters(
         else:
             image = ax.imshow(tiles[i], vmin=-scale, vmax=scale, cmap="viridis", interpolation="nearest")
     if image is not None:
-        fig.colorbar(image, ax=axes, shrink=0.8, fraction=0.03, pad=0.01)
+        cax = fig.add_axes((1 - (bar_w - 0.1) / width, 0.1, 0.12 / width, 1 - title_h / height - 0.1))
+        fig.colorbar(image, cax=cax)
     shape = "×".join(str(s) for s in weight.shape)
     detail = "RGB" if tiles.ndim == 4 else f"input channel {in_channel}"
     fig.suptitle(title or f"{layer}: {n} filters ({shape}), {detail}, scale ±{scale:.2g}", fontsize=9)
@@ -149,9 +161,8 @@ def plot_weight_histograms(weights: Mapping[str, torch.Tensor], layer: str = "",
     low = min(float(v.min()) for v in flat.values())
     high = max(float(v.max()) for v in flat.values())
     edges = np.linspace(low, high if high > low else low + 1e-6, bins + 1)
-    fig, axes = plt.subplots(
-        1, len(flat), figsize=(4.2 * len(flat), 3.3), squeeze=False, sharex=True, layout="constrained"
-    )
+    fig, axes = plt.subplots(1, len(flat), figsize=(4.2 * len(flat), 3.5), squeeze=False, sharex=True)
+    fixed_margins(fig, left=0.7, right=0.15, bottom=0.55, top=0.85, wspace=0.3)
     for ax, (label, values) in zip(axes[0], flat.items()):
         stats = weight_stats(torch.from_numpy(values))
         ax.hist(values, bins=edges, color="tab:blue" if ax is axes[0][0] else "tab:orange")

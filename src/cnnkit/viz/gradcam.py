@@ -20,7 +20,7 @@ from torch import nn
 
 from ..errors import UsageError
 from ..inspect.features import default_cam_layer, get_layer
-from ._common import class_label, display_image, model_device
+from ._common import class_label, display_image, fixed_margins, model_device
 
 __all__ = ["Saliency", "grad_cam", "gradient_saliency", "plot_saliency", "resolve_class", "saliency"]
 
@@ -70,7 +70,9 @@ def _batch(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     x = x if x.dim() == 4 else x.unsqueeze(0)
     if x.shape[0] != 1:
         raise ValueError(f"saliency explains one image at a time, got a batch of {x.shape[0]}")
-    return x.detach().float().to(model_device(model))
+    param = next(model.parameters(), None)
+    dtype = param.dtype if param is not None and param.dtype.is_floating_point else torch.float32
+    return x.detach().to(device=model_device(model), dtype=dtype)
 
 
 def grad_cam(
@@ -183,7 +185,8 @@ def plot_saliency(
     """
     shown = display_image(image)
     cmap = "gray_r" if shown.ndim == 2 else None
-    fig, axes = plt.subplots(1, 3, figsize=(9.5, 3.6), layout="constrained")
+    fig, axes = plt.subplots(1, 3, figsize=(10, 3.8))
+    fixed_margins(fig, left=0.1, right=0.1, bottom=0.1, top=0.75, wspace=0.25)
     axes[0].imshow(shown, cmap=cmap)
     axes[0].set_title(
         "input" if true_label is None else f"input (true: {class_label(true_label, class_names)})", fontsize=9

@@ -108,7 +108,10 @@ class _Report:
     def config(self) -> str:
         run = self.record.get("run") or {}
         parts = [
-            _table([(k, json.dumps(v, ensure_ascii=False)) for k, v in run.items()], ("setting", "value"))
+            _table(
+                [(k, v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)) for k, v in run.items()],
+                ("setting", "value"),
+            )
         ]
         for key, label in (("data_sizes", "data"), ("versions", "versions"), ("machine", "machine")):
             if self.record.get(key):
@@ -185,7 +188,7 @@ class _Report:
         fig = plot_layer_maps(
             self.model, x, layers, image=image, max_maps=32, title=f"test image {self.sample_index} ({name})"
         )
-        return _img(fig, "feature maps")
+        return _img(fig, f"feature maps of test image {self.sample_index} ({name})")
 
     def summary(self) -> str:
         s = model_summary(self.model, self.input_shape, name=self.model_name)
