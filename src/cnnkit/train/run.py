@@ -137,6 +137,8 @@ def train_run(
     device = pick_device(config.device)
     if config.preset == "fast" and device.type == "cpu":
         set_threads(pick_num_threads())  # see docs/performance.md: busy cores stall OpenMP threads
+    if resume and "num_threads" in resume_state:  # bit-identical only with the run's own thread count
+        set_threads(int(resume_state["num_threads"]))
     model = build_model(config, train_all.num_classes, train_all.input_shape[0])
     trainer = make_trainer(config, model, out, progress)
     record = {

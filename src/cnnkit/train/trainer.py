@@ -323,6 +323,8 @@ class Trainer:
             "callbacks": {f"{i}:{type(cb).__name__}": cb.state_dict() for i, cb in enumerate(self.callbacks)},
             "rng": rng_state(),
             "stop_training": self.stop_training,
+            # CPU sums split over another number of threads round differently; resume reuses this.
+            "num_threads": torch.get_num_threads(),
         }
 
     def save_checkpoint(self, path: str | os.PathLike[str]) -> None:
