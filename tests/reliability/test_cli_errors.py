@@ -4,6 +4,7 @@ for usage and bad input, 1 for failures while running, and a traceback only with
 from __future__ import annotations
 
 import errno
+import json
 import subprocess
 
 import pytest
@@ -140,3 +141,25 @@ def test_cli_processes_one_line_errors_and_debug_tracebacks(tmp_path):
         else:
             line = _one_error_line(stderr)
             assert line.startswith("cnnkit: error:") and message in line, (name, line)
+
+
+@pytest.mark.parametrize(
+    ("record", "kind"),
+    [
+        ({"task": "segment", "model": "unet_small"}, "task 'segment'"),
+        (
+            {"task": "classify", "run": {"model": "hongong_cnn"}, "finetune": {"weights": "x"}},
+            "`cnnkit finetune`",
+        ),
+        ({"task": "classify", "run": "hongong_cnn"}, "task 'classify'"),
+    ],
+)
+def test_resume_refuses_run_folders_of_other_commands(record, kind, tmp_path, capsys, no_data_loading):
+    (tmp_path / "config.json").write_text(json.dumps(record))
+    (tmp_path / "last.ckpt").write_bytes(b"")
+    assert main(["train", "--resume", str(tmp_path)]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert (
+        line
+        == f"cnnkit: error: {tmp_path} was not written by `cnnkit train` ({kind}); it cannot be resumed here"
+    )

@@ -169,6 +169,17 @@ def run(args: argparse.Namespace) -> int:
     if args.resume:
         _check_resume_flags(args)
         record = read_run_config(args.resume)
+        # Other commands' run folders also hold config.json and last.ckpt; resuming one here would
+        # train something else than what it was.
+        if (
+            "finetune" in record
+            or record.get("task") != "classify"
+            or not isinstance(record.get("run"), dict)
+        ):
+            kind = "`cnnkit finetune`" if "finetune" in record else f"task {record.get('task')!r}"
+            raise UsageError(
+                f"{args.resume} was not written by `cnnkit train` ({kind}); it cannot be resumed here"
+            )
         config = RunConfig.from_dict(record["run"])
         out = Path(args.resume)
     else:
