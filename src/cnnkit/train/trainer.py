@@ -75,7 +75,8 @@ class Trainer:
         amp: None, 'bf16' or 'fp16' autocast.
         channels_last: move images and model to the channels-last memory format.
         tta: flip test-time augmentation in inference (mean logits of the image and its mirror).
-        checkpoint_path: where ``last.ckpt`` (resumable) is written after every epoch.
+        checkpoint_path: where ``last.ckpt`` (resumable) is written before the first step and
+            after every epoch, so an interrupt at any point leaves a state to resume from.
         check_finite: stop with a TrainingError on a NaN/inf loss, and on non-finite weights or
             validation loss at the end of an epoch, before any checkpoint of that epoch is written.
         max_grad_norm: if set, compute the total gradient norm every step, stop with a
