@@ -119,8 +119,9 @@ def check_training_step(model: Backbone, x: torch.Tensor) -> None:
     assert torch.isfinite(loss)
     for name, param in model.named_parameters():
         assert param.grad is not None, f"{name} got no gradient"
-        assert torch.isfinite(param.grad).all(), f"{name} has a non-finite gradient"
-        assert param.grad.abs().sum() > 0, f"{name} has an all-zero gradient"
+        # A sum is non-finite iff some element is; cheaper than isfinite() on VGG's 100 M weights.
+        assert torch.isfinite(param.grad.sum()), f"{name} has a non-finite gradient"
+        assert param.grad.any(), f"{name} has an all-zero gradient"
     before = next(model.parameters()).detach().clone()
     torch.optim.SGD(model.parameters(), lr=1e-3).step()
     assert not torch.equal(before, next(model.parameters()))
@@ -263,9 +264,9 @@ def test_reset_classifier(fashion):
             assert model(x).shape == (2, 5)
         # The new classifier is trainable (the frozen-backbone step of transfer learning).
         model.train()
-        F.cross_entropy(model.forward_head(features), torch.tensor([0, 4])).backward()
         new = [p for p in model.parameters() if id(p) not in old]
-        assert new and all(p.grad is not None and p.grad.abs().sum() > 0 for p in new)
+        loss = F.cross_entropy(model.forward_head(features), torch.tensor([0, 4]))
+        assert new and all(grad.any() for grad in torch.autograd.grad(loss, new))
 
         model.reset_classifier(0)
         assert model.num_classes == 0
@@ -279,5 +280,4 @@ def test_reset_classifier(fashion):
             model.reset_classifier(-1)
     finally:
         # The model is shared with the other tests of this module.
-        model.zero_grad(set_to_none=True)
         model.reset_classifier(10)

@@ -53,14 +53,26 @@ def randomise_batch_norm_(model: nn.Module) -> None:
                 module.bias.normal_(0.0, 0.2)
 
 
+def load_into_meta_model(reference: nn.Module, name: str, **kwargs: object) -> nn.Module:
+    """Our model, built on the meta device and handed torchvision's tensors (``assign=True``).
+
+    This skips allocating and initialising a second copy of (for VGG) 500 MB of weights; the
+    strict load still checks every key and shape, and any tensor the state dict does not cover
+    would stay on the meta device and make the forward pass fail.
+    """
+    with torch.device("meta"):
+        ours = create_model(name, **kwargs)
+    ours.load_state_dict(reference.state_dict(), strict=True, assign=True)
+    return ours
+
+
 @pytest.fixture(scope="module", params=list(CASES))
 def pair(request: pytest.FixtureRequest) -> tuple[nn.Module, nn.Module]:
     ours_name, ours_kwargs, tv_builder, tv_kwargs = CASES[request.param]
     torch.manual_seed(0)
     reference = tv_builder(weights=None, **tv_kwargs)
     randomise_batch_norm_(reference)
-    ours = create_model(ours_name, **ours_kwargs)
-    ours.load_state_dict(reference.state_dict(), strict=True)
+    ours = load_into_meta_model(reference, ours_name, **ours_kwargs)
     return ours.eval(), reference.eval()
 
 
@@ -79,9 +91,7 @@ def test_same_auxiliary_logits():
     torch.manual_seed(0)
     reference = tv_builder(weights=None, **tv_kwargs)
     randomise_batch_norm_(reference)
-    ours = create_model(ours_name, **ours_kwargs)
-    ours.load_state_dict(reference.state_dict(), strict=True)
-    ours.eval()
+    ours = load_into_meta_model(reference, ours_name, **ours_kwargs).eval()
     reference.eval()
     # torchvision only runs its auxiliary heads in training mode (with dropout): feed them the
     # inception4a / inception4d outputs by hand, in eval mode, to compare deterministically.
@@ -104,9 +114,10 @@ def test_same_auxiliary_logits():
 
 def test_small_input_vgg_still_loads_published_weights():
     # small_input only turns the first max-pool into an identity: no parameter changes.
-    reference = torchvision.models.vgg11_bn(weights=None)
-    ours = create_model("vgg11_bn", small_input=True)
-    ours.load_state_dict(reference.state_dict(), strict=True)
+    with torch.device("meta"):  # keys and shapes are all a strict load looks at
+        reference = torchvision.models.vgg11_bn(weights=None)
+        ours = create_model("vgg11_bn", small_input=True)
+    ours.load_state_dict(reference.state_dict(), strict=True, assign=True)
 
 
 def test_create_model_loads_a_torchvision_state_dict_file(tmp_path):
