@@ -15,7 +15,10 @@ from cnnkit.models.vgg import POOL, VGG_LAYERS
 
 
 def structure(name: str, **kwargs: object) -> nn.Module:
-    """The model on the meta device: its modules and shapes, without allocating or initialising."""
+    """The model on the meta device: modules and shapes without allocating or initialising.
+
+    A forward pass on meta tensors computes every output shape and no value.
+    """
     with torch.device("meta"):
         return create_model(name, **kwargs)
 
@@ -45,9 +48,9 @@ def output_shapes(model: nn.Module, names: list[str], x: torch.Tensor) -> dict[s
 
 
 def test_lenet5_pads_28x28_to_the_papers_32x32_shapes():
-    model = create_model("lenet5", small_input=True)
+    model = structure("lenet5", small_input=True)
     names = ["features.pad", "features.c1", "features.s2", "features.c3", "features.s4", "features.c5"]
-    assert output_shapes(model, names, torch.zeros(2, 1, 28, 28)) == {
+    assert output_shapes(model, names, torch.zeros(2, 1, 28, 28, device="meta")) == {
         "features.pad": (1, 32, 32),
         "features.c1": (6, 28, 28),
         "features.s2": (6, 14, 14),
@@ -73,10 +76,10 @@ def test_lenet5_per_layer_counts_tanh_and_plain_average_pooling():
 
 
 def test_alexnet_follows_the_paper_layer_by_layer():
-    model = create_model("alexnet")
+    model = structure("alexnet")
     convs = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
     pools = [n for n, m in model.named_modules() if isinstance(m, nn.MaxPool2d)]
-    shapes = output_shapes(model, convs + pools, torch.zeros(1, 3, 227, 227))
+    shapes = output_shapes(model, convs + pools, torch.zeros(1, 3, 227, 227, device="meta"))
     assert [shapes[n] for n in convs] == [
         (96, 55, 55), (256, 27, 27), (384, 13, 13), (384, 13, 13), (256, 13, 13)
     ]  # fmt: skip
@@ -115,8 +118,8 @@ def test_inception_widths_from_table_1():
 
 
 def test_googlenet_stage_sizes_at_224():
-    model = create_model("googlenet")
-    outputs = model.eval().forward_stages(torch.zeros(1, 3, 224, 224))
+    model = structure("googlenet")
+    outputs = model.eval().forward_stages(torch.zeros(1, 3, 224, 224, device="meta"))
     assert [tuple(o.shape[1:]) for o in outputs] == [
         (64, 112, 112), (192, 56, 56), (480, 28, 28), (832, 14, 14), (1024, 7, 7)
     ]  # fmt: skip
@@ -267,10 +270,12 @@ def test_xception_has_36_convs_and_keras_counts():
     assert (trainable, moving, trainable + moving) == (22_855_952, 54_528, 22_910_480)
 
 
-def test_xception_smallest_keras_input():
+def test_xception_feature_sizes_as_in_keras():
     # keras.applications.Xception accepts inputs down to 71×71, where the exit flow is 3×3.
-    model = create_model("xception")
-    outputs = model.eval().forward_stages(torch.zeros(1, 3, 71, 71))
+    model = structure("xception")
+    outputs = model.eval().forward_stages(torch.zeros(1, 3, 299, 299, device="meta"))
+    assert tuple(outputs[-1].shape[1:]) == (2048, 10, 10)  # Keras' 10×10×2048 at 299×299
+    outputs = model.eval().forward_stages(torch.zeros(1, 3, 71, 71, device="meta"))
     assert [tuple(o.shape[1:]) for o in outputs] == [
         (64, 33, 33), (128, 17, 17), (256, 9, 9), (728, 5, 5), (2048, 3, 3)
     ]  # fmt: skip

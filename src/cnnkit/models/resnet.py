@@ -178,7 +178,7 @@ class ResNet(Backbone):
         stem_stride = 1 if small_input else 2
         self.feature_info = [FeatureInfo("relu", 64, stem_stride)]
 
-        channels, stride_so_far = 64, stem_stride * (1 if small_input else 2)
+        channels, stride_so_far = 64, stem_stride * (1 if small_input else 2)  # after the max-pool
         stages = []
         for index, (width, depth) in enumerate(zip(STAGE_WIDTHS, config.stage_depths)):
             stride = 1 if index == 0 else 2
