@@ -19,14 +19,16 @@ log() { printf '[run.sh] %s\n' "$*" >&2; }
 
 setup_venv() {
   if [ ! -f "$venv/.complete" ]; then
-    log "creating virtual env in $venv"
-    rm -rf "$venv"
-    # Environments of older dependency sets are several GB each: keep only the one in use.
     if [ -z "${CNNKIT_VENV:-}" ]; then
+      log "creating virtual env in $venv"
+      rm -rf "$venv"
+      # Environments of older dependency sets are several GB each: keep only the one in use.
       find "$(dirname "$venv")" -maxdepth 1 -name 'venv-*' ! -name "$(basename "$venv")" \
         -exec rm -rf {} + 2>/dev/null || true
+    else
+      log "installing into $venv (CNNKIT_VENV; an existing env there is kept)"
     fi
-    "$python_bin" -m venv "$venv"
+    [ -x "$venv/bin/python" ] || "$python_bin" -m venv "$venv"
     "$venv/bin/pip" install -q --upgrade "setuptools>=68" wheel
     # shellcheck disable=SC2086
     if ! "$venv/bin/pip" install -q $torch_spec; then
