@@ -40,8 +40,19 @@ def test_summary_json(capsys):
 
 
 def test_shape_calculator_walkthrough(capsys):
-    code, out, _ = run(capsys, "shape", "39x31x1", "conv:20:4", "pool:2", "conv:40:3", "pool:2",
-                       "conv:60:3", "pool:2", "conv:80:2", "flatten")
+    code, out, _ = run(
+        capsys,
+        "shape",
+        "39x31x1",
+        "conv:20:4",
+        "pool:2",
+        "conv:40:3",
+        "pool:2",
+        "conv:60:3",
+        "pool:2",
+        "conv:80:2",
+        "flatten",
+    )
     assert code == 0
     assert "(2, 1, 80)" in out and "(160,)" in out
     code, out, _ = run(capsys, "shape", "70x120x3", "conv:32:7:2:same")
@@ -68,19 +79,41 @@ def test_usage_errors_are_one_line_exit_2(capsys, argv, message, tmp_path, monke
 
 
 def test_no_traceback_from_the_real_entry_point():
-    result = subprocess.run([sys.executable, "-m", "cnnkit.cli", "summary", "lenet"],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "cnnkit.cli", "summary", "lenet"], capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 2
-    assert result.stderr.startswith("cnnkit: error: unknown model 'lenet'") and "Traceback" not in result.stderr
+    assert result.stderr.startswith("cnnkit: error: unknown model 'lenet'")
+    assert "Traceback" not in result.stderr
 
 
 def test_train_then_evaluate_a_tiny_run(capsys, tmp_path):
     out_dir = tmp_path / "run"
-    code, out, _ = run(capsys, "train", "--model", "hongong_cnn", "--epochs", "1", "--limit-train", "500",
-                       "--limit-test", "200", "--out", str(out_dir), "--no-progress")
+    code, out, _ = run(
+        capsys,
+        "train",
+        "--model",
+        "hongong_cnn",
+        "--epochs",
+        "1",
+        "--limit-train",
+        "500",
+        "--limit-test",
+        "200",
+        "--out",
+        str(out_dir),
+        "--no-progress",
+    )
     assert code == 0 and "test accuracy" in out
-    for name in ("config.json", "best.safetensors", "last.ckpt", "history.csv", "history.json",
-                 "curves.png", "metrics.json"):
+    for name in (
+        "config.json",
+        "best.safetensors",
+        "last.ckpt",
+        "history.csv",
+        "history.json",
+        "curves.png",
+        "metrics.json",
+    ):
         assert (out_dir / name).is_file(), name
     config = json.loads((out_dir / "config.json").read_text())
     assert config["run"]["seed"] == 42 and config["versions"]["torch"] and config["machine"]["cpu_count"]

@@ -82,6 +82,13 @@ def check_num_classes(num_classes: int) -> int:
     return num_classes
 
 
+def check_bool(name: str, value: object) -> bool:
+    """A builder's on/off option must be a real bool (``1`` or ``"yes"`` are refused)."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
 def check_in_chans(in_chans: int) -> int:
     if not isinstance(in_chans, int) or isinstance(in_chans, bool) or in_chans < 1:
         raise ValueError(f"in_chans must be an int >= 1, got {in_chans!r}")

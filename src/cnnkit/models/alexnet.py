@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ._base import Backbone, FeatureInfo, check_in_chans, check_num_classes
+from ._base import Backbone, FeatureInfo, check_bool, check_in_chans, check_num_classes
 from ._registry import register_model
 
 __all__ = ["ALEXNET_CONFIGS", "AlexNet", "AlexNetConfig"]
@@ -147,12 +147,6 @@ class AlexNet(Backbone):
         self.num_classes = num_classes
 
 
-def _check_bool(name: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"{name} must be True or False, got {value!r}")
-    return value
-
-
 _PAPER = "Krizhevsky et al. 2012, 'ImageNet Classification with Deep Convolutional Neural Networks'"
 
 
@@ -170,7 +164,7 @@ def alexnet(*, num_classes: int = 1000, in_chans: int = 3, small_input: bool = F
         ALEXNET_CONFIGS["alexnet"],
         num_classes=num_classes,
         in_chans=in_chans,
-        small_input=_check_bool("small_input", small_input),
+        small_input=check_bool("small_input", small_input),
     )
 
 
@@ -187,5 +181,5 @@ def alexnet_tv(*, num_classes: int = 1000, in_chans: int = 3, small_input: bool 
         ALEXNET_CONFIGS["alexnet_tv"],
         num_classes=num_classes,
         in_chans=in_chans,
-        small_input=_check_bool("small_input", small_input),
+        small_input=check_bool("small_input", small_input),
     )

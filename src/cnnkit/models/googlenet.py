@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ._base import Backbone, FeatureInfo, check_in_chans, check_num_classes
+from ._base import Backbone, FeatureInfo, check_bool, check_in_chans, check_num_classes
 from ._registry import register_model
 
 __all__ = ["ConvBNReLU", "GoogLeNet", "GoogLeNetOutputs", "Inception", "InceptionAuxHead"]
@@ -309,12 +309,6 @@ class GoogLeNet(Backbone):
         self.num_classes = num_classes
 
 
-def _check_bool(name: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"{name} must be True or False, got {value!r}")
-    return value
-
-
 @register_model(
     input_size=(3, 224, 224),
     description="GoogLeNet (Szegedy et al. 2014, 'Going Deeper with Convolutions'): 9 inception "
@@ -339,7 +333,7 @@ def googlenet(
     return GoogLeNet(
         num_classes=num_classes,
         in_chans=in_chans,
-        small_input=_check_bool("small_input", small_input),
-        aux_logits=_check_bool("aux_logits", aux_logits),
-        transform_input=_check_bool("transform_input", transform_input),
+        small_input=check_bool("small_input", small_input),
+        aux_logits=check_bool("aux_logits", aux_logits),
+        transform_input=check_bool("transform_input", transform_input),
     )

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..layers import SqueezeExcite
-from ._base import Backbone, FeatureInfo, check_in_chans, check_num_classes
+from ._base import Backbone, FeatureInfo, check_bool, check_in_chans, check_num_classes
 from ._registry import register_model
 
 __all__ = ["BasicBlock", "Bottleneck", "ResNet", "ResNetConfig"]
@@ -224,18 +224,12 @@ class ResNet(Backbone):
         self.num_classes = num_classes
 
 
-def _check_bool(name: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"{name} must be True or False, got {value!r}")
-    return value
-
-
 def _build(name: str, num_classes: int, in_chans: int, small_input: bool) -> ResNet:
     return ResNet(
         RESNET_CONFIGS[name],
         num_classes=num_classes,
         in_chans=in_chans,
-        small_input=_check_bool("small_input", small_input),
+        small_input=check_bool("small_input", small_input),
     )
 
 

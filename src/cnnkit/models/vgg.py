@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._base import Backbone, FeatureInfo, check_in_chans, check_num_classes
+from ._base import Backbone, FeatureInfo, check_bool, check_in_chans, check_num_classes
 from ._registry import register_model
 
 __all__ = ["VGG", "VGG_LAYERS"]
@@ -130,12 +130,6 @@ class VGG(Backbone):
         self.num_classes = num_classes
 
 
-def _check_bool(name: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"{name} must be True or False, got {value!r}")
-    return value
-
-
 def _build(name: str, num_classes: int, in_chans: int, small_input: bool) -> VGG:
     base, _, suffix = name.partition("_")
     return VGG(
@@ -143,7 +137,7 @@ def _build(name: str, num_classes: int, in_chans: int, small_input: bool) -> VGG
         batch_norm=suffix == "bn",
         num_classes=num_classes,
         in_chans=in_chans,
-        small_input=_check_bool("small_input", small_input),
+        small_input=check_bool("small_input", small_input),
     )
 
 

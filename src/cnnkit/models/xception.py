@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..layers import Conv2D, Dense, GlobalAvgPool2D, MaxPool2D, SeparableConv2D
-from ._base import Backbone, FeatureInfo, check_in_chans, check_num_classes
+from ._base import Backbone, FeatureInfo, check_bool, check_in_chans, check_num_classes
 from ._registry import register_model
 
 __all__ = ["Xception", "XceptionBlock"]
@@ -168,12 +168,6 @@ class Xception(Backbone):
         self.num_classes = num_classes
 
 
-def _check_bool(name: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"{name} must be True or False, got {value!r}")
-    return value
-
-
 @register_model(
     input_size=(3, 299, 299),
     description="Xception (Chollet 2017, 'Xception: Deep Learning with Depthwise Separable "
@@ -186,5 +180,5 @@ def xception(*, num_classes: int = 1000, in_chans: int = 3, small_input: bool = 
     return Xception(
         num_classes=num_classes,
         in_chans=in_chans,
-        small_input=_check_bool("small_input", small_input),
+        small_input=check_bool("small_input", small_input),
     )
