@@ -78,3 +78,21 @@ def test_report_command_rewrites_the_page(tiny_run, tmp_path, capsys):
     assert text.count("<section") == 9
     label = tiny_run.test.class_names[int(tiny_run.test.labels[3])]
     assert f'<img alt="feature maps of test image 3 ({label})" src="data:image/png;base64,' in text
+
+
+def test_untrained_draws_the_weights_training_started_from(tiny_run, tmp_path, capsys):
+    import torch
+
+    from cnnkit.models import create_model
+    from cnnkit.viz import plot_filters, save_figure
+
+    code, _, err = run(capsys, "viz", "filters", tiny_run.path, "--untrained", "--out", tmp_path / "u.png")
+    assert code == 0, err
+    torch.manual_seed(tiny_run.record["run"]["seed"])  # train_run seeds, then builds the model
+    start = create_model("hongong_cnn")
+    save_figure(plot_filters(start, "features.conv1"), tmp_path / "expected.png")
+    assert not torch.equal(start.features.conv1.weight, tiny_run.model.features.conv1.weight)
+    drawn = np.asarray(Image.open(tmp_path / "u.png"))
+    assert np.array_equal(drawn, np.asarray(Image.open(tmp_path / "expected.png")))
+    code, _, err = run(capsys, "viz", "histogram", tiny_run.path, "--untrained")
+    assert code == 2 and "--untrained does not apply" in err

@@ -9,7 +9,7 @@ from html.parser import HTMLParser
 from PIL import Image
 
 from cnnkit.inspect import summary
-from cnnkit.viz.report import SECTIONS, build_report
+from cnnkit.viz.report import SECTIONS
 
 
 class Page(HTMLParser):
@@ -74,11 +74,3 @@ def test_training_writes_a_self_contained_report_with_every_section(tiny_run):
     assert not page.tags & {"script", "link", "iframe", "object", "embed"}
     assert "http://" not in text and "https://" not in text and "url(" not in text
     assert 'class="failed"' not in text
-
-
-def test_report_without_a_test_set_says_what_is_missing(tiny_run):
-    text = build_report(tiny_run.path, tiny_run.model, test=None)
-    page = parse(text)
-    assert list(page.sections) == list(SECTIONS)
-    assert page.sections["mistakes"]["images"] == [] and "no test set given" in text
-    assert len(page.sections["confusion"]["images"]) == 1  # from metrics.json

@@ -51,6 +51,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--vmax", type=float, help="filters: colour scale ±VMAX (the course uses 0.5)")
     p.add_argument("--max-maps", type=int, default=64, help="feature-maps: channels drawn per layer")
     p.add_argument("--top", type=int, default=16, help="errors: how many mistakes to show")
+    p.add_argument(
+        "--untrained",
+        action="store_true",
+        help="draw the run's model as training found it: same architecture and seed, no training",
+    )
     p.add_argument("--input", help="input as HxWxC for a model name (default: the model's own)")
     p.add_argument("--dpi", type=float, default=100, help="PNG resolution")
     p.add_argument("--device", help="cpu, cuda, cuda:N or mps")
@@ -75,6 +80,7 @@ class _Target:
             from ..train.device import pick_device
             from .summary import resolve_model
 
+            torch.manual_seed(0)  # a model name is drawn freshly initialised: the same picture every time
             model, shape, self.name = resolve_model(spec, input_shape=input_shape)
             self.model = model.to(pick_device(device)).eval()
             self.input_shape = tuple(shape)
@@ -168,6 +174,12 @@ def run(args: argparse.Namespace) -> int:
     if args.max_maps < 1 or args.top < 1 or args.dpi <= 0:
         raise UsageError("--max-maps and --top must be >= 1 and --dpi > 0")
     target = _Target(args.target, args.device, args.input)
+    if args.untrained:
+        if args.figure in (*RUN_ONLY, "histogram"):
+            raise UsageError(f"--untrained does not apply to `cnnkit viz {args.figure}`")
+        target.require_run("--untrained")
+        device = next(target.model.parameters()).device
+        target.model = _fresh_model(target).to(device).eval()
     if args.figure in RUN_ONLY:
         target.require_run(args.figure)
     layers = args.layer or []
@@ -236,7 +248,7 @@ def run(args: argparse.Namespace) -> int:
     else:  # diagram
         fig, _ = viz.plot_model_diagram(target.model, target.input_shape, target.name)
         out = _out_path(args, target, "diagram")
-        written.append(viz.save_diagram(fig, out))
+        written.append(viz.save_diagram(fig, out, dpi=args.dpi))
         if not args.out:
             written.append(viz.save_diagram(fig, out.with_suffix(".svg")))
         plt.close(fig)

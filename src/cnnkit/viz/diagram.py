@@ -201,6 +201,9 @@ def plot_diagram(graph: LayerGraph, title: str | None = None) -> Figure:
         else:
             lanes[(p, c)] = len(lane_end)
             lane_end.append(layout.rank[c])
+    total = sum(n.params for n in graph.nodes if n.kind == "layer")
+    c, h, w = graph.input_shape
+    title = title or f"{graph.model}   input {h}x{w}x{c}   {total:,} parameters"
     width = 0.6 + (hi - lo) * step + box_w + 0.3 + 0.18 * len(lane_end)
     height = 0.9 + rows * _ROW
     fig = plt.figure(figsize=(width, height))
@@ -208,16 +211,20 @@ def plot_diagram(graph: LayerGraph, title: str | None = None) -> Figure:
     ax.set_xlim(0, width)
     ax.set_ylim(height, 0)
     ax.axis("off")
-    total = sum(n.params for n in graph.nodes if n.kind == "layer")
-    c, h, w = graph.input_shape
-    ax.text(
+    heading = ax.text(
         0.3,
         0.35,
-        title or f"{graph.model}   input {h}x{w}x{c}   {total:,} parameters",
+        title,
         fontsize=_FONT + 2,
         fontweight="bold",
         va="center",
     )
+    # Widen the figure if the title is longer than the boxes are wide (data units are inches).
+    title_w = heading.get_window_extent(fig.canvas.get_renderer()).width / fig.dpi
+    if 0.6 + title_w > width:
+        width = 0.6 + title_w
+        fig.set_size_inches(width, height)
+        ax.set_xlim(0, width)
     for n in layout.nodes:
         x0, y0 = cx(n.index) - box_w / 2, top(n.index)
         ax.add_patch(
@@ -278,6 +285,6 @@ def diagram_dpi(fig: Figure, max_pixels: int = 30_000, dpi: float = 100) -> floa
     return min(dpi, max_pixels / max(fig.get_size_inches()))
 
 
-def save_diagram(fig: Figure, path: str | os.PathLike[str]) -> Path:
-    """Save a diagram as .svg or .png (resolution capped for very deep models)."""
-    return save_figure(fig, path, dpi=diagram_dpi(fig))
+def save_diagram(fig: Figure, path: str | os.PathLike[str], dpi: float = 100) -> Path:
+    """Save a diagram as .svg or .png (PNG resolution capped for very deep models)."""
+    return save_figure(fig, path, dpi=diagram_dpi(fig, dpi=dpi))
