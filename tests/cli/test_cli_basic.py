@@ -124,3 +124,16 @@ def test_train_then_evaluate_a_tiny_run(capsys, tmp_path):
     assert "Ankle boot" in out
     code, _, err = run(capsys, "train", "--out", str(out_dir), "--epochs", "1")
     assert code == 2 and "already exists" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["shape", "28x28x1", "conv:0:3"], "must be >= 1"),
+        (["evaluate", "/nonexistent", "--limit-test", "-5"], "--limit-test must be >= 1"),
+        (["evaluate", "/nonexistent", "--limit-test", "0"], "--limit-test must be >= 1"),
+    ],
+)
+def test_nonpositive_sizes_are_usage_errors(capsys, argv, message):
+    code, _, err = run(capsys, *argv)
+    assert code == 2 and message in err

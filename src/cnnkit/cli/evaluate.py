@@ -17,9 +17,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..errors import UsageError
     from ..train.run import load_dataset, load_run
     from ..train.trainer import Trainer
 
+    if args.limit_test is not None and args.limit_test < 1:
+        raise UsageError(f"--limit-test must be >= 1, got {args.limit_test}")
     model, record = load_run(args.run_dir, device=args.device)
     _, test = load_dataset(args.data or record["run"]["data"], limit_test=args.limit_test)
     report = Trainer(model, device=args.device).evaluate(test)

@@ -26,9 +26,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _ints(parts: list[str], spec: str, count: int) -> list[int]:
     try:
-        return [int(v) for v in parts[:count]]
+        values = [int(v) for v in parts[:count]]
     except ValueError:
         raise UsageError(f"layer {spec!r}: expected integers, see `cnnkit shape --help`") from None
+    if any(v < 1 for v in values):
+        raise UsageError(f"layer {spec!r}: sizes, filters and strides must be >= 1")
+    return values
 
 
 def walk(input_shape: tuple[int, int, int], specs: list[str]) -> list[tuple[str, tuple[int, ...], int]]:
