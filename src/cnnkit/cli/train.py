@@ -38,6 +38,7 @@ RUN_SETTINGS = (
     "limit_test",
     "device",
     "preset",
+    "max_grad_norm",
     "deterministic",
     "config",
 )
@@ -83,6 +84,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--preset", choices=PRESETS, default="course", action=_Given, help="training recipe (default course)"
     )
     p.add_argument("--deterministic", action="store_true", help="deterministic algorithms only")
+    p.add_argument(
+        "--max-grad-norm", type=float, help="clip the gradient norm to this and stop on a non-finite one"
+    )
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
     p.add_argument("--config", help="JSON file with run settings (flags override it)")
     p.add_argument("--no-progress", action="store_true", help="no progress output")
@@ -111,6 +115,7 @@ def _classify_config(args: argparse.Namespace):
         "limit_test": args.limit_test,
         "device": args.device,
         "deterministic": args.deterministic or None,
+        "max_grad_norm": args.max_grad_norm,
         "preset": args.preset if "preset" in given else None,
     }
     base.update({k: v for k, v in overrides.items() if v is not None})

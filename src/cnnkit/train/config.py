@@ -42,6 +42,7 @@ class RunConfig:
     preset: str = "course"
     amp: str | None = None
     channels_last: bool = False
+    max_grad_norm: float | None = None
 
     def validate(self) -> RunConfig:
         checks = [
@@ -60,6 +61,10 @@ class RunConfig:
             (
                 self.limit_test is None or self.limit_test >= 1,
                 f"limit_test must be >= 1, got {self.limit_test}",
+            ),
+            (
+                self.max_grad_norm is None or self.max_grad_norm > 0,
+                f"max_grad_norm must be > 0, got {self.max_grad_norm}",
             ),
             (self.amp in (None, "bf16", "fp16"), f"amp must be none, bf16 or fp16, got {self.amp!r}"),
         ]
