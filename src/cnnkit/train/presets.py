@@ -98,5 +98,7 @@ def fast_trainer_options(model: str, augment: bool = True) -> dict[str, Any]:
     opts["label_smoothing"] = preset["label_smoothing"]
     opts.update(trainer_extras("fast", opts["lr"]))
     if not augment:
+        # A model that never saw mirrored images is worse on them: flip TTA would cost accuracy.
         opts["augment"] = None
+        opts["tta"] = False
     return opts
