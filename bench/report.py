@@ -44,6 +44,16 @@ def render(result: dict) -> str:
                 f"94 % at {_fmt(row['wall_to_94'])} s, final {row['final_test_accuracy']:.4f}. "
                 f"Per epoch (test accuracy with flip TTA @ wall s): {curve}"
             )
+        elif case.startswith("best_recipe"):
+            curve = ", ".join(
+                f"{p['epoch']}: {p['test_accuracy']:.4f} @ {p['wall_s']} s" for p in row["curve"]
+            )
+            extra.append(
+                f"- {case} ({row['model']} {row['model_kwargs']}, {row['train_images']} training images, "
+                f"{row['epochs']} epochs fitted to {row['budget_s']:.0f} s): final "
+                f"{row['final_test_accuracy']:.4f}, best {row['best_test_accuracy']:.4f} at "
+                f"{row['wall_s']} s. Per epoch: {curve}"
+            )
         elif case.startswith("profile"):
             ops = ", ".join(f"`{op['op']}` {op['share']:.0%}" for op in row["top_ops"][:8])
             extra.append(f"- {case}: {row['total_cpu_ms']:.0f} ms CPU; {ops}")

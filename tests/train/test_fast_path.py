@@ -14,7 +14,7 @@ from cnnkit.train import Trainer, seed_everything
 from cnnkit.train.augment import FlipTranslate, flip_tta, random_flip, random_translate
 from cnnkit.train.device import pick_device
 from cnnkit.train.perf import PerfSettings, cpu_has_bf16, pick_num_threads, pick_perf_settings, set_threads
-from cnnkit.train.presets import PRESETS, apply_preset, trainer_extras
+from cnnkit.train.presets import PRESETS, apply_preset, fast_trainer_options, trainer_extras
 from cnnkit.train.schedules import one_cycle
 
 
@@ -232,6 +232,12 @@ def test_fast_preset_fills_unset_keys_and_resolves_speed_settings():
     assert set(trainer_extras("fast", 0.1)) == {"augment", "scheduler", "tta"}
     with pytest.raises(UsageError, match="unknown preset"):
         trainer_extras("fastest", 0.1)
+
+
+def test_fast_options_drop_flip_tta_when_training_without_flips():
+    assert fast_trainer_options("fashion_bn_cnn")["tta"] is True
+    plain = fast_trainer_options("hongong_cnn", augment=False)
+    assert plain["augment"] is None and plain["tta"] is False and plain["optimizer"] == "adam"
 
 
 def test_fashion_bn_cnn_heads_and_arguments():
