@@ -360,6 +360,8 @@ def test_cli_finetune_on_an_image_folder(pretrained_run, image_folder, tmp_path,
     test = finetune_test_data(out)  # the same 12 test images, rebuilt from config.json
     metrics = json.loads((out / "metrics.json").read_text())
     assert Trainer(model).evaluate(test)["accuracy"] == pytest.approx(metrics["test_accuracy"])
+    assert main(["evaluate", str(out), "--json"]) == 0  # the same split, through the CLI
+    assert json.loads(capsys.readouterr().out)["accuracy"] == pytest.approx(metrics["test_accuracy"])
 
 
 @pytest.mark.parametrize(

@@ -24,8 +24,18 @@ def run(args: argparse.Namespace) -> int:
     if args.limit_test is not None and args.limit_test < 1:
         raise UsageError(f"--limit-test must be >= 1, got {args.limit_test}")
     model, record = load_run(args.run_dir, device=args.device)
-    _, test = load_dataset(args.data or record["run"]["data"], limit_test=args.limit_test)
-    report = Trainer(model, device=args.device).evaluate(test)
+    if isinstance(record.get("finetune"), dict) and not args.data:
+        from ..train.transfer import finetune_test_data
+
+        # A fine-tuned run may come from an image folder: rebuild its own seeded test split.
+        test = finetune_test_data(args.run_dir)
+        if args.limit_test:
+            test = test.take(args.limit_test, seed=0)
+    else:
+        _, test = load_dataset(args.data or record["run"]["data"], limit_test=args.limit_test)
+    norm = record.get("normalize")
+    normalize = (norm["mean"], norm["std"]) if norm else None
+    report = Trainer(model, device=args.device, normalize=normalize).evaluate(test)
     if args.json:
         print(json.dumps(report, indent=2, ensure_ascii=False))
         return 0
