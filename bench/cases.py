@@ -415,6 +415,7 @@ def time_to_accuracy(ctx: Context) -> list[dict]:
             curve.append(
                 {"epoch": epoch + 1, "test_accuracy": round(acc, 4), "wall_s": round(wall, 1), "load": load()}
             )
+            print(f"  epoch {epoch + 1}: test accuracy {acc:.4f} at {curve[-1]['wall_s']} s", flush=True)
             for mark in marks:
                 if marks[mark] is None and acc >= float(mark):
                     marks[mark] = round(wall, 1)
@@ -479,6 +480,7 @@ def best_recipe(ctx: Context) -> list[dict]:
                     "load": load(),
                 }
             )
+            print(f"  epoch {epoch + 1}: test accuracy {acc:.4f} at {curve[-1]['wall_s']} s", flush=True)
 
     with _with_threads(ctx.perf.num_threads or torch.get_num_threads()):
         torch.manual_seed(0)
