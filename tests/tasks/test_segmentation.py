@@ -293,3 +293,39 @@ def test_cli_rejects_bad_choices(tmp_path, capsys):
     (tmp_path / "cls" / "config.json").write_text('{"task": "classify"}')
     assert main(["segment", str(tmp_path / "cls"), "x.png"]) == 2
     assert "not a segmentation run" in capsys.readouterr().err
+
+
+def test_backbone_weights_from_a_classifier(tmp_path):
+    from cnnkit.io import save_weights
+    from cnnkit.io.weights import WeightsError
+    from cnnkit.models import create_model
+
+    torch.manual_seed(0)
+    classifier = create_model("fashion_bn_cnn", num_classes=10)
+    save_weights(classifier.state_dict(), tmp_path / "best.safetensors")
+    model = build_segmenter("fashion_bn_cnn", "fcn8s", 11, backbone_weights=tmp_path)
+    for key, value in model.backbone.state_dict().items():
+        torch.testing.assert_close(value, classifier.state_dict()[key])
+    with pytest.raises(WeightsError, match=r"does not fit the backbone.*shape mismatches"):
+        build_segmenter("fashion_bn_cnn", "fcn8s", 11, backbone_weights=tmp_path, widths=(8, 16, 32))
+
+
+def test_cli_options_become_the_run_config():
+    from cnnkit.cli.__main__ import build_parser
+    from cnnkit.errors import UsageError
+    from cnnkit.tasks.segmentation.cli import config_from_args
+
+    args = build_parser().parse_args(
+        ["train", "--task", "segment", "--head", "unet", "--model-option", "depth=2",
+         "--model-option", "widths=[16,32,64]", "--item-sizes", "20,30", "--train-images", "99"]
+    )  # fmt: skip
+    config = config_from_args(args)
+    assert config.head == "unet" and config.data == "fashion-scenes"
+    assert config.model_kwargs == {"depth": 2, "widths": [16, 32, 64]}
+    assert config.scenes == {"min_size": 20, "max_size": 30} and config.limit_train == 99
+    args = build_parser().parse_args(["train", "--task", "segment", "--model-option", "depth"])
+    with pytest.raises(UsageError, match=r"--model-option takes KEY=VALUE"):
+        config_from_args(args)
+    args = build_parser().parse_args(["train", "--task", "segment", "--item-sizes", "30,20"])
+    with pytest.raises(UsageError, match=r"FashionScenes: need min_size <= max_size"):
+        config_from_args(args)

@@ -8,6 +8,7 @@ adds only the segmentation ones and turns the parsed namespace into a SegmentCon
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -36,7 +37,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         help="segment: add this weight x soft Dice loss to the pixel cross-entropy (default 0)",
     )
+    _add(
+        parser,
+        "--model-option",
+        action="append",
+        metavar="KEY=VALUE",
+        help="segment: a backbone builder option, VALUE in JSON (e.g. depth=2); repeatable",
+    )
     _add(parser, "--image-size", type=int, help="segment: resize image + mask folders to this side")
+    _add(
+        parser,
+        "--backbone-weights",
+        help="segment: start the backbone from this classification run (same --model)",
+    )
     _add(
         parser,
         "--weights",
@@ -58,7 +71,9 @@ def config_from_args(args: argparse.Namespace) -> SegmentConfig:
     defaults = SegmentConfig()
     head = getattr(args, "head", None) or defaults.head
     data = "fashion-scenes" if args.data in (None, "fashion-mnist") else args.data
-    kwargs = {"small_input": True} if args.small_input else {}
+    kwargs = _model_options(getattr(args, "model_option", None) or [])
+    if args.small_input:
+        kwargs["small_input"] = True
     values = {
         "model": args.model,
         "head": head,
@@ -71,17 +86,55 @@ def config_from_args(args: argparse.Namespace) -> SegmentConfig:
         "dice_weight": getattr(args, "dice_weight", None),
         "seed": args.seed,
         "device": args.device,
-        "limit_train": args.limit_train,
+        "limit_train": getattr(args, "train_images", None) or args.limit_train,
         "limit_test": args.limit_test,
         "image_size": getattr(args, "image_size", None),
         "weights": getattr(args, "weights", None),
+        "backbone_weights": getattr(args, "backbone_weights", None),
         "deterministic": bool(args.deterministic),
     }
     if head == "maskrcnn":
         values.update({k: v for k, v in MASKRCNN_DEFAULTS.items() if values[k] is None})
-    config = SegmentConfig(**{k: v for k, v in values.items() if v is not None}, model_kwargs=kwargs)
+    config = SegmentConfig(
+        **{k: v for k, v in values.items() if v is not None},
+        model_kwargs=kwargs,
+        scenes=_scene_options(args),
+    )
     config.validate()
     return config
+
+
+def _model_options(items: list[str]) -> dict[str, object]:
+    options: dict[str, object] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.isidentifier():
+            raise UsageError(f"--model-option takes KEY=VALUE (e.g. depth=2), got {item!r}")
+        try:
+            options[key] = json.loads(text)
+        except json.JSONDecodeError:
+            options[key] = text  # a bare word such as a name
+    return options
+
+
+def _scene_options(args: argparse.Namespace) -> dict[str, object]:
+    # The scene options are defined by --task detect (shared with localize and segment).
+    from .data import DEFAULT_SCENES
+
+    options: dict[str, object] = {}
+    for key in ("canvas", "min_objects", "max_objects", "clutter", "noise"):
+        value = getattr(args, key, None)
+        if value is not None and value != getattr(DEFAULT_SCENES, key):
+            options[key] = value
+    sizes = getattr(args, "item_sizes", None)
+    if sizes:
+        try:
+            low, high = (int(v) for v in str(sizes).split(","))
+        except ValueError:
+            raise UsageError(f"--item-sizes takes MIN,MAX (two integers), got {sizes!r}") from None
+        if (low, high) != (DEFAULT_SCENES.min_size, DEFAULT_SCENES.max_size):
+            options.update(min_size=low, max_size=high)
+    return options
 
 
 # Mask R-CNN's five losses want a smaller batch and AdamW; these replace the FCN defaults.

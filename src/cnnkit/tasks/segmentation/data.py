@@ -12,11 +12,30 @@ from ...errors import UsageError
 
 SCENE_NAMES = ("fashion-scenes", "fashion-mnist", "fashion_mnist", "fashion")
 
-# The scenes the documented results use: 1-3 real Fashion-MNIST items of 24-40 pixels on a
-# 64-pixel canvas (the course's 28-pixel items at roughly their own scale).
+# The scenes the documented results use: 1-3 real Fashion-MNIST items of 24-48 pixels (the
+# item sizes of --task detect) on a 64-pixel canvas.
 DEFAULT_SCENES = FashionScenes(
-    canvas=64, min_objects=1, max_objects=3, min_size=24, max_size=40, max_overlap=0.2
+    canvas=64, min_objects=1, max_objects=3, min_size=24, max_size=48, max_overlap=0.2
 )
+# FashionScenes parameters a run may change (the CLI's --canvas, --item-sizes, ...).
+SCENE_OPTIONS = ("canvas", "min_size", "max_size", "min_objects", "max_objects", "clutter", "noise")
+
+
+def scenes_with(overrides: dict[str, Any]) -> FashionScenes:
+    """DEFAULT_SCENES with some SCENE_OPTIONS changed.
+
+    Raises:
+        UsageError: an option that is not in SCENE_OPTIONS, or values FashionScenes refuses.
+    """
+    unknown = sorted(set(overrides) - set(SCENE_OPTIONS))
+    if unknown:
+        raise UsageError(f"unknown scene options {unknown}; valid: {list(SCENE_OPTIONS)}")
+    try:
+        return DEFAULT_SCENES.replace(**overrides)
+    except ValueError as exc:
+        raise UsageError(f"FashionScenes: {exc}") from None
+
+
 DEFAULT_SIZES = {"train": 4000, "val": 300, "test": 1000}
 
 

@@ -15,7 +15,9 @@ full-resolution block on the image) instead of summing class scores.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -304,26 +306,73 @@ class Segmenter(nn.Module):
         return logits[..., :h, :w]
 
 
+def load_backbone_weights(backbone: nn.Module, source: str | os.PathLike[str]) -> list[str]:
+    """Load a trained classifier's weights into a backbone built without its classifier.
+
+    This is how FCN starts (Long et al. fine-tune ImageNet classifiers): every backbone tensor
+    must be in the file with the same shape; the file's classifier tensors are left out.
+
+    Args:
+        backbone: the backbone (e.g. ``Segmenter.backbone``).
+        source: a ``.safetensors`` / ``.pth`` state dict, or a classification run folder (its
+            ``best.safetensors``).
+
+    Returns:
+        The names in the file that the backbone does not use (the classifier's).
+
+    Raises:
+        FileNotFoundError: no such file or run folder.
+        WeightsError: missing backbone tensors or shape mismatches, listed by name.
+    """
+    from ...io.weights import WeightsError, load_state_dict_file
+
+    path = Path(source)
+    if path.is_dir():
+        path = path / "best.safetensors"
+    state = load_state_dict_file(path)
+    own = backbone.state_dict()
+    missing = [k for k in own if k not in state]
+    mismatched = [
+        f"{k}: file {tuple(state[k].shape)} vs backbone {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in state and state[k].shape != v.shape
+    ]
+    if missing or mismatched:
+        problems = [f"missing {missing[:6]}"] if missing else []
+        problems += [f"shape mismatches {mismatched[:6]}"] if mismatched else []
+        raise WeightsError(
+            f"{source} does not fit the backbone {type(backbone).__name__}: "
+            + "; ".join(problems)
+            + " (was it trained with the same --model and options?)"
+        )
+    backbone.load_state_dict({k: state[k] for k in own}, strict=True)
+    return sorted(k for k in state if k not in own)
+
+
 def build_segmenter(
     model: str,
     head: str,
     num_classes: int,
     *,
     in_chans: int = 1,
+    backbone_weights: str | os.PathLike[str] | None = None,
     **model_kwargs: object,
 ) -> Segmenter:
     """A registered backbone with a segmentation head.
 
     Args:
-        model: a name from ``cnnkit.list_models()`` (e.g. ``'geron_fashion_cnn'``).
+        model: a name from ``cnnkit.list_models()`` (e.g. ``'fashion_bn_cnn'``).
         head: one of HEADS.
         num_classes: classes including background (FashionScenes: 11).
         in_chans: image channels.
+        backbone_weights: a trained classifier of the same model (run folder or state dict
+            file) to start the backbone from (see ``load_backbone_weights``).
         **model_kwargs: options of the backbone's builder (e.g. ``small_input=True``).
 
     Raises:
         ValueError: unknown head or model (with the valid choices), a model that is not a
             Backbone, or a head the backbone's strides cannot support.
+        WeightsError: backbone weights that do not fit.
     """
     if head not in HEADS:
         raise ValueError(f"head must be one of {HEADS}, got {head!r}")
@@ -332,6 +381,8 @@ def build_segmenter(
     backbone = create_model(model, num_classes=0, in_chans=in_chans, **model_kwargs)
     if not isinstance(backbone, Backbone) or not getattr(backbone, "feature_info", None):
         raise ValueError(f"{model} does not implement the Backbone interface with feature_info")
+    if backbone_weights is not None:
+        load_backbone_weights(backbone, backbone_weights)
     if head == "unet":
         head_module: nn.Module = UNetHead(backbone.feature_info, num_classes, in_chans)
     else:

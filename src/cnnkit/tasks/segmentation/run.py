@@ -22,7 +22,7 @@ from torch import nn
 from ...errors import UsageError
 from ...io.atomic import atomic_write_text
 from ...io.weights import load_state_dict_file, load_strict
-from ...train.callbacks import EarlyStopping, ModelCheckpoint, ProgressBar
+from ...train.callbacks import EarlyStopping, ModelCheckpoint
 from ...train.device import pick_device
 from ...train.trainer import seed_everything
 from .heads import HEADS, build_segmenter
@@ -54,7 +54,11 @@ class SegmentConfig:
         limit_test: the same for the test split (default 1000).
         image_size: mask folders: resize every pair to this side.
         weights: ``maskrcnn`` with a torchvision architecture: COCO weights (file or name).
+        backbone_weights: FCN / U-Net: a classification run (or state dict) of the same model
+            to start the backbone from.
         model_kwargs: options of the backbone's builder (e.g. ``{"small_input": true}``).
+        scenes: FashionScenes parameters that differ from ``DEFAULT_SCENES`` (``canvas``,
+            ``min_size``, ``max_size``, ``min_objects``, ``max_objects``, ``clutter``, ``noise``).
         deterministic: deterministic algorithms only.
     """
 
@@ -74,7 +78,9 @@ class SegmentConfig:
     limit_test: int | None = None
     image_size: int | None = None
     weights: str | None = None
+    backbone_weights: str | None = None
     model_kwargs: dict[str, Any] = field(default_factory=dict)
+    scenes: dict[str, Any] = field(default_factory=dict)
     deterministic: bool = False
 
     def validate(self) -> None:
@@ -91,6 +97,11 @@ class SegmentConfig:
             raise UsageError(f"--dice-weight must be >= 0, got {self.dice_weight!r}")
         if self.weights is not None and self.head not in INSTANCE_HEADS:
             raise UsageError(f"--weights is for --head maskrcnn (COCO weights), not {self.head}")
+        if self.backbone_weights is not None and self.head in INSTANCE_HEADS:
+            raise UsageError("--backbone-weights is for FCN and U-Net heads, not maskrcnn")
+        from .data import scenes_with
+
+        scenes_with(self.scenes)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -139,7 +150,9 @@ def _callbacks(monitor: str, patience: int | None, out: Path, progress: bool) ->
     # Patience None: never stop early, but still restore the best epoch's weights at the end.
     callbacks.append(EarlyStopping(monitor, patience=patience if patience is not None else 10**6))
     if progress:
-        callbacks.append(ProgressBar())
+        from .train import SegmentationProgress
+
+        callbacks.append(SegmentationProgress())
     return callbacks
 
 
@@ -156,14 +169,20 @@ def train_segmentation(
     out = Path(out)
     _prepare_folder(out)
     device = pick_device(config.device)
+    if device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
+        from ...train.perf import pick_num_threads, set_threads
+
+        # On a shared machine, threads that wait for busy cores stall every op (train/perf.py).
+        set_threads(pick_num_threads())
     if config.head in INSTANCE_HEADS:
         return _train_instance(config, out, device, progress)
-    from .data import load_segmentation_data
+    from .data import load_segmentation_data, scenes_with
     from .losses import SegmentationLoss
     from .train import SegmentationTrainer
 
     train, val, test, info = load_segmentation_data(
         config.data,
+        scenes=scenes_with(config.scenes),
         limit_train=config.limit_train,
         limit_test=config.limit_test,
         seed=config.seed,
@@ -175,6 +194,7 @@ def train_segmentation(
         config.head,
         train.num_classes,
         in_chans=train.input_shape[0],
+        backbone_weights=config.backbone_weights,
         **config.model_kwargs,
     )
     record = _record(config, train.class_names, info, device)
@@ -190,9 +210,10 @@ def train_segmentation(
         device=device,
         seed=config.seed,
     )
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     history = trainer.fit(train, val, epochs=config.epochs, batch_size=config.batch_size)
     train_seconds = time.perf_counter() - start
+    train_cpu = time.process_time() - cpu_start
     history.save(out)
     start = time.perf_counter()
     report = trainer.evaluate(test)
@@ -204,13 +225,13 @@ def train_segmentation(
         "per_class_iou": report["per_class_iou"],
         "confusion_matrix": report["confusion_matrix"],
         "num_test_images": report["num_images"],
-        **_timing(trainer, history, train_seconds, time.perf_counter() - start),
+        **_timing(trainer, history, train_seconds, train_cpu, time.perf_counter() - start),
     }
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2, ensure_ascii=False))
     return metrics
 
 
-def _timing(trainer: Any, history: Any, train_seconds: float, eval_seconds: float) -> dict:
+def _timing(trainer: Any, history: Any, train_seconds: float, train_cpu: float, eval_seconds: float) -> dict:
     early = next(cb for cb in trainer.callbacks if isinstance(cb, EarlyStopping))
     try:
         load = list(os.getloadavg())
@@ -220,6 +241,8 @@ def _timing(trainer: Any, history: Any, train_seconds: float, eval_seconds: floa
         "epochs_run": len(history.epochs),
         "best_epoch": None if early.best_epoch is None else early.best_epoch + 1,
         "train_seconds": train_seconds,
+        # CPU time of this process (all its threads): what an idle machine would need, roughly.
+        "train_cpu_seconds": train_cpu,
         "test_seconds": eval_seconds,
         "torch_threads": torch.get_num_threads(),
         "load_average_at_end": load,
@@ -227,7 +250,7 @@ def _timing(trainer: Any, history: Any, train_seconds: float, eval_seconds: floa
 
 
 def _train_instance(config: SegmentConfig, out: Path, device: torch.device, progress: bool) -> dict[str, Any]:
-    from .data import DEFAULT_SCENES, DEFAULT_SIZES, SCENE_NAMES, scene_splits
+    from .data import DEFAULT_SIZES, SCENE_NAMES, scene_splits, scenes_with
     from .instance import MaskRCNNTrainer, build_mask_rcnn
 
     if config.data not in SCENE_NAMES:
@@ -235,8 +258,9 @@ def _train_instance(config: SegmentConfig, out: Path, device: torch.device, prog
             f"--head maskrcnn trains on FashionScenes instance masks (--data fashion-scenes); "
             f"got {config.data!r}"
         )
+    scenes = scenes_with(config.scenes)
     train, val, test = scene_splits(
-        DEFAULT_SCENES,
+        scenes,
         train_images=config.limit_train or DEFAULT_SIZES["train"],
         test_images=config.limit_test or DEFAULT_SIZES["test"],
     )
@@ -246,16 +270,14 @@ def _train_instance(config: SegmentConfig, out: Path, device: torch.device, prog
         config.model,
         len(class_names),
         in_chans=train.images.shape[1],
-        image_size=DEFAULT_SCENES.canvas,
+        image_size=scenes.canvas,
         weights=config.weights,
         **config.model_kwargs,
     )
     info = {
         "kind": "fashion-scenes-instances",
-        "scenes": {
-            k: v for k, v in dataclasses.asdict(DEFAULT_SCENES).items() if k not in ("split", "num_images")
-        },
-        "canvas": DEFAULT_SCENES.canvas,
+        "scenes": {k: v for k, v in dataclasses.asdict(scenes).items() if k not in ("split", "num_images")},
+        "canvas": scenes.canvas,
         "sizes": {"train": len(train), "val": len(val), "test": len(test)},
         "input_shape": list(train.images.shape[1:]),
     }
@@ -272,9 +294,10 @@ def _train_instance(config: SegmentConfig, out: Path, device: torch.device, prog
         device=device,
         seed=config.seed,
     )
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     history = trainer.fit(train, val, epochs=config.epochs, batch_size=config.batch_size)
     train_seconds = time.perf_counter() - start
+    train_cpu = time.process_time() - cpu_start
     history.save(out)
     start = time.perf_counter()
     report = trainer.evaluate(test)
@@ -285,7 +308,7 @@ def _train_instance(config: SegmentConfig, out: Path, device: torch.device, prog
         "segm": report["segm"],
         "bbox": report["bbox"],
         "num_test_images": report["num_images"],
-        **_timing(trainer, history, train_seconds, time.perf_counter() - start),
+        **_timing(trainer, history, train_seconds, train_cpu, time.perf_counter() - start),
     }
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2, ensure_ascii=False))
     return metrics

@@ -18,13 +18,32 @@ from torch import nn
 
 from ...data.masks import MaskDataset
 from ...errors import TrainingError
-from ...train.callbacks import Callback, History
+from ...train.callbacks import Callback, History, ProgressBar
 from ...train.device import pick_device
 from ...train.trainer import make_optimizer
 from .losses import SegmentationLoss
 from .metrics import SegmentationMetrics
 
 SCHEDULES = ("cosine", "constant")
+_SHOWN = ("loss", "pixel_accuracy", "val_loss", "val_miou", "val_segm_map", "val_bbox_map")
+
+
+class SegmentationProgress(ProgressBar):
+    """ProgressBar that shows the segmentation scores (mIoU, mask mAP) at the end of an epoch."""
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any]) -> None:
+        text = "  ".join(f"{k} {logs[k]:.4f}" for k in _SHOWN if k in logs)
+        if self._pbar is not None:
+            self._pbar.set_postfix_str(text)
+            self._pbar.close()
+            self._pbar = None
+        else:
+            seconds = time.perf_counter() - self._t0
+            print(
+                f"epoch {epoch + 1}/{self.trainer.epochs}  {text}  ({seconds:.1f} s)",
+                file=self.stream,
+                flush=True,
+            )
 
 
 def prepare_images(images: torch.Tensor, device: torch.device) -> torch.Tensor:
