@@ -422,7 +422,7 @@ def time_to_accuracy(ctx: Context) -> list[dict]:
 
     with _with_threads(ctx.perf.num_threads or torch.get_num_threads()):
         torch.manual_seed(0)
-        model = create_model(preset["model"])
+        model = create_model(preset["model"], **preset.get("model_kwargs", {}))
         options = fast_trainer_options(preset["model"])
         trainer = Trainer(
             model,
@@ -437,6 +437,7 @@ def time_to_accuracy(ctx: Context) -> list[dict]:
         {
             "case": "time_to_accuracy[fast]",
             "model": preset["model"],
+            "model_kwargs": preset.get("model_kwargs", {}),
             "epochs": epochs,
             "wall_to_92": marks["0.92"],
             "wall_to_94": marks["0.94"],

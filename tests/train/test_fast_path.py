@@ -228,6 +228,9 @@ def test_fast_preset_fills_unset_keys_and_resolves_speed_settings():
     assert config["model"] == PRESETS["fast"]["model"] and config["lr"] == 0.5
     assert config["batch_size"] == PRESETS["fast"]["batch_size"] and config["preset"] == "fast"
     assert config["amp"] == pick_perf_settings(pick_device(), 1).amp
+    assert config["model_kwargs"] == PRESETS["fast"]["model_kwargs"]
+    own = apply_preset("fast", {"model": "hongong_cnn", "model_kwargs": {}}, explicit={"model"})
+    assert own["model"] == "hongong_cnn" and own["model_kwargs"] == {}
     assert trainer_extras("course", 1e-3) == {}
     assert set(trainer_extras("fast", 0.1)) == {"augment", "scheduler", "tta"}
     with pytest.raises(UsageError, match="unknown preset"):
