@@ -221,6 +221,11 @@ def test_one_cycle_warms_up_to_max_lr_then_anneals():
     assert lrs[-1] < 0.001
     with pytest.raises(ValueError, match="pct_start"):
         one_cycle(0.1, pct_start=1.5)
+    for tiny in (1, 2, 4):  # a few batches (--limit-train) must not break the schedule
+        sched = one_cycle(0.2, pct_start=0.25)(opt, tiny)
+        for _ in range(tiny):
+            opt.step()
+            sched.step()
 
 
 def test_fast_preset_fills_unset_keys_and_resolves_speed_settings():

@@ -41,10 +41,13 @@ def one_cycle(
         raise ValueError(f"anneal must be 'linear' or 'cos', got {anneal!r}")
 
     def build(optimizer: torch.optim.Optimizer, total_steps: int) -> LRScheduler:
+        # OneCycleLR divides by the warm-up length in steps: a tiny run (a few batches) gets a
+        # schedule just long enough for one warm-up step, and stops before it has annealed.
+        steps = max(total_steps, int(2 / pct_start) + 2)
         return OneCycleLR(
             optimizer,
             max_lr=max_lr,
-            total_steps=max(total_steps, 2),
+            total_steps=steps,
             pct_start=pct_start,
             div_factor=div_factor,
             final_div_factor=final_div_factor,
