@@ -51,7 +51,7 @@ def _header(type_code=0x08, dims=(2, 2, 2)):
         (_header(type_code=0x07) + b"\0" * 8, "unknown IDX type code 0x07"),
         (_header(dims=(60000, 28, 28)) + b"\0" * 100, "payload is 100 bytes but dims"),
         (_header() + b"\0" * 9, "trailing bytes"),
-        (_header(dims=(4_000_000_000, 4000, 4000)), "over the"),
+        (_header(dims=(4_000_000_000, 4000, 4000)), "byte limit"),
         (b"\0\0", "too short"),
         (b"", "too short"),
     ],
@@ -93,3 +93,11 @@ def test_checks_survive_python_O(tmp_path):
     result = subprocess.run([sys.executable, "-O", "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "bad magic number" in result.stdout
+
+
+def test_empty_dim_with_absurd_others_is_refused(tmp_path):
+    # Found by the fuzz test: 0 x 3e9 x 3e9 has no payload, but no array can have that shape.
+    path = tmp_path / "odd-idx3-ubyte"
+    path.write_bytes(_header(dims=(0, 3_036_988_439, 3_037_012_561)))
+    with pytest.raises(DataError, match="byte limit"):
+        read_idx(path)

@@ -78,6 +78,9 @@ def test_ctrl_c_saves_a_resumable_checkpoint_and_cli_resume_is_bit_identical(
         stderr=subprocess.PIPE,
         text=True,
         env=subprocess_env(),
+        # A shell runs background jobs with SIGINT ignored, and a child inherits that; give the
+        # child the normal disposition so the test means the same wherever the suite is started.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         deadline = time.monotonic() + 300

@@ -6,6 +6,7 @@ Every check happens before any large allocation, and every error names the file.
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import struct
 import zlib
@@ -87,10 +88,12 @@ def read_idx(path: str | os.PathLike[str], max_bytes: int = MAX_PAYLOAD_BYTES) -
             for d in dims:
                 count *= d
             expected = count * dtype.itemsize
-            if expected > max_bytes:
+            # An empty dim makes the product 0, but the others must still be sane: NumPy refuses
+            # to even describe an empty array with absurd dims.
+            if expected > max_bytes or math.prod(max(d, 1) for d in dims) * dtype.itemsize > max_bytes:
                 raise DataError(
-                    f"{path}: header declares dims {dims} = {expected:,} bytes, "
-                    f"over the {max_bytes:,}-byte limit"
+                    f"{path}: header declares dims {dims}, more than the {max_bytes:,}-byte limit "
+                    "allows (not an IDX file, or a damaged header)"
                 )
             payload = _read_at_most(f, expected)
             if len(payload) < expected:
