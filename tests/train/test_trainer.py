@@ -13,6 +13,7 @@ from cnnkit.train import (
     ModelCheckpoint,
     ProgressBar,
     Trainer,
+    make_optimizer,
     seed_everything,
 )
 from cnnkit.train.callbacks import Callback
@@ -150,3 +151,15 @@ def test_non_finite_loss_stops_with_the_step(small):
     trainer = make(lr=1e6, optimizer="sgd")
     with pytest.raises(TrainingError, match=r"at epoch 1, step \d+"):
         trainer.fit(tr.take(640), None, epochs=1, batch_size=32)
+
+
+def test_optimizers_take_keras_defaults():
+    # keras.optimizers.Adam/AdamW/RMSprop document epsilon=1e-7 and RMSprop rho=0.9.
+    params = [torch.nn.Parameter(torch.zeros(3))]
+    for name in ("adam", "adamw"):
+        group = make_optimizer(name, params, lr=1e-3).param_groups[0]
+        assert group["eps"] == 1e-7 and group["betas"] == (0.9, 0.999)
+    group = make_optimizer("rmsprop", params, lr=1e-3).param_groups[0]
+    assert group["eps"] == 1e-7 and group["alpha"] == 0.9
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        make_optimizer("adamax", params, lr=1e-3)

@@ -40,20 +40,29 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
         torch.backends.cudnn.deterministic = True
 
 
+KERAS_EPSILON = 1e-7  # keras.optimizers.Adam / AdamW / RMSprop default
+
+
 def make_optimizer(
     name: str, params: Any, lr: float, weight_decay: float = 0.0, momentum: float = 0.9
 ) -> torch.optim.Optimizer:
-    """Build an optimizer by name (foreach kernels where PyTorch has them)."""
+    """Build an optimizer by name (foreach kernels where PyTorch has them).
+
+    Adam, AdamW and RMSprop take Keras's defaults (epsilon 1e-7; RMSprop rho 0.9), which the
+    course's results were trained with; PyTorch's own are epsilon 1e-8 and alpha 0.99.
+    """
     if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, foreach=True)
+        return torch.optim.Adam(params, lr=lr, eps=KERAS_EPSILON, weight_decay=weight_decay, foreach=True)
     if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, foreach=True)
+        return torch.optim.AdamW(params, lr=lr, eps=KERAS_EPSILON, weight_decay=weight_decay, foreach=True)
     if name == "sgd":
         return torch.optim.SGD(
             params, lr=lr, momentum=momentum, nesterov=momentum > 0, weight_decay=weight_decay, foreach=True
         )
     if name == "rmsprop":
-        return torch.optim.RMSprop(params, lr=lr, weight_decay=weight_decay, foreach=True)
+        return torch.optim.RMSprop(
+            params, lr=lr, alpha=0.9, eps=KERAS_EPSILON, weight_decay=weight_decay, foreach=True
+        )
     raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}")
 
 
