@@ -24,6 +24,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import DataError
+from .scenes import SceneDataset
 
 __all__ = [
     "IGNORE_INDEX",
@@ -145,13 +146,11 @@ class MaskDataset:
         )
 
     @classmethod
-    def from_scenes(cls, scenes: object, background: str = "background") -> MaskDataset:
+    def from_scenes(cls, scenes: SceneDataset, background: str = "background") -> MaskDataset:
         """Semantic masks of a FashionScenes ``SceneDataset``: 0 background, class + 1 for objects.
 
         Where objects overlap, the pixel belongs to the one drawn last (the visible one).
         """
-        from .scenes import SceneDataset
-
         if not isinstance(scenes, SceneDataset):
             raise TypeError(f"from_scenes takes a SceneDataset, got {type(scenes).__name__}")
         masks = torch.zeros((len(scenes), *scenes.image_size), dtype=torch.uint8)
