@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import hashlib
 
+import numpy as np
 import pytest
 import torch
 
-from cnnkit.data import CLASS_NAMES, CLASS_NAMES_KO, iterate_batches, load_split
+from cnnkit.data import CLASS_NAMES, CLASS_NAMES_KO, ArrayDataset, iterate_batches, load_split
 from cnnkit.data import fashion_mnist as fm
 from cnnkit.errors import DataNotFoundError
 
@@ -39,6 +40,25 @@ def test_split_default_20_percent_seeded_and_disjoint(fashion):
     strat_train, strat_val = train.split(0.2, seed=1, stratify=True)
     assert torch.bincount(strat_val.labels).tolist() == [1200] * 10
     assert torch.bincount(strat_train.labels).tolist() == [4800] * 10
+
+
+def test_default_split_is_the_courses_train_test_split(fashion):
+    # 혼공머신 ch. 8: train_test_split(train_scaled, train_target, test_size=0.2, random_state=42).
+    from sklearn.model_selection import train_test_split
+
+    train, _ = fashion
+    tr, val = train.split()
+    ref_train, ref_val, ref_train_y, ref_val_y = train_test_split(
+        train.images.numpy(), train.labels.numpy(), test_size=0.2, random_state=42
+    )
+    assert np.array_equal(val.images.numpy(), ref_val) and np.array_equal(val.labels.numpy(), ref_val_y)
+    assert np.array_equal(tr.labels.numpy(), ref_train_y)
+    # Other fractions and seeds too, on a small dataset of indices.
+    small = ArrayDataset(torch.zeros(37, 1, 2, 2, dtype=torch.uint8), torch.arange(37))
+    for fraction, seed in [(0.1, 0), (0.3, 7), (0.5, 123)]:
+        a, b = small.split(fraction, seed=seed)
+        ref_a, ref_b = train_test_split(np.arange(37), test_size=fraction, random_state=seed)
+        assert np.array_equal(a.labels.numpy(), ref_a) and np.array_equal(b.labels.numpy(), ref_b)
 
 
 def test_batches_cover_every_sample_once(fashion_small):
