@@ -94,16 +94,34 @@ def test_metrics_of_perfect_and_of_shifted_boxes(single):
     boxes, labels = single.single_object()
     norm = boxes / 32
     logits = torch.nn.functional.one_hot(labels, 10).float() * 10
-    perfect = evaluate_localizer(_Oracle(logits, norm), single, torch.device("cpu"))
+    perfect = evaluate_localizer(_Oracle(logits, norm), single, torch.device("cpu"), flip_tta=False)
     assert perfect == pytest.approx({"mean_iou": 1.0, "accuracy": 1.0, "iou50": 1.0, "accuracy_iou50": 1.0})
     # Half the classes wrong, all boxes moved off their objects.
     wrong = logits.clone()
     wrong[::2] = wrong[::2].roll(1, dims=1)
     moved = norm.clone()
     moved[:, [0, 2]] += 2.0
-    result = evaluate_localizer(_Oracle(wrong, moved), single, torch.device("cpu"))
+    result = evaluate_localizer(_Oracle(wrong, moved), single, torch.device("cpu"), flip_tta=False)
     assert result["accuracy"] == pytest.approx(0.5) and result["mean_iou"] == 0.0
     assert result["accuracy_iou50"] == 0.0
+
+
+def test_flip_tta_averages_the_image_and_its_mirror():
+    from cnnkit.tasks.localization.train import predict_localizer
+
+    torch.manual_seed(0)
+    model = Localizer(create_model("hongong_cnn", num_classes=0), 10, 1, 32, width=8).eval()
+    images = torch.randint(0, 256, (3, 1, 32, 32), dtype=torch.uint8)
+    labels, scores, boxes = predict_localizer(model, images, torch.device("cpu"), flip_tta=True)
+    x = images.float() / 255
+    with torch.no_grad():
+        plain, mirrored = model(x), model(x.flip(-1))
+    probs = (plain.logits.softmax(1) + mirrored.logits.softmax(1)) / 2
+    b = mirrored.boxes  # x1, x2 of the mirror image map to 1 - x2, 1 - x1 of the original
+    expected = (plain.boxes + torch.stack([1 - b[:, 2], b[:, 1], 1 - b[:, 0], b[:, 3]], 1)) / 2
+    torch.testing.assert_close(scores, probs.max(1).values)
+    assert torch.equal(labels, probs.argmax(1))
+    torch.testing.assert_close(boxes, expected)
 
 
 # ---------------------------------------------------------------- fully convolutional
@@ -198,3 +216,34 @@ def test_train_localize_smoke_and_detect_on_the_run(tmp_path, monkeypatch, capsy
 def test_localize_refuses_classification_only_flags(tmp_path, capsys):
     assert cnnkit_main(["train", "--task", "localize", "--resume", str(tmp_path)]) == 2
     assert "--resume is for classification runs" in capsys.readouterr().err
+
+
+def test_backbone_weights_start_the_backbone_from_a_classifier(tmp_path):
+    from cnnkit.errors import UsageError
+    from cnnkit.io.weights import save_weights
+    from cnnkit.tasks.detection.cli import build_backbone
+
+    classifier = create_model("fashion_bn_cnn", depth=2)
+    run = tmp_path / "classifier"
+    run.mkdir()
+    save_weights(classifier.state_dict(), run / "best.safetensors")
+    s = {"model": "fashion_bn_cnn", "model_kwargs": {"depth": 2}, "backbone_weights": str(run)}
+    backbone = build_backbone(s, in_chans=1)
+    own = backbone.state_dict()
+    assert own and all(torch.equal(v, classifier.state_dict()[k]) for k, v in own.items())
+    # A file of another depth: refused both ways, never partly loaded.
+    with pytest.raises(UsageError, match="holds tensors the backbone fashion_bn_cnn .* does not have"):
+        build_backbone({**s, "model_kwargs": {"depth": 1}}, in_chans=1)
+    save_weights(create_model("fashion_bn_cnn").state_dict(), tmp_path / "depth1.safetensors")
+    with pytest.raises(UsageError, match="--backbone-weights: .* does not fit the backbone"):
+        build_backbone({**s, "backbone_weights": str(tmp_path / "depth1.safetensors")}, in_chans=1)
+    with pytest.raises(UsageError, match=r"--model fashion_bn_cnn with options \{'depht': 2\}"):
+        build_backbone({**s, "model_kwargs": {"depht": 2}, "backbone_weights": None}, in_chans=1)
+
+
+def test_localize_refuses_missing_backbone_weights_and_bad_model_options(tmp_path, capsys):
+    args = ["train", "--task", "localize", "--out", str(tmp_path / "run")]
+    assert cnnkit_main([*args, "--backbone-weights", str(tmp_path / "nothing")]) == 2
+    assert "no such run folder or file" in capsys.readouterr().err
+    assert cnnkit_main([*args, "--model-option", "depth"]) == 2
+    assert "--model-option takes KEY=VALUE" in capsys.readouterr().err

@@ -150,6 +150,10 @@ class FeatureLevels(nn.Module):
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Tensor[N, C, H, W] -> one Tensor[N, width, H / s, W / s] per stride s."""
+        return self.forward_with_final(x)[0]
+
+    def forward_with_final(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Like ``forward``, and also the backbone's own ``forward_features`` map (one backbone run)."""
         stages: dict[int, torch.Tensor] = {}
         handles = []
         if self._stage_names:
@@ -177,4 +181,4 @@ class FeatureLevels(nn.Module):
         for (kind, i), lateral in zip(self.sources, self.lateral):
             fmap = stages[i] if kind == "stage" else final if kind == "final" else extra_maps[i]
             out.append(lateral(fmap))
-        return out
+        return out, final

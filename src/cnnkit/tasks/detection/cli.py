@@ -7,6 +7,8 @@ Also holds what `--task localize` shares with it: the scene options (added once 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -22,12 +24,13 @@ from .anchors import anchor_fit, kmeans_anchors, split_by_level
 from .datasets import TaskData, load_task_data
 
 DEFAULT_MODEL = "hongong_cnn"
-# Per task: canvas, training scenes, objects per image, epochs, batch size, learning rate.
+# Per task: canvas, training scenes, objects per image, epochs, batch size, learning rate; sized
+# to train in under 15 minutes on one busy CPU core (docs/detection.md).
 TASK_DEFAULTS: dict[str, dict[str, Any]] = {
     "localize": {"canvas": 64, "train_images": 50_000, "min_objects": 1, "max_objects": 1,
                  "epochs": 8, "batch_size": 128, "lr": 3e-3},
-    "detect": {"canvas": 96, "train_images": 20_000, "min_objects": 1, "max_objects": 4,
-               "epochs": 12, "batch_size": 64, "lr": 2e-3},
+    "detect": {"canvas": 96, "train_images": 12_000, "min_objects": 1, "max_objects": 4,
+               "epochs": 8, "batch_size": 64, "lr": 2e-3},
 }  # fmt: skip
 VAL_IMAGES = 1000
 TEST_IMAGES = 5000
@@ -53,7 +56,7 @@ def add_scene_arguments(parser: argparse.ArgumentParser) -> None:
         "--train-images",
         type=int,
         metavar="N",
-        help="FashionScenes to generate for training (localize 50000, detect 20000)",
+        help="FashionScenes to generate for training (localize 50000, detect 12000)",
     )
     _add_once(
         parser,
@@ -87,6 +90,20 @@ def add_scene_arguments(parser: argparse.ArgumentParser) -> None:
         help="channels of the task head (default 128)",
     )
 
+    _add_once(
+        parser,
+        "--model-option",
+        action="append",
+        metavar="KEY=VALUE",
+        help="a backbone builder option, VALUE in JSON (e.g. depth=2); repeatable",
+    )
+    _add_once(
+        parser,
+        "--backbone-weights",
+        metavar="RUN",
+        help="start the backbone from this classification run or weights file (same --model and options)",
+    )
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of --task detect (the common ones are `cnnkit train`'s)."""
@@ -118,6 +135,19 @@ def _int_pair(text: str, flag: str) -> tuple[int, int]:
     except ValueError:
         raise UsageError(f"{flag} takes MIN,MAX (two integers), got {text!r}") from None
     return low, high
+
+
+def _model_options(items: list[str]) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.isidentifier():
+            raise UsageError(f"--model-option takes KEY=VALUE (e.g. depth=2), got {item!r}")
+        try:
+            options[key] = json.loads(text)
+        except json.JSONDecodeError:
+            options[key] = text  # a bare word such as a name
+    return options
 
 
 def _parse_strides(text: str) -> tuple[int, ...]:
@@ -156,7 +186,8 @@ def settings(args: argparse.Namespace, task: str) -> dict[str, Any]:
 
     s = {
         "model": getattr(args, "model", None) or DEFAULT_MODEL,
-        "model_kwargs": {"small_input": True} if getattr(args, "small_input", False) else {},
+        "model_kwargs": _model_options(getattr(args, "model_option", None) or []),
+        "backbone_weights": getattr(args, "backbone_weights", None),
         "data": getattr(args, "data", None) or "fashion-scenes",
         "canvas": pick("canvas"),
         "train_images": pick("train_images"),
@@ -174,6 +205,13 @@ def settings(args: argparse.Namespace, task: str) -> dict[str, Any]:
         "min_objects": d["min_objects"] if task == "localize" else pick("min_objects"),
         "max_objects": d["max_objects"] if task == "localize" else pick("max_objects"),
     }
+    if getattr(args, "small_input", False):
+        s["model_kwargs"]["small_input"] = True
+    if s["backbone_weights"] is not None and not Path(s["backbone_weights"]).exists():
+        raise UsageError(
+            f"--backbone-weights {s['backbone_weights']}: no such run folder or file; give a "
+            "`cnnkit train --task classify` run folder (its best.safetensors) or a weights file"
+        )
     for key in ("canvas", "train_images", "epochs", "batch_size", "head_width"):
         if not isinstance(s[key], int) or s[key] < 1:
             raise UsageError(f"--{key.replace('_', '-')} must be a positive integer, got {s[key]!r}")
@@ -208,10 +246,17 @@ def prepare(
     """Settings, data, device, run folder and batch-order generator of a localize / detect run."""
     from ...models import model_entry
     from ...train.device import pick_device
+    from ...train.perf import pick_perf_settings, set_threads
 
     s = settings(args, task)
     model_entry(s["model"])  # fail fast, with close matches
     device = pick_device(getattr(args, "device", None))
+    perf = pick_perf_settings(device)
+    # On a shared machine, threads that wait for busy cores stall every op (train/perf.py);
+    # an explicit OMP_NUM_THREADS is the user's choice and wins.
+    if "OMP_NUM_THREADS" not in os.environ:
+        set_threads(perf.num_threads)
+    s["amp"], s["threads"] = perf.amp, torch.get_num_threads()
     generator = runs.seed_all(s["seed"])
     out = Path(getattr(args, "out", None) or runs.default_run_dir(task, s["model"]))
     print(f"run folder: {out}", file=sys.stderr)
@@ -236,6 +281,38 @@ def prepare(
     return s, data, device, out, generator
 
 
+def build_backbone(s: dict[str, Any], in_chans: int) -> torch.nn.Module:
+    """The run's backbone without its classifier, started from ``--backbone-weights`` if given.
+
+    Raises:
+        UsageError: the model options do not fit the model, or the weights do not fit the backbone.
+    """
+    from ...io.weights import WeightsError
+    from ...models import create_model
+    from ..segmentation.heads import load_backbone_weights
+
+    try:
+        backbone = create_model(s["model"], num_classes=0, in_chans=in_chans, **s["model_kwargs"])
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"--model {s['model']} with options {s['model_kwargs']}: {exc}") from None
+    if s["backbone_weights"] is not None:
+        try:
+            unused = load_backbone_weights(backbone, s["backbone_weights"])
+        except (WeightsError, FileNotFoundError) as exc:
+            raise UsageError(f"--backbone-weights: {exc}") from None
+        # Only the classifier may be left over: other extra tensors mean a larger model of the
+        # same family (e.g. depth 2 into depth 1), whose tensors would load where they do not belong.
+        head = set(create_model(s["model"], in_chans=in_chans, **s["model_kwargs"]).state_dict())
+        foreign = sorted(set(unused) - head)
+        if foreign:
+            raise UsageError(
+                f"--backbone-weights {s['backbone_weights']} holds tensors the backbone {s['model']} "
+                f"{s['model_kwargs']} does not have: {foreign[:6]} (was it trained with the same --model "
+                "and options?)"
+            )
+    return backbone
+
+
 def run_config(
     task: str, s: dict[str, Any], data: TaskData, in_chans: int, head: dict[str, Any]
 ) -> dict[str, Any]:
@@ -244,13 +321,16 @@ def run_config(
         "task": task,
         "model": s["model"],
         "model_kwargs": s["model_kwargs"],
+        "backbone_weights": None if s["backbone_weights"] is None else str(s["backbone_weights"]),
         "in_chans": in_chans,
         "image_size": s["canvas"],
         "class_names": list(data.train.class_names),
         "head": head,
         "data": data.record,
         "train": {
-            k: s[k] for k in ("epochs", "batch_size", "lr", "seed", "patience", "limit_train", "limit_test")
+            k: s.get(k)
+            for k in ("epochs", "batch_size", "lr", "seed", "patience", "limit_train", "limit_test")
+            + ("amp", "threads")
         },
         "optimizer": "adamw",
         **runs.environment(),
@@ -282,10 +362,8 @@ def train_main(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
 
-    from ...models import create_model
-
     in_chans = int(data.train.images.shape[1])
-    backbone = create_model(s["model"], num_classes=0, in_chans=in_chans, **s["model_kwargs"])
+    backbone = build_backbone(s, in_chans)
     head = {"strides": list(strides), "width": s["head_width"], "depth": 2}
     model = YoloDetector(backbone, data.train.num_classes, in_chans, s["canvas"], levels, **head)
     config = run_config("detect", s, data, in_chans, head)
@@ -305,6 +383,7 @@ def train_main(args: argparse.Namespace) -> int:
         lr=s["lr"],
         device=device,
         patience=s["patience"],
+        amp=s["amp"],
         generator=generator,
         on_epoch_end=print_epoch,
     )

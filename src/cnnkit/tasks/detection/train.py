@@ -16,7 +16,7 @@ from ...errors import TrainingError
 from .loss import YoloLoss
 from .metrics import mean_average_precision
 from .model import YoloDetector
-from .runs import to_input
+from .runs import to_input, train_autocast
 
 
 def _flip_batch(
@@ -42,10 +42,13 @@ def fit_detector(
     weight_decay: float = 5e-4,
     patience: int | None = None,
     flip: bool = True,
+    amp: str | None = None,
     generator: torch.Generator | None = None,
     on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
 ) -> dict[str, Any]:
     """Train with AdamW and a one-cycle learning rate; keep the weights of the best validation mAP@0.5.
+
+    ``amp='bf16'`` runs the training forward passes under bf16 autocast (see ``train.perf``).
 
     Returns:
         ``{"history": [per-epoch dict], "best_epoch": int, "epochs_run": int, "train_seconds": float}``;
@@ -73,7 +76,9 @@ def fit_detector(
                 x, boxes = _flip_batch(
                     x, boxes, batch, torch.rand(len(idx), generator=generator).to(device) < 0.5
                 )
-            loss, parts = loss_fn(model(x), boxes, labels, batch)
+            with train_autocast(device, amp):
+                outputs = model(x)
+            loss, parts = loss_fn([o.float() for o in outputs], boxes, labels, batch)
             if not torch.isfinite(loss):
                 raise TrainingError(f"loss became {float(loss)} at epoch {epoch}, step {step}; lower --lr")
             optimizer.zero_grad(set_to_none=True)

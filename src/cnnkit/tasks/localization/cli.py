@@ -6,7 +6,7 @@ import argparse
 import time
 
 from ..detection import runs
-from ..detection.cli import _add_once, add_scene_arguments, prepare, run_config
+from ..detection.cli import _add_once, add_scene_arguments, build_backbone, prepare, run_config
 from .loss import BOX_LOSSES
 
 
@@ -27,7 +27,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def train_main(args: argparse.Namespace) -> int:
     """Train a Localizer and write the run folder; prints the test mean IoU and accuracy."""
-    from ...models import create_model
     from ..detection.draw import draw_detections, grid, save_png
     from .model import Localizer
     from .train import evaluate_localizer, fit_localizer, predict_localizer, print_epoch
@@ -40,7 +39,7 @@ def train_main(args: argparse.Namespace) -> int:
         part.single_object()  # a clear DataError before training if an image has 0 or 2+ objects
 
     in_chans = int(data.train.images.shape[1])
-    backbone = create_model(s["model"], num_classes=0, in_chans=in_chans, **s["model_kwargs"])
+    backbone = build_backbone(s, in_chans)
     head = {"width": s["head_width"]}
     model = Localizer(backbone, data.train.num_classes, in_chans, s["canvas"], **head)
     config = run_config("localize", s, data, in_chans, head)
@@ -50,7 +49,7 @@ def train_main(args: argparse.Namespace) -> int:
 
     result = fit_localizer(
         model, data.train, data.val, epochs=s["epochs"], batch_size=s["batch_size"], lr=s["lr"],
-        device=device, box_loss=box_loss, box_weight=box_weight, patience=s["patience"],
+        device=device, box_loss=box_loss, box_weight=box_weight, patience=s["patience"], amp=s["amp"],
         generator=generator, on_epoch_end=print_epoch,
     )  # fmt: skip
     runs.save_run_weights(model, out, config)

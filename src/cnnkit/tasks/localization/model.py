@@ -28,7 +28,9 @@ class Localizer(nn.Module):
 
     The backbone's feature map is brought to a ``grid`` × ``grid`` map of ``width`` channels
     (stride-2 ConvBNAct steps, or a stage of that stride, then adaptive pooling). The class head
-    pools it globally (average and max: position does not change the class); the box head reads
+    pools that map and the backbone's own feature map globally (average and max: position does
+    not change the class), so a backbone started from a classifier feeds the class layer directly;
+    the box head reads
     the flattened map (position is the answer) and predicts centre and size through a sigmoid,
     so that every box is valid and inside the image.
 
@@ -66,7 +68,9 @@ class Localizer(nn.Module):
             stride *= 2
         self.features = FeatureLevels(backbone, in_chans, image_size, (stride,), width)
         self.mix = nn.Sequential(ConvBNAct(width, width), nn.AdaptiveAvgPool2d(grid))
-        self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(2 * width, num_classes))
+        self.classifier = nn.Sequential(
+            nn.Dropout(dropout), nn.Linear(2 * (width + final.channels), num_classes)
+        )
         self.box_head = nn.Sequential(
             nn.Flatten(), nn.Linear(width * grid * grid, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, 4)
         )
@@ -77,8 +81,9 @@ class Localizer(nn.Module):
         return self.features.backbone
 
     def forward(self, x: torch.Tensor) -> LocalizationOutput:
-        fmap = self.mix(self.features(x)[0])
-        pooled = torch.cat([fmap.mean((2, 3)), fmap.amax((2, 3))], dim=1)
+        levels, final = self.features.forward_with_final(x)
+        fmap = self.mix(levels[0])
+        pooled = torch.cat([m for f in (fmap, final) for m in (f.mean((2, 3)), f.amax((2, 3)))], dim=1)
         cxcywh = torch.sigmoid(self.box_head(fmap))
         boxes = box_convert(cxcywh, "cxcywh", "xyxy")
         return LocalizationOutput(self.classifier(pooled), boxes)

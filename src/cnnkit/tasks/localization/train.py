@@ -14,9 +14,9 @@ from torch import nn
 
 from ...data.scenes import SceneDataset
 from ...errors import TrainingError
-from ..detection.runs import to_input
+from ..detection.runs import to_input, train_autocast
 from .loss import localization_loss, paired_iou
-from .model import Localizer
+from .model import LocalizationOutput, Localizer
 
 
 def normalized_boxes(data: SceneDataset) -> tuple[torch.Tensor, torch.Tensor]:
@@ -47,6 +47,7 @@ def fit_localizer(
     weight_decay: float = 1e-4,
     patience: int | None = None,
     flip: bool = True,
+    amp: str | None = None,
     generator: torch.Generator | None = None,
     on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
 ) -> dict[str, Any]:
@@ -54,6 +55,7 @@ def fit_localizer(
 
     The best epoch has the highest validation ``accuracy_iou50`` (right class and IoU >= 0.5).
     Horizontal flips (``flip``) are the only augmentation: scenes already vary position and scale.
+    ``amp='bf16'`` runs the training forward passes under bf16 autocast (see ``train.perf``).
 
     Returns:
         ``{"history": [per-epoch dict], "best_epoch": int, "epochs_run": int, "train_seconds": float}``;
@@ -80,7 +82,10 @@ def fit_localizer(
             y, target = labels[idx].to(device), boxes[idx].to(device)
             if flip:
                 x, target = _flip(x, target, torch.rand(len(idx), generator=generator).to(device) < 0.5)
-            loss, parts = localization_loss(model(x), y, target, box_loss, box_weight)
+            with train_autocast(device, amp):
+                out = model(x)
+            out = LocalizationOutput(out.logits.float(), out.boxes.float())
+            loss, parts = localization_loss(out, y, target, box_loss, box_weight)
             if not torch.isfinite(loss):
                 raise TrainingError(f"loss became {float(loss)} at epoch {epoch}, step {step}; lower --lr")
             optimizer.zero_grad(set_to_none=True)
@@ -119,7 +124,11 @@ def fit_localizer(
 
 @torch.no_grad()
 def predict_localizer(
-    model: nn.Module, images: torch.Tensor, device: torch.device, batch_size: int = 256
+    model: nn.Module,
+    images: torch.Tensor,
+    device: torch.device,
+    batch_size: int = 256,
+    flip_tta: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Class, its probability and the box for every image.
 
@@ -128,6 +137,8 @@ def predict_localizer(
         images: uint8 Tensor[N, C, H, W].
         device: where to run.
         batch_size: images per forward pass.
+        flip_tta: also run the mirrored image and average the class probabilities and the
+            (mirrored back) boxes; the model is trained with flips, so both views are in-distribution.
 
     Returns:
         labels (Tensor[N]), scores (Tensor[N]) and boxes (Tensor[N, 4], normalised ``xyxy``), on the CPU.
@@ -135,20 +146,31 @@ def predict_localizer(
     model.eval()
     labels, scores, boxes = [], [], []
     for start in range(0, len(images), batch_size):
-        out = model(to_input(images[start : start + batch_size], device))
-        prob, label = out.logits.softmax(1).max(1)
+        x = to_input(images[start : start + batch_size], device)
+        out = model(x)
+        probs, box = out.logits.float().softmax(1), out.boxes.float()
+        if flip_tta:
+            mirrored = model(x.flip(-1))
+            probs = (probs + mirrored.logits.float().softmax(1)) / 2
+            _, back = _flip(x, mirrored.boxes.float(), torch.ones(len(x), dtype=torch.bool, device=x.device))
+            box = (box + back) / 2
+        prob, label = probs.max(1)
         labels.append(label.cpu())
         scores.append(prob.cpu())
-        boxes.append(out.boxes.float().cpu())
+        boxes.append(box.cpu())
     if not labels:
         return torch.zeros(0, dtype=torch.long), torch.zeros(0), torch.zeros(0, 4)
     return torch.cat(labels), torch.cat(scores), torch.cat(boxes)
 
 
 def evaluate_localizer(
-    model: nn.Module, data: SceneDataset, device: torch.device, batch_size: int = 256
+    model: nn.Module,
+    data: SceneDataset,
+    device: torch.device,
+    batch_size: int = 256,
+    flip_tta: bool = True,
 ) -> dict[str, float]:
-    """Localization metrics on single-object scenes.
+    """Localization metrics on single-object scenes (predictions as ``predict_localizer`` makes them).
 
     Returns:
         ``mean_iou`` (predicted vs true box), ``accuracy`` (class), ``iou50`` (share of boxes with
@@ -156,7 +178,7 @@ def evaluate_localizer(
         accuracy), all over the whole set.
     """
     boxes, labels = normalized_boxes(data)
-    pred_labels, _, pred_boxes = predict_localizer(model, data.images, device, batch_size)
+    pred_labels, _, pred_boxes = predict_localizer(model, data.images, device, batch_size, flip_tta)
     iou = torch.cat(
         [paired_iou(pred_boxes[s : s + 1024], boxes[s : s + 1024]) for s in range(0, len(boxes), 1024)]
     )
