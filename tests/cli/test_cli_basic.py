@@ -69,6 +69,10 @@ def test_shape_calculator_walkthrough(capsys):
         (["train", "--model", "nope_net", "--out", "unused"], "unknown model 'nope_net'"),
         (["evaluate", "/nonexistent/run"], "not a cnnkit run folder"),
         (["train", "--epochs", "0", "--out", "unused2"], "epochs must be >= 1"),
+        (
+            ["train", "--backbone-weights", "x", "--out", "unused3"],
+            "--backbone-weights applies only with --task",
+        ),
     ],
 )
 def test_usage_errors_are_one_line_exit_2(capsys, argv, message, tmp_path, monkeypatch):

@@ -90,11 +90,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
     p.add_argument("--config", help="JSON file with run settings (flags override it)")
     p.add_argument("--no-progress", action="store_true", help="no progress output")
+    classify_dests = {action.dest for action in p._actions}
     for task in TASK_MODULES:
         module = _task_module(task)
         if module is not None:
             module.add_arguments(p)
-    p.set_defaults(func=run)
+    # Flags only the other tasks read: giving one for classification is an error, not a no-op.
+    task_only = {a.dest: (a.option_strings[0], a.default) for a in p._actions if a.dest not in classify_dests}
+    p.set_defaults(func=run, task_only_flags=task_only)
 
 
 def _classify_config(args: argparse.Namespace):
@@ -171,6 +174,17 @@ def run(args: argparse.Namespace) -> int:
     from ..train.config import RunConfig
     from ..train.run import read_run_config, train_run
 
+    ignored = [
+        flag
+        for dest, (flag, default) in sorted(getattr(args, "task_only_flags", {}).items())
+        if getattr(args, dest, default) != default
+    ]
+    if ignored:
+        raise UsageError(
+            f"{', '.join(ignored)} {'applies' if len(ignored) == 1 else 'apply'} only with --task "
+            f"{'|'.join(TASK_MODULES)}; drop {'it' if len(ignored) == 1 else 'them'} to train a "
+            "classifier, or add --task"
+        )
     if args.resume:
         _check_resume_flags(args)
         record = read_run_config(args.resume)
