@@ -84,9 +84,15 @@ def test_ctrl_c_saves_a_resumable_checkpoint_and_cli_resume_is_bit_identical(
     )
     try:
         deadline = time.monotonic() + 300
-        while not (out / "last.ckpt").is_file() and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.01)
-        time.sleep(random.uniform(0.0, 1.0))  # somewhere in the first epochs
+        ckpt = out / "last.ckpt"
+        while not ckpt.is_file() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+        # last.ckpt is written before the first step, then replaced (a new file) after each epoch:
+        # time the first epoch, then interrupt somewhere in the second, however fast the machine.
+        first, start = ckpt.stat().st_ino, time.monotonic()
+        while ckpt.stat().st_ino == first and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+        time.sleep(random.uniform(0.0, 0.5 * (time.monotonic() - start)))
         assert proc.poll() is None, "training ended before it could be interrupted"
         proc.send_signal(signal.SIGINT)
         stdout, stderr = proc.communicate(timeout=300)
