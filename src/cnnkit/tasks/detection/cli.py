@@ -137,7 +137,8 @@ def _int_pair(text: str, flag: str) -> tuple[int, int]:
     return low, high
 
 
-def _model_options(items: list[str]) -> dict[str, Any]:
+def parse_model_options(items: list[str]) -> dict[str, Any]:
+    """``--model-option KEY=VALUE`` flags as builder keyword arguments (values read as JSON)."""
     options: dict[str, Any] = {}
     for item in items:
         key, sep, text = item.partition("=")
@@ -186,7 +187,7 @@ def settings(args: argparse.Namespace, task: str) -> dict[str, Any]:
 
     s = {
         "model": getattr(args, "model", None) or DEFAULT_MODEL,
-        "model_kwargs": _model_options(getattr(args, "model_option", None) or []),
+        "model_kwargs": parse_model_options(getattr(args, "model_option", None) or []),
         "backbone_weights": getattr(args, "backbone_weights", None),
         "data": getattr(args, "data", None) or "fashion-scenes",
         "canvas": pick("canvas"),

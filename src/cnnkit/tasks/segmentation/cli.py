@@ -8,12 +8,12 @@ adds only the segmentation ones and turns the parsed namespace into a SegmentCon
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 from ...errors import UsageError
+from ..detection.cli import parse_model_options
 from .run import ALL_HEADS, SegmentConfig, train_segmentation
 
 
@@ -71,7 +71,7 @@ def config_from_args(args: argparse.Namespace) -> SegmentConfig:
     defaults = SegmentConfig()
     head = getattr(args, "head", None) or defaults.head
     data = "fashion-scenes" if args.data in (None, "fashion-mnist") else args.data
-    kwargs = _model_options(getattr(args, "model_option", None) or [])
+    kwargs = parse_model_options(getattr(args, "model_option", None) or [])
     if args.small_input:
         kwargs["small_input"] = True
     values = {
@@ -102,19 +102,6 @@ def config_from_args(args: argparse.Namespace) -> SegmentConfig:
     )
     config.validate()
     return config
-
-
-def _model_options(items: list[str]) -> dict[str, object]:
-    options: dict[str, object] = {}
-    for item in items:
-        key, sep, text = item.partition("=")
-        if not sep or not key.isidentifier():
-            raise UsageError(f"--model-option takes KEY=VALUE (e.g. depth=2), got {item!r}")
-        try:
-            options[key] = json.loads(text)
-        except json.JSONDecodeError:
-            options[key] = text  # a bare word such as a name
-    return options
 
 
 def _scene_options(args: argparse.Namespace) -> dict[str, object]:
