@@ -232,10 +232,14 @@ def test_backbone_weights_start_the_backbone_from_a_classifier(tmp_path):
     own = backbone.state_dict()
     assert own and all(torch.equal(v, classifier.state_dict()[k]) for k, v in own.items())
     # A file of another depth: refused both ways, never partly loaded.
-    with pytest.raises(UsageError, match="holds tensors the backbone fashion_bn_cnn .* does not have"):
+    larger = (
+        r"--model fashion_bn_cnn \{'depth': 1\}\): .* holds tensors the backbone SequentialCNN does not have"
+    )
+    with pytest.raises(UsageError, match=larger):
         build_backbone({**s, "model_kwargs": {"depth": 1}}, in_chans=1)
     save_weights(create_model("fashion_bn_cnn").state_dict(), tmp_path / "depth1.safetensors")
-    with pytest.raises(UsageError, match="--backbone-weights: .* does not fit the backbone"):
+    smaller = r"--backbone-weights \(--model fashion_bn_cnn \{'depth': 2\}\): .* does not fit the backbone"
+    with pytest.raises(UsageError, match=smaller):
         build_backbone({**s, "backbone_weights": str(tmp_path / "depth1.safetensors")}, in_chans=1)
     with pytest.raises(UsageError, match=r"--model fashion_bn_cnn with options \{'depht': 2\}"):
         build_backbone({**s, "model_kwargs": {"depht": 2}, "backbone_weights": None}, in_chans=1)

@@ -298,19 +298,10 @@ def build_backbone(s: dict[str, Any], in_chans: int) -> torch.nn.Module:
         raise UsageError(f"--model {s['model']} with options {s['model_kwargs']}: {exc}") from None
     if s["backbone_weights"] is not None:
         try:
-            unused = load_backbone_weights(backbone, s["backbone_weights"])
+            load_backbone_weights(backbone, s["backbone_weights"])
         except (WeightsError, FileNotFoundError) as exc:
-            raise UsageError(f"--backbone-weights: {exc}") from None
-        # Only the classifier may be left over: other extra tensors mean a larger model of the
-        # same family (e.g. depth 2 into depth 1), whose tensors would load where they do not belong.
-        head = set(create_model(s["model"], in_chans=in_chans, **s["model_kwargs"]).state_dict())
-        foreign = sorted(set(unused) - head)
-        if foreign:
-            raise UsageError(
-                f"--backbone-weights {s['backbone_weights']} holds tensors the backbone {s['model']} "
-                f"{s['model_kwargs']} does not have: {foreign[:6]} (was it trained with the same --model "
-                "and options?)"
-            )
+            model = f"--model {s['model']} {s['model_kwargs']}"
+            raise UsageError(f"--backbone-weights ({model}): {exc}") from None
     return backbone
 
 

@@ -15,6 +15,7 @@ full-resolution block on the image) instead of summing class scores.
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -322,7 +323,8 @@ def load_backbone_weights(backbone: nn.Module, source: str | os.PathLike[str]) -
 
     Raises:
         FileNotFoundError: no such file or run folder.
-        WeightsError: missing backbone tensors or shape mismatches, listed by name.
+        WeightsError: missing backbone tensors, shape mismatches, or tensors that are neither
+            the backbone's nor its classifier's, listed by name.
     """
     from ...io.weights import WeightsError, load_state_dict_file
 
@@ -345,8 +347,20 @@ def load_backbone_weights(backbone: nn.Module, source: str | os.PathLike[str]) -
             + "; ".join(problems)
             + " (was it trained with the same --model and options?)"
         )
+    extra = sorted(k for k in state if k not in own)
+    if extra and isinstance(backbone, Backbone):
+        # Only the classifier may be left over: other extra tensors mean a larger model of the
+        # same family (e.g. depth 2 into depth 1), whose tensors would load where they do not belong.
+        probe = copy.deepcopy(backbone)
+        probe.reset_classifier(1)
+        foreign = [k for k in extra if k not in probe.state_dict()]
+        if foreign:
+            raise WeightsError(
+                f"{source} holds tensors the backbone {type(backbone).__name__} does not have: "
+                f"{foreign[:6]} (was it trained with the same --model and options?)"
+            )
     backbone.load_state_dict({k: state[k] for k in own}, strict=True)
-    return sorted(k for k in state if k not in own)
+    return extra
 
 
 def build_segmenter(
