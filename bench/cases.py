@@ -398,7 +398,8 @@ def resnet50_infer(ctx: Context) -> list[dict]:
 # ------------------------------------------------------------------ time to accuracy
 def time_to_accuracy(ctx: Context) -> list[dict]:
     """The fast preset from process start: wall time until test accuracy (with flip TTA)
-    first reaches 92 % and 94 %, checked after every epoch (evaluation time included)."""
+    first reaches 92 % and 94 %, checked after every epoch (evaluation time included).
+    It trains on all 60,000 training images (the test images are never trained on)."""
     from cnnkit.train.callbacks import Callback
     from cnnkit.train.presets import PRESETS, fast_trainer_options
 
@@ -432,10 +433,12 @@ def time_to_accuracy(ctx: Context) -> list[dict]:
             callbacks=[Probe()],
             **options,
         )
-        trainer.fit(ctx.train, epochs=epochs, batch_size=preset["batch_size"])
+        train = ctx.train if ctx.quick else _concat(ctx.train, ctx.val)
+        trainer.fit(train, epochs=epochs, batch_size=preset["batch_size"])
     return [
         {
             "case": "time_to_accuracy[fast]",
+            "train_images": len(train),
             "model": preset["model"],
             "model_kwargs": preset.get("model_kwargs", {}),
             "epochs": epochs,
@@ -450,13 +453,26 @@ def time_to_accuracy(ctx: Context) -> list[dict]:
 
 
 # ------------------------------------------------------------------ best recipe in a time budget
-BEST_MODEL_KWARGS = {"widths": (32, 64, 128), "depth": 2}
+BEST_MODEL_KWARGS = {"widths": (32, 64, 128), "depth": 2, "pool_first": True}
+BEST_MAX_SHIFT = 2
 BEST_BUDGET_S = 30 * 60
+SHORT_BUDGET_S = 5 * 60
 
 
 def best_recipe(ctx: Context) -> list[dict]:
-    """The fast recipe on a deeper fashion_bn_cnn, trained on all 60,000 training images for as
-    many epochs as fit in 30 minutes of wall time (from process start, as time_to_accuracy).
+    """The best recipe in the 30-minute budget of issue 8's >= 95 % target."""
+    return _budget_recipe(ctx, BEST_BUDGET_S, "best_recipe[30 min]")
+
+
+def recipe_5min(ctx: Context) -> list[dict]:
+    """The same recipe in the 5-minute budget of issue 8's >= 94 % target."""
+    return _budget_recipe(ctx, SHORT_BUDGET_S, "recipe_5min[5 min]")
+
+
+def _budget_recipe(ctx: Context, budget_s: float, case: str) -> list[dict]:
+    """The fast recipe on a deeper fashion_bn_cnn with translation, trained on all 60,000
+    training images for as many epochs as fit in ``budget_s`` of wall time (from process
+    start, as time_to_accuracy).
 
     The one-cycle schedule needs its length up front, so a short probe measures the seconds
     per epoch first and the epoch count is chosen to fill about 90 % of the budget.
@@ -465,7 +481,7 @@ def best_recipe(ctx: Context) -> list[dict]:
     from cnnkit.train.presets import PRESETS, fast_trainer_options
 
     preset = PRESETS["fast"]
-    budget = 120.0 if ctx.quick else BEST_BUDGET_S
+    budget = 120.0 if ctx.quick else budget_s
     train = ctx.train if ctx.quick else _concat(ctx.train, ctx.val)
     curve: list[dict] = []
     test = ctx.test
@@ -509,12 +525,12 @@ def best_recipe(ctx: Context) -> list[dict]:
             amp=ctx.perf.amp,
             channels_last=ctx.perf.channels_last,
             callbacks=[Probe()],
-            **fast_trainer_options(preset["model"]),
+            **fast_trainer_options(preset["model"], max_shift=BEST_MAX_SHIFT),
         )
         trainer.fit(train, epochs=epochs, batch_size=preset["batch_size"])
     return [
         {
-            "case": "best_recipe[fast, deeper]",
+            "case": case,
             "model": preset["model"],
             "model_kwargs": BEST_MODEL_KWARGS,
             "train_images": len(train),
@@ -524,6 +540,8 @@ def best_recipe(ctx: Context) -> list[dict]:
             "curve": curve,
             "final_test_accuracy": curve[-1]["test_accuracy"],
             "best_test_accuracy": max(p["test_accuracy"] for p in curve),
+            "wall_to_94": next((p["wall_s"] for p in curve if p["test_accuracy"] >= 0.94), None),
+            "wall_to_95": next((p["wall_s"] for p in curve if p["test_accuracy"] >= 0.95), None),
             "wall_s": curve[-1]["wall_s"],
             "threads": torch.get_num_threads(),
         }
@@ -685,6 +703,7 @@ CASES = {
     "threads": threads,
     "profile": profile,
     "best_recipe": best_recipe,
+    "recipe_5min": recipe_5min,
 }
 DEFAULT_CASES = [
     "threads",

@@ -44,7 +44,7 @@ def render(result: dict) -> str:
                 f"94 % at {_fmt(row['wall_to_94'])} s, final {row['final_test_accuracy']:.4f}. "
                 f"Per epoch (test accuracy with flip TTA @ wall s): {curve}"
             )
-        elif case.startswith("best_recipe"):
+        elif case.startswith(("best_recipe", "recipe_5min")):
             curve = ", ".join(
                 f"{p['epoch']}: {p['test_accuracy']:.4f} @ {p['wall_s']} s" for p in row["curve"]
             )
@@ -52,7 +52,8 @@ def render(result: dict) -> str:
                 f"- {case} ({row['model']} {row['model_kwargs']}, {row['train_images']} training images, "
                 f"{row['epochs']} epochs fitted to {row['budget_s']:.0f} s): final "
                 f"{row['final_test_accuracy']:.4f}, best {row['best_test_accuracy']:.4f} at "
-                f"{row['wall_s']} s. Per epoch: {curve}"
+                f"{row['wall_s']} s; 94 % at {_fmt(row.get('wall_to_94'))} s, 95 % at "
+                f"{_fmt(row.get('wall_to_95'))} s. Per epoch: {curve}"
             )
         elif case.startswith("profile"):
             ops = ", ".join(f"`{op['op']}` {op['share']:.0%}" for op in row["top_ops"][:8])

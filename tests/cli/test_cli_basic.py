@@ -73,6 +73,8 @@ def test_shape_calculator_walkthrough(capsys):
             ["train", "--backbone-weights", "x", "--out", "unused3"],
             "--backbone-weights applies only with --task",
         ),
+        (["train", "--model-option", "foo=1", "--out", "unused4"], "hongong_cnn does not take 'foo'"),
+        (["train", "--model-option", "depth", "--out", "unused5"], "--model-option takes KEY=VALUE"),
     ],
 )
 def test_usage_errors_are_one_line_exit_2(capsys, argv, message, tmp_path, monkeypatch):

@@ -56,3 +56,36 @@ def test_global_average_pool_is_mean_per_map():
         GlobalAvgPool2D()(x).numpy(), x.numpy().mean(axis=(2, 3)), rtol=1e-5, atol=1e-6
     )
     assert GlobalAvgPool2D(keepdims=True)(x).shape == (3, 8, 1, 1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("shape", [(3, 5, 8, 6), (2, 4, 7, 9), (1, 1, 2, 3)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_inference_2x2_max_pool_equals_torch_max_pool(dtype, shape, channels_last):
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(dtype)
+    x[0, 0, 0, 0] = float("nan")  # NaN wins the max, as in F.max_pool2d
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    pool = MaxPool2D(2)
+    with torch.inference_mode():
+        fast = pool(x)
+    ref = torch.nn.functional.max_pool2d(x, 2)
+    assert fast.shape == ref.shape and fast.dtype == ref.dtype
+    assert torch.equal(fast.nan_to_num(-1.0), ref.nan_to_num(-1.0))
+    assert fast.isnan().equal(ref.isnan())
+    if channels_last and min(ref.shape[-2:]) > 1:
+        assert fast.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_max_pool_backward_still_routes_the_gradient_to_one_cell_per_window():
+    x = torch.tensor([[[[1.0, 5.0], [5.0, 2.0]]]], requires_grad=True)  # a tie: 5 twice
+    MaxPool2D(2)(x).sum().backward()
+    assert x.grad.sum().item() == 1.0 and sorted(x.grad.flatten().tolist()) == [0.0, 0.0, 0.0, 1.0]
+
+
+def test_max_pool_refuses_a_map_smaller_than_the_window_with_or_without_grad():
+    x = torch.zeros(1, 1, 1, 3)
+    with pytest.raises(RuntimeError, match="too small"):
+        MaxPool2D(2)(x.requires_grad_())
+    with torch.inference_mode(), pytest.raises(RuntimeError, match="too small"):
+        MaxPool2D(2)(torch.zeros(1, 1, 1, 3))

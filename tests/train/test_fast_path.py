@@ -248,6 +248,67 @@ def test_fast_options_drop_flip_tta_when_training_without_flips():
     assert plain["augment"] is None and plain["tta"] is False and plain["optimizer"] == "adam"
 
 
+def test_pool_first_equals_pool_last_when_batchnorm_scales_are_positive():
+    # Max-pooling commutes with a per-channel increasing map (BN with scale > 0, then ReLU), so
+    # conv-pool-BN-ReLU must equal the usual conv-BN-ReLU-pool with the same weights.
+    seed_everything(0)
+    kw = {"widths": (4, 8), "hidden": 12}
+    last, first = create_model("fashion_bn_cnn", **kw), create_model("fashion_bn_cnn", pool_first=True, **kw)
+    state = {}
+    for key, value in last.state_dict().items():
+        for i in (1, 2):
+            key = key.replace(f"features.stage{i}.1.", f"features.act{i}.0.")
+        state[key] = value
+    for name, value in state.items():
+        if name.endswith(("running_mean", "bias")):
+            state[name] = torch.randn_like(value) * 0.1
+        elif name.endswith("running_var") or (".act" in name and name.endswith("weight")):
+            state[name] = torch.rand_like(value) + 0.5
+    first.load_state_dict(state)
+    last.load_state_dict(
+        {
+            k: state[k.replace("stage1.1.", "act1.0.").replace("stage2.1.", "act2.0.")]
+            for k in last.state_dict()
+        }
+    )
+    x = torch.rand(3, 1, 28, 28)
+    torch.testing.assert_close(first.eval()(x), last.eval()(x), rtol=1e-5, atol=1e-5)
+    assert [f.stride for f in first.feature_info] == [2, 4]
+    assert [tuple(t.shape) for t in first.forward_stages(x)] == [(3, 4, 14, 14), (3, 8, 7, 7)]
+
+
+def test_cli_model_option_reaches_the_classifier(tmp_path, capsys):
+    import json
+
+    from cnnkit.cli.__main__ import main
+
+    out = tmp_path / "run"
+    argv = [
+        "train",
+        "--preset",
+        "fast",
+        "--model",
+        "fashion_bn_cnn",
+        "--model-option",
+        "widths=[8,16]",
+        "--model-option",
+        "pool_first=true",
+        "--epochs",
+        "1",
+        "--limit-train",
+        "256",
+        "--limit-test",
+        "64",
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
+    assert main(argv) == 0
+    run = json.loads((out / "config.json").read_text())["run"]
+    # --model names the model: the preset's own architecture options are left out.
+    assert run["model_kwargs"] == {"widths": [8, 16], "pool_first": True}
+
+
 def test_fashion_bn_cnn_heads_and_arguments():
     x = torch.zeros(2, 1, 28, 28)
     assert create_model("fashion_bn_cnn")(x).shape == (2, 10)

@@ -34,6 +34,7 @@ RUN_SETTINGS = (
     "seed",
     "out",
     "small_input",
+    "model_option",
     "limit_train",
     "limit_test",
     "device",
@@ -77,6 +78,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=42, action=_Given, help="random seed (default 42)")
     p.add_argument("--out", help="run folder (default runs/<model>-<time>)")
     p.add_argument("--small-input", action="store_true", help="the model's 28x28 variant (zoo models)")
+    p.add_argument(
+        "--model-option",
+        action="append",
+        metavar="KEY=VALUE",
+        help="a model (or backbone) builder option, VALUE in JSON (e.g. depth=2, widths=[32,64]); repeatable",
+    )
     p.add_argument("--limit-train", type=int, help="use only N training images (quick tries, tests)")
     p.add_argument("--limit-test", type=int, help="evaluate on only N test images")
     p.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: best available)")
@@ -125,6 +132,10 @@ def _classify_config(args: argparse.Namespace):
     base.setdefault("model", "hongong_cnn")
     if args.small_input:
         base.setdefault("model_kwargs", {})["small_input"] = True
+    if getattr(args, "model_option", None):
+        from ..tasks.detection.cli import parse_model_options
+
+        base["model_kwargs"] = {**(base.get("model_kwargs") or {}), **parse_model_options(args.model_option)}
     if overrides["preset"] == "fast":
         from ..train.presets import apply_preset
 
@@ -135,10 +146,15 @@ def _classify_config(args: argparse.Namespace):
 def _check_up_front(config):
     """What RunConfig.validate leaves to training time, checked before any data is read."""
     from ..models import model_entry
+    from ..models._registry import check_model_options
     from ..train.device import pick_device
     from ..train.trainer import OPTIMIZERS
 
     model_entry(config.model)  # unknown names fail with close matches
+    try:
+        check_model_options(config.model, config.model_kwargs)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     if config.optimizer not in OPTIMIZERS:
         raise UsageError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {config.optimizer!r}")
     if not math.isfinite(config.lr):

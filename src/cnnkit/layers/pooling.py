@@ -44,7 +44,29 @@ class MaxPool2D(_Pool2D):
         if any(pads):
             # Padded cells must never win the max.
             x = F.pad(x, pads, value=float("-inf"))
+        if (
+            self.pool_size == (2, 2)
+            and self.strides == (2, 2)
+            and x.dim() == 4
+            and min(x.shape[-2:]) >= 2  # smaller maps: F.max_pool2d's error
+            and not _needs_grad(x)
+        ):
+            return _max_pool_2x2(x)
         return F.max_pool2d(x, self.pool_size, self.strides)
+
+
+def _needs_grad(x: torch.Tensor) -> bool:
+    return torch.is_grad_enabled() and x.requires_grad
+
+
+def _max_pool_2x2(x: torch.Tensor) -> torch.Tensor:
+    """2×2, stride-2 max-pooling as the maximum of the four strided views: the same values as
+    ``F.max_pool2d(x, 2)`` (NaN included) without its index bookkeeping, about twice as fast
+    for bf16 channels-last maps on a CPU (docs/performance.md). Inference only: it has no
+    max-pooling backward."""
+    h, w = x.shape[-2] // 2 * 2, x.shape[-1] // 2 * 2
+    top = torch.maximum(x[..., 0:h:2, 0:w:2], x[..., 0:h:2, 1:w:2])
+    return torch.maximum(top, torch.maximum(x[..., 1:h:2, 0:w:2], x[..., 1:h:2, 1:w:2]))
 
 
 class AvgPool2D(_Pool2D):

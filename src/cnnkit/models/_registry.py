@@ -7,6 +7,7 @@ import fnmatch
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from torch import nn
 
@@ -73,6 +74,17 @@ def model_entry(name: str) -> ModelEntry:
     return _MODELS[name]
 
 
+def check_model_options(name: str, options: dict[str, Any]) -> None:
+    """Raises ValueError naming any option that model ``name``'s builder does not take."""
+    params = inspect.signature(model_entry(name).builder).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    unknown = [k for k in options if k not in params]
+    if unknown:
+        valid = sorted(k for k in params if k not in ("num_classes", "in_chans", "weights"))
+        raise ValueError(f"{name} does not take {', '.join(map(repr, unknown))}; its options are {valid}")
+
+
 def create_model(
     name: str,
     *,
@@ -96,13 +108,9 @@ def create_model(
         ValueError: unknown name (with close matches) or an option the builder does not take.
     """
     entry = model_entry(name)
+    check_model_options(name, kwargs)
     params = inspect.signature(entry.builder).parameters
     accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    if not accepts_any:
-        unknown = [k for k in kwargs if k not in params]
-        if unknown:
-            valid = sorted(k for k in params if k not in ("num_classes", "in_chans", "weights"))
-            raise ValueError(f"{name} does not take {', '.join(map(repr, unknown))}; its options are {valid}")
     if num_classes is not None:
         kwargs["num_classes"] = num_classes
     if in_chans is not None:

@@ -34,6 +34,7 @@ def fashion_bn_cnn(
     hidden: int = 0,
     dropout: float = 0.0,
     input_size: int = 28,
+    pool_first: bool = False,
 ) -> SequentialCNN:
     """A VGG-style BatchNorm CNN sized for 28×28 inputs and a CPU budget.
 
@@ -50,6 +51,11 @@ def fashion_bn_cnn(
             Dense layer of ``hidden`` ReLU units (keeps where things are, at little cost).
         dropout: dropout before the classifier.
         input_size: square input side (the flatten head is sized for it).
+        pool_first: max-pool each stage's last convolution *before* its BatchNorm and ReLU
+            (conv, pool, BN, ReLU), so that BatchNorm and ReLU, forward and backward, run on a
+            map 4× smaller. Not the same function as BN, ReLU, pool (BN's scale may be
+            negative), but a net as good; training is about 1.5× faster on a CPU
+            (docs/performance.md).
     """
     check_num_classes(num_classes)
     check_in_chans(in_chans)
@@ -68,9 +74,15 @@ def fashion_bn_cnn(
         for _ in range(depth):
             layers += _conv_bn(in_ch, width)
             in_ch = width
-        features[f"stage{i}"] = nn.Sequential(*layers)
-        features[f"pool{i}"] = MaxPool2D(2)
-        info.append(FeatureInfo(f"features.pool{i}", width, 2**i))
+        if pool_first:
+            features[f"stage{i}"] = nn.Sequential(*layers[:-2])
+            features[f"pool{i}"] = MaxPool2D(2)
+            features[f"act{i}"] = nn.Sequential(*layers[-2:])
+            info.append(FeatureInfo(f"features.act{i}", width, 2**i))
+        else:
+            features[f"stage{i}"] = nn.Sequential(*layers)
+            features[f"pool{i}"] = MaxPool2D(2)
+            info.append(FeatureInfo(f"features.pool{i}", width, 2**i))
     if not isinstance(hidden, int) or hidden < 0:
         raise ValueError(f"hidden must be an int >= 0, got {hidden!r}")
     head: OrderedDict[str, nn.Module] = OrderedDict()

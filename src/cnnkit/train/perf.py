@@ -6,6 +6,7 @@ by default only where it helped on that kind of device.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -113,3 +114,13 @@ def pick_perf_settings(device: torch.device, num_threads: int | None = None) -> 
             amp="bf16" if bf16 else None, channels_last=True, num_threads=None, inference_batch=1024
         )
     return PerfSettings(amp=None, channels_last=False, num_threads=None, inference_batch=256)
+
+
+def train_autocast(device: torch.device, amp: str | None) -> contextlib.AbstractContextManager:
+    """Autocast for training forward passes: bf16 if ``amp == 'bf16'``, else a no-op.
+
+    Losses are computed from the outputs cast back to float32; evaluation stays in float32.
+    """
+    if amp not in (None, "bf16"):
+        raise ValueError(f"amp must be None or 'bf16', got {amp!r}")
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp == "bf16")

@@ -8,7 +8,6 @@ and ``samples.png`` (predictions on test images). ``load_run`` rebuilds the mode
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import random
@@ -46,16 +45,6 @@ def to_input(images: torch.Tensor, device: torch.device) -> torch.Tensor:
     """
     x = images.to(device, non_blocking=True).float().div_(255.0)
     return x.contiguous(memory_format=torch.channels_last)
-
-
-def train_autocast(device: torch.device, amp: str | None) -> contextlib.AbstractContextManager:
-    """Autocast for training forward passes: bf16 if ``amp == 'bf16'``, else a no-op.
-
-    Losses are computed from the outputs cast back to float32; evaluation stays in float32.
-    """
-    if amp not in (None, "bf16"):
-        raise ValueError(f"amp must be None or 'bf16', got {amp!r}")
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp == "bf16")
 
 
 def default_run_dir(task: str, model: str) -> Path:

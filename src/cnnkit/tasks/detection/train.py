@@ -13,10 +13,11 @@ import torch
 
 from ...data.scenes import SceneDataset
 from ...errors import TrainingError
+from ...train.perf import train_autocast
 from .loss import YoloLoss
 from .metrics import mean_average_precision
 from .model import YoloDetector
-from .runs import to_input, train_autocast
+from .runs import to_input
 
 
 def _flip_batch(

@@ -14,7 +14,8 @@ from torch import nn
 
 from ...data.scenes import SceneDataset
 from ...errors import TrainingError
-from ..detection.runs import to_input, train_autocast
+from ...train.perf import train_autocast
+from ..detection.runs import to_input
 from .loss import localization_loss, paired_iou
 from .model import LocalizationOutput, Localizer
 

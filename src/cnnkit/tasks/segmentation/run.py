@@ -246,6 +246,7 @@ def _timing(trainer: Any, history: Any, train_seconds: float, train_cpu: float, 
         "train_cpu_seconds": train_cpu,
         "test_seconds": eval_seconds,
         "torch_threads": torch.get_num_threads(),
+        "amp": getattr(trainer, "amp", None),
         "load_average_at_end": load,
     }
 

@@ -20,6 +20,7 @@ from ...data.masks import MaskDataset
 from ...errors import TrainingError
 from ...train.callbacks import Callback, History, ProgressBar
 from ...train.device import pick_device
+from ...train.perf import pick_perf_settings, train_autocast
 from ...train.trainer import make_optimizer
 from .losses import SegmentationLoss
 from .metrics import SegmentationMetrics
@@ -66,6 +67,9 @@ class SegmentationTrainer:
         callbacks: extra callbacks; a History is always kept in ``self.history``.
         device: a device name or None to pick CUDA / MPS / CPU.
         seed: seeds the batch order and flips (weights are seeded by the caller).
+        amp: ``'bf16'`` runs the training forward passes under bf16 autocast (the loss, the
+            weights and evaluation stay float32), None trains in float32; ``'auto'`` picks
+            what ``cnnkit.train.perf.pick_perf_settings`` measured best for the device.
     """
 
     def __init__(
@@ -81,11 +85,17 @@ class SegmentationTrainer:
         callbacks: Sequence[Callback] = (),
         device: str | torch.device | None = None,
         seed: int = 42,
+        amp: str | None = "auto",
     ) -> None:
         if schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
         self.device = device if isinstance(device, torch.device) else pick_device(device)
+        perf = pick_perf_settings(self.device)
+        self.amp = perf.amp if amp == "auto" else amp
+        train_autocast(self.device, self.amp)  # rejects an unknown amp
         self.model = model.to(self.device)
+        if perf.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
         self.loss = loss if loss is not None else SegmentationLoss()
         trainable = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = make_optimizer(optimizer, trainable, lr, weight_decay)
@@ -163,7 +173,9 @@ class SegmentationTrainer:
                 mirror = (torch.rand(len(index), generator=generator) < 0.5).to(self.device)
                 x = torch.where(mirror[:, None, None, None], x.flip(-1), x)
                 y = torch.where(mirror[:, None, None], y.flip(-1), y)
-            logits = self.model(x)
+            with train_autocast(self.device, self.amp):
+                logits = self.model(x)
+            logits = logits.float()
             loss = self.loss(logits, y)
             value = float(loss.detach())
             if not math.isfinite(value):
