@@ -82,6 +82,26 @@ def _with_threads(n: int):
 
 
 # ------------------------------------------------------------------ the plain reference loop
+def plain_course_cnn() -> torch.nn.Module:
+    """The course CNN as a tutorial writes it: torch.nn layers only (PyTorch's own conv, max-pool
+    and linear kernels, none of cnnkit's layers), same architecture and parameter count as
+    ``create_model("hongong_cnn")``."""
+    nn = torch.nn
+    return nn.Sequential(
+        nn.Conv2d(1, 32, 3, padding="same"),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding="same"),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(64 * 7 * 7, 100),
+        nn.ReLU(),
+        nn.Dropout(0.4),
+        nn.Linear(100, 10),
+    )
+
+
 def _plain_epoch(ctx: Context, train_n: int, val_n: int, budget_s: float) -> tuple[float, int, float, int]:
     """A typical tutorial loop: TensorDataset + DataLoader, batch 32, eager, NCHW, FP32, Adam.
 
@@ -93,7 +113,7 @@ def _plain_epoch(ctx: Context, train_n: int, val_n: int, budget_s: float) -> tup
     """
     x = ctx.train.images[:train_n].float().div(255)
     y = ctx.train.labels[:train_n]
-    model = create_model("hongong_cnn").to(ctx.device)
+    model = plain_course_cnn().to(ctx.device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     loader = DataLoader(TensorDataset(x, y), batch_size=32, shuffle=True)
     model.train()
@@ -123,7 +143,7 @@ def _plain_epoch(ctx: Context, train_n: int, val_n: int, budget_s: float) -> tup
 
 
 def _plain_infer(ctx: Context, n: int, budget_s: float) -> tuple[float, int]:
-    model = create_model("hongong_cnn").to(ctx.device).eval()
+    model = plain_course_cnn().to(ctx.device).eval()
     x = ctx.test.images[:n].float().div(255)
     seen = 0
     start = time.perf_counter()

@@ -329,3 +329,31 @@ def test_cli_options_become_the_run_config():
     args = build_parser().parse_args(["train", "--task", "segment", "--item-sizes", "30,20"])
     with pytest.raises(UsageError, match=r"FashionScenes: need min_size <= max_size"):
         config_from_args(args)
+
+
+def test_bf16_training_matches_float32_training():
+    # The fast path (bf16 autocast in the forward pass, channels-last) must learn as float32 does.
+    from cnnkit.data.masks import MaskDataset
+    from cnnkit.tasks.segmentation.train import SegmentationTrainer
+    from cnnkit.train.perf import pick_perf_settings
+
+    torch.manual_seed(0)
+    data = MaskDataset.from_scenes(FashionScenes(split="train", num_images=96, canvas=32,
+                                                 min_size=16, max_size=24).generate())  # fmt: skip
+    scores = {}
+    for amp in (None, "bf16"):
+        torch.manual_seed(0)
+        model = build_segmenter("fashion_bn_cnn", "fcn8s", data.num_classes, in_chans=1, depth=1)
+        trainer = SegmentationTrainer(model, lr=3e-3, amp=amp, seed=0)
+        assert trainer.amp == amp
+        history = trainer.fit(data, epochs=3, batch_size=16)
+        losses = [epoch["loss"] for epoch in history.epochs]
+        assert losses[-1] < 0.8 * losses[0]
+        scores[amp] = trainer.evaluate(data)["pixel_accuracy"]
+    assert abs(scores["bf16"] - scores[None]) < 0.03
+    auto = SegmentationTrainer(build_segmenter("fashion_bn_cnn", "fcn32s", data.num_classes, in_chans=1))
+    assert auto.amp == pick_perf_settings(auto.device).amp
+    with pytest.raises(ValueError, match="amp"):
+        SegmentationTrainer(
+            build_segmenter("fashion_bn_cnn", "fcn32s", data.num_classes, in_chans=1), amp="fp8"
+        )

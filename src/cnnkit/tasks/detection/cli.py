@@ -56,7 +56,8 @@ def add_scene_arguments(parser: argparse.ArgumentParser) -> None:
         "--train-images",
         type=int,
         metavar="N",
-        help="FashionScenes to generate for training (localize 50000, detect 12000)",
+        help="FashionScenes to generate for training (localize 50000, detect 12000, segment 12000,"
+        " maskrcnn 4000)",
     )
     _add_once(
         parser,

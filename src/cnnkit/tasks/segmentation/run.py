@@ -50,7 +50,8 @@ class SegmentConfig:
         dice_weight: weight of the soft Dice term added to the cross-entropy.
         seed: seeds weights, batch order and flips.
         device: device name, or None for the best available.
-        limit_train: FashionScenes: training images (default 4000); folders: keep so many.
+        limit_train: FashionScenes: training images (default 12000 for FCN / U-Net, 4000 for
+            Mask R-CNN); folders: keep so many.
         limit_test: the same for the test split (default 1000).
         image_size: mask folders: resize every pair to this side.
         weights: ``maskrcnn`` with a torchvision architecture: COCO weights (file or name).
