@@ -309,6 +309,27 @@ def test_cli_model_option_reaches_the_classifier(tmp_path, capsys):
     assert run["model_kwargs"] == {"widths": [8, 16], "pool_first": True}
 
 
+@pytest.mark.parametrize("amp", [False, True])
+def test_inference_pools_before_relu_with_identical_results(amp):
+    # ReLU is monotonic, so max-pool(ReLU(conv)) == ReLU(max-pool(conv)) exactly; inference
+    # takes the cheaper order, training (grad enabled) the written one.
+    seed_everything(0)
+    model = create_model("hongong_cnn").eval()
+    x = torch.rand(16, 1, 28, 28) - 0.3
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+        written = model(x)
+        with torch.inference_mode():
+            fast = model(x)
+    assert torch.equal(written, fast)
+    seen = []
+    handle = model.features.conv1.register_forward_hook(lambda m, i, out: seen.append(out))
+    with torch.inference_mode():
+        model(x)
+    handle.remove()
+    # A hooked layer runs as written: its hook sees the activated (non-negative) map.
+    assert len(seen) == 1 and seen[0].shape == (16, 32, 28, 28) and seen[0].min() >= 0
+
+
 def test_fashion_bn_cnn_heads_and_arguments():
     x = torch.zeros(2, 1, 28, 28)
     assert create_model("fashion_bn_cnn")(x).shape == (2, 10)

@@ -114,6 +114,10 @@ class Conv2D(LazyModuleMixin, nn.Module):
                 self.reset_parameters()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.activation(self.forward_pre_activation(x))
+
+    def forward_pre_activation(self, x: torch.Tensor) -> torch.Tensor:
+        """The convolution without its activation (``forward(x) == activation(this)``)."""
         if x.dim() != 4:
             raise ValueError(f"Conv2D expects a 4-D NCHW batch, got shape {tuple(x.shape)}")
         if self._static_padding is None:
@@ -123,8 +127,7 @@ class Conv2D(LazyModuleMixin, nn.Module):
             padding: tuple[int, int] = (0, 0)
         else:
             padding = self._static_padding
-        y = F.conv2d(x, self.weight, self.bias, self.strides, padding, self.dilation_rate, self.groups)
-        return self.activation(y)
+        return F.conv2d(x, self.weight, self.bias, self.strides, padding, self.dilation_rate, self.groups)
 
     def extra_repr(self) -> str:
         return (
