@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import torch
-from torchmetrics.functional.classification import multiclass_confusion_matrix
 
 
 def confusion_matrix(preds: torch.Tensor, target: torch.Tensor, num_classes: int) -> torch.Tensor:
     """Counts Tensor[K, K]: row = true class, column = predicted class."""
+    # Imported here: torchmetrics takes about a second to import, which every `cnnkit train`
+    # would pay before its first epoch.
+    from torchmetrics.functional.classification import multiclass_confusion_matrix
+
     return multiclass_confusion_matrix(preds.cpu(), target.cpu(), num_classes=num_classes).long()
 
 
