@@ -125,7 +125,12 @@ class SequentialCNN(Backbone):
         self.num_features = num_features
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.is_grad_enabled() or torch.jit.is_scripting() or torch.jit.is_tracing():
+        if (
+            torch.is_grad_enabled()
+            or torch.jit.is_scripting()
+            or torch.jit.is_tracing()
+            or _hooked(self.features)
+        ):
             return self.features(x)
         return _pool_before_relu(self.features, x)
 
@@ -161,8 +166,7 @@ def _pool_before_relu(layers: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
             isinstance(layer, Conv2D)
             and type(layer.activation) is nn.ReLU
             and isinstance(after, MaxPool2D)
-            and not (layer._forward_hooks or layer._forward_pre_hooks or after._forward_hooks)
-            and not (layer.activation._forward_hooks or after._forward_pre_hooks)
+            and not _hooked(layer, layer.activation, after)
         ):
             x = torch.relu(after(layer.forward_pre_activation(x)))
             i += 2
@@ -170,3 +174,7 @@ def _pool_before_relu(layers: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
             x = layer(x)
             i += 1
     return x
+
+
+def _hooked(*modules: nn.Module) -> bool:
+    return any(m._forward_hooks or m._forward_pre_hooks for m in modules)
