@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import math
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from ..errors import UsageError
 
@@ -107,6 +109,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run, task_only_flags=task_only)
 
 
+def parse_model_options(items: list[str]) -> dict[str, Any]:
+    """``--model-option KEY=VALUE`` flags as builder keyword arguments (values read as JSON)."""
+    options: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.isidentifier():
+            raise UsageError(f"--model-option takes KEY=VALUE (e.g. depth=2), got {item!r}")
+        try:
+            options[key] = json.loads(text)
+        except json.JSONDecodeError:
+            options[key] = text  # a bare word such as a name
+    return options
+
+
 def _classify_config(args: argparse.Namespace):
     from ..train.config import RunConfig
 
@@ -133,8 +149,6 @@ def _classify_config(args: argparse.Namespace):
     if args.small_input:
         base.setdefault("model_kwargs", {})["small_input"] = True
     if getattr(args, "model_option", None):
-        from ..tasks.detection.cli import parse_model_options
-
         base["model_kwargs"] = {**(base.get("model_kwargs") or {}), **parse_model_options(args.model_option)}
     if overrides["preset"] == "fast":
         from ..train.presets import apply_preset

@@ -7,7 +7,6 @@ Also holds what `--task localize` shares with it: the scene options (added once 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -17,6 +16,7 @@ from typing import Any
 import torch
 from torchvision.ops import box_convert
 
+from ...cli.train import parse_model_options
 from ...data.scenes import FashionScenes
 from ...errors import UsageError
 from . import runs
@@ -93,13 +93,6 @@ def add_scene_arguments(parser: argparse.ArgumentParser) -> None:
 
     _add_once(
         parser,
-        "--model-option",
-        action="append",
-        metavar="KEY=VALUE",
-        help="a backbone builder option, VALUE in JSON (e.g. depth=2); repeatable",
-    )
-    _add_once(
-        parser,
         "--backbone-weights",
         metavar="RUN",
         help="start the backbone from this classification run or weights file (same --model and options)",
@@ -136,20 +129,6 @@ def _int_pair(text: str, flag: str) -> tuple[int, int]:
     except ValueError:
         raise UsageError(f"{flag} takes MIN,MAX (two integers), got {text!r}") from None
     return low, high
-
-
-def parse_model_options(items: list[str]) -> dict[str, Any]:
-    """``--model-option KEY=VALUE`` flags as builder keyword arguments (values read as JSON)."""
-    options: dict[str, Any] = {}
-    for item in items:
-        key, sep, text = item.partition("=")
-        if not sep or not key.isidentifier():
-            raise UsageError(f"--model-option takes KEY=VALUE (e.g. depth=2), got {item!r}")
-        try:
-            options[key] = json.loads(text)
-        except json.JSONDecodeError:
-            options[key] = text  # a bare word such as a name
-    return options
 
 
 def _parse_strides(text: str) -> tuple[int, ...]:

@@ -12,8 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+from ...cli.train import parse_model_options
 from ...errors import UsageError
-from ..detection.cli import parse_model_options
 from .run import ALL_HEADS, SegmentConfig, train_segmentation
 
 
