@@ -5,8 +5,14 @@ No timing is asserted here (timings live in bench/); these only check that the r
 
 from __future__ import annotations
 
+import os
+import platform
+import subprocess
+import sys
+
 import pytest
 import torch
+import torch.nn.functional as F
 
 from cnnkit import create_model
 from cnnkit.errors import UsageError
@@ -310,17 +316,29 @@ def test_cli_model_option_reaches_the_classifier(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("amp", [False, True])
-def test_inference_pools_before_relu_with_identical_results(amp):
-    # ReLU is monotonic, so max-pool(ReLU(conv)) == ReLU(max-pool(conv)) exactly; inference
-    # takes the cheaper order, training (grad enabled) the written one.
+def test_pool_before_relu_gives_identical_values_and_gradients(amp):
+    # ReLU is monotonic, so max-pool(ReLU(conv)) == ReLU(max-pool(conv)) exactly, and the
+    # gradients agree too (the pool's winner is the ReLU's input cell, or both give 0): the
+    # model takes the cheaper order in training and inference, bit for bit the written one.
     seed_everything(0)
     model = create_model("hongong_cnn").eval()
     x = torch.rand(16, 1, 28, 28) - 0.3
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
-        written = model(x)
-        with torch.inference_mode():
-            fast = model(x)
+    x[:, :, :8] = 0  # a blank band, as around a Fashion-MNIST item: tied windows
+    y = torch.randint(0, 10, (16,))
+
+    def step(forward):
+        model.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            out = forward(x)
+        F.cross_entropy(out.float(), y).backward()
+        return out.detach(), [p.grad.clone() for p in model.parameters()]
+
+    written, written_grads = step(lambda t: model.forward_head(model.features(t)))
+    fast, fast_grads = step(model)
     assert torch.equal(written, fast)
+    assert all(torch.equal(a, b) for a, b in zip(written_grads, fast_grads))
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+        assert torch.equal(model(x), written)
     seen = []
     handle = model.features.conv1.register_forward_hook(lambda m, i, out: seen.append(out))
     with torch.inference_mode():
@@ -337,3 +355,43 @@ def test_fashion_bn_cnn_heads_and_arguments():
     assert create_model("fashion_bn_cnn", num_classes=0)(x).shape == (2, 128)
     with pytest.raises(ValueError, match="widths"):
         create_model("fashion_bn_cnn", widths=(0,))
+
+
+_FAULTS_SCRIPT = """
+import resource, torch
+from cnnkit import create_model
+from cnnkit.data import load_fashion_mnist
+from cnnkit.train import Trainer
+from cnnkit.train.perf import tune_cpu_allocator
+
+train = load_fashion_mnist()[0].subset(slice(0, 1024))
+trainer = Trainer(create_model("hongong_cnn"), channels_last=True)
+trainer.fit(train.subset(slice(0, 512)), epochs=1, batch_size=256)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+trainer._train_epoch(train, 256, 1)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before, tune_cpu_allocator())
+"""
+
+
+@pytest.mark.skipif(
+    platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc malloc tuning"
+)
+def test_tuned_allocator_reuses_freed_tensor_memory():
+    # A CPU Trainer tunes malloc: four training steps of 256 images then reuse the pages of the
+    # steps before. Left alone, glibc hands the activations' memory back to the kernel after
+    # every step and faults it in again (tens of thousands of page faults; docs/performance.md).
+    def page_faults(**env: str) -> tuple[int, str]:
+        out = subprocess.run(
+            [sys.executable, "-c", _FAULTS_SCRIPT],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "OMP_NUM_THREADS": "1", **env},
+        ).stdout.split()
+        return int(out[0]), out[1]
+
+    tuned, applied = page_faults(CNNKIT_TUNE_MALLOC="1")
+    untuned, opted_out = page_faults(CNNKIT_TUNE_MALLOC="0")
+    assert (applied, opted_out) == ("True", "False")
+    assert untuned > 5_000  # the faults this trick removes
+    assert tuned < untuned / 10

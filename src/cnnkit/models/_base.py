@@ -125,12 +125,7 @@ class SequentialCNN(Backbone):
         self.num_features = num_features
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        if (
-            torch.is_grad_enabled()
-            or torch.jit.is_scripting()
-            or torch.jit.is_tracing()
-            or _hooked(self.features)
-        ):
+        if torch.jit.is_scripting() or torch.jit.is_tracing() or _hooked(self.features):
             return self.features(x)
         return _pool_before_relu(self.features, x)
 
@@ -152,9 +147,11 @@ class SequentialCNN(Backbone):
 
 
 def _pool_before_relu(layers: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
-    """Inference through ``layers`` with each (Conv2D with ReLU, MaxPool2D) pair computed as
-    conv, max-pool, ReLU: the same values (ReLU is monotonic, so it commutes with a max), with
-    the ReLU on a map 4× smaller (docs/performance.md). Modules with hooks run as they are."""
+    """``layers(x)``, with each (Conv2D with ReLU, MaxPool2D) pair computed as conv, max-pool,
+    ReLU: ReLU is monotonic, so it commutes with a max. The values are the same, and so are the
+    gradients: the max-pool's winner is the ReLU's input cell, or the window's max is <= 0 and
+    the gradient is 0 either way. The ReLU, forward and backward, runs on a map 4× smaller.
+    Modules with hooks run as they are (docs/performance.md)."""
     from ..layers import Conv2D, MaxPool2D
 
     modules = list(layers)

@@ -22,6 +22,7 @@ from .callbacks import Callback, History
 from .checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .device import pick_device
 from .metrics import classification_report, confusion_matrix
+from .perf import tune_cpu_allocator
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 # What Trainer.state() writes and load_state() needs.
@@ -117,6 +118,8 @@ class Trainer:
         if max_grad_norm is not None and not max_grad_norm > 0:
             raise ValueError(f"max_grad_norm must be > 0 or None, got {max_grad_norm!r}")
         self.device = device if isinstance(device, torch.device) else pick_device(device)
+        if self.device.type == "cpu":
+            tune_cpu_allocator()
         self.model = model.to(self.device)
         self.channels_last = channels_last
         if channels_last:

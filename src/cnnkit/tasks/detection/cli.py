@@ -227,12 +227,14 @@ def prepare(
     """Settings, data, device, run folder and batch-order generator of a localize / detect run."""
     from ...models import model_entry
     from ...train.device import pick_device
-    from ...train.perf import pick_perf_settings, set_threads
+    from ...train.perf import pick_perf_settings, set_threads, tune_cpu_allocator
 
     s = settings(args, task)
     model_entry(s["model"])  # fail fast, with close matches
     device = pick_device(getattr(args, "device", None))
     perf = pick_perf_settings(device)
+    if device.type == "cpu":
+        tune_cpu_allocator()
     # On a shared machine, threads that wait for busy cores stall every op (train/perf.py);
     # an explicit OMP_NUM_THREADS is the user's choice and wins.
     if "OMP_NUM_THREADS" not in os.environ:

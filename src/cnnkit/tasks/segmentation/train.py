@@ -20,7 +20,7 @@ from ...data.masks import MaskDataset
 from ...errors import TrainingError
 from ...train.callbacks import Callback, History, ProgressBar
 from ...train.device import pick_device
-from ...train.perf import pick_perf_settings, train_autocast
+from ...train.perf import pick_perf_settings, train_autocast, tune_cpu_allocator
 from ...train.trainer import make_optimizer
 from .losses import SegmentationLoss
 from .metrics import SegmentationMetrics
@@ -91,6 +91,8 @@ class SegmentationTrainer:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
         self.device = device if isinstance(device, torch.device) else pick_device(device)
         perf = pick_perf_settings(self.device)
+        if self.device.type == "cpu":
+            tune_cpu_allocator()
         self.amp = perf.amp if amp == "auto" else amp
         train_autocast(self.device, self.amp)  # rejects an unknown amp
         self.model = model.to(self.device)
