@@ -20,9 +20,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     "course": {},
     "fast": {
         "model": "fashion_bn_cnn",
-        # Course-CNN sized (two conv stages, Dense-100 head), each conv max-pooled before its
-        # BatchNorm and ReLU: 92 % test accuracy in 4 epochs (docs/performance.md).
-        "model_kwargs": {"widths": [32, 64], "hidden": 100, "pool_first": True},
+        # Two conv stages, each max-pooled before its BatchNorm and ReLU, and a Dense-128 head:
+        # 92 % test accuracy in 4 epochs. A 16-channel first stage (the course CNN has 32) costs
+        # about 0.1 point and trains about 20 % faster (docs/performance.md).
+        "model_kwargs": {"widths": [16, 64], "hidden": 128, "pool_first": True},
         "batch_size": 256,
         "optimizer": "sgd",
         "lr": 0.2,
