@@ -314,6 +314,14 @@ def test_cli_model_option_reaches_the_classifier(tmp_path, capsys):
     run = json.loads((out / "config.json").read_text())["run"]
     # --model names the model: the preset's own architecture options are left out.
     assert run["model_kwargs"] == {"widths": [8, 16], "pool_first": True}
+    # `cnnkit evaluate` scores the run as its training did (flip TTA, the run's precision).
+    metrics = json.loads((out / "metrics.json").read_text())
+    capsys.readouterr()
+    assert main(["evaluate", str(out), "--limit-test", "64", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["tta"] is True and report["amp"] == run["amp"]
+    assert report["accuracy"] == metrics["test_accuracy"]
+    assert report["loss"] == pytest.approx(metrics["test_loss"], rel=1e-6)
 
 
 @pytest.mark.parametrize("amp", [False, True])

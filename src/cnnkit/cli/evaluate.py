@@ -18,6 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import UsageError
+    from ..train.device import pick_device
+    from ..train.presets import trainer_extras
     from ..train.run import load_dataset, load_run
     from ..train.trainer import Trainer
 
@@ -35,13 +37,24 @@ def run(args: argparse.Namespace) -> int:
         _, test = load_dataset(args.data or record["run"]["data"], limit_test=args.limit_test)
     norm = record.get("normalize")
     normalize = (norm["mean"], norm["std"]) if norm else None
-    report = Trainer(model, device=args.device, normalize=normalize).evaluate(test)
+    config = record["run"]
+    # Evaluate as the run evaluated itself at the end of training: the preset's flip TTA and the
+    # run's mixed precision (where autocast exists), so the numbers match its metrics.json.
+    tta = bool(trainer_extras(config.get("preset") or "course", config.get("lr", 1e-3)).get("tta"))
+    device = pick_device(args.device)
+    amp = config.get("amp") if device.type in ("cpu", "cuda") else None
+    cl = bool(config.get("channels_last"))
+    trainer = Trainer(model, device=device, normalize=normalize, amp=amp, channels_last=cl, tta=tta)
+    report = trainer.evaluate(test)
+    report["tta"], report["amp"] = tta, amp
     if args.json:
         print(json.dumps(report, indent=2, ensure_ascii=False))
         return 0
+    how = ", ".join(x for x in ("flip TTA" if tta else "", amp or "") if x)
     print(
-        f"{record['run']['model']} on {test.name}: accuracy {report['accuracy']:.4f}, "
+        f"{config['model']} on {test.name}: accuracy {report['accuracy']:.4f}, "
         f"loss {report['loss']:.4f}, {report['num_samples']:,} images"
+        + (f" ({how}, as in training)" if how else "")
     )
     width = max(len(n) for n in report["per_class"])
     print(f"{'class':<{width}}  precision  recall     f1  support")
