@@ -527,21 +527,24 @@ def time_to_accuracy(ctx: Context) -> list[dict]:
 SHORT_MODEL_KWARGS = {"widths": (32, 64, 128), "depth": 2, "pool_first": True}
 BEST_MODEL_KWARGS = {"widths": (48, 96, 192), "depth": 2, "pool_first": True}
 BEST_MAX_SHIFT = 2
+SHORT_MAX_SHIFT = 1  # 12 epochs: up to 1 pixel gave 94.28 %, 2 pixels 94.06 % (seed 0)
 BEST_BUDGET_S = 30 * 60
 SHORT_BUDGET_S = 5 * 60
 
 
 def best_recipe(ctx: Context) -> list[dict]:
     """The best recipe in the 30-minute budget of issue 8's >= 95 % target."""
-    return _budget_recipe(ctx, BEST_BUDGET_S, "best_recipe[30 min]", BEST_MODEL_KWARGS)
+    return _budget_recipe(ctx, BEST_BUDGET_S, "best_recipe[30 min]", BEST_MODEL_KWARGS, BEST_MAX_SHIFT)
 
 
 def recipe_5min(ctx: Context) -> list[dict]:
     """The same recipe in the 5-minute budget of issue 8's >= 94 % target."""
-    return _budget_recipe(ctx, SHORT_BUDGET_S, "recipe_5min[5 min]", SHORT_MODEL_KWARGS)
+    return _budget_recipe(ctx, SHORT_BUDGET_S, "recipe_5min[5 min]", SHORT_MODEL_KWARGS, SHORT_MAX_SHIFT)
 
 
-def _budget_recipe(ctx: Context, budget_s: float, case: str, model_kwargs: dict[str, Any]) -> list[dict]:
+def _budget_recipe(
+    ctx: Context, budget_s: float, case: str, model_kwargs: dict[str, Any], max_shift: int
+) -> list[dict]:
     """The fast recipe on a deeper fashion_bn_cnn with translation, trained on all 60,000
     training images for as many epochs as fit in ``budget_s`` of wall time (from process
     start, as time_to_accuracy).
@@ -602,7 +605,7 @@ def _budget_recipe(ctx: Context, budget_s: float, case: str, model_kwargs: dict[
             amp=ctx.perf.amp,
             channels_last=ctx.perf.channels_last,
             callbacks=[Probe()],
-            **fast_trainer_options(preset["model"], max_shift=BEST_MAX_SHIFT),
+            **fast_trainer_options(preset["model"], max_shift=max_shift),
         )
         trainer.fit(train, epochs=epochs, batch_size=preset["batch_size"])
     return [
@@ -610,6 +613,7 @@ def _budget_recipe(ctx: Context, budget_s: float, case: str, model_kwargs: dict[
             "case": case,
             "model": preset["model"],
             "model_kwargs": model_kwargs,
+            "max_shift": max_shift,
             "train_images": len(train),
             "epochs": epochs,
             "estimated_epoch_s": round(epoch_s, 1),
