@@ -75,6 +75,15 @@ def test_shape_calculator_walkthrough(capsys):
         ),
         (["train", "--model-option", "foo=1", "--out", "unused4"], "hongong_cnn does not take 'foo'"),
         (["train", "--model-option", "depth", "--out", "unused5"], "--model-option takes KEY=VALUE"),
+        (["train", "--max-shift", "-1", "--out", "unused6"], "max_shift must be >= 0"),
+        (
+            ["train", "--task", "detect", "--max-shift", "1", "--out", "unused7"],
+            "--max-shift applies only to classification; drop it for --task detect",
+        ),
+        (
+            ["train", "--task", "segment", "--max-grad-norm", "1", "--max-shift", "1", "--out", "unused8"],
+            "--max-shift, --max-grad-norm apply only to classification",
+        ),
     ],
 )
 def test_usage_errors_are_one_line_exit_2(capsys, argv, message, tmp_path, monkeypatch):

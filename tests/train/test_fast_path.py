@@ -249,6 +249,31 @@ def test_fast_preset_fills_unset_keys_and_resolves_speed_settings():
         trainer_extras("fastest", 0.1)
 
 
+def test_max_shift_sets_translation_for_either_preset(tmp_path, capsys):
+    import json
+
+    from cnnkit.cli.__main__ import main
+    from cnnkit.train.config import RunConfig
+
+    def shift_and_flip(extras):
+        return extras["augment"].max_shift, extras["augment"].flip_p
+
+    assert shift_and_flip(trainer_extras("fast", 0.2)) == (0, 0.5)  # the preset's own: flips only
+    assert shift_and_flip(trainer_extras("fast", 0.2, max_shift=2)) == (2, 0.5)
+    assert shift_and_flip(trainer_extras("course", 1e-3, max_shift=1)) == (1, 0.0)
+    assert trainer_extras("course", 1e-3, max_shift=0) == {}
+    with pytest.raises(UsageError, match="max_shift must be >= 0"):
+        RunConfig(max_shift=-1).validate()
+    out = tmp_path / "run"
+    argv = ["train", "--preset", "fast", "--max-shift", "1", "--epochs", "1", "--limit-train", "256"]
+    assert main([*argv, "--limit-test", "64", "--out", str(out), "--no-progress"]) == 0
+    assert json.loads((out / "config.json").read_text())["run"]["max_shift"] == 1
+    capsys.readouterr()
+    # A resumed run keeps its saved settings: the flag is refused, not silently dropped.
+    assert main(["train", "--resume", str(out), "--max-shift", "2"]) == 2
+    assert "--max-shift" in capsys.readouterr().err
+
+
 def test_fast_options_drop_flip_tta_when_training_without_flips():
     assert fast_trainer_options("fashion_bn_cnn")["tta"] is True
     plain = fast_trainer_options("hongong_cnn", augment=False)

@@ -42,9 +42,12 @@ RUN_SETTINGS = (
     "device",
     "preset",
     "max_grad_norm",
+    "max_shift",
     "deterministic",
     "config",
 )
+
+CLASSIFY_ONLY_FLAGS = (("--max-shift", "max_shift"), ("--max-grad-norm", "max_grad_norm"))
 
 
 class _Given(argparse.Action):
@@ -96,6 +99,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--max-grad-norm", type=float, help="clip the gradient norm to this and stop on a non-finite one"
     )
+    p.add_argument(
+        "--max-shift",
+        type=int,
+        metavar="PIXELS",
+        help="shift every training batch by up to PIXELS at random (the fast preset adds it to its flips)",
+    )
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
     p.add_argument("--config", help="JSON file with run settings (flags override it)")
     p.add_argument("--no-progress", action="store_true", help="no progress output")
@@ -142,6 +151,7 @@ def _classify_config(args: argparse.Namespace):
         "device": args.device,
         "deterministic": args.deterministic or None,
         "max_grad_norm": args.max_grad_norm,
+        "max_shift": args.max_shift,
         "preset": args.preset if "preset" in given else None,
     }
     base.update({k: v for k, v in overrides.items() if v is not None})
@@ -200,6 +210,13 @@ def run(args: argparse.Namespace) -> int:
         module = _task_module(args.task)
         if module is None:
             raise UsageError(f"--task {args.task} is not available in this installation")
+        # Classifier-only flags that no other task reads: an error, not a silent no-op.
+        classify_only = [f for f, dest in CLASSIFY_ONLY_FLAGS if getattr(args, dest, None) is not None]
+        if classify_only:
+            raise UsageError(
+                f"{', '.join(classify_only)} {'applies' if len(classify_only) == 1 else 'apply'} only to "
+                f"classification; drop {'it' if len(classify_only) == 1 else 'them'} for --task {args.task}"
+            )
         return int(module.train_main(args) or 0)
     from ..train.config import RunConfig
     from ..train.run import read_run_config, train_run

@@ -43,6 +43,7 @@ class RunConfig:
     amp: str | None = None
     channels_last: bool = False
     max_grad_norm: float | None = None
+    max_shift: int | None = None  # random translation in pixels; None: the preset's own
 
     def validate(self) -> RunConfig:
         checks = [
@@ -67,6 +68,10 @@ class RunConfig:
                 f"max_grad_norm must be > 0, got {self.max_grad_norm}",
             ),
             (self.amp in (None, "bf16", "fp16"), f"amp must be none, bf16 or fp16, got {self.amp!r}"),
+            (
+                self.max_shift is None or self.max_shift >= 0,
+                f"max_shift must be >= 0 pixels, got {self.max_shift}",
+            ),
         ]
         for ok, message in checks:
             if not ok:

@@ -77,8 +77,14 @@ def apply_preset(
     return out
 
 
-def trainer_extras(name: str, lr: float) -> dict[str, Any]:
+def trainer_extras(name: str, lr: float, max_shift: int | None = None) -> dict[str, Any]:
     """Trainer keyword arguments a preset adds: ``augment``, ``scheduler``, ``tta``.
+
+    Args:
+        name: the preset.
+        lr: its peak learning rate (the one-cycle schedule's).
+        max_shift: random translation by up to so many pixels on every training batch, in place
+            of the preset's own (the fast preset: none, only flips; the course preset: none).
 
     Raises:
         UsageError: an unknown preset name.
@@ -87,9 +93,9 @@ def trainer_extras(name: str, lr: float) -> dict[str, Any]:
         raise UsageError(f"unknown preset {name!r}; choose one of {sorted(TRAINER_EXTRAS)}")
     extras = TRAINER_EXTRAS[name]
     if not extras:
-        return {}
+        return {"augment": FlipTranslate(max_shift, flip_p=0.0)} if max_shift else {}
     return {
-        "augment": FlipTranslate(extras["max_shift"], extras["flip_p"]),
+        "augment": FlipTranslate(extras["max_shift"] if max_shift is None else max_shift, extras["flip_p"]),
         "scheduler": one_cycle(lr, pct_start=extras["pct_start"]),
         "tta": extras["tta"],
     }

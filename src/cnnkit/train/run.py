@@ -102,7 +102,7 @@ def make_trainer(config: RunConfig, model: nn.Module, out: Path, progress: bool 
         channels_last=config.channels_last,
         checkpoint_path=out / LAST_CHECKPOINT,
         max_grad_norm=config.max_grad_norm,
-        **trainer_extras(config.preset, config.lr),  # augmentation, LR schedule, TTA
+        **trainer_extras(config.preset, config.lr, config.max_shift),  # augmentation, LR schedule, TTA
     )
 
 
