@@ -436,5 +436,8 @@ def test_tuned_allocator_reuses_freed_tensor_memory():
     tuned, applied = page_faults(CNNKIT_TUNE_MALLOC="1")
     untuned, opted_out = page_faults(CNNKIT_TUNE_MALLOC="0")
     assert (applied, opted_out) == ("True", "False")
+    from cnnkit.train.perf import tune_cpu_allocator
+
+    assert tune_cpu_allocator(torch.device("cuda")) is False  # GPU tensors: host malloc left alone
     assert untuned >= 100  # at least 32 MiB a step: 8,192 faults of 4 KiB pages, 16 of 2 MiB
     assert tuned * 10 < untuned

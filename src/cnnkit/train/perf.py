@@ -94,7 +94,7 @@ _M_MMAP_THRESHOLD = -3
 _allocator_tuned: bool | None = None
 
 
-def tune_cpu_allocator() -> bool:
+def tune_cpu_allocator(device: torch.device | None = None) -> bool:
     """Let glibc's malloc keep freed tensor memory in the process, for the next batch to reuse.
 
     By default glibc gives every block over 128 KiB its own ``mmap`` and returns it to the
@@ -105,10 +105,16 @@ def tune_cpu_allocator() -> bool:
     (docs/performance.md). Process-wide and harmless to results (only where memory comes from);
     set ``CNNKIT_TUNE_MALLOC=0`` to leave malloc as it is. Does nothing outside glibc.
 
+    Args:
+        device: where the work runs; anything but a CPU leaves malloc alone (its tensors are
+            not in host memory).
+
     Returns:
         True if the settings are in effect (now or from an earlier call).
     """
     global _allocator_tuned
+    if device is not None and device.type != "cpu":
+        return False
     if _allocator_tuned is not None:
         return _allocator_tuned
     _allocator_tuned = False

@@ -118,8 +118,7 @@ class Trainer:
         if max_grad_norm is not None and not max_grad_norm > 0:
             raise ValueError(f"max_grad_norm must be > 0 or None, got {max_grad_norm!r}")
         self.device = device if isinstance(device, torch.device) else pick_device(device)
-        if self.device.type == "cpu":
-            tune_cpu_allocator()
+        tune_cpu_allocator(self.device)
         self.model = model.to(self.device)
         self.channels_last = channels_last
         if channels_last:

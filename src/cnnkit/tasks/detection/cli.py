@@ -233,8 +233,7 @@ def prepare(
     model_entry(s["model"])  # fail fast, with close matches
     device = pick_device(getattr(args, "device", None))
     perf = pick_perf_settings(device)
-    if device.type == "cpu":
-        tune_cpu_allocator()
+    tune_cpu_allocator(device)
     # On a shared machine, threads that wait for busy cores stall every op (train/perf.py);
     # an explicit OMP_NUM_THREADS is the user's choice and wins.
     if "OMP_NUM_THREADS" not in os.environ:

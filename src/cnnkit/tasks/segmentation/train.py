@@ -91,8 +91,7 @@ class SegmentationTrainer:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
         self.device = device if isinstance(device, torch.device) else pick_device(device)
         perf = pick_perf_settings(self.device)
-        if self.device.type == "cpu":
-            tune_cpu_allocator()
+        tune_cpu_allocator(self.device)
         self.amp = perf.amp if amp == "auto" else amp
         train_autocast(self.device, self.amp)  # rejects an unknown amp
         self.model = model.to(self.device)
