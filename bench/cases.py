@@ -334,10 +334,19 @@ def course_train(ctx: Context) -> list[dict]:
 
 # ------------------------------------------------------------------ course CNN inference
 def course_infer(ctx: Context) -> list[dict]:
-    """hongong_cnn over the 10,000 test images: batch size, memory format and dtype variants."""
+    """hongong_cnn over the 10,000 test images: batch size, memory format, dtype and int8 variants.
+
+    The weights are the shipped trained course model (``cnnkit predict fashion``), so that each
+    row's agreement with the float32 predictions and its test accuracy mean something; the int8
+    row is calibrated on 2,000 training images and its quantization time is reported apart."""
+    from cnnkit.cli.predict import fashion_asset
+    from cnnkit.io.weights import load_state_dict_file, load_strict
+    from cnnkit.train.quantize import quantize_int8
+
     fl = _flops("hongong_cnn")
-    torch.manual_seed(0)
     model = create_model("hongong_cnn")
+    load_strict(model, load_state_dict_file(fashion_asset()), "the shipped course model")
+    model.eval()
     test = ctx.test if not ctx.quick else ctx.test.subset(slice(0, 5_000))
     variants = [
         ("fp32_nchw_b256", None, False, 256),
@@ -345,6 +354,7 @@ def course_infer(ctx: Context) -> list[dict]:
         ("fp32_cl_b1000", None, True, 1000),
         ("bf16_cl_b256", "bf16", True, 256),
         ("auto", ctx.perf.amp, ctx.perf.channels_last, ctx.perf.inference_batch),
+        ("int8_b256", "int8", False, 256),
     ]
     rows = []
     reference_pred = None
@@ -352,7 +362,20 @@ def course_infer(ctx: Context) -> list[dict]:
         for label, amp, cl, bs in variants:
             if amp == "bf16" and ctx.device.type == "cpu" and label != "auto" and ctx.perf.amp is None:
                 continue  # no native bf16 here: emulated bf16 is slower
-            trainer = Trainer(copy.deepcopy(model), device=ctx.device, amp=amp, channels_last=cl)
+            extra: dict[str, Any] = {}
+            if amp == "int8":
+                if ctx.device.type != "cpu":
+                    rows.append({"case": f"course_infer[{label}]", "skipped": "int8 runs on the CPU"})
+                    continue
+                start = time.perf_counter()
+                calib = ctx.train.subset(slice(0, 2_000)).images.float().div(255)
+                net = quantize_int8(model, calib)
+                extra = {"quantize_s": round(time.perf_counter() - start, 2), "engine": net.engine}
+                trainer = Trainer(net, device=ctx.device, optimizer=None)
+            else:
+                trainer = Trainer(
+                    copy.deepcopy(model), device=ctx.device, amp=amp, channels_last=cl, optimizer=None
+                )
             pred = trainer.logits(test, bs).argmax(1)
             t = timed(lambda trainer=trainer, bs=bs: trainer.logits(test, bs), repeats=3, warmup=0)
             if reference_pred is None:
@@ -372,6 +395,8 @@ def course_infer(ctx: Context) -> list[dict]:
                     threads=torch.get_num_threads(),
                     load=t["load"],
                     same_predictions_as_fp32=float((pred == reference_pred).float().mean()),
+                    test_accuracy=round(float((pred == test.labels).float().mean()), 4),
+                    **extra,
                     **_ratios(ctx, "infer", rate),
                 )
             )

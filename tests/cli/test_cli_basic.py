@@ -137,8 +137,23 @@ def test_train_then_evaluate_a_tiny_run(capsys, tmp_path):
     assert code == 0
     assert f"accuracy {metrics['test_accuracy']:.4f}" in out  # same weights, same 200 images
     assert "Ankle boot" in out
+    # int8: calibrated on training images, scored on the same test images, close to float32.
+    code, out, _ = run(capsys, "evaluate", str(out_dir), "--limit-test", "200", "--int8", "--json")
+    report = json.loads(out)
+    assert code == 0 and report["int8"]["calibration_images"] == 2000 and report["amp"] is None
+    assert abs(report["accuracy"] - metrics["test_accuracy"]) <= 0.03
     code, _, err = run(capsys, "train", "--out", str(out_dir), "--epochs", "1")
     assert code == 2 and "already exists" in err
+
+
+def test_int8_evaluation_refuses_a_gpu(capsys, monkeypatch):
+    import torch
+
+    import cnnkit.train.device
+
+    monkeypatch.setattr(cnnkit.train.device, "pick_device", lambda name=None: torch.device("cuda"))
+    code, _, err = run(capsys, "evaluate", "/nonexistent", "--int8", "--device", "cuda")
+    assert code == 2 and "--int8 runs on the CPU, not cuda" in err and "Traceback" not in err
 
 
 @pytest.mark.parametrize(

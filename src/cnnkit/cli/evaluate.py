@@ -4,6 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..data.arrays import ArrayDataset
+
+CALIBRATION_IMAGES = 2_000
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -12,6 +20,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", help="evaluate on this data instead of the run's own")
     p.add_argument("--limit-test", type=int, help="evaluate on only N test images")
     p.add_argument("--device", help="cpu, cuda, cuda:N or mps")
+    p.add_argument(
+        "--int8",
+        action="store_true",
+        help="run the model in int8 on the CPU: post-training quantization calibrated on "
+        f"{CALIBRATION_IMAGES:,} training images (faster, predictions may differ slightly)",
+    )
     p.add_argument("--json", action="store_true", help="print the full report as JSON")
     p.set_defaults(func=run)
 
@@ -25,8 +39,17 @@ def run(args: argparse.Namespace) -> int:
 
     if args.limit_test is not None and args.limit_test < 1:
         raise UsageError(f"--limit-test must be >= 1, got {args.limit_test}")
+    device = pick_device(args.device)
+    if args.int8 and device.type != "cpu":
+        raise UsageError(f"--int8 runs on the CPU, not {device}; leave out --device or use --device cpu")
     model, record = load_run(args.run_dir, device=args.device)
-    if isinstance(record.get("finetune"), dict) and not args.data:
+    finetuned = isinstance(record.get("finetune"), dict)
+    if args.int8 and finetuned:
+        raise UsageError(
+            "--int8 is for sequential CNN runs; a fine-tuned run evaluates in float32 (leave out --int8)"
+        )
+    train = None
+    if finetuned and not args.data:
         from ..train.transfer import finetune_test_data
 
         # A fine-tuned run may come from an image folder: rebuild its own seeded test split.
@@ -34,27 +57,33 @@ def run(args: argparse.Namespace) -> int:
         if args.limit_test:
             test = test.take(args.limit_test, seed=0)
     else:
-        _, test = load_dataset(args.data or record["run"]["data"], limit_test=args.limit_test)
+        train, test = load_dataset(args.data or record["run"]["data"], limit_test=args.limit_test)
     norm = record.get("normalize")
     normalize = (norm["mean"], norm["std"]) if norm else None
     config = record["run"]
     # Evaluate as the run evaluated itself at the end of training: the preset's flip TTA and the
     # run's mixed precision (where autocast exists), so the numbers match its metrics.json.
     tta = bool(trainer_extras(config.get("preset") or "course", config.get("lr", 1e-3)).get("tta"))
-    device = pick_device(args.device)
     amp = config.get("amp") if device.type in ("cpu", "cuda") else None
     cl = bool(config.get("channels_last"))
-    trainer = Trainer(model, device=device, normalize=normalize, amp=amp, channels_last=cl, tta=tta)
+    int8 = None
+    if args.int8:
+        model, int8 = _int8(model, train, normalize)
+        amp, cl = None, False
+    trainer = Trainer(
+        model, device=device, normalize=normalize, amp=amp, channels_last=cl, tta=tta, optimizer=None
+    )
     report = trainer.evaluate(test)
-    report["tta"], report["amp"] = tta, amp
+    report["tta"], report["amp"], report["int8"] = tta, amp, int8
     if args.json:
         print(json.dumps(report, indent=2, ensure_ascii=False))
         return 0
-    how = ", ".join(x for x in ("flip TTA" if tta else "", amp or "") if x)
+    calibrated = f"int8 calibrated on {CALIBRATION_IMAGES:,} training images" if int8 else ""
+    how = ", ".join(x for x in ("flip TTA" if tta else "", amp or "", calibrated) if x)
     print(
         f"{config['model']} on {test.name}: accuracy {report['accuracy']:.4f}, "
         f"loss {report['loss']:.4f}, {report['num_samples']:,} images"
-        + (f" ({how}, as in training)" if how else "")
+        + (f" ({how}{'' if int8 else ', as in training'})" if how else "")
     )
     width = max(len(n) for n in report["per_class"])
     print(f"{'class':<{width}}  precision  recall     f1  support")
@@ -62,3 +91,20 @@ def run(args: argparse.Namespace) -> int:
         scores = f"{row['precision']:9.4f}  {row['recall']:6.4f}  {row['f1']:5.4f}"
         print(f"{name:<{width}}  {scores}  {row['support']:7d}")
     return 0
+
+
+def _int8(
+    model: torch.nn.Module, train: ArrayDataset, normalize: tuple[list[float], list[float]] | None
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The run's model quantized to int8, calibrated on training images (never the test set)."""
+    from ..errors import UsageError
+    from ..train.quantize import quantize_int8
+    from ..train.trainer import Trainer
+
+    calibration = train.take(min(CALIBRATION_IMAGES, len(train)), seed=0)
+    images = Trainer(model, device="cpu", normalize=normalize, optimizer=None).prepare(calibration.images)
+    try:
+        quantized = quantize_int8(model, images)
+    except (ValueError, RuntimeError) as exc:
+        raise UsageError(str(exc)) from None
+    return quantized, {"engine": quantized.engine, "calibration_images": len(calibration)}

@@ -72,7 +72,8 @@ class Trainer:
 
     Args:
         model: any module mapping Tensor[N, C, H, W] to logits Tensor[N, K].
-        optimizer: a name from OPTIMIZERS or a ready optimizer.
+        optimizer: a name from OPTIMIZERS, a ready optimizer, or None for inference only
+            (``logits``, ``predict``, ``evaluate``; ``fit`` refuses), e.g. for an int8 model.
         lr: learning rate (the course: Adam with 1e-3).
         weight_decay: L2 penalty passed to the optimizer.
         label_smoothing: cross-entropy label smoothing.
@@ -98,7 +99,7 @@ class Trainer:
         self,
         model: nn.Module,
         *,
-        optimizer: str | torch.optim.Optimizer = "adam",
+        optimizer: str | torch.optim.Optimizer | None = "adam",
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         label_smoothing: float = 0.0,
@@ -188,6 +189,7 @@ class Trainer:
         Raises:
             TrainingError: a non-finite loss (training stops at that step).
         """
+        self._need_optimizer("fit")
         if epochs < 1 or batch_size < 1:
             raise ValueError(f"epochs and batch_size must be >= 1, got {epochs} and {batch_size}")
         self.epochs = epochs
@@ -324,7 +326,15 @@ class Trainer:
         return report
 
     # ----------------------------------------------------------------- resume
+    def _need_optimizer(self, what: str) -> None:
+        if self.optimizer is None:
+            raise ValueError(
+                f"this Trainer was built with optimizer=None (inference only) and cannot {what}; "
+                "give it an optimizer"
+            )
+
     def state(self) -> dict[str, Any]:
+        self._need_optimizer("save a training state")
         return {
             "epoch": self.epoch,
             "global_step": self.global_step,
