@@ -34,7 +34,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torchvision.ops import box_area, box_iou, masks_to_boxes
 
 from ..errors import DataError
 from .arrays import ArrayDataset
@@ -477,6 +476,8 @@ def _place_item(
         mask = np.zeros((side, side), dtype=bool)
         mask[y0 : y0 + size, x0 : x0 + size] = item_mask
         mask_t = torch.from_numpy(mask)
+        from torchvision.ops import masks_to_boxes  # imported here: `import cnnkit.data` stays light
+
         # masks_to_boxes gives the last pixel's index; +1 turns it into the pixel edge.
         box = masks_to_boxes(mask_t[None])[0] + torch.tensor([0.0, 0.0, 1.0, 1.0])
         if existing is not None and _overlap(box, existing) > cfg.max_overlap:
@@ -490,6 +491,8 @@ def _place_item(
 
 def _overlap(box: torch.Tensor, others: torch.Tensor) -> float:
     """Largest intersection / smaller area of ``box`` (Tensor[4]) and ``others`` (Tensor[K, 4])."""
+    from torchvision.ops import box_area, box_iou
+
     iou = box_iou(box[None], others)[0]
     areas = box_area(others)
     area = box_area(box[None])[0]

@@ -14,13 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torchvision.ops import box_convert
 
 from ...cli.train import parse_model_options
 from ...data.scenes import FashionScenes
 from ...errors import UsageError
 from . import runs
-from .anchors import anchor_fit, kmeans_anchors, split_by_level
 from .datasets import TaskData, load_task_data
 
 DEFAULT_MODEL = "hongong_cnn"
@@ -312,6 +310,9 @@ def run_config(
 
 def train_main(args: argparse.Namespace) -> int:
     """Train a detector and write the run folder; prints the test mAP."""
+    from torchvision.ops import box_convert
+
+    from .anchors import anchor_fit, kmeans_anchors, split_by_level
     from .draw import draw_detections, grid, save_png
     from .loss import YoloLoss
     from .model import YoloDetector

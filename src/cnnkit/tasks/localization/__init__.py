@@ -1,8 +1,28 @@
 """Classification + localization: a class and one box per image (Géron 14.8)."""
 
-from .loss import BOX_LOSSES, box_loss, localization_loss
-from .model import LocalizationOutput, Localizer
-from .train import evaluate_localizer, fit_localizer, predict_localizer
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from .loss import BOX_LOSSES, box_loss, localization_loss
+    from .model import LocalizationOutput, Localizer
+    from .train import evaluate_localizer, fit_localizer, predict_localizer
+
+# Loaded on first use: `cnnkit --help` and `cnnkit train` build their parsers from this
+# package's cli module without paying for torchvision, torchmetrics and the models.
+_EXPORTS = {
+    "BOX_LOSSES": ".loss",
+    "box_loss": ".loss",
+    "localization_loss": ".loss",
+    "LocalizationOutput": ".model",
+    "Localizer": ".model",
+    "evaluate_localizer": ".train",
+    "fit_localizer": ".train",
+    "predict_localizer": ".train",
+}
 
 __all__ = [
     "BOX_LOSSES",
@@ -14,3 +34,6 @@ __all__ = [
     "localization_loss",
     "predict_localizer",
 ]
+
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
-from torchvision.ops import box_iou, generalized_box_iou_loss
 
-from .model import LocalizationOutput
+if TYPE_CHECKING:
+    from .model import LocalizationOutput
+
 
 BOX_LOSSES = ("mse", "smooth_l1", "giou")
 # Box coordinates are fractions of the image, so MSE / smooth-L1 values are ~100x smaller
@@ -35,6 +38,8 @@ def box_loss(pred: torch.Tensor, target: torch.Tensor, kind: str = "giou") -> to
         return F.mse_loss(pred, target)
     if kind == "smooth_l1":
         return F.smooth_l1_loss(pred, target, beta=SMOOTH_L1_BETA)
+    from torchvision.ops import generalized_box_iou_loss  # here: `cnnkit train --help` stays fast
+
     return generalized_box_iou_loss(pred, target, reduction="mean")
 
 
@@ -68,4 +73,6 @@ def paired_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
     Uses torchvision's ``box_iou`` (N × N) and keeps the diagonal; callers pass batches.
     """
+    from torchvision.ops import box_iou
+
     return box_iou(a, b).diagonal()

@@ -1,25 +1,49 @@
 """Semantic segmentation (FCN-32s/16s/8s and U-Net heads on any backbone) and instance
 segmentation (torchvision's Mask R-CNN), with pixel losses, torchmetrics scores and run folders."""
 
-from .heads import (
-    FCN_HEADS,
-    HEADS,
-    BilinearConvTranspose2d,
-    FCNHead,
-    Segmenter,
-    UNetHead,
-    bilinear_kernel,
-    build_segmenter,
-)
-from .losses import SegmentationLoss, soft_dice_loss
-from .metrics import SegmentationMetrics
-from .train import SegmentationTrainer
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from .heads import (
+        FCN_HEADS,
+        HEADS,
+        BilinearConvTranspose2d,
+        FCNHead,
+        Segmenter,
+        UNetHead,
+        bilinear_kernel,
+        build_segmenter,
+    )
+    from .losses import SegmentationLoss, soft_dice_loss
+    from .metrics import SegmentationMetrics
+    from .train import SegmentationTrainer
+
+# Loaded on first use: `cnnkit --help` and `cnnkit train` build their parsers from this
+# package's cli module without paying for torchvision, torchmetrics and the models.
+_EXPORTS = {
+    "FCN_HEADS": ".heads",
+    "HEADS": ".heads",
+    "BilinearConvTranspose2d": ".heads",
+    "FCNHead": ".heads",
+    "Segmenter": ".heads",
+    "UNetHead": ".heads",
+    "bilinear_kernel": ".heads",
+    "build_segmenter": ".heads",
+    "SegmentationLoss": ".losses",
+    "soft_dice_loss": ".losses",
+    "SegmentationMetrics": ".metrics",
+    "SegmentationTrainer": ".train",
+}
 
 __all__ = [
-    "FCN_HEADS",
-    "HEADS",
     "BilinearConvTranspose2d",
     "FCNHead",
+    "FCN_HEADS",
+    "HEADS",
     "SegmentationLoss",
     "SegmentationMetrics",
     "SegmentationTrainer",
@@ -29,3 +53,6 @@ __all__ = [
     "build_segmenter",
     "soft_dice_loss",
 ]
+
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -38,6 +38,7 @@ from ...io.weights import load_state_dict_file, load_strict, torchvision_weights
 from ...models import Backbone, create_model
 from ...train.callbacks import Callback, History
 from ...train.device import pick_device
+from ...train.perf import tune_cpu_allocator
 from ...train.trainer import make_optimizer
 
 TORCHVISION_MASK_RCNN = ("maskrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn_v2")
@@ -246,6 +247,7 @@ class MaskRCNNTrainer:
         seed: int = 42,
     ) -> None:
         self.device = device if isinstance(device, torch.device) else pick_device(device)
+        tune_cpu_allocator(self.device)  # like every other trainer: no page faults per step on a CPU
         self.model = model.to(self.device)
         self.in_chans = int(getattr(model, "in_chans", 3))
         trainable = [p for p in model.parameters() if p.requires_grad]
