@@ -102,6 +102,17 @@ def test_no_traceback_from_the_real_entry_point():
     assert "Traceback" not in result.stderr
 
 
+def test_the_parser_loads_no_heavy_libraries():
+    # Every command builds the whole parser: the task modules must register their flags without
+    # importing torchvision, torchmetrics or matplotlib (about 3 s of the start-up here).
+    code = (
+        "import sys; from cnnkit.cli.__main__ import build_parser; build_parser(); "
+        "print([m for m in ('torchvision', 'torchmetrics', 'matplotlib', 'scipy') if m in sys.modules])"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
+
+
 def test_train_then_evaluate_a_tiny_run(capsys, tmp_path):
     out_dir = tmp_path / "run"
     code, out, _ = run(
