@@ -126,6 +126,7 @@ def test_int8_with_flip_tta_and_normalisation(fashion_small, course_model):
             "uneven",
         ),
         (lambda: nn.Sequential(MaxPool2D(2, padding="same"), Flatten()), "'valid'"),
+        (lambda: nn.Sequential(Conv2D(4, 3), Flatten()), "not built yet"),
     ],
 )
 def test_unsupported_layers_are_named(model, message):

@@ -84,6 +84,9 @@ def _unsupported(name: str, layer: nn.Module, why: str) -> ValueError:
     )
 
 
+_UNBUILT = "its weights are not built yet (run one batch through the model first)"
+
+
 def _activation(name: str, layer: nn.Module) -> list[nn.Module]:
     act = layer.activation
     if isinstance(act, nn.Identity):
@@ -99,6 +102,8 @@ def _bn_scale(bn: nn.BatchNorm2d) -> torch.Tensor:
 
 
 def _conv(name: str, layer: nn.Module) -> nn.Conv2d:
+    if layer.has_uninitialized_params():
+        raise _unsupported(name, layer, _UNBUILT)
     padding = layer._static_padding
     if padding is None:
         raise _unsupported(name, layer, "its 'same' padding is uneven (an even kernel or a stride > 1)")
@@ -186,13 +191,15 @@ def float_chain(model: nn.Module) -> nn.Sequential:
         elif isinstance(layer, nn.Flatten):
             out.append(nn.Flatten(layer.start_dim, layer.end_dim))
         elif isinstance(layer, Dense):
+            if layer.has_uninitialized_params():
+                raise _unsupported(name, layer, _UNBUILT)
             linear = nn.Linear(layer.in_features, layer.units, bias=layer.bias is not None)
             with torch.no_grad():
                 linear.weight.copy_(layer.weight)
                 if layer.bias is not None:
                     linear.bias.copy_(layer.bias)
             out += [linear, *_activation(name, layer)]
-        elif isinstance(layer, nn.Dropout | nn.Identity):
+        elif isinstance(layer, nn.modules.dropout._DropoutNd | nn.Identity):
             pass
         else:
             raise _unsupported(name or "model", layer, "no int8 equivalent")
