@@ -163,3 +163,20 @@ def test_optimizers_take_keras_defaults():
     assert group["eps"] == 1e-7 and group["alpha"] == 0.9
     with pytest.raises(ValueError, match="optimizer must be one of"):
         make_optimizer("adamax", params, lr=1e-3)
+
+
+def test_a_small_training_set_goes_to_an_accelerator_once(small, monkeypatch):
+    import cnnkit.train.trainer as trainer_module
+
+    train = small[0]
+    trainer = Trainer(create_model("hongong_cnn"), device="cpu")
+    assert trainer._resident(train) is train  # the CPU indexes the data where it is
+    assert train.to("cpu") is train
+    # "meta" stands in for an accelerator here: the tensors move, shapes and names stay.
+    trainer.device = torch.device("meta")
+    moved = trainer._resident(train)
+    assert moved.images.device.type == "meta" and moved.labels.device.type == "meta"
+    assert moved.images.shape == train.images.shape and moved.class_names == train.class_names
+    assert train.images.device.type == "cpu"  # the caller's dataset is left alone
+    monkeypatch.setattr(trainer_module, "DEVICE_RESIDENT_BYTES", train.images.numel() - 1)
+    assert trainer._resident(train) is train  # too large: batches go one by one (pinned on CUDA)

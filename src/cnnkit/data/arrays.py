@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -55,6 +56,16 @@ class ArrayDataset:
     @property
     def input_shape(self) -> tuple[int, int, int]:
         return tuple(self.images.shape[1:])  # type: ignore[return-value]
+
+    def to(self, device: torch.device | str) -> ArrayDataset:
+        """The same samples with images and labels on ``device`` (``self`` if already there)."""
+        device = torch.device(device)
+        if self.images.device == device and self.labels.device == device:
+            return self
+        moved = copy.copy(self)  # already validated: no label scan on the device
+        moved.images, moved.labels = self.images.to(device), self.labels.to(device)
+        moved.class_names = list(self.class_names)
+        return moved
 
     def subset(self, index: torch.Tensor | Sequence[int] | slice, name: str | None = None) -> ArrayDataset:
         """The samples at ``index`` (a view for slices, a copy for index tensors)."""

@@ -35,8 +35,8 @@ from ..data.folders import class_balance, format_balance, load_image_folder, spl
 from ..data.images import IMAGENET_MEAN, IMAGENET_STD
 from ..errors import UsageError
 from ..io.atomic import atomic_write_text
-from ..io.weights import load_state_dict_file, load_strict
-from ..models import create_model, model_entry
+from ..io.weights import WeightsError, load_state_dict_file, load_strict
+from ..models import Backbone, create_model, model_entry
 from .callbacks import Callback, EarlyStopping, History, ModelCheckpoint, ProgressBar
 from .config import RunConfig
 from .device import pick_device
@@ -51,6 +51,7 @@ __all__ = [
     "finetune_test_data",
     "frozen_base",
     "head_parameter_names",
+    "load_backbone_weights",
     "param_groups",
     "pretrained_model",
 ]
@@ -59,6 +60,61 @@ PHASES = ("head", "full")
 
 
 # --------------------------------------------------------------------------- the model
+def load_backbone_weights(backbone: nn.Module, source: str | os.PathLike[str]) -> list[str]:
+    """Load a trained classifier's weights into a backbone built without its classifier.
+
+    How the localize, detect and segment tasks start from a classifier (as FCN starts from
+    ImageNet classifiers, Long et al.): every backbone tensor must be in the file with the same
+    shape; the file's classifier tensors are left out.
+
+    Args:
+        backbone: the backbone (e.g. ``Segmenter.backbone``).
+        source: a ``.safetensors`` / ``.pth`` state dict, or a classification run folder (its
+            ``best.safetensors``).
+
+    Returns:
+        The names in the file that the backbone does not use (the classifier's).
+
+    Raises:
+        FileNotFoundError: no such file or run folder.
+        WeightsError: missing backbone tensors, shape mismatches, or tensors that are neither
+            the backbone's nor its classifier's, listed by name.
+    """
+    path = Path(source)
+    if path.is_dir():
+        path = path / "best.safetensors"
+    state = load_state_dict_file(path)
+    own = backbone.state_dict()
+    missing = [k for k in own if k not in state]
+    mismatched = [
+        f"{k}: file {tuple(state[k].shape)} vs backbone {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in state and state[k].shape != v.shape
+    ]
+    if missing or mismatched:
+        problems = [f"missing {missing[:6]}"] if missing else []
+        problems += [f"shape mismatches {mismatched[:6]}"] if mismatched else []
+        raise WeightsError(
+            f"{source} does not fit the backbone {type(backbone).__name__}: "
+            + "; ".join(problems)
+            + " (was it trained with the same --model and options?)"
+        )
+    extra = sorted(k for k in state if k not in own)
+    if extra and isinstance(backbone, Backbone):
+        # Only the classifier may be left over: other extra tensors mean a larger model of the
+        # same family (e.g. depth 2 into depth 1), whose tensors would load where they do not belong.
+        probe = copy.deepcopy(backbone)
+        probe.reset_classifier(1)
+        foreign = [k for k in extra if k not in probe.state_dict()]
+        if foreign:
+            raise WeightsError(
+                f"{source} holds tensors the backbone {type(backbone).__name__} does not have: "
+                f"{foreign[:6]} (was it trained with the same --model and options?)"
+            )
+    backbone.load_state_dict({k: state[k] for k in own}, strict=True)
+    return extra
+
+
 def head_parameter_names(model: nn.Module) -> list[str]:
     """Names (as in ``state_dict()``) of the tensors that ``reset_classifier`` creates: the head.
 

@@ -15,10 +15,8 @@ full-resolution block on the image) instead of summing class scores.
 
 from __future__ import annotations
 
-import copy
 import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -307,62 +305,6 @@ class Segmenter(nn.Module):
         return logits[..., :h, :w]
 
 
-def load_backbone_weights(backbone: nn.Module, source: str | os.PathLike[str]) -> list[str]:
-    """Load a trained classifier's weights into a backbone built without its classifier.
-
-    This is how FCN starts (Long et al. fine-tune ImageNet classifiers): every backbone tensor
-    must be in the file with the same shape; the file's classifier tensors are left out.
-
-    Args:
-        backbone: the backbone (e.g. ``Segmenter.backbone``).
-        source: a ``.safetensors`` / ``.pth`` state dict, or a classification run folder (its
-            ``best.safetensors``).
-
-    Returns:
-        The names in the file that the backbone does not use (the classifier's).
-
-    Raises:
-        FileNotFoundError: no such file or run folder.
-        WeightsError: missing backbone tensors, shape mismatches, or tensors that are neither
-            the backbone's nor its classifier's, listed by name.
-    """
-    from ...io.weights import WeightsError, load_state_dict_file
-
-    path = Path(source)
-    if path.is_dir():
-        path = path / "best.safetensors"
-    state = load_state_dict_file(path)
-    own = backbone.state_dict()
-    missing = [k for k in own if k not in state]
-    mismatched = [
-        f"{k}: file {tuple(state[k].shape)} vs backbone {tuple(v.shape)}"
-        for k, v in own.items()
-        if k in state and state[k].shape != v.shape
-    ]
-    if missing or mismatched:
-        problems = [f"missing {missing[:6]}"] if missing else []
-        problems += [f"shape mismatches {mismatched[:6]}"] if mismatched else []
-        raise WeightsError(
-            f"{source} does not fit the backbone {type(backbone).__name__}: "
-            + "; ".join(problems)
-            + " (was it trained with the same --model and options?)"
-        )
-    extra = sorted(k for k in state if k not in own)
-    if extra and isinstance(backbone, Backbone):
-        # Only the classifier may be left over: other extra tensors mean a larger model of the
-        # same family (e.g. depth 2 into depth 1), whose tensors would load where they do not belong.
-        probe = copy.deepcopy(backbone)
-        probe.reset_classifier(1)
-        foreign = [k for k in extra if k not in probe.state_dict()]
-        if foreign:
-            raise WeightsError(
-                f"{source} holds tensors the backbone {type(backbone).__name__} does not have: "
-                f"{foreign[:6]} (was it trained with the same --model and options?)"
-            )
-    backbone.load_state_dict({k: state[k] for k in own}, strict=True)
-    return extra
-
-
 def build_segmenter(
     model: str,
     head: str,
@@ -396,6 +338,8 @@ def build_segmenter(
     if not isinstance(backbone, Backbone) or not getattr(backbone, "feature_info", None):
         raise ValueError(f"{model} does not implement the Backbone interface with feature_info")
     if backbone_weights is not None:
+        from ...train.transfer import load_backbone_weights
+
         load_backbone_weights(backbone, backbone_weights)
     if head == "unet":
         head_module: nn.Module = UNetHead(backbone.feature_info, num_classes, in_chans)
