@@ -147,6 +147,8 @@ def iterate_batches(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     n = len(data)
     order = torch.randperm(n, generator=generator) if shuffle else None
+    if order is not None and order.device != data.images.device:
+        order = order.to(data.images.device)  # one copy per epoch for data held on an accelerator
     stop = n - n % batch_size if drop_last else n
     for start in range(0, stop, batch_size):
         if order is None:
