@@ -84,6 +84,11 @@ def test_shape_calculator_walkthrough(capsys):
             ["train", "--task", "segment", "--max-grad-norm", "1", "--max-shift", "1", "--out", "unused8"],
             "--max-shift, --max-grad-norm apply only to classification",
         ),
+        (
+            ["train", "--task", "localize", "--compile", "--out", "unused9"],
+            "--compile applies only to classification",
+        ),
+        (["train", "--resume", "somewhere", "--compile"], "drop --compile"),
     ],
 )
 def test_usage_errors_are_one_line_exit_2(capsys, argv, message, tmp_path, monkeypatch):
@@ -155,6 +160,17 @@ def test_train_then_evaluate_a_tiny_run(capsys, tmp_path):
     assert abs(report["accuracy"] - metrics["test_accuracy"]) <= 0.03
     code, _, err = run(capsys, "train", "--out", str(out_dir), "--epochs", "1")
     assert code == 2 and "already exists" in err
+
+
+def test_compiled_training_run_reports_its_compile_time(capsys, tmp_path):
+    out_dir = tmp_path / "run"
+    argv = ["train", "--compile", "--epochs", "1", "--limit-train", "300", "--limit-test", "100"]
+    code, out, _ = run(capsys, *argv, "--out", str(out_dir), "--no-progress")
+    metrics = json.loads((out_dir / "metrics.json").read_text())
+    config = json.loads((out_dir / "config.json").read_text())
+    assert code == 0 and config["run"]["compile"] is True
+    assert 0 < metrics["compile_seconds"] <= metrics["train_seconds"]
+    assert f"torch.compile: {metrics['compile_seconds']:.1f} s" in out
 
 
 def test_int8_evaluation_refuses_a_gpu(capsys, monkeypatch):

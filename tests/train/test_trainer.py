@@ -180,3 +180,28 @@ def test_a_small_training_set_goes_to_an_accelerator_once(small, monkeypatch):
     assert train.images.device.type == "cpu"  # the caller's dataset is left alone
     monkeypatch.setattr(trainer_module, "DEVICE_RESIDENT_BYTES", train.images.numel() - 1)
     assert trainer._resident(train) is train  # too large: batches go one by one (pinned on CUDA)
+
+
+def test_compile_option_trains_like_eager_and_times_compiling_apart(small):
+    train, val, _ = small
+    train = train.subset(slice(0, 256))
+
+    # A net without dropout: compiled dropout draws its masks from another generator.
+    def build(**kw):
+        seed_everything(3)
+        return Trainer(create_model("fashion_bn_cnn", widths=[8, 16]), seed=3, device="cpu", **kw)
+
+    eager, compiled = build(), build(compile=True)
+    eager.fit(train, epochs=1, batch_size=64)
+    compiled.fit(train, epochs=1, batch_size=64)
+    # The same model, state_dict keys and all; compiled kernels round a little differently.
+    assert list(compiled.model.state_dict()) == list(eager.model.state_dict())
+    assert compiled.history.epochs[0]["loss"] == pytest.approx(eager.history.epochs[0]["loss"], rel=1e-3)
+    train_compile = compiled.compile_seconds
+    assert train_compile > 0 and eager.compile_seconds == 0
+    logits_c, logits_e = compiled.logits(val), eager.logits(val)
+    torch.testing.assert_close(logits_c, logits_e, rtol=1e-3, atol=1e-3)
+    assert compiled.compile_seconds > train_compile  # the eval graph compiled once, apart
+    before = compiled.compile_seconds
+    compiled.logits(val)
+    assert compiled.compile_seconds == before

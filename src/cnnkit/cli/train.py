@@ -43,11 +43,16 @@ RUN_SETTINGS = (
     "preset",
     "max_grad_norm",
     "max_shift",
+    "compile",
     "deterministic",
     "config",
 )
 
-CLASSIFY_ONLY_FLAGS = (("--max-shift", "max_shift"), ("--max-grad-norm", "max_grad_norm"))
+CLASSIFY_ONLY_FLAGS = (
+    ("--max-shift", "max_shift"),
+    ("--max-grad-norm", "max_grad_norm"),
+    ("--compile", "compile"),
+)
 
 
 class _Given(argparse.Action):
@@ -105,6 +110,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="PIXELS",
         help="shift every training batch by up to PIXELS at random (the fast preset adds it to its flips)",
     )
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        default=None,
+        help="run the model through torch.compile (slower on the CPUs measured; its time is reported apart)",
+    )
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
     p.add_argument("--config", help="JSON file with run settings (flags override it)")
     p.add_argument("--no-progress", action="store_true", help="no progress output")
@@ -152,6 +163,7 @@ def _classify_config(args: argparse.Namespace):
         "deterministic": args.deterministic or None,
         "max_grad_norm": args.max_grad_norm,
         "max_shift": args.max_shift,
+        "compile": args.compile,
         "preset": args.preset if "preset" in given else None,
     }
     base.update({k: v for k, v in overrides.items() if v is not None})
@@ -271,4 +283,6 @@ def run(args: argparse.Namespace) -> int:
         f"(best epoch {metrics['best_epoch']}, {metrics['train_seconds']:.0f} s of training); "
         f"run folder: {out}"
     )
+    if "compile_seconds" in metrics:
+        print(f"torch.compile: {metrics['compile_seconds']:.1f} s of that in the first compiled steps")
     return 0

@@ -44,6 +44,7 @@ class RunConfig:
     channels_last: bool = False
     max_grad_norm: float | None = None
     max_shift: int | None = None  # random translation in pixels; None: the preset's own
+    compile: bool = False  # torch.compile the model (docs/performance.md)
 
     def validate(self) -> RunConfig:
         checks = [

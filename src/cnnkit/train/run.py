@@ -102,6 +102,7 @@ def make_trainer(config: RunConfig, model: nn.Module, out: Path, progress: bool 
         channels_last=config.channels_last,
         checkpoint_path=out / LAST_CHECKPOINT,
         max_grad_norm=config.max_grad_norm,
+        compile=config.compile,
         **trainer_extras(config.preset, config.lr, config.max_shift),  # augmentation, LR schedule, TTA
     )
 
@@ -181,6 +182,8 @@ def train_run(
         "confusion_matrix": report["confusion_matrix"],
         "num_test_samples": report["num_samples"],
     }
+    if config.compile:  # the first compiled steps (compiling included), also inside train_seconds
+        metrics["compile_seconds"] = trainer.compile_seconds
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2, ensure_ascii=False))
     try:
         from ..viz.report import write_report

@@ -98,6 +98,10 @@ class Trainer:
         max_grad_norm: if set, compute the total gradient norm every step, stop with a
             TrainingError when it is NaN/inf (before the update reaches the weights), and clip
             it to this value.
+        compile: run the model through ``torch.compile`` (off by default: on the CPUs measured
+            it trained and inferred slower, docs/performance.md). The model itself, its
+            state_dict and checkpoints stay the eager ones; the seconds the first compiled
+            calls took (compiling included) are kept apart in ``compile_seconds``.
     """
 
     def __init__(
@@ -120,6 +124,7 @@ class Trainer:
         checkpoint_path: str | os.PathLike[str] | None = None,
         check_finite: bool = True,
         max_grad_norm: float | None = None,
+        compile: bool = False,
     ) -> None:
         if max_grad_norm is not None and not max_grad_norm > 0:
             raise ValueError(f"max_grad_norm must be > 0 or None, got {max_grad_norm!r}")
@@ -150,6 +155,10 @@ class Trainer:
         self.check_finite = check_finite
         self.max_grad_norm = max_grad_norm
         self._stopped_at_checkpoint = False  # the loaded checkpoint was written after an early stop
+        self.compile = compile
+        self.compile_seconds = 0.0
+        self._compiled: Any = None
+        self._compiled_modes: set[bool] = set()  # train / eval graphs already compiled
         self.epoch = 0  # epochs completed
         self.global_step = 0
         self.epochs = 0
@@ -181,6 +190,33 @@ class Trainer:
         ):
             return data
         return data.to(self.device)
+
+    def _net(self, x: torch.Tensor) -> nn.Module:
+        """The module to call on ``x``: the model, or its torch.compile wrapper when asked."""
+        if not self.compile:
+            return self.model
+        if self._compiled is None:
+            # One eager call first: lazy layers materialise and drop their hooks, which the
+            # compiler cannot trace. Eval mode and no_grad: no BatchNorm statistics change.
+            mode = self.model.training
+            self.model.eval()
+            with torch.no_grad():
+                self.model(x[:1])
+            self.model.train(mode)
+            self._compiled = torch.compile(self.model)
+        return self._compiled
+
+    def _compile_clock(self) -> float | None:
+        """A start time when the next call is the first compiled one in the model's current mode
+        (train or eval): that call compiles its graphs (in training, the backward's too)."""
+        if self.compile and self.model.training not in self._compiled_modes:
+            return time.perf_counter()
+        return None
+
+    def _compiled_since(self, start: float | None) -> None:
+        if start is not None:
+            self.compile_seconds += time.perf_counter() - start
+            self._compiled_modes.add(self.model.training)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.amp is None:
@@ -261,8 +297,9 @@ class Trainer:
             if self.augment is not None:
                 x = self.augment(x)
             y = yb.to(self.device, non_blocking=True)
+            clock = self._compile_clock()
             with self._autocast():
-                logits = self.model(x)
+                logits = self._net(x)(x)
                 loss = F.cross_entropy(logits.float(), y, label_smoothing=self.label_smoothing)
             loss_value = float(loss.detach())
             if self.check_finite and not np.isfinite(loss_value):
@@ -273,6 +310,7 @@ class Trainer:
                 )
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            self._compiled_since(clock)
             if self.max_grad_norm is not None:
                 params = [p for group in self.optimizer.param_groups for p in group["params"]]
                 norm = float(torch.nn.utils.clip_grad_norm_(params, self.max_grad_norm))
@@ -318,7 +356,9 @@ class Trainer:
         for start in range(0, len(images), batch_size):
             x = self.prepare(images[start : start + batch_size])
             with self._autocast():
-                out = flip_tta(self.model, x) if self.tta else self.model(x)
+                net, clock = self._net(x), self._compile_clock()
+                out = flip_tta(net, x) if self.tta else net(x)
+                self._compiled_since(clock)
             outs.append(out.float().cpu())
         return torch.cat(outs) if outs else torch.empty(0)
 
