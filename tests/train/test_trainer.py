@@ -205,3 +205,17 @@ def test_compile_option_trains_like_eager_and_times_compiling_apart(small):
     before = compiled.compile_seconds
     compiled.logits(val)
     assert compiled.compile_seconds == before
+
+
+def test_a_failed_compile_is_one_clear_error(small, monkeypatch):
+    import torch._inductor.config as inductor_config
+
+    from cnnkit.errors import TrainingError
+
+    # No C++ compiler: what a machine without one gives (and no cached kernels to fall back on).
+    monkeypatch.setattr(inductor_config, "fx_graph_cache", False)
+    monkeypatch.setattr(inductor_config.cpp, "cxx", ("no-such-compiler-here",))
+    seed_everything(0)
+    trainer = Trainer(create_model("fashion_bn_cnn", widths=[5, 7]), device="cpu", compile=True)
+    with pytest.raises(TrainingError, match=r"could not compile SequentialCNN .*without --compile"):
+        trainer.fit(small[0].subset(slice(0, 64)), epochs=1, batch_size=32)

@@ -206,6 +206,20 @@ class Trainer:
             self._compiled = torch.compile(self.model)
         return self._compiled
 
+    def _call(self, net: nn.Module, x: torch.Tensor, first: bool) -> torch.Tensor:
+        """``net(x)``; a failure to compile (no C++ compiler, an untraceable layer) becomes one
+        TrainingError that says how to go on."""
+        if not first:
+            return flip_tta(net, x) if self.tta and not self.model.training else net(x)
+        try:
+            return flip_tta(net, x) if self.tta and not self.model.training else net(x)
+        except Exception as exc:
+            raise TrainingError(
+                f"torch.compile could not compile {type(self.model).__name__} "
+                f"({type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}); "
+                "train without --compile (compile=False)"
+            ) from exc
+
     def _compile_clock(self) -> float | None:
         """A start time when the next call is the first compiled one in the model's current mode
         (train or eval): that call compiles its graphs (in training, the backward's too)."""
@@ -299,7 +313,7 @@ class Trainer:
             y = yb.to(self.device, non_blocking=True)
             clock = self._compile_clock()
             with self._autocast():
-                logits = self._net(x)(x)
+                logits = self._call(self._net(x), x, clock is not None)
                 loss = F.cross_entropy(logits.float(), y, label_smoothing=self.label_smoothing)
             loss_value = float(loss.detach())
             if self.check_finite and not np.isfinite(loss_value):
@@ -357,7 +371,7 @@ class Trainer:
             x = self.prepare(images[start : start + batch_size])
             with self._autocast():
                 net, clock = self._net(x), self._compile_clock()
-                out = flip_tta(net, x) if self.tta else net(x)
+                out = self._call(net, x, clock is not None)
                 self._compiled_since(clock)
             outs.append(out.float().cpu())
         return torch.cat(outs) if outs else torch.empty(0)
