@@ -207,17 +207,18 @@ class Trainer:
         return self._compiled
 
     def _call(self, net: nn.Module, x: torch.Tensor, first: bool) -> torch.Tensor:
-        """``net(x)``; a failure to compile (no C++ compiler, an untraceable layer) becomes one
-        TrainingError that says how to go on."""
-        if not first:
-            return flip_tta(net, x) if self.tta and not self.model.training else net(x)
+        """``net(x)`` (with flip TTA in eval mode when asked). A failure in the first compiled
+        call (no C++ compiler, an untraceable layer) becomes one TrainingError that says how to
+        go on."""
         try:
             return flip_tta(net, x) if self.tta and not self.model.training else net(x)
         except Exception as exc:
+            if not first:
+                raise
+            detail = (str(exc).strip().splitlines() or [""])[0]
             raise TrainingError(
                 f"torch.compile could not compile {type(self.model).__name__} "
-                f"({type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}); "
-                "train without --compile (compile=False)"
+                f"({type(exc).__name__}: {detail}); train without --compile (compile=False)"
             ) from exc
 
     def _compile_clock(self) -> float | None:
