@@ -1,10 +1,11 @@
 """Int8 inference on the CPU: post-training static quantization of plain CNN classifiers.
 
 The kernels are PyTorch's own quantized operators (the oneDNN engine where PyTorch has it,
-else x86 / FBGEMM, QNNPACK on ARM), driven by ``torch.ao.quantization``'s eager-mode prepare/calibrate/convert.
-What cnnkit adds is the step that API cannot do by itself: rewriting a cnnkit model (Keras-style
-Conv2D / Dense with built-in activations, BatchNorm after a max-pool) as the plain
-``torch.nn`` chain it quantizes, with every BatchNorm folded into its convolution.
+else x86 / FBGEMM, QNNPACK on ARM), driven by ``torch.ao.quantization``'s eager-mode
+prepare / calibrate / convert. What cnnkit adds is the step that API cannot do by itself:
+rewriting a cnnkit model (Keras-style Conv2D / Dense with built-in activations, BatchNorm
+after a max-pool) as the plain ``torch.nn`` chain it quantizes, with every BatchNorm folded
+into its convolution.
 
 Int8 changes the numbers: on the course CNN it agrees with the float32 predictions on about
 99 % of the test images and moves the accuracy by a few hundredths of a point
