@@ -146,6 +146,14 @@ def test_bad_calibration_and_engine(course_model):
         quantize_int8(course_model, torch.rand(4, 1, 28, 28), engine="tpu")
 
 
+def test_a_pytorch_without_quantization_gets_one_clear_error(course_model, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torch.ao.quantization", None)  # as if it had been removed
+    with pytest.raises(RuntimeError, match="has no torch.ao.quantization.*leave out --int8"):
+        quantize_int8(course_model, torch.rand(4, 1, 28, 28))
+
+
 def test_inference_only_trainer_refuses_to_train(fashion_small, course_model):
     trainer = Trainer(course_model, device="cpu", optimizer=None)
     with pytest.raises(ValueError, match="optimizer=None .* cannot fit"):

@@ -216,9 +216,11 @@ class Int8Classifier(nn.Module):
 
     def __init__(self, net: nn.Sequential, engine: str, num_classes: int | None) -> None:
         super().__init__()
-        self.quant = torch.ao.quantization.QuantStub()
+        from torch.ao.quantization import DeQuantStub, QuantStub
+
+        self.quant = QuantStub()
         self.net = net
-        self.dequant = torch.ao.quantization.DeQuantStub()
+        self.dequant = DeQuantStub()
         self.engine = engine
         self.num_classes = num_classes
 
@@ -266,7 +268,13 @@ def quantize_int8(
             PyTorch lacks.
         RuntimeError: no quantized engine at all.
     """
-    from torch.ao import quantization as tq
+    try:
+        import torch.ao.quantization as tq
+    except ImportError as exc:  # announced to move out of PyTorch's core
+        raise RuntimeError(
+            f"this PyTorch ({torch.__version__}) has no torch.ao.quantization, which int8 inference "
+            "uses; run the model in float32 (leave out --int8)"
+        ) from exc
 
     if calibration.dim() != 4 or len(calibration) == 0:
         raise ValueError(
