@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import copy
-import math
 import sys
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -13,8 +10,8 @@ import torch
 from torch import nn
 
 from ...data.scenes import SceneDataset
-from ...errors import TrainingError
 from ...train.perf import train_autocast
+from .._fit import fit_one_cycle
 from ..detection.runs import to_input
 from .loss import localization_loss, paired_iou
 from .model import LocalizationOutput, Localizer
@@ -67,60 +64,32 @@ def fit_localizer(
     """
     boxes, labels = normalized_boxes(train)
     model.to(device).to(memory_format=torch.channels_last)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    steps = math.ceil(len(train) / batch_size)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, lr, total_steps=epochs * steps, pct_start=0.15)
-    history: list[dict[str, float]] = []
-    best_score, best_epoch, best_state, waited = -1.0, 0, None, 0
-    start = time.perf_counter()
-    for epoch in range(1, epochs + 1):
-        model.train()
-        order = torch.randperm(len(train), generator=generator)
-        totals = {"loss": 0.0, "class_loss": 0.0, "box_loss": 0.0}
-        for step in range(steps):
-            idx = order[step * batch_size : (step + 1) * batch_size]
-            x = to_input(train.images[idx], device)
-            y, target = labels[idx].to(device), boxes[idx].to(device)
-            if flip:
-                x, target = _flip(x, target, torch.rand(len(idx), generator=generator).to(device) < 0.5)
-            with train_autocast(device, amp):
-                out = model(x)
-            out = LocalizationOutput(out.logits.float(), out.boxes.float())
-            loss, parts = localization_loss(out, y, target, box_loss, box_weight)
-            if not torch.isfinite(loss):
-                raise TrainingError(f"loss became {float(loss)} at epoch {epoch}, step {step}; lower --lr")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            totals["loss"] += float(loss.detach()) / steps
-            for k, v in parts.items():
-                totals[k] += v / steps
-        logs = {
-            "epoch": epoch,
-            **totals,
-            **{f"val_{k}": v for k, v in evaluate_localizer(model, val, device).items()},
-        }
-        logs["seconds"] = time.perf_counter() - start
-        history.append(logs)
-        if on_epoch_end:
-            on_epoch_end(epoch, logs)
-        score = logs["val_accuracy_iou50"]
-        if score > best_score:
-            best_score, best_epoch, waited = score, epoch, 0
-            best_state = copy.deepcopy(model.state_dict())
-        else:
-            waited += 1
-            if patience is not None and waited > patience:
-                break
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    return {
-        "history": history,
-        "best_epoch": best_epoch,
-        "epochs_run": len(history),
-        "train_seconds": time.perf_counter() - start,
-    }
+
+    def batch_loss(idx: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        x = to_input(train.images[idx], device)
+        y, target = labels[idx].to(device), boxes[idx].to(device)
+        if flip:
+            x, target = _flip(x, target, torch.rand(len(idx), generator=generator).to(device) < 0.5)
+        with train_autocast(device, amp):
+            out = model(x)
+        out = LocalizationOutput(out.logits.float(), out.boxes.float())
+        return localization_loss(out, y, target, box_loss, box_weight)
+
+    return fit_one_cycle(
+        model,
+        len(train),
+        batch_loss,
+        lambda: evaluate_localizer(model, val, device),
+        score="accuracy_iou50",
+        loss_parts=("class_loss", "box_loss"),
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        weight_decay=weight_decay,
+        patience=patience,
+        generator=generator,
+        on_epoch_end=on_epoch_end,
+    )
 
 
 @torch.no_grad()
