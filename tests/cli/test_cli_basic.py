@@ -158,6 +158,14 @@ def test_train_then_evaluate_a_tiny_run(capsys, tmp_path):
     report = json.loads(out)
     assert code == 0 and report["int8"]["calibration_images"] == 2000 and report["amp"] is None
     assert abs(report["accuracy"] - metrics["test_accuracy"]) <= 0.03
+    # compiled with frozen weights: the same scores up to a prediction or two, compile time apart
+    code, out, err = run(capsys, "evaluate", str(out_dir), "--limit-test", "200", "--compile", "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert code == 0 and abs(report["accuracy"] - metrics["test_accuracy"]) <= 0.01
+    assert 0 < report["compile_seconds"] <= report["seconds"]
+    code, _, err = run(capsys, "evaluate", str(out_dir), "--int8", "--compile")
+    assert code == 2 and "choose one" in err and "Traceback" not in err
     code, _, err = run(capsys, "train", "--out", str(out_dir), "--epochs", "1")
     assert code == 2 and "already exists" in err
 

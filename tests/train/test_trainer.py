@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -207,15 +209,40 @@ def test_compile_option_trains_like_eager_and_times_compiling_apart(small):
     assert compiled.compile_seconds == before
 
 
-def test_a_failed_compile_is_one_clear_error(small, monkeypatch):
+def test_inference_only_compile_freezes_the_weights_and_recompiles_when_they_change(small):
+    train, val, _ = small
+    seed_everything(5)
+    model = create_model("fashion_bn_cnn", widths=[8, 16])
+    Trainer(model, seed=5, device="cpu").fit(train.subset(slice(0, 256)), epochs=1, batch_size=64)
+    eager = Trainer(copy.deepcopy(model), device="cpu", optimizer=None)
+    frozen = Trainer(copy.deepcopy(model), device="cpu", optimizer=None, compile=True)
+    data = val.subset(slice(0, 150))  # batches of 64, 64 and 22: the last one is padded
+    # Frozen, BatchNorm folds into the convolutions: the same logits up to rounding.
+    torch.testing.assert_close(frozen.logits(data, 64), eager.logits(data, 64), rtol=1e-4, atol=1e-4)
+    assert frozen.compile_seconds > 0
+    first = frozen.compile_seconds
+    torch.testing.assert_close(frozen.logits(data, 64), eager.logits(data, 64), rtol=1e-4, atol=1e-4)
+    assert frozen.compile_seconds == first  # compiled once
+    # New weights in place (what load_state_dict does): the frozen graph must not answer.
+    halved = {k: v * 0.5 if k.endswith("weight") else v for k, v in model.state_dict().items()}
+    frozen.model.load_state_dict(halved)
+    eager.model.load_state_dict(halved)
+    torch.testing.assert_close(frozen.logits(data, 64), eager.logits(data, 64), rtol=1e-4, atol=1e-4)
+    assert frozen.compile_seconds > first  # compiled again, for the new weights
+
+
+def test_a_failed_compile_is_one_clear_error(small):
     import torch._inductor.config as inductor_config
 
     from cnnkit.errors import TrainingError
 
     # No C++ compiler: what a machine without one gives (and no cached kernels to fall back on).
-    monkeypatch.setattr(inductor_config, "fx_graph_cache", False)
-    monkeypatch.setattr(inductor_config.cpp, "cxx", ("no-such-compiler-here",))
+    # The config's own patch (monkeypatch's undo would delete the cache flag from it).
+    no_compiler = inductor_config.patch({"fx_graph_cache": False, "cpp.cxx": ("no-such-compiler-here",)})
     seed_everything(0)
     trainer = Trainer(create_model("fashion_bn_cnn", widths=[5, 7]), device="cpu", compile=True)
-    with pytest.raises(TrainingError, match=r"could not compile SequentialCNN .*without --compile"):
+    with (
+        no_compiler,
+        pytest.raises(TrainingError, match=r"could not compile SequentialCNN .*without --compile"),
+    ):
         trainer.fit(small[0].subset(slice(0, 64)), epochs=1, batch_size=32)

@@ -99,9 +99,13 @@ class Trainer:
             TrainingError when it is NaN/inf (before the update reaches the weights), and clip
             it to this value.
         compile: run the model through ``torch.compile`` (off by default: on the CPUs measured
-            it trained and inferred slower, docs/performance.md). The model itself, its
-            state_dict and checkpoints stay the eager ones; the seconds the first compiled
-            calls took (compiling included) are kept apart in ``compile_seconds``.
+            it trained slower, docs/performance.md). The model itself, its state_dict and
+            checkpoints stay the eager ones; the seconds the first compiled calls took
+            (compiling included) are kept apart in ``compile_seconds``. An inference-only
+            Trainer (``optimizer=None``) compiles with the weights frozen into the graph,
+            where the compiler folds and prepacks them: faster inference on the CPU. If the
+            weights change afterwards (an in-place update, ``load_state_dict``), the next
+            ``logits`` call compiles again.
     """
 
     def __init__(
@@ -159,6 +163,7 @@ class Trainer:
         self.compile_seconds = 0.0
         self._compiled: Any = None
         self._compiled_modes: set[bool] = set()  # train / eval graphs already compiled
+        self._frozen_key: tuple | None = None  # the weights an inference-only graph was frozen with
         self.epoch = 0  # epochs completed
         self.global_step = 0
         self.epochs = 0
@@ -203,7 +208,11 @@ class Trainer:
             with torch.no_grad():
                 self.model(x[:1])
             self.model.train(mode)
-            self._compiled = torch.compile(self.model)
+            # Inference-only graphs are static: the last batch is padded to the batch size, and
+            # shapes made dynamic by other compiles of the same forward code broke frozen
+            # channels-last graphs (a stride mismatch in the prepacked convolution).
+            frozen = self.optimizer is None
+            self._compiled = torch.compile(self.model, dynamic=False if frozen else None)
         return self._compiled
 
     def _call(self, net: nn.Module, x: torch.Tensor, first: bool) -> torch.Tensor:
@@ -218,8 +227,30 @@ class Trainer:
             detail = (str(exc).strip().splitlines() or [""])[0]
             raise TrainingError(
                 f"torch.compile could not compile {type(self.model).__name__} "
-                f"({type(exc).__name__}: {detail}); train without --compile (compile=False)"
+                f"({type(exc).__name__}: {detail}); run without --compile (compile=False)"
             ) from exc
+
+    def _freezing(self) -> contextlib.AbstractContextManager:
+        """Inductor's freezing while an inference-only Trainer's compiled graphs are built."""
+        if not (self.compile and self.optimizer is None):
+            return contextlib.nullcontext()
+        try:
+            from torch._inductor import config as inductor_config
+        except ImportError:  # a PyTorch without inductor: plain compile
+            return contextlib.nullcontext()
+        return inductor_config.patch(freezing=True)
+
+    def _weights_key(self) -> tuple:
+        tensors = [*self.model.parameters(), *self.model.buffers()]
+        return tuple((t.data_ptr(), t._version) for t in tensors)
+
+    def _refreeze(self) -> None:
+        """Drop frozen graphs whose weights have changed since (they would give stale outputs)."""
+        if not (self.compile and self.optimizer is None) or self._frozen_key is None:
+            return
+        if self._weights_key() != self._frozen_key:
+            torch.compiler.reset()
+            self._compiled_modes.discard(False)
 
     def _compile_clock(self) -> float | None:
         """A start time when the next call is the first compiled one in the model's current mode
@@ -367,14 +398,22 @@ class Trainer:
         """Logits Tensor[N, K] on the CPU, in eval mode."""
         self.model.eval()
         images = data.images if isinstance(data, ArrayDataset) else data
+        self._refreeze()
         outs = []
         for start in range(0, len(images), batch_size):
-            x = self.prepare(images[start : start + batch_size])
-            with self._autocast():
-                net, clock = self._net(x), self._compile_clock()
-                out = self._call(net, x, clock is not None)
+            batch = images[start : start + batch_size]
+            n = len(batch)
+            if self.compile and start > 0 and n < batch_size:
+                # Padded to the batch size, the last batch reuses the compiled graph.
+                batch = torch.cat([batch, batch.new_zeros((batch_size - n, *batch.shape[1:]))])
+            x = self.prepare(batch)
+            with self._autocast(), self._freezing():
+                clock = self._compile_clock()
+                out = self._call(self._net(x), x, clock is not None)
                 self._compiled_since(clock)
-            outs.append(out.float().cpu())
+            outs.append(out[:n].float().cpu())
+        if self.compile and self.optimizer is None:
+            self._frozen_key = self._weights_key()
         return torch.cat(outs) if outs else torch.empty(0)
 
     def predict(self, data: ArrayDataset | torch.Tensor, batch_size: int = 256) -> torch.Tensor:
