@@ -89,6 +89,14 @@ def test_shape_calculator_walkthrough(capsys):
             "--compile applies only to classification",
         ),
         (["train", "--resume", "somewhere", "--compile"], "drop --compile"),
+        (
+            ["train", "--val-fraction", "0", "--out", "unused10"],
+            "validation fraction must be between 0 and 1",
+        ),
+        (
+            ["train", "--task", "detect", "--val-fraction", "0.1", "--out", "unused11"],
+            "--val-fraction applies only to classification",
+        ),
     ],
 )
 def test_usage_errors_are_one_line_exit_2(capsys, argv, message, tmp_path, monkeypatch):

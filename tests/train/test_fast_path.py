@@ -266,12 +266,17 @@ def test_max_shift_sets_translation_for_either_preset(tmp_path, capsys):
         RunConfig(max_shift=-1).validate()
     out = tmp_path / "run"
     argv = ["train", "--preset", "fast", "--max-shift", "1", "--epochs", "1", "--limit-train", "256"]
+    argv += ["--val-fraction", "0.125"]  # 224 training images, 32 held out
     assert main([*argv, "--limit-test", "64", "--out", str(out), "--no-progress"]) == 0
-    assert json.loads((out / "config.json").read_text())["run"]["max_shift"] == 1
+    record = json.loads((out / "config.json").read_text())
+    assert record["run"]["max_shift"] == 1 and record["run"]["val_fraction"] == 0.125
+    assert (record["data_sizes"]["train"], record["data_sizes"]["val"]) == (224, 32)
     capsys.readouterr()
-    # A resumed run keeps its saved settings: the flag is refused, not silently dropped.
+    # A resumed run keeps its saved settings: the flags are refused, not silently dropped.
     assert main(["train", "--resume", str(out), "--max-shift", "2"]) == 2
     assert "--max-shift" in capsys.readouterr().err
+    assert main(["train", "--resume", str(out), "--val-fraction", "0.1"]) == 2
+    assert "--val-fraction" in capsys.readouterr().err
 
 
 def test_fast_options_drop_flip_tta_when_training_without_flips():

@@ -43,6 +43,7 @@ RUN_SETTINGS = (
     "preset",
     "max_grad_norm",
     "max_shift",
+    "val_fraction",
     "compile",
     "deterministic",
     "config",
@@ -52,6 +53,7 @@ CLASSIFY_ONLY_FLAGS = (
     ("--max-shift", "max_shift"),
     ("--max-grad-norm", "max_grad_norm"),
     ("--compile", "compile"),
+    ("--val-fraction", "val_fraction"),
 )
 
 
@@ -93,6 +95,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="append",
         metavar="KEY=VALUE",
         help="a model (or backbone) builder option, VALUE in JSON (e.g. depth=2, widths=[32,64]); repeatable",
+    )
+    p.add_argument(
+        "--val-fraction",
+        type=float,
+        help="share of the training images held out for validation and early stopping "
+        "(default 0.2: the course's 48,000 / 12,000)",
     )
     p.add_argument("--limit-train", type=int, help="use only N training images (quick tries, tests)")
     p.add_argument("--limit-test", type=int, help="evaluate on only N test images")
@@ -163,6 +171,7 @@ def _classify_config(args: argparse.Namespace):
         "deterministic": args.deterministic or None,
         "max_grad_norm": args.max_grad_norm,
         "max_shift": args.max_shift,
+        "val_fraction": args.val_fraction,
         "compile": args.compile,
         "preset": args.preset if "preset" in given else None,
     }
