@@ -243,6 +243,12 @@ def test_fast_preset_fills_unset_keys_and_resolves_speed_settings():
     assert config["model_kwargs"] == PRESETS["fast"]["model_kwargs"]
     own = apply_preset("fast", {"model": "hongong_cnn", "model_kwargs": {}}, explicit={"model"})
     assert own["model"] == "hongong_cnn" and own["model_kwargs"] == {}
+    assert config["patience"] == config["epochs"] == PRESETS["fast"]["epochs"]
+    longer = apply_preset("fast", {"epochs": 40}, explicit={"epochs"})
+    assert longer["patience"] == 40  # a longer one-cycle run is not cut short by early stopping
+    assert (
+        apply_preset("fast", {"epochs": 40, "patience": 3}, explicit={"epochs", "patience"})["patience"] == 3
+    )
     assert trainer_extras("course", 1e-3) == {}
     assert set(trainer_extras("fast", 0.1)) == {"augment", "scheduler", "tta"}
     with pytest.raises(UsageError, match="unknown preset"):

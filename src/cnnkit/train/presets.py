@@ -73,6 +73,10 @@ def apply_preset(
             out["amp"] = perf.amp
         if "channels_last" not in explicit and not out.get("channels_last"):
             out["channels_last"] = perf.channels_last
+        if "patience" not in explicit:
+            # The whole one-cycle schedule runs (early stopping only keeps the best weights),
+            # however many epochs are asked for.
+            out["patience"] = out["epochs"]
     out["preset"] = name
     return out
 
