@@ -137,8 +137,10 @@ def train_run(
     train_all, test = load_dataset(config.data, config.limit_train, config.limit_test, config.seed)
     train, val = train_all.split(config.val_fraction, seed=config.seed, stratify=config.stratify)
     device = pick_device(config.device)
-    if config.preset == "fast" and device.type == "cpu":
-        set_threads(pick_num_threads())  # see docs/performance.md: busy cores stall OpenMP threads
+    if config.preset == "fast" and device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
+        # Busy cores stall OpenMP threads (docs/performance.md); an explicit OMP_NUM_THREADS is
+        # the user's choice and wins, as in the other tasks.
+        set_threads(pick_num_threads())
     if resume and "num_threads" in resume_state:  # bit-identical only with the run's own thread count
         set_threads(int(resume_state["num_threads"]))
     model = build_model(config, train_all.num_classes, train_all.input_shape[0])
