@@ -10,6 +10,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -197,6 +198,45 @@ def test_perf_settings_per_device():
     )
     other = pick_perf_settings(torch.device("meta"))
     assert other.amp is None and not other.channels_last
+
+
+def test_busy_cores_reads_two_proc_stat_samples(tmp_path, monkeypatch):
+    import cnnkit.train.perf as perf
+
+    stat = tmp_path / "stat"
+    # user nice system idle iowait irq softirq steal: the aggregate line and cpu7 (outside
+    # the mask) are ignored; cpu1 has the short field list of old kernels.
+    first = "cpu  9 9 9 9 9 9 9 9\ncpu0 100 0 0 100 0 0 0 0\ncpu1 50 0 0 50\ncpu7 1 1 1 1 1 1 1 1\n"
+    stat.write_text(first)
+    monkeypatch.setattr(perf, "PROC_STAT", str(stat))
+    monkeypatch.setattr(perf.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert perf._cpu_times({0, 1}) == {0: (100, 200), 1: (50, 100)}
+
+    def tick(seconds):  # 100 ticks later: cpu0 busy 30 + steal 20 of them, cpu1 busy all 100
+        stat.write_text("cpu0 130 0 0 150 0 0 0 20\ncpu1 150 0 0 50\n")
+
+    monkeypatch.setattr(perf.time, "sleep", tick)
+    assert perf.busy_cores() == pytest.approx(0.5 + 1.0)
+    stat.write_text(first)
+    assert perf.pick_num_threads() == 1  # 2 cores, 1.5 busy
+    monkeypatch.setattr(perf, "PROC_STAT", str(tmp_path / "missing"))
+    monkeypatch.setattr(perf.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    assert perf.busy_cores() is None and perf.pick_num_threads() == 2  # the load average instead
+
+
+def test_busy_cores_sees_a_spinning_process():
+    from cnnkit.train.perf import busy_cores
+
+    if not os.path.exists("/proc/stat"):  # not Linux: no sample, the load average is used
+        assert busy_cores(0.01) is None
+        return
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        assert busy_cores(0.5) >= 0.7  # one core spun the whole sample
+    finally:
+        spinner.kill()
+        spinner.wait()
 
 
 def test_thread_choice_leaves_busy_cores_alone():

@@ -10,6 +10,7 @@ import contextlib
 import ctypes
 import os
 import platform
+import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -63,15 +64,69 @@ def usable_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+PROC_STAT = "/proc/stat"
+BUSY_SAMPLE_S = 0.3
+
+
+def _cpu_times(cpus: set[int]) -> dict[int, tuple[int, int]] | None:
+    """(busy, total) clock ticks since boot for each CPU in ``cpus``, from /proc/stat."""
+    try:
+        with open(PROC_STAT, encoding="ascii") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    times = {}
+    for line in lines:
+        name, *fields = line.split()
+        if not name.startswith("cpu") or name == "cpu" or not name[3:].isdigit() or len(fields) < 4:
+            continue
+        if int(name[3:]) not in cpus:
+            continue
+        user, nice, system, idle, *rest = (int(v) for v in fields[:8])
+        iowait, irq, softirq, steal = ([*rest, 0, 0, 0, 0])[:4]
+        busy = user + nice + system + irq + softirq + steal  # steal: the host kept the core
+        times[int(name[3:])] = (busy, busy + idle + iowait)
+    return times or None
+
+
+def busy_cores(seconds: float = BUSY_SAMPLE_S) -> float | None:
+    """How many of this process's usable cores are busy right now (Linux; None elsewhere).
+
+    Two reads of /proc/stat ``seconds`` apart, summed over the CPUs in the affinity mask. The
+    caller sleeps in between, so the figure is other processes' work (and the host's steal).
+    Unlike the 1-minute load average, it does not still count a job that ended a moment ago.
+    """
+    try:
+        cpus = set(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = set(range(os.cpu_count() or 1))
+    first = _cpu_times(cpus)
+    if first is None:
+        return None
+    time.sleep(seconds)
+    second = _cpu_times(cpus)
+    if second is None:
+        return None
+    busy = 0.0
+    for cpu, (b1, t1) in second.items():
+        b0, t0 = first.get(cpu, (b1, t1))
+        if t1 > t0:
+            busy += min(1.0, max(0.0, (b1 - b0) / (t1 - t0)))
+    return busy
+
+
 def pick_num_threads(load: float | None = None) -> int:
     """Intra-op threads for CPU work: the cores that other processes leave free, at least one.
 
     On a shared machine, an OpenMP thread that waits for a core the others hold stalls every
     parallel region: on 2 cores under load 4+, 2 threads ran 5-40x slower than 1 (see
-    docs/performance.md). ``load`` is the 1-minute load average of *other* processes; by default
-    ``os.getloadavg()`` read before this process starts working.
+    docs/performance.md). ``load`` is the number of cores *other* processes keep busy; by
+    default it is measured now (``busy_cores``, a 0.3 s sample), else where that cannot be
+    read the 1-minute load average, which lags: it still counts a job that ended a minute ago.
     """
     cores = usable_cores()
+    if load is None:
+        load = busy_cores()
     if load is None:
         try:
             load = os.getloadavg()[0]
