@@ -204,9 +204,11 @@ def test_busy_cores_reads_two_proc_stat_samples(tmp_path, monkeypatch):
     import cnnkit.train.perf as perf
 
     stat = tmp_path / "stat"
-    # user nice system idle iowait irq softirq steal: the aggregate line and cpu7 (outside
-    # the mask) are ignored; cpu1 has the short field list of old kernels.
-    first = "cpu  9 9 9 9 9 9 9 9\ncpu0 100 0 0 100 0 0 0 0\ncpu1 50 0 0 50\ncpu7 1 1 1 1 1 1 1 1\n"
+    # user nice system idle iowait irq softirq steal: the aggregate line, cpu7 (outside the
+    # mask), a blank line and other counters are ignored; cpu1 has the short field list of old kernels.
+    first = (
+        "cpu  9 9 9 9 9 9 9 9\ncpu0 100 0 0 100 0 0 0 0\ncpu1 50 0 0 50\ncpu7 1 1 1 1 1 1 1 1\n\nintr 5 6\n"
+    )
     stat.write_text(first)
     monkeypatch.setattr(perf, "PROC_STAT", str(stat))
     monkeypatch.setattr(perf.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)

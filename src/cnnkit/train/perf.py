@@ -56,12 +56,16 @@ def cpu_has_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def _usable_cpus() -> set[int]:
+    try:
+        return set(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return set(range(os.cpu_count() or 1))
+
+
 def usable_cores() -> int:
     """Cores this process may run on (its affinity mask, else ``os.cpu_count()``)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
+    return max(1, len(_usable_cpus()))
 
 
 PROC_STAT = "/proc/stat"
@@ -77,9 +81,9 @@ def _cpu_times(cpus: set[int]) -> dict[int, tuple[int, int]] | None:
         return None
     times = {}
     for line in lines:
-        name, *fields = line.split()
-        if not name.startswith("cpu") or name == "cpu" or not name[3:].isdigit() or len(fields) < 4:
-            continue
+        name, *fields = line.split() or [""]
+        if not (name.startswith("cpu") and name[3:].isdigit() and len(fields) >= 4):
+            continue  # the all-CPU total, other counters
         if int(name[3:]) not in cpus:
             continue
         user, nice, system, idle, *rest = (int(v) for v in fields[:8])
@@ -96,10 +100,7 @@ def busy_cores(seconds: float = BUSY_SAMPLE_S) -> float | None:
     caller sleeps in between, so the figure is other processes' work (and the host's steal).
     Unlike the 1-minute load average, it does not still count a job that ended a moment ago.
     """
-    try:
-        cpus = set(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cpus = set(range(os.cpu_count() or 1))
+    cpus = _usable_cpus()
     first = _cpu_times(cpus)
     if first is None:
         return None

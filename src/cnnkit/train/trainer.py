@@ -105,7 +105,8 @@ class Trainer:
             Trainer (``optimizer=None``) compiles with the weights frozen into the graph,
             where the compiler folds and prepacks them: faster inference on the CPU. If the
             weights change afterwards (an in-place update, ``load_state_dict``), the next
-            ``logits`` call compiles again.
+            ``logits`` call compiles again (``torch.compiler.reset``: other compiled models in
+            the process compile again too, on their next call).
     """
 
     def __init__(
@@ -211,8 +212,7 @@ class Trainer:
             # Inference-only graphs are static: the last batch is padded to the batch size, and
             # shapes made dynamic by other compiles of the same forward code broke frozen
             # channels-last graphs (a stride mismatch in the prepacked convolution).
-            frozen = self.optimizer is None
-            self._compiled = torch.compile(self.model, dynamic=False if frozen else None)
+            self._compiled = torch.compile(self.model, dynamic=False if self._freezes else None)
         return self._compiled
 
     def _call(self, net: nn.Module, x: torch.Tensor, first: bool) -> torch.Tensor:
@@ -230,9 +230,14 @@ class Trainer:
                 f"({type(exc).__name__}: {detail}); run without --compile (compile=False)"
             ) from exc
 
+    @property
+    def _freezes(self) -> bool:
+        """Compiled graphs hold the weights as constants: only where nothing trains them."""
+        return self.compile and self.optimizer is None
+
     def _freezing(self) -> contextlib.AbstractContextManager:
         """Inductor's freezing while an inference-only Trainer's compiled graphs are built."""
-        if not (self.compile and self.optimizer is None):
+        if not self._freezes:
             return contextlib.nullcontext()
         try:
             from torch._inductor import config as inductor_config
@@ -246,7 +251,7 @@ class Trainer:
 
     def _refreeze(self) -> None:
         """Drop frozen graphs whose weights have changed since (they would give stale outputs)."""
-        if not (self.compile and self.optimizer is None) or self._frozen_key is None:
+        if not self._freezes or self._frozen_key is None:
             return
         if self._weights_key() != self._frozen_key:
             torch.compiler.reset()
@@ -412,7 +417,7 @@ class Trainer:
                 out = self._call(self._net(x), x, clock is not None)
                 self._compiled_since(clock)
             outs.append(out[:n].float().cpu())
-        if self.compile and self.optimizer is None:
+        if self._freezes:
             self._frozen_key = self._weights_key()
         return torch.cat(outs) if outs else torch.empty(0)
 
