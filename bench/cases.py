@@ -302,6 +302,12 @@ def course_train(ctx: Context) -> list[dict]:
             PerfSettings(None, False, ctx.perf.num_threads, 256),
         ),
         "fast_bs256": (256, fast_trainer_options("hongong_cnn", augment=False), ctx.perf),
+        # The same without the compiled max-pool kernels: what they alone are worth.
+        "fast_bs256_pytorch_pool": (
+            256,
+            {**fast_trainer_options("hongong_cnn", augment=False), "fused_pool": False},
+            ctx.perf,
+        ),
     }
     rows = []
     with _with_threads(ctx.perf.num_threads or torch.get_num_threads()):
@@ -327,6 +333,8 @@ def course_train(ctx: Context) -> list[dict]:
                     threads=torch.get_num_threads(),
                     load=[before, load()],
                     val_accuracy=round(trainer.history.epochs[-1]["val_accuracy"], 4),
+                    fused_pool=bool(recipe.get("fused_pool")),
+                    compile_s=round(trainer.compile_seconds, 2),
                     **_ratios(ctx, "train", rate),
                 )
             )
@@ -357,6 +365,7 @@ def course_infer(ctx: Context) -> list[dict]:
         ("auto", ctx.perf.amp, ctx.perf.channels_last, ctx.perf.inference_batch),
         ("int8_b256", "int8", False, 256),
         ("compiled_b256", "compile", ctx.perf.channels_last, 256),
+        ("fused_pool_b256", "fused_pool", ctx.perf.channels_last, 256),
     ]
     rows = []
     reference_pred = None
@@ -388,6 +397,20 @@ def course_infer(ctx: Context) -> list[dict]:
                 )
                 trainer.logits(test, bs)
                 extra = {"compile_s": round(trainer.compile_seconds, 2), "compiled": True}
+            elif amp == "fused_pool":
+                # The device's precision with the compiled max-pool kernels (the fast preset's
+                # setting); their compiling happens in the first call, reported apart.
+                amp = ctx.perf.amp
+                trainer = Trainer(
+                    copy.deepcopy(model),
+                    device=ctx.device,
+                    amp=amp,
+                    channels_last=cl,
+                    optimizer=None,
+                    fused_pool=True,
+                )
+                trainer.logits(test, bs)
+                extra = {"compile_s": round(trainer.compile_seconds, 2), "fused_pool": True}
             else:
                 trainer = Trainer(
                     copy.deepcopy(model), device=ctx.device, amp=amp, channels_last=cl, optimizer=None

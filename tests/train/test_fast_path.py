@@ -292,7 +292,7 @@ def test_fast_preset_fills_unset_keys_and_resolves_speed_settings():
         apply_preset("fast", {"epochs": 40, "patience": 3}, explicit={"epochs", "patience"})["patience"] == 3
     )
     assert trainer_extras("course", 1e-3) == {}
-    assert set(trainer_extras("fast", 0.1)) == {"augment", "scheduler", "tta"}
+    assert set(trainer_extras("fast", 0.1)) == {"augment", "scheduler", "tta", "fused_pool"}
     with pytest.raises(UsageError, match="unknown preset"):
         trainer_extras("fastest", 0.1)
 

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._fused_pool import fused_max_pool_2x2
 from .padding import PaddingArg, _pair, check_padding, pad_same_2d
 
 
@@ -41,6 +42,10 @@ class MaxPool2D(_Pool2D):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pads = self._pads(x)
+        if not any(pads) and self._fusable():
+            y = fused_max_pool_2x2(x)
+            if y is not None:
+                return y
         if any(pads):
             # Padded cells must never win the max.
             x = F.pad(x, pads, value=float("-inf"))
@@ -53,6 +58,17 @@ class MaxPool2D(_Pool2D):
         ):
             return _max_pool_2x2(x)
         return F.max_pool2d(x, self.pool_size, self.strides)
+
+    def forward_relu(self, x: torch.Tensor) -> torch.Tensor:
+        """``relu(self(x))``, the ReLU fused into the pooling kernel where it can be."""
+        if self._fusable() and not any(self._pads(x)):
+            y = fused_max_pool_2x2(x, relu=True)
+            if y is not None:
+                return y
+        return torch.relu(self(x))
+
+    def _fusable(self) -> bool:
+        return self.pool_size == (2, 2) and self.strides == (2, 2)
 
 
 def _needs_grad(x: torch.Tensor) -> bool:

@@ -165,7 +165,7 @@ def _pool_before_relu(layers: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
             and isinstance(after, MaxPool2D)
             and not _hooked(layer, layer.activation, after)
         ):
-            x = torch.relu(after(layer.forward_pre_activation(x)))
+            x = after.forward_relu(layer.forward_pre_activation(x))
             i += 2
         else:
             x = layer(x)

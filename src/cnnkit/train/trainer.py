@@ -17,6 +17,7 @@ from torch import nn
 
 from ..data.arrays import ArrayDataset, iterate_batches, num_batches
 from ..errors import TrainingError
+from ..layers._fused_pool import fused_pool_compile_seconds, fused_pooling
 from .augment import flip_tta
 from .callbacks import Callback, History
 from .checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -107,6 +108,12 @@ class Trainer:
             weights change afterwards (an in-place update, ``load_state_dict``), the next
             ``logits`` call compiles again (``torch.compiler.reset``: other compiled models in
             the process compile again too, on their next call).
+        fused_pool: on a CPU, run 2×2 max-pools (and a ReLU right after one) through compiled
+            kernels that keep a small winner code instead of PyTorch's int64 indices: the same
+            values and gradients bit for bit, faster training (docs/performance.md). The first
+            batches compile them (a few seconds, added to ``compile_seconds``); without a
+            working compiler PyTorch's pooling runs, with one warning. Ignored with ``compile``
+            (the model's compiler fuses the pooling itself) and on other devices.
     """
 
     def __init__(
@@ -130,6 +137,7 @@ class Trainer:
         check_finite: bool = True,
         max_grad_norm: float | None = None,
         compile: bool = False,
+        fused_pool: bool = False,
     ) -> None:
         if max_grad_norm is not None and not max_grad_norm > 0:
             raise ValueError(f"max_grad_norm must be > 0 or None, got {max_grad_norm!r}")
@@ -161,6 +169,7 @@ class Trainer:
         self.max_grad_norm = max_grad_norm
         self._stopped_at_checkpoint = False  # the loaded checkpoint was written after an early stop
         self.compile = compile
+        self.fused_pool = fused_pool
         self.compile_seconds = 0.0
         self._compiled: Any = None
         self._compiled_modes: set[bool] = set()  # train / eval graphs already compiled
@@ -220,7 +229,8 @@ class Trainer:
         call (no C++ compiler, an untraceable layer) becomes one TrainingError that says how to
         go on."""
         try:
-            return flip_tta(net, x) if self.tta and not self.model.training else net(x)
+            with fused_pooling(self.fused_pool and not self.compile and self.device.type == "cpu"):
+                return flip_tta(net, x) if self.tta and not self.model.training else net(x)
         except Exception as exc:
             if not first:
                 raise
@@ -336,7 +346,20 @@ class Trainer:
             cb.on_train_end(logs)
         return self.history
 
+    @contextlib.contextmanager
+    def _pool_compile_clock(self) -> Any:
+        """Adds the fused pooling kernels' compiling within the block to ``compile_seconds``."""
+        before = fused_pool_compile_seconds()
+        try:
+            yield
+        finally:
+            self.compile_seconds += fused_pool_compile_seconds() - before
+
     def _train_epoch(self, data: ArrayDataset, batch_size: int, epoch: int) -> dict[str, float]:
+        with self._pool_compile_clock():
+            return self._train_batches(data, batch_size, epoch)
+
+    def _train_batches(self, data: ArrayDataset, batch_size: int, epoch: int) -> dict[str, float]:
         self.model.train()
         # One generator per epoch, derived from the seed: the data order needs no saved state.
         order = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
@@ -404,6 +427,13 @@ class Trainer:
         self.model.eval()
         images = data.images if isinstance(data, ArrayDataset) else data
         self._refreeze()
+        with self._pool_compile_clock():
+            outs = self._logit_batches(images, batch_size)
+        if self._freezes:
+            self._frozen_key = self._weights_key()
+        return torch.cat(outs) if outs else torch.empty(0)
+
+    def _logit_batches(self, images: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
         outs = []
         for start in range(0, len(images), batch_size):
             batch = images[start : start + batch_size]
@@ -417,9 +447,7 @@ class Trainer:
                 out = self._call(self._net(x), x, clock is not None)
                 self._compiled_since(clock)
             outs.append(out[:n].float().cpu())
-        if self._freezes:
-            self._frozen_key = self._weights_key()
-        return torch.cat(outs) if outs else torch.empty(0)
+        return outs
 
     def predict(self, data: ArrayDataset | torch.Tensor, batch_size: int = 256) -> torch.Tensor:
         """Class probabilities Tensor[N, K] (softmax of the logits)."""
