@@ -108,6 +108,15 @@ def test_inapplicable_inputs_fall_back_to_pytorch(maps):
         assert fused_max_pool_2x2(x) is None
 
 
+def test_environment_switch_turns_the_kernels_off(maps, monkeypatch):
+    monkeypatch.setenv("CNNKIT_FUSED_POOL", "0")
+    with fused_pooling():
+        assert fused_max_pool_2x2(maps[:2]) is None
+    monkeypatch.setenv("CNNKIT_FUSED_POOL", "1")
+    with torch.no_grad(), fused_pooling():
+        assert torch.equal(fused_max_pool_2x2(maps[:2]), F.max_pool2d(maps[:2], 2))
+
+
 def test_a_failing_compiler_warns_once_and_pytorch_pooling_takes_over(maps, monkeypatch):
     def broken(name, fn, key):
         raise RuntimeError("no C++ compiler found\nmore detail")

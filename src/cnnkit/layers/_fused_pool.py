@@ -11,7 +11,8 @@ such kernel and PyTorch has no index-free max-pool backward, hence our own.
 The values and the gradients are those of ``F.max_pool2d(x, 2)`` (then ``relu``) bit for bit:
 the winner is the first maximum in the window's row-major order, as in PyTorch's kernel. Used
 only where ``fused_pooling(True)`` is active (the Trainer's ``fused_pool``), on CPU tensors;
-anything else, or a compiler that fails, falls back to PyTorch's own pooling.
+anything else, a compiler that fails, or ``CNNKIT_FUSED_POOL=0`` in the environment falls back
+to PyTorch's own pooling.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import logging
+import os
 import time
 import types
 import warnings
@@ -26,6 +28,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
+from torch.autograd.function import once_differentiable
 
 __all__ = ["fused_max_pool_2x2", "fused_pool_compile_seconds", "fused_pooling"]
 
@@ -127,7 +130,7 @@ def _run(name: str, fn: Callable[..., Any], key: tuple, *args: Any) -> Any:
 
 
 def _eligible(x: torch.Tensor) -> bool:
-    if not _ACTIVE.get() or _state["broken"] is not None:
+    if not _ACTIVE.get() or _state["broken"] is not None or os.environ.get("CNNKIT_FUSED_POOL") == "0":
         return False
     if torch.compiler.is_compiling() or torch.jit.is_scripting() or torch.jit.is_tracing():
         return False  # a compiled model: its own compiler fuses the pooling
@@ -159,6 +162,7 @@ class _FusedMaxPool(torch.autograd.Function):
         return y
 
     @staticmethod
+    @once_differentiable
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:  # type: ignore[override]
         (code,) = ctx.saved_tensors
         fmt = torch.channels_last if ctx.channels_last else torch.contiguous_format

@@ -184,7 +184,9 @@ def train_run(
         "confusion_matrix": report["confusion_matrix"],
         "num_test_samples": report["num_samples"],
     }
-    if config.compile:  # the first compiled steps (compiling included), also inside train_seconds
+    if config.compile or trainer.compile_seconds:
+        # The first compiled steps (compiling included: the model with --compile, else the fast
+        # preset's max-pool kernels), also inside train_seconds.
         metrics["compile_seconds"] = trainer.compile_seconds
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2, ensure_ascii=False))
     try:

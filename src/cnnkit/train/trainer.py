@@ -113,7 +113,8 @@ class Trainer:
             values and gradients bit for bit, faster training (docs/performance.md). The first
             batches compile them (a few seconds, added to ``compile_seconds``); without a
             working compiler PyTorch's pooling runs, with one warning. Ignored with ``compile``
-            (the model's compiler fuses the pooling itself) and on other devices.
+            (the model's compiler fuses the pooling itself), on other devices and with
+            ``CNNKIT_FUSED_POOL=0`` in the environment.
     """
 
     def __init__(
