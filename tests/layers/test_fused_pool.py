@@ -165,8 +165,29 @@ def test_trainer_fused_pool_trains_bit_identically(fashion_small):
     assert fp.fused_pool_compile_seconds() > 0
 
 
-def test_fast_preset_turns_fused_pooling_on():
+def test_auto_turns_the_kernels_on_for_long_fits_only(fashion_small, monkeypatch):
+    from cnnkit.train import trainer as trainer_module
     from cnnkit.train.presets import fast_trainer_options, trainer_extras
 
-    assert fast_trainer_options("hongong_cnn")["fused_pool"] is True
+    assert fast_trainer_options("hongong_cnn")["fused_pool"] == "auto"
     assert "fused_pool" not in trainer_extras("course", 1e-3)
+    train = fashion_small[0].subset(slice(0, 64))
+    calls = []
+    real = fp.fused_max_pool_2x2
+
+    def counting(x, relu=False):
+        calls.append(fp._ACTIVE.get())
+        return real(x, relu)
+
+    monkeypatch.setattr("cnnkit.layers.pooling.fused_max_pool_2x2", counting)
+    short = Trainer(create_model("hongong_cnn"), fused_pool="auto")
+    short.fit(train, epochs=2, batch_size=32)  # 128 images: not worth compiling
+    assert calls and not any(calls)
+    calls.clear()
+    monkeypatch.setattr(trainer_module, "FUSED_POOL_MIN_IMAGES", 128)
+    long = Trainer(create_model("hongong_cnn"), fused_pool="auto")
+    long.fit(train, epochs=2, batch_size=32)
+    long.logits(train)  # the choice holds for the inference after the fit
+    assert calls and all(calls)
+    with pytest.raises(ValueError, match="fused_pool must be True, False or 'auto'"):
+        Trainer(create_model("hongong_cnn"), fused_pool="yes")

@@ -371,8 +371,10 @@ def test_cli_model_option_reaches_the_classifier(tmp_path, capsys, monkeypatch):
 
     from cnnkit.cli.__main__ import main
     from cnnkit.layers import _fused_pool
+    from cnnkit.train import trainer as trainer_module
 
     monkeypatch.setitem(_fused_pool._state, "seen", {})  # first calls timed as compiling again
+    monkeypatch.setattr(trainer_module, "FUSED_POOL_MIN_IMAGES", 1)  # 'auto' on for this short fit
 
     out = tmp_path / "run"
     argv = [

@@ -39,8 +39,9 @@ PRESETS: dict[str, dict[str, Any]] = {
 # accuracy (docs/performance.md); longer recipes turn it on (bench/cases.py best_recipe).
 TRAINER_EXTRAS: dict[str, dict[str, Any]] = {
     "course": {},
-    # fused_pool: compiled max-pool kernels on the CPU (bit-identical, faster; Trainer docs).
-    "fast": {"max_shift": 0, "flip_p": 0.5, "pct_start": 0.25, "tta": True, "fused_pool": True},
+    # fused_pool: compiled max-pool kernels on the CPU for long enough fits (bit-identical,
+    # faster; Trainer docs).
+    "fast": {"max_shift": 0, "flip_p": 0.5, "pct_start": 0.25, "tta": True, "fused_pool": "auto"},
 }
 
 

@@ -26,6 +26,10 @@ from .metrics import classification_report, confusion_matrix
 from .perf import tune_cpu_allocator
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+# fused_pool='auto' compiles the pooling kernels for fits of at least this many training images
+# (epochs × images): a hongong_cnn epoch of 48,000 saves about 1 s with them, and compiling
+# takes 2-3 s in a new process, about 15 s the first time on a machine (docs/performance.md).
+FUSED_POOL_MIN_IMAGES = 500_000
 # What Trainer.state() writes and load_state() needs.
 STATE_KEYS = ("epoch", "global_step", "seed", "model", "optimizer", "scheduler", "callbacks", "rng")
 
@@ -111,10 +115,13 @@ class Trainer:
         fused_pool: on a CPU, run 2×2 max-pools (and a ReLU right after one) through compiled
             kernels that keep a small winner code instead of PyTorch's int64 indices: the same
             values and gradients bit for bit, faster training (docs/performance.md). The first
-            batches compile them (a few seconds, added to ``compile_seconds``); without a
-            working compiler PyTorch's pooling runs, with one warning. Ignored with ``compile``
-            (the model's compiler fuses the pooling itself), on other devices and with
-            ``CNNKIT_FUSED_POOL=0`` in the environment.
+            batches compile them (added to ``compile_seconds``: about 2-3 s, about 15 s the
+            first time on a machine); without a working compiler PyTorch's pooling runs, with
+            one warning. ``'auto'`` (the fast preset) turns them on for a ``fit`` of at least
+            FUSED_POOL_MIN_IMAGES training images (epochs × images), long enough to win back
+            the compiling, and keeps that choice for the inference after it. Ignored with
+            ``compile`` (the model's compiler fuses the pooling itself), on other devices and
+            with ``CNNKIT_FUSED_POOL=0`` in the environment.
     """
 
     def __init__(
@@ -138,10 +145,12 @@ class Trainer:
         check_finite: bool = True,
         max_grad_norm: float | None = None,
         compile: bool = False,
-        fused_pool: bool = False,
+        fused_pool: bool | str = False,
     ) -> None:
         if max_grad_norm is not None and not max_grad_norm > 0:
             raise ValueError(f"max_grad_norm must be > 0 or None, got {max_grad_norm!r}")
+        if fused_pool not in (True, False, "auto"):
+            raise ValueError(f"fused_pool must be True, False or 'auto', got {fused_pool!r}")
         self.device = device if isinstance(device, torch.device) else pick_device(device)
         tune_cpu_allocator(self.device)
         self.model = model.to(self.device)
@@ -171,6 +180,7 @@ class Trainer:
         self._stopped_at_checkpoint = False  # the loaded checkpoint was written after an early stop
         self.compile = compile
         self.fused_pool = fused_pool
+        self._fused_now = fused_pool is True  # 'auto' decides in fit
         self.compile_seconds = 0.0
         self._compiled: Any = None
         self._compiled_modes: set[bool] = set()  # train / eval graphs already compiled
@@ -230,7 +240,7 @@ class Trainer:
         call (no C++ compiler, an untraceable layer) becomes one TrainingError that says how to
         go on."""
         try:
-            with fused_pooling(self.fused_pool and not self.compile and self.device.type == "cpu"):
+            with fused_pooling(self._fused_now and not self.compile and self.device.type == "cpu"):
                 return flip_tta(net, x) if self.tta and not self.model.training else net(x)
         except Exception as exc:
             if not first:
@@ -308,6 +318,8 @@ class Trainer:
             raise ValueError(f"epochs and batch_size must be >= 1, got {epochs} and {batch_size}")
         self.epochs = epochs
         self.steps_per_epoch = num_batches(len(train), batch_size)
+        if self.fused_pool == "auto":
+            self._fused_now = (epochs - self.epoch) * len(train) >= FUSED_POOL_MIN_IMAGES
         if self.scheduler_factory is not None and self.scheduler is None:
             self.scheduler = self.scheduler_factory(self.optimizer, epochs * self.steps_per_epoch)
         # A run that stopped early and was then interrupted (say, while testing) stays stopped on resume.
