@@ -389,34 +389,22 @@ def course_infer(ctx: Context) -> list[dict]:
                 net = quantize_int8(model, calib)
                 extra = {"quantize_s": round(time.perf_counter() - start, 2), "engine": net.engine}
                 trainer = Trainer(net, device=ctx.device, optimizer=None)
-            elif amp == "compile":
-                # torch.compile with the weights frozen in (an inference-only Trainer), the
-                # device's precision; compiling happens in the first call, reported apart.
-                amp = ctx.perf.amp
+            elif amp in ("compile", "fused_pool"):
+                # The device's precision, and either torch.compile with the weights frozen in
+                # (an inference-only Trainer) or the compiled max-pool kernels (the fast
+                # preset's); compiling happens in the first call, reported apart.
+                option, amp = amp, ctx.perf.amp
                 trainer = Trainer(
                     copy.deepcopy(model),
                     device=ctx.device,
                     amp=amp,
                     channels_last=cl,
                     optimizer=None,
-                    compile=True,
+                    **{option: True},
                 )
                 trainer.logits(test, bs)
-                extra = {"compile_s": round(trainer.compile_seconds, 2), "compiled": True}
-            elif amp == "fused_pool":
-                # The device's precision with the compiled max-pool kernels (the fast preset's
-                # setting); their compiling happens in the first call, reported apart.
-                amp = ctx.perf.amp
-                trainer = Trainer(
-                    copy.deepcopy(model),
-                    device=ctx.device,
-                    amp=amp,
-                    channels_last=cl,
-                    optimizer=None,
-                    fused_pool=True,
-                )
-                trainer.logits(test, bs)
-                extra = {"compile_s": round(trainer.compile_seconds, 2), "fused_pool": True}
+                flag = "compiled" if option == "compile" else option
+                extra = {"compile_s": round(trainer.compile_seconds, 2), flag: True}
             else:
                 trainer = Trainer(
                     copy.deepcopy(model), device=ctx.device, amp=amp, channels_last=cl, optimizer=None
