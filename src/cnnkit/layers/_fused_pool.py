@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch.autograd.function import once_differentiable
 
-__all__ = ["fused_max_pool_2x2", "fused_pool_compile_seconds", "fused_pooling"]
+__all__ = ["fused_max_pool_2x2", "fused_pool_compile_seconds", "fused_pooling", "max_of_windows"]
 
 _ACTIVE: contextvars.ContextVar[bool] = contextvars.ContextVar("cnnkit_fused_pool", default=False)
 _DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -59,12 +59,21 @@ def fused_pool_compile_seconds() -> float:
 
 # ---------------------------------------------------------------- the kernels (pure functions)
 def _windows(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    return x[..., 0::2, 0::2], x[..., 0::2, 1::2], x[..., 1::2, 0::2], x[..., 1::2, 1::2]
+    """The four cells of each 2×2 window as strided views (an odd last row / column dropped)."""
+    h, w = x.shape[-2] // 2 * 2, x.shape[-1] // 2 * 2
+    return x[..., 0:h:2, 0:w:2], x[..., 0:h:2, 1:w:2], x[..., 1:h:2, 0:w:2], x[..., 1:h:2, 1:w:2]
+
+
+def max_of_windows(x: torch.Tensor) -> torch.Tensor:
+    """2×2, stride-2 max-pooling as the maximum of the four strided views: the same values as
+    ``F.max_pool2d(x, 2)`` (NaN included) without its index bookkeeping. No backward of its own
+    (autograd's through ``maximum`` splits ties); eager, it serves inference."""
+    a, b, c, d = _windows(x)
+    return torch.maximum(torch.maximum(a, b), torch.maximum(c, d))
 
 
 def _pool_values(x: torch.Tensor, relu: bool) -> torch.Tensor:
-    a, b, c, d = _windows(x)
-    y = torch.maximum(torch.maximum(a, b), torch.maximum(c, d))
+    y = max_of_windows(x)
     return y.clamp_min(0) if relu else y
 
 
