@@ -19,11 +19,24 @@ def _fmt(value: object, digits: int = 3) -> str:
 
 def render(result: dict) -> str:
     m = result["machine"]
+    peak = result["peak_gflop_s"]
+    cpu = m.get("cpu_id") or {}
+    cpu_text = ""
+    if cpu.get("family"):
+        cpu_text = f"{cpu.get('name', 'CPU')} (family {cpu['family']}, model {cpu['model']}), "
+    probes = ""
+    if "probes" in peak:  # since the 1×1-conv probe: what each probe gave, best thread count
+        by_threads = list(peak["by_threads"].values())
+        best = {k: max(p[k] for p in by_threads) for k in by_threads[0]}
+        probes = (
+            f" (matmul {best['fp32_matmul']:.0f} / 1×1 conv {best['fp32_conv1x1']:.0f} FP32, "
+            f"{best['bf16_matmul']:.0f} / {best['bf16_conv1x1']:.0f} BF16)"
+        )
     lines = [
         f"Run {result['date']}: `{result['command']}`; torch {m['torch']}, {m['device']}, "
-        f"{m['cores']} cores, "
-        f"load {m['load_at_start']} at start, {m['load_at_end']} at end. Measured GEMM peak: FP32 "
-        f"{result['peak_gflop_s']['fp32']} GFLOP/s, BF16 {result['peak_gflop_s']['bf16']} GFLOP/s. "
+        f"{cpu_text}{m['cores']} cores, "
+        f"load {m['load_at_start']} at start, {m['load_at_end']} at end. Measured peak: FP32 "
+        f"{peak['fp32']} GFLOP/s, BF16 {peak['bf16']} GFLOP/s{probes}. "
         f"Fast-path settings: {result['perf_settings']}.",
         "",
         "| case | img/s | s/epoch | GFLOP/img | GFLOP/s | of FP32 peak | × plain (default threads) "
