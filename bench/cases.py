@@ -19,8 +19,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from cnnkit import create_model
 from cnnkit.data.arrays import ArrayDataset
-from cnnkit.train.perf import PerfSettings
-from cnnkit.train.trainer import Trainer
+from cnnkit.engine.perf import PerfSettings
+from cnnkit.tasks.classify.task import ClassifyTrainer
 from measure import forward_flops, load, timed, train_step_flops
 
 EPOCH_TRAIN = 48_000  # the course's split of the 60,000 training images
@@ -164,7 +164,7 @@ def plain_loop(quick: bool, tuned_malloc: bool = False) -> dict[str, Any]:
     that it gets glibc's default malloc (a plain script's) and no state of the other cases.
     """
     from cnnkit.data import load_fashion_mnist
-    from cnnkit.train.perf import tune_cpu_allocator
+    from cnnkit.engine.perf import tune_cpu_allocator
 
     if tuned_malloc:
         tune_cpu_allocator()
@@ -275,10 +275,12 @@ def _trainer_epochs(
     train_n: int,
     val_n: int,
     perf: PerfSettings,
-) -> tuple[list[float], Trainer]:
+) -> tuple[list[float], ClassifyTrainer]:
     torch.manual_seed(0)
     model = create_model(model_name)
-    trainer = Trainer(model, device=ctx.device, amp=perf.amp, channels_last=perf.channels_last, **recipe)
+    trainer = ClassifyTrainer(
+        model, device=ctx.device, amp=perf.amp, channels_last=perf.channels_last, **recipe
+    )
     train = ctx.train.subset(slice(0, train_n))
     val = ctx.val.subset(slice(0, val_n))
     trainer.fit(train, val, epochs=epochs, batch_size=batch_size)
@@ -288,7 +290,7 @@ def _trainer_epochs(
 def course_train(ctx: Context) -> list[dict]:
     """hongong_cnn: course settings (Adam 1e-3, batch 32) and the fast path (batch 256), each with
     the device's speed settings; an epoch is 48,000 training + 12,000 validation images."""
-    from cnnkit.train.presets import fast_trainer_options
+    from cnnkit.tasks.classify.presets import fast_trainer_options
 
     train_n, val_n = (9_600, 2_400) if ctx.quick else (EPOCH_TRAIN, EPOCH_VAL)
     epochs = 2 if ctx.quick else 3  # the first epoch is warm-up (oneDNN primitive creation)
@@ -356,7 +358,7 @@ def course_infer(ctx: Context) -> list[dict]:
     row is calibrated on 2,000 training images and its quantization time is reported apart."""
     from cnnkit.cli.predict import fashion_asset
     from cnnkit.io.weights import load_state_dict_file, load_strict
-    from cnnkit.train.quantize import quantize_int8
+    from cnnkit.tasks.classify.quantize import quantize_int8
 
     fl = _flops("hongong_cnn")
     model = create_model("hongong_cnn")
@@ -388,13 +390,13 @@ def course_infer(ctx: Context) -> list[dict]:
                 calib = ctx.train.subset(slice(0, 2_000)).images.float().div(255)
                 net = quantize_int8(model, calib)
                 extra = {"quantize_s": round(time.perf_counter() - start, 2), "engine": net.engine}
-                trainer = Trainer(net, device=ctx.device, optimizer=None)
+                trainer = ClassifyTrainer(net, device=ctx.device, optimizer=None)
             elif amp in ("compile", "fused_pool"):
                 # The device's precision, and either torch.compile with the weights frozen in
                 # (an inference-only Trainer) or the compiled max-pool kernels (the fast
                 # preset's); compiling happens in the first call, reported apart.
                 option, amp = amp, ctx.perf.amp
-                trainer = Trainer(
+                trainer = ClassifyTrainer(
                     copy.deepcopy(model),
                     device=ctx.device,
                     amp=amp,
@@ -406,7 +408,7 @@ def course_infer(ctx: Context) -> list[dict]:
                 flag = "compiled" if option == "compile" else option
                 extra = {"compile_s": round(trainer.compile_seconds, 2), flag: True}
             else:
-                trainer = Trainer(
+                trainer = ClassifyTrainer(
                     copy.deepcopy(model), device=ctx.device, amp=amp, channels_last=cl, optimizer=None
                 )
             pred = trainer.logits(test, bs).argmax(1)
@@ -451,7 +453,7 @@ def resnet18_train(ctx: Context) -> list[dict]:
     with _with_threads(ctx.perf.num_threads or torch.get_num_threads()):
         for label, perf in (("auto", ctx.perf), ("fp32_cl", PerfSettings(None, True, None, 256))):
             torch.manual_seed(0)
-            trainer = Trainer(
+            trainer = ClassifyTrainer(
                 create_model("resnet18", **kw),
                 device=ctx.device,
                 amp=perf.amp,
@@ -503,7 +505,7 @@ def resnet50_infer(ctx: Context) -> list[dict]:
             if amp == "bf16" and ctx.device.type == "cpu" and ctx.perf.amp is None:
                 continue
             torch.manual_seed(0)
-            trainer = Trainer(create_model("resnet50"), device=ctx.device, amp=amp, channels_last=cl)
+            trainer = ClassifyTrainer(create_model("resnet50"), device=ctx.device, amp=amp, channels_last=cl)
             t = timed(lambda trainer=trainer: trainer.logits(x, 8), repeats=repeats, warmup=1)
             row = _row(
                 f"resnet50_infer[{label}]",
@@ -529,8 +531,8 @@ def time_to_accuracy(ctx: Context) -> list[dict]:
     """The fast preset from process start: wall time until test accuracy (with flip TTA)
     first reaches 92 % and 94 %, checked after every epoch (evaluation time included).
     It trains on all 60,000 training images (the test images are never trained on)."""
-    from cnnkit.train.callbacks import Callback
-    from cnnkit.train.presets import PRESETS, fast_trainer_options
+    from cnnkit.engine.callbacks import Callback
+    from cnnkit.tasks.classify.presets import PRESETS, fast_trainer_options
 
     preset = PRESETS["fast"]
     epochs = 2 if ctx.quick else preset["epochs"]
@@ -554,7 +556,7 @@ def time_to_accuracy(ctx: Context) -> list[dict]:
         torch.manual_seed(0)
         model = create_model(preset["model"], **preset.get("model_kwargs", {}))
         options = fast_trainer_options(preset["model"])
-        trainer = Trainer(
+        trainer = ClassifyTrainer(
             model,
             device=ctx.device,
             amp=ctx.perf.amp,
@@ -619,8 +621,8 @@ def _budget_recipe(
     per epoch first (20 training batches and one test evaluation) and the epoch count is
     chosen to fill about 95 % of the budget.
     """
-    from cnnkit.train.callbacks import Callback
-    from cnnkit.train.presets import PRESETS, fast_trainer_options
+    from cnnkit.engine.callbacks import Callback
+    from cnnkit.tasks.classify.presets import PRESETS, fast_trainer_options
 
     preset = PRESETS["fast"]
     budget = 120.0 if ctx.quick else budget_s
@@ -643,7 +645,7 @@ def _budget_recipe(
 
     with _with_threads(ctx.perf.num_threads or torch.get_num_threads()):
         torch.manual_seed(0)
-        probe = Trainer(
+        probe = ClassifyTrainer(
             create_model(preset["model"], **model_kwargs),
             device=ctx.device,
             amp=ctx.perf.amp,
@@ -668,7 +670,7 @@ def _budget_recipe(
         epochs = max(1, int(0.95 * left / epoch_s))
         torch.manual_seed(0)
         model = create_model(preset["model"], **model_kwargs)
-        trainer = Trainer(
+        trainer = ClassifyTrainer(
             model,
             device=ctx.device,
             amp=ctx.perf.amp,
@@ -711,11 +713,11 @@ def _concat(a: ArrayDataset, b: ArrayDataset) -> ArrayDataset:
 
 # ------------------------------------------------------------------ torch.compile
 def compiled(ctx: Context) -> list[dict]:
-    """``Trainer(compile=True)`` against eager on hongong_cnn: inference over 5,000 test images and
+    """``ClassifyTrainer(compile=True)`` against eager on hongong_cnn: inference over 5,000 test images and
     a training part-epoch (batch 256, the fast path's settings), compile time reported apart.
     Inference runs twice: with the training Trainer, and with an inference-only one, whose
     compiled graph has the weights frozen in."""
-    from cnnkit.train.presets import fast_trainer_options
+    from cnnkit.tasks.classify.presets import fast_trainer_options
 
     fl = _flops("hongong_cnn")
     rows = []
@@ -724,7 +726,7 @@ def compiled(ctx: Context) -> list[dict]:
     with _with_threads(ctx.perf.num_threads or torch.get_num_threads()):
         for label, compile_ in (("eager", False), ("compiled", True)):
             torch.manual_seed(0)
-            trainer = Trainer(
+            trainer = ClassifyTrainer(
                 create_model("hongong_cnn"),
                 device=ctx.device,
                 amp=ctx.perf.amp,
@@ -749,7 +751,7 @@ def compiled(ctx: Context) -> list[dict]:
                     **_ratios(ctx, "train", len(part) / t["best"]),
                 )
             )
-            inference_only = Trainer(
+            inference_only = ClassifyTrainer(
                 trainer.model,
                 device=ctx.device,
                 amp=ctx.perf.amp,
@@ -785,7 +787,7 @@ def threads(ctx: Context) -> list[dict]:
     for n in range(1, max(ctx.default_threads, 1) + 1):
         with _with_threads(n):
             torch.manual_seed(0)
-            trainer = Trainer(
+            trainer = ClassifyTrainer(
                 create_model("hongong_cnn"),
                 device=ctx.device,
                 amp=ctx.perf.amp,
@@ -833,7 +835,7 @@ def profile(ctx: Context) -> list[dict]:
     data = ctx.train.subset(slice(0, 2_560))
     with _with_threads(ctx.perf.num_threads or torch.get_num_threads()):
         torch.manual_seed(0)
-        trainer = Trainer(
+        trainer = ClassifyTrainer(
             create_model("hongong_cnn"),
             device=ctx.device,
             amp=ctx.perf.amp,

@@ -25,8 +25,8 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cases import CASES, DEFAULT_CASES, Context, _ratios  # noqa: E402
 from cnnkit.data import load_fashion_mnist  # noqa: E402
-from cnnkit.train.device import pick_device  # noqa: E402
-from cnnkit.train.perf import pick_num_threads, pick_perf_settings  # noqa: E402
+from cnnkit.engine.device import pick_device  # noqa: E402
+from cnnkit.engine.perf import pick_num_threads, pick_perf_settings  # noqa: E402
 from measure import cpu_identity, load, peak_probe  # noqa: E402
 
 COLUMNS = [

@@ -6,7 +6,7 @@ The setting of Géron's transfer-learning exercise, with real Fashion-MNIST:
   all their training images (10 % held out for early stopping);
 - task B: sandal vs shirt from only 200 labelled images (160 train / 40 validation, drawn
   with each seed), tested on all 2,000 sandal and shirt test images, learned
-  (a) from the task-A base with ``cnnkit.train.transfer.finetune`` (new head on the frozen
+  (a) from the task-A base with ``cnnkit.tasks.finetune.transfer.finetune`` (new head on the frozen
   base, then everything at a tenth of the rate), (a0) the same with the base kept frozen, and
   (b) from scratch with the same epoch budget and early stopping.
 
@@ -30,11 +30,12 @@ from pathlib import Path
 import torch
 
 from cnnkit.data import ArrayDataset, load_fashion_mnist
+from cnnkit.engine import EarlyStopping, ModelCheckpoint, pick_device, seed_everything
+from cnnkit.engine.perf import pick_num_threads, set_threads
 from cnnkit.models import create_model
-from cnnkit.train import EarlyStopping, ModelCheckpoint, Trainer, pick_device, seed_everything
-from cnnkit.train.perf import pick_num_threads, set_threads
-from cnnkit.train.run import machine_info, versions
-from cnnkit.train.transfer import finetune, pretrained_model
+from cnnkit.runs.train import machine_info, versions
+from cnnkit.tasks.classify.task import ClassifyTrainer
+from cnnkit.tasks.finetune.transfer import finetune, pretrained_model
 
 SANDAL, SHIRT = 5, 6
 MODEL = "hongong_cnn"
@@ -58,7 +59,7 @@ def pretrain(task_a: ArrayDataset, out: Path, args: argparse.Namespace) -> tuple
     model = create_model(MODEL, num_classes=task_a.num_classes)
     weights = out / "task_a_best.safetensors"
     early = EarlyStopping("val_loss", patience=2, restore_best_weights=True)
-    trainer = Trainer(
+    trainer = ClassifyTrainer(
         model,
         callbacks=[early, ModelCheckpoint(weights)],
         device=args.device,
@@ -122,7 +123,7 @@ def one_seed(seed: int, weights: Path, pool: ArrayDataset, test: ArrayDataset, a
     torch.manual_seed(seed)
     model = create_model(MODEL, num_classes=2)
     early = EarlyStopping("val_loss", patience=args.patience, restore_best_weights=True)
-    trainer = Trainer(model, lr=args.lr, callbacks=[early], device=args.device, seed=seed)
+    trainer = ClassifyTrainer(model, lr=args.lr, callbacks=[early], device=args.device, seed=seed)
     start = time.perf_counter()
     trainer.fit(train, val, epochs=budget, batch_size=32)
     row["scratch"] = trainer.evaluate(test)["accuracy"]
@@ -172,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         weights = Path(args.task_a_weights)
         model = create_model(MODEL, num_classes=len(task_a), weights=str(weights))
         pre = {"reused": str(weights), "epochs_run": None, "seconds": 0.0}
-        pre["trainer"] = Trainer(model, device=args.device)
+        pre["trainer"] = ClassifyTrainer(model, device=args.device)
     else:
         weights, pre = pretrain(a_train, out, args)
     pre["test_accuracy"] = pre.pop("trainer").evaluate(a_test)["accuracy"]

@@ -192,9 +192,9 @@ def test_compiled_training_run_reports_its_compile_time(capsys, tmp_path):
 def test_int8_evaluation_refuses_a_gpu(capsys, monkeypatch):
     import torch
 
-    import cnnkit.train.device
+    import cnnkit.engine.device
 
-    monkeypatch.setattr(cnnkit.train.device, "pick_device", lambda name=None: torch.device("cuda"))
+    monkeypatch.setattr(cnnkit.engine.device, "pick_device", lambda name=None: torch.device("cuda"))
     code, _, err = run(capsys, "evaluate", "/nonexistent", "--int8", "--device", "cuda")
     assert code == 2 and "--int8 runs on the CPU, not cuda" in err and "Traceback" not in err
 

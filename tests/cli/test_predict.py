@@ -20,7 +20,7 @@ from cnnkit import create_model
 from cnnkit.cli.predict import fashion_asset
 from cnnkit.data.fashion_mnist import CLASS_NAMES
 from cnnkit.io.weights import metadata_json, read_weights, save_weights
-from cnnkit.train.config import RunConfig
+from cnnkit.runs.config import RunConfig
 
 NAMES = [f"kind-{i}" for i in range(10)]
 

@@ -18,7 +18,7 @@ from cnnkit import create_model
 from cnnkit.layers import MaxPool2D
 from cnnkit.layers import _fused_pool as fp
 from cnnkit.layers._fused_pool import fused_max_pool_2x2, fused_pooling
-from cnnkit.train.trainer import Trainer
+from cnnkit.tasks.classify.task import ClassifyTrainer
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +147,7 @@ def test_trainer_fused_pool_trains_bit_identically(fashion_small):
     runs = {}
     for fused in (False, True):
         torch.manual_seed(0)  # the same dropout masks
-        trainer = Trainer(
+        trainer = ClassifyTrainer(
             copy.deepcopy(base), amp="bf16", channels_last=True, fused_pool=fused, optimizer="adam", lr=3e-3
         )
         trainer.fit(train.subset(slice(0, 600)), test.subset(slice(0, 300)), epochs=2, batch_size=128)
@@ -166,8 +166,8 @@ def test_trainer_fused_pool_trains_bit_identically(fashion_small):
 
 
 def test_auto_turns_the_kernels_on_for_long_fits_only(fashion_small, monkeypatch):
-    from cnnkit.train import trainer as trainer_module
-    from cnnkit.train.presets import fast_trainer_options, trainer_extras
+    from cnnkit.engine import trainer as trainer_module
+    from cnnkit.tasks.classify.presets import fast_trainer_options, trainer_extras
 
     assert fast_trainer_options("hongong_cnn")["fused_pool"] == "auto"
     assert "fused_pool" not in trainer_extras("course", 1e-3)
@@ -180,14 +180,14 @@ def test_auto_turns_the_kernels_on_for_long_fits_only(fashion_small, monkeypatch
         return real(x, relu)
 
     monkeypatch.setattr("cnnkit.layers.pooling.fused_max_pool_2x2", counting)
-    short = Trainer(create_model("hongong_cnn"), fused_pool="auto")
+    short = ClassifyTrainer(create_model("hongong_cnn"), fused_pool="auto")
     short.fit(train, epochs=2, batch_size=32)  # 128 images: not worth compiling
     assert calls and not any(calls)
     calls.clear()
     monkeypatch.setattr(trainer_module, "FUSED_POOL_MIN_IMAGES", 128)
-    long = Trainer(create_model("hongong_cnn"), fused_pool="auto")
+    long = ClassifyTrainer(create_model("hongong_cnn"), fused_pool="auto")
     long.fit(train, epochs=2, batch_size=32)
     long.logits(train)  # the choice holds for the inference after the fit
     assert calls and all(calls)
     with pytest.raises(ValueError, match="fused_pool must be True, False or 'auto'"):
-        Trainer(create_model("hongong_cnn"), fused_pool="yes")
+        ClassifyTrainer(create_model("hongong_cnn"), fused_pool="yes")

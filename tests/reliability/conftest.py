@@ -17,9 +17,9 @@ import torch
 from safetensors.torch import load_file
 
 from cnnkit.data import write_idx
-from cnnkit.train.checkpoint import load_checkpoint
-from cnnkit.train.config import RunConfig
-from cnnkit.train.run import train_run
+from cnnkit.engine.checkpoint import load_checkpoint
+from cnnkit.runs.config import RunConfig
+from cnnkit.runs.train import train_run
 
 # 300 training images (240 train + 60 validation) and 100 test images of the real Fashion-MNIST.
 TRAIN_IMAGES = 300

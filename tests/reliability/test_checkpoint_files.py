@@ -18,16 +18,16 @@ import torch
 from torch import nn
 
 import cnnkit
-from cnnkit.io import atomic
-from cnnkit.io.atomic import TEMP_PREFIX, atomic_write_text
-from cnnkit.train.checkpoint import (
+from cnnkit.engine.checkpoint import (
     FORMAT_VERSION,
     CheckpointError,
     load_checkpoint,
     save_checkpoint,
     tensor_checksum,
 )
-from cnnkit.train.trainer import Trainer
+from cnnkit.io import atomic
+from cnnkit.io.atomic import TEMP_PREFIX, atomic_write_text
+from cnnkit.tasks.classify.task import ClassifyTrainer
 
 from .conftest import seal, subprocess_env
 
@@ -171,7 +171,7 @@ def test_training_stops_with_the_disk_error_and_keeps_the_previous_epoch(
 ):
     train, _ = fashion_small
     data = train.take(96, seed=1)
-    trainer = Trainer(
+    trainer = ClassifyTrainer(
         nn.Sequential(nn.Flatten(), nn.Linear(784, 10)), checkpoint_path=tmp_path / "last.ckpt", seed=0
     )
     trainer.fit(data, epochs=1, batch_size=32)
@@ -210,7 +210,7 @@ if libc.capset(header, data) != 0:
     sys.exit(f"capset failed: errno {ctypes.get_errno()}")
 
 import torch
-from cnnkit.train.checkpoint import load_checkpoint, save_checkpoint
+from cnnkit.engine.checkpoint import load_checkpoint, save_checkpoint
 
 results = {}
 big = {"epoch": 2, "model": {"w": torch.ones(1_000_000)}}  # 4 MB
@@ -328,6 +328,6 @@ def test_edited_values_unknown_format_and_missing_parts_are_refused(tmp_path):
     (tmp_path / "future.ckpt").write_bytes(seal(buffer.getvalue()))
     with pytest.raises(CheckpointError, match="unknown checkpoint format"):
         load_checkpoint(tmp_path / "future.ckpt")
-    trainer = Trainer(nn.Linear(2, 2))
+    trainer = ClassifyTrainer(nn.Linear(2, 2))
     with pytest.raises(CheckpointError, match=r"lacks \['global_step'"):
         trainer.load_checkpoint(tmp_path / "a.ckpt")  # verified, but not a training checkpoint

@@ -29,7 +29,7 @@ def no_data_loading(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("data was loaded before the arguments were checked")
 
-    monkeypatch.setattr("cnnkit.train.run.load_dataset", refuse)
+    monkeypatch.setattr("cnnkit.runs.train.load_dataset", refuse)
 
 
 USAGE_ERRORS = [
@@ -101,7 +101,7 @@ def test_failures_while_running_exit_1_with_one_line(error, shown, monkeypatch, 
     def fail(*args, **kwargs):
         raise error
 
-    monkeypatch.setattr("cnnkit.train.run.train_run", fail)
+    monkeypatch.setattr("cnnkit.runs.train.train_run", fail)
     assert main(["train", "--out", str(tmp_path / "out"), "--no-progress"]) == 1
     assert _one_error_line(capsys.readouterr().err) == f"cnnkit: error: {shown}"
 

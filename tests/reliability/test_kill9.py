@@ -10,10 +10,10 @@ import sys
 
 import pytest
 
+from cnnkit.engine.checkpoint import load_checkpoint
 from cnnkit.errors import UsageError
 from cnnkit.io.atomic import TEMP_PREFIX
-from cnnkit.train.checkpoint import load_checkpoint
-from cnnkit.train.run import train_run
+from cnnkit.runs.train import train_run
 
 from .conftest import assert_identical, run_snapshot, subprocess_env, tiny_config
 
@@ -29,8 +29,8 @@ import json, os, random, signal, sys, time
 from pathlib import Path
 
 from cnnkit.io import atomic
-from cnnkit.train.config import RunConfig
-from cnnkit.train.run import train_run
+from cnnkit.runs.config import RunConfig
+from cnnkit.runs.train import train_run
 
 config = RunConfig(**json.loads(sys.argv[1]))
 base, trials, fsync_seconds = Path(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])

@@ -8,10 +8,10 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
+from cnnkit.engine.callbacks import ModelCheckpoint
+from cnnkit.engine.checkpoint import load_checkpoint
 from cnnkit.errors import TrainingError
-from cnnkit.train.callbacks import ModelCheckpoint
-from cnnkit.train.checkpoint import load_checkpoint
-from cnnkit.train.trainer import Trainer
+from cnnkit.tasks.classify.task import ClassifyTrainer
 
 STEPS_PER_EPOCH = 8  # 240 training images in batches of 32
 
@@ -53,7 +53,7 @@ def data(fashion_small):
 
 
 def _fit(tmp_path, data, model, **kwargs):
-    trainer = Trainer(
+    trainer = ClassifyTrainer(
         model,
         seed=0,
         checkpoint_path=tmp_path / "last.ckpt",
@@ -117,7 +117,7 @@ def test_max_grad_norm_stops_at_the_step_with_the_bad_gradient_before_the_update
 
 def test_max_grad_norm_clips_and_rejects_nonsense(tmp_path, data):
     model = Faulty("none")
-    trainer = Trainer(model, seed=0, max_grad_norm=1e-3)
+    trainer = ClassifyTrainer(model, seed=0, max_grad_norm=1e-3)
     seen = []
     real_step = trainer.optimizer.step
 
@@ -133,7 +133,7 @@ def test_max_grad_norm_clips_and_rejects_nonsense(tmp_path, data):
     assert len(seen) == STEPS_PER_EPOCH and max(seen) <= 1e-3 * (1 + 1e-5)
     for bad in (0, -1.0, float("nan")):
         with pytest.raises(ValueError, match="max_grad_norm must be > 0"):
-            Trainer(nn.Linear(2, 2), max_grad_norm=bad)
+            ClassifyTrainer(nn.Linear(2, 2), max_grad_norm=bad)
 
 
 def test_nan_validation_loss_stops_before_best_weights_are_saved(tmp_path, data):

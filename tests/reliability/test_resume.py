@@ -14,9 +14,9 @@ import torch
 
 from cnnkit.cli.__main__ import build_parser
 from cnnkit.cli.train import _classify_config
-from cnnkit.train.checkpoint import load_checkpoint
-from cnnkit.train.run import train_run
-from cnnkit.train.trainer import Trainer, seed_everything
+from cnnkit.engine.checkpoint import load_checkpoint
+from cnnkit.engine.trainer import Trainer, seed_everything
+from cnnkit.runs.train import train_run
 
 from .conftest import EPOCHS, assert_identical, cnnkit_cmd, run_cli, run_snapshot, subprocess_env, tiny_config
 

@@ -10,7 +10,7 @@ import shutil
 import pytest
 import torch
 
-from cnnkit.train.checkpoint import CheckpointError, load_checkpoint
+from cnnkit.engine.checkpoint import CheckpointError, load_checkpoint
 
 from .conftest import run_cli, seal
 

@@ -14,6 +14,7 @@ from PIL import Image
 from cnnkit.cli.__main__ import main
 from cnnkit.data.masks import IGNORE_INDEX, write_mask
 from cnnkit.data.scenes import FashionScenes
+from cnnkit.engine.perf import pick_num_threads
 from cnnkit.tasks.segmentation import (
     HEADS,
     BilinearConvTranspose2d,
@@ -28,13 +29,12 @@ from cnnkit.tasks.segmentation.instance import (
     build_mask_rcnn,
     instance_targets,
 )
-from cnnkit.train.perf import pick_num_threads
 
 
 @pytest.fixture(scope="module", autouse=True)
 def free_cores():
     # On a shared machine, OpenMP threads waiting for busy cores stall every op; use the cores
-    # other processes leave free (see cnnkit.train.perf), and restore torch's setting after.
+    # other processes leave free (see cnnkit.engine.perf), and restore torch's setting after.
     before = torch.get_num_threads()
     torch.set_num_threads(pick_num_threads())
     yield
@@ -334,8 +334,8 @@ def test_cli_options_become_the_run_config():
 def test_bf16_training_matches_float32_training():
     # The fast path (bf16 autocast in the forward pass, channels-last) must learn as float32 does.
     from cnnkit.data.masks import MaskDataset
+    from cnnkit.engine.perf import pick_perf_settings
     from cnnkit.tasks.segmentation.train import SegmentationTrainer
-    from cnnkit.train.perf import pick_perf_settings
 
     torch.manual_seed(0)
     data = MaskDataset.from_scenes(FashionScenes(split="train", num_images=96, canvas=32,

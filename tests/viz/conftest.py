@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 from cnnkit.data import ArrayDataset
-from cnnkit.train.config import RunConfig
-from cnnkit.train.run import load_dataset, load_run, train_run
+from cnnkit.runs.config import RunConfig
+from cnnkit.runs.train import load_dataset, load_run, train_run
 
 
 @pytest.fixture(scope="session", autouse=True)

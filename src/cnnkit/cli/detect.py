@@ -35,9 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..data.annotations import read_image, resize_for_model
+    from ..engine.device import pick_device
     from ..tasks.detection.draw import draw_detections, save_png
     from ..tasks.detection.runs import load_run, to_input
-    from ..train.device import pick_device
 
     for flag, value in (("--score-threshold", args.score_threshold), ("--nms-iou", args.nms_iou)):
         if not 0.0 <= value <= 1.0:

@@ -7,6 +7,8 @@ import json
 import time
 from typing import TYPE_CHECKING, Any
 
+from ..tasks.classify.task import ClassifyTrainer
+
 if TYPE_CHECKING:
     import torch
 
@@ -38,11 +40,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..engine.device import pick_device
     from ..errors import UsageError
-    from ..train.device import pick_device
-    from ..train.presets import trainer_extras
-    from ..train.run import load_dataset, load_run
-    from ..train.trainer import Trainer
+    from ..runs.train import load_dataset, load_run
+    from ..tasks.classify.presets import trainer_extras
 
     if args.limit_test is not None and args.limit_test < 1:
         raise UsageError(f"--limit-test must be >= 1, got {args.limit_test}")
@@ -59,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         )
     train = None
     if finetuned and not args.data:
-        from ..train.transfer import finetune_test_data
+        from ..tasks.finetune.transfer import finetune_test_data
 
         # A fine-tuned run may come from an image folder: rebuild its own seeded test split.
         test = finetune_test_data(args.run_dir)
@@ -79,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     if args.int8:
         model, int8 = _int8(model, train, normalize)
         amp, cl = None, False
-    trainer = Trainer(
+    trainer = ClassifyTrainer(
         model,
         device=device,
         normalize=normalize,
@@ -123,12 +124,14 @@ def _int8(
     model: torch.nn.Module, train: ArrayDataset, normalize: tuple[list[float], list[float]] | None
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """The run's model quantized to int8, calibrated on training images (never the test set)."""
+
     from ..errors import UsageError
-    from ..train.quantize import quantize_int8
-    from ..train.trainer import Trainer
+    from ..tasks.classify.quantize import quantize_int8
 
     calibration = train.take(min(CALIBRATION_IMAGES, len(train)), seed=0)
-    images = Trainer(model, device="cpu", normalize=normalize, optimizer=None).prepare(calibration.images)
+    images = ClassifyTrainer(model, device="cpu", normalize=normalize, optimizer=None).prepare(
+        calibration.images
+    )
     try:
         quantized = quantize_int8(model, images)
     except (ValueError, RuntimeError) as exc:

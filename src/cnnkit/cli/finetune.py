@@ -98,7 +98,7 @@ def parse_group_lrs(items: list[str]) -> dict[str, float]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..train.transfer import FinetuneConfig, finetune_run
+    from ..tasks.finetune.transfer import FinetuneConfig, finetune_run
 
     config = FinetuneConfig(
         weights=args.weights,
@@ -127,8 +127,8 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         deterministic=args.deterministic,
     ).validate()
-    from ..train.device import pick_device
-    from ..train.perf import pick_num_threads, set_threads
+    from ..engine.device import pick_device
+    from ..engine.perf import pick_num_threads, set_threads
 
     if pick_device(args.device).type == "cpu":
         set_threads(pick_num_threads())  # busy cores stall OpenMP threads (docs/performance.md)

@@ -133,7 +133,7 @@ def load_model(args: argparse.Namespace, device: torch.device) -> tuple[torch.nn
 
 def _load_run(folder: Path, device: torch.device) -> tuple[torch.nn.Module, dict, str]:
     """(model, preprocessing config, model name) of a run folder."""
-    from ..train.run import load_run
+    from ..runs.train import load_run
 
     model, record = load_run(folder, device=device)
     config = {k: record[k] for k in ("input_shape", "normalize") if k in record}
@@ -154,8 +154,8 @@ def _preprocess(args: argparse.Namespace, config: dict):
 
 def run(args: argparse.Namespace) -> int:
     from ..data.images import find_images
+    from ..engine.device import pick_device
     from ..models._weights import decode_predictions
-    from ..train.device import pick_device
 
     if args.top < 1:
         raise UsageError(f"--top must be >= 1, got {args.top}")

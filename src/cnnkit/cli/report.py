@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import UsageError
-    from ..train.run import load_dataset, load_run
+    from ..runs.train import load_dataset, load_run
     from ..viz.report import write_report
 
     model, record = load_run(args.run_dir, device=args.device)

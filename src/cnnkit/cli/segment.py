@@ -38,9 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..data.images import find_images, load_image
     from ..data.masks import write_mask
+    from ..engine.device import pick_device
     from ..tasks.segmentation.overlay import instance_label_map, save_overlay
     from ..tasks.segmentation.run import load_segment_run
-    from ..train.device import pick_device
 
     if not 0.0 <= args.threshold <= 1.0:
         raise UsageError(f"--threshold must be between 0 and 1, got {args.threshold}")

@@ -152,7 +152,7 @@ def parse_model_options(items: list[str]) -> dict[str, Any]:
 
 
 def _classify_config(args: argparse.Namespace):
-    from ..train.config import RunConfig
+    from ..runs.config import RunConfig
 
     base = RunConfig.load(args.config).to_dict() if args.config else {}
     given = getattr(args, "given", set())
@@ -182,7 +182,7 @@ def _classify_config(args: argparse.Namespace):
     if getattr(args, "model_option", None):
         base["model_kwargs"] = {**(base.get("model_kwargs") or {}), **parse_model_options(args.model_option)}
     if overrides["preset"] == "fast":
-        from ..train.presets import apply_preset
+        from ..tasks.classify.presets import apply_preset
 
         base = apply_preset("fast", base, explicit={k for k, v in overrides.items() if v is not None})
     return _check_up_front(RunConfig.from_dict(base))
@@ -190,10 +190,10 @@ def _classify_config(args: argparse.Namespace):
 
 def _check_up_front(config):
     """What RunConfig.validate leaves to training time, checked before any data is read."""
+    from ..engine.device import pick_device
+    from ..engine.trainer import OPTIMIZERS
     from ..models import model_entry
     from ..models._registry import check_model_options
-    from ..train.device import pick_device
-    from ..train.trainer import OPTIMIZERS
 
     model_entry(config.model)  # unknown names fail with close matches
     try:
@@ -239,8 +239,8 @@ def run(args: argparse.Namespace) -> int:
                 f"classification; drop {'it' if len(classify_only) == 1 else 'them'} for --task {args.task}"
             )
         return int(module.train_main(args) or 0)
-    from ..train.config import RunConfig
-    from ..train.run import read_run_config, train_run
+    from ..runs.config import RunConfig
+    from ..runs.train import read_run_config, train_run
 
     ignored = [
         flag
@@ -276,7 +276,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         metrics = train_run(config, out, resume=bool(args.resume), progress=not args.no_progress)
     except KeyboardInterrupt:
-        from ..train.run import LAST_CHECKPOINT
+        from ..runs.train import LAST_CHECKPOINT
 
         if (out / LAST_CHECKPOINT).is_file():
             print(

@@ -71,13 +71,13 @@ class _Target:
         self.record: dict[str, Any] = {}
         self._test = None
         if self.run_dir is not None:
-            from ..train.run import load_run
+            from ..runs.train import load_run
 
             self.model, self.record = load_run(self.run_dir, device=device)
             self.name = self.record["run"]["model"]
             self.input_shape = tuple(self.record["input_shape"])
         else:
-            from ..train.device import pick_device
+            from ..engine.device import pick_device
             from .summary import resolve_model
 
             torch.manual_seed(0)  # a model name is drawn freshly initialised: the same picture every time
@@ -97,7 +97,7 @@ class _Target:
     def test_set(self):
         """The run's test set (the images ``metrics.json`` was computed on)."""
         if self._test is None:
-            from ..train.run import load_dataset
+            from ..runs.train import load_dataset
 
             run = self.record.get("run") or {}
             if run:
@@ -111,7 +111,7 @@ class _Target:
         return self._test
 
     def full_test_image(self, index: int) -> tuple[torch.Tensor, int | None]:
-        from ..train.run import load_dataset
+        from ..runs.train import load_dataset
 
         data = (self.record.get("run") or {}).get("data", "fashion-mnist")
         if not self.record and self.input_shape != (1, 28, 28):

@@ -223,9 +223,9 @@ def prepare(
     args: argparse.Namespace, task: str
 ) -> tuple[dict[str, Any], TaskData, torch.device, Path, torch.Generator]:
     """Settings, data, device, run folder and batch-order generator of a localize / detect run."""
+    from ...engine.device import pick_device
+    from ...engine.perf import pick_perf_settings, set_threads, tune_cpu_allocator
     from ...models import model_entry
-    from ...train.device import pick_device
-    from ...train.perf import pick_perf_settings, set_threads, tune_cpu_allocator
 
     s = settings(args, task)
     model_entry(s["model"])  # fail fast, with close matches
@@ -269,7 +269,7 @@ def build_backbone(s: dict[str, Any], in_chans: int) -> torch.nn.Module:
     """
     from ...io.weights import WeightsError
     from ...models import create_model
-    from ...train.transfer import load_backbone_weights
+    from ..finetune.transfer import load_backbone_weights
 
     try:
         backbone = create_model(s["model"], num_classes=0, in_chans=in_chans, **s["model_kwargs"])

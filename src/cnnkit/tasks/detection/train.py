@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from ...data.scenes import SceneDataset
-from ...train.perf import train_autocast
+from ...engine.perf import train_autocast
 from .._fit import fit_one_cycle
 from .loss import YoloLoss
 from .metrics import mean_average_precision

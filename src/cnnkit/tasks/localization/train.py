@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ...data.scenes import SceneDataset
-from ...train.perf import train_autocast
+from ...engine.perf import train_autocast
 from .._fit import fit_one_cycle
 from ..detection.runs import to_input
 from .loss import localization_loss, paired_iou

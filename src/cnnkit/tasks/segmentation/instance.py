@@ -33,13 +33,13 @@ from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign, masks_to_
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from ...data.scenes import SceneDataset
+from ...engine.callbacks import Callback, History
+from ...engine.device import pick_device
+from ...engine.perf import tune_cpu_allocator
+from ...engine.trainer import make_optimizer
 from ...errors import DataNotFoundError, TrainingError
 from ...io.weights import load_state_dict_file, load_strict, torchvision_weights
 from ...models import Backbone, create_model
-from ...train.callbacks import Callback, History
-from ...train.device import pick_device
-from ...train.perf import tune_cpu_allocator
-from ...train.trainer import make_optimizer
 
 TORCHVISION_MASK_RCNN = ("maskrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn_v2")
 COCO_NUM_CLASSES = 91
@@ -220,14 +220,14 @@ def to_model_inputs(images: torch.Tensor, in_chans: int, device: torch.device) -
 
 
 class MaskRCNNTrainer:
-    """Short fit loop for a torchvision Mask R-CNN on SceneDatasets (callbacks as in cnnkit.train).
+    """Short fit loop for a torchvision Mask R-CNN on SceneDatasets (callbacks as in cnnkit.engine).
 
     Epoch logs: ``loss`` (sum of the five Mask R-CNN losses), each loss by name, and with
     validation data ``val_segm_map`` / ``val_bbox_map`` (COCO mAP@[.5:.95]), ``lr``, ``seconds``.
 
     Args:
         model: from ``build_mask_rcnn``.
-        optimizer: a name from ``cnnkit.train.trainer.OPTIMIZERS``.
+        optimizer: a name from ``cnnkit.engine.trainer.OPTIMIZERS``.
         lr: peak learning rate (linear warm-up over the first 100 steps, then cosine decay).
         weight_decay: passed to the optimizer.
         callbacks: extra callbacks; a History is always kept in ``self.history``.

@@ -19,12 +19,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from ...engine.callbacks import EarlyStopping, ModelCheckpoint
+from ...engine.device import pick_device
+from ...engine.trainer import seed_everything
 from ...errors import UsageError
 from ...io.atomic import atomic_write_text
 from ...io.weights import load_state_dict_file, load_strict
-from ...train.callbacks import EarlyStopping, ModelCheckpoint
-from ...train.device import pick_device
-from ...train.trainer import seed_everything
 from .heads import HEADS, build_segmenter
 
 CONFIG_FILE = "config.json"
@@ -121,7 +121,7 @@ class SegmentConfig:
 def _record(
     config: SegmentConfig, class_names: list[str], data_info: dict[str, Any], device: torch.device
 ) -> dict[str, Any]:
-    from ...train.run import machine_info, versions
+    from ...runs.train import machine_info, versions
 
     shape = data_info["input_shape"]
     return {
@@ -172,7 +172,7 @@ def train_segmentation(
     _prepare_folder(out)
     device = pick_device(config.device)
     if device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
-        from ...train.perf import pick_num_threads, set_threads
+        from ...engine.perf import pick_num_threads, set_threads
 
         # On a shared machine, threads that wait for busy cores stall every op (train/perf.py).
         set_threads(pick_num_threads())

@@ -1,6 +1,6 @@
 """A short fit loop for segmentation models, extended by cnnkit's training callbacks.
 
-``SegmentationTrainer`` has the attributes the callbacks in ``cnnkit.train.callbacks`` use
+``SegmentationTrainer`` has the attributes the callbacks in ``cnnkit.engine.callbacks`` use
 (``model``, ``stop_training``, ``epochs``, ``steps_per_epoch``), so EarlyStopping,
 ModelCheckpoint and ProgressBar work on it unchanged; the epoch logs hold ``loss``,
 ``pixel_accuracy``, ``val_loss``, ``val_pixel_accuracy``, ``val_miou``, ``lr`` and ``seconds``.
@@ -17,11 +17,11 @@ import torch
 from torch import nn
 
 from ...data.masks import MaskDataset
+from ...engine.callbacks import Callback, History, ProgressBar
+from ...engine.device import pick_device
+from ...engine.perf import pick_perf_settings, train_autocast, tune_cpu_allocator
+from ...engine.trainer import make_optimizer
 from ...errors import TrainingError
-from ...train.callbacks import Callback, History, ProgressBar
-from ...train.device import pick_device
-from ...train.perf import pick_perf_settings, train_autocast, tune_cpu_allocator
-from ...train.trainer import make_optimizer
 from .losses import SegmentationLoss
 from .metrics import SegmentationMetrics
 
@@ -59,7 +59,7 @@ class SegmentationTrainer:
     Args:
         model: e.g. a ``Segmenter``.
         loss: the pixel loss (default: cross-entropy ignoring 255).
-        optimizer: a name from ``cnnkit.train.trainer.OPTIMIZERS``.
+        optimizer: a name from ``cnnkit.engine.trainer.OPTIMIZERS``.
         lr: peak learning rate.
         weight_decay: passed to the optimizer.
         schedule: ``'cosine'`` (decay to 0 over all steps, per batch) or ``'constant'``.
@@ -69,7 +69,7 @@ class SegmentationTrainer:
         seed: seeds the batch order and flips (weights are seeded by the caller).
         amp: ``'bf16'`` runs the training forward passes under bf16 autocast (the loss, the
             weights and evaluation stay float32), None trains in float32; ``'auto'`` picks
-            what ``cnnkit.train.perf.pick_perf_settings`` measured best for the device.
+            what ``cnnkit.engine.perf.pick_perf_settings`` measured best for the device.
     """
 
     def __init__(

@@ -11,8 +11,8 @@ from cnnkit import create_model
 from cnnkit.cli.predict import fashion_asset
 from cnnkit.io.weights import load_state_dict_file, load_strict
 from cnnkit.layers import Conv2D, Dense, Flatten, MaxPool2D
-from cnnkit.train.quantize import Int8Classifier, float_chain, quantize_int8, quantized_engine
-from cnnkit.train.trainer import Trainer
+from cnnkit.tasks.classify.quantize import Int8Classifier, float_chain, quantize_int8, quantized_engine
+from cnnkit.tasks.classify.task import ClassifyTrainer
 
 pytestmark = pytest.mark.skipif(
     not torch.backends.quantized.supported_engines or torch.backends.quantized.supported_engines == ["none"],
@@ -75,8 +75,8 @@ def test_int8_agrees_with_float32_on_real_test_images(fashion, course_model):
     net = quantize_int8(course_model, _images(train, 1000))
     assert isinstance(net, Int8Classifier) and net.engine == quantized_engine()
     assert any(type(m).__module__.startswith("torch.ao.nn.intrinsic.quantized") for m in net.net)
-    float_logits = Trainer(course_model, device="cpu", optimizer=None).logits(test)
-    int8_logits = Trainer(net, device="cpu", optimizer=None).logits(test)
+    float_logits = ClassifyTrainer(course_model, device="cpu", optimizer=None).logits(test)
+    int8_logits = ClassifyTrainer(net, device="cpu", optimizer=None).logits(test)
     assert int8_logits.dtype == torch.float32 and int8_logits.shape == float_logits.shape
     agree = float((int8_logits.argmax(1) == float_logits.argmax(1)).float().mean())
     acc_float = float((float_logits.argmax(1) == test.labels).float().mean())
@@ -100,11 +100,11 @@ def test_quantizing_leaves_the_model_alone(fashion_small, course_model):
 def test_int8_with_flip_tta_and_normalisation(fashion_small, course_model):
     train, test = fashion_small
     mean, std = [0.286], [0.353]
-    prep = Trainer(course_model, optimizer=None, device="cpu", normalize=(mean, std))
+    prep = ClassifyTrainer(course_model, optimizer=None, device="cpu", normalize=(mean, std))
     calib = prep.prepare(train.images[:256])
     # The course model was trained without normalisation; only the plumbing is checked here.
     net = quantize_int8(course_model, calib)
-    trainer = Trainer(net, device="cpu", optimizer=None, normalize=(mean, std), tta=True)
+    trainer = ClassifyTrainer(net, device="cpu", optimizer=None, normalize=(mean, std), tta=True)
     logits = trainer.logits(test.subset(slice(0, 64)))
     assert logits.shape == (64, 10) and torch.isfinite(logits).all()
 
@@ -155,7 +155,7 @@ def test_a_pytorch_without_quantization_gets_one_clear_error(course_model, monke
 
 
 def test_inference_only_trainer_refuses_to_train(fashion_small, course_model):
-    trainer = Trainer(course_model, device="cpu", optimizer=None)
+    trainer = ClassifyTrainer(course_model, device="cpu", optimizer=None)
     with pytest.raises(ValueError, match="optimizer=None .* cannot fit"):
         trainer.fit(fashion_small[0].subset(slice(0, 32)), epochs=1)
     with pytest.raises(ValueError, match="cannot save a training state"):

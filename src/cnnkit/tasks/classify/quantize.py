@@ -61,7 +61,7 @@ def _engine(name: str) -> Iterator[None]:
 
 def _leaves(module: nn.Module) -> list[tuple[str, nn.Module]]:
     """The modules a cnnkit classifier runs, in order: nested Sequentials opened up."""
-    from ..models._base import SequentialCNN
+    from ...models._base import SequentialCNN
 
     if isinstance(module, SequentialCNN):
         parts = [("features", module.features), ("head", module.head)]
@@ -142,7 +142,7 @@ def float_chain(model: nn.Module) -> nn.Sequential:
     """
     from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-    from ..layers import AvgPool2D, Conv2D, Dense, GlobalAvgPool2D, MaxPool2D
+    from ...layers import AvgPool2D, Conv2D, Dense, GlobalAvgPool2D, MaxPool2D
 
     leaves = _leaves(model)
     if any(p.device.type != "cpu" for p in model.parameters()):

@@ -10,7 +10,7 @@ Two phases on one model:
 
 Both phases use the callbacks of ``cnnkit train`` (early stopping with the best weights
 restored, a best-weights checkpoint, progress), and :func:`finetune_run` writes the same run
-folder, which :func:`~cnnkit.train.run.load_run` reads back.
+folder, which :func:`~cnnkit.runs.train.load_run` reads back.
 """
 
 from __future__ import annotations
@@ -30,18 +30,19 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ..data.arrays import ArrayDataset
-from ..data.folders import class_balance, format_balance, load_image_folder, split_three_ways
-from ..data.images import IMAGENET_MEAN, IMAGENET_STD
-from ..errors import UsageError
-from ..io.atomic import atomic_write_text
-from ..io.weights import WeightsError, load_state_dict_file, load_strict
-from ..models import Backbone, create_model, model_entry
-from .callbacks import Callback, EarlyStopping, History, ModelCheckpoint, ProgressBar
-from .config import RunConfig
-from .device import pick_device
-from .run import BEST_WEIGHTS, CONFIG_FILE, LAST_CHECKPOINT, machine_info, read_run_config, versions
-from .trainer import OPTIMIZERS, Trainer, make_optimizer, seed_everything
+from ...data.arrays import ArrayDataset
+from ...data.folders import class_balance, format_balance, load_image_folder, split_three_ways
+from ...data.images import IMAGENET_MEAN, IMAGENET_STD
+from ...engine.callbacks import Callback, EarlyStopping, History, ModelCheckpoint, ProgressBar
+from ...engine.device import pick_device
+from ...engine.trainer import OPTIMIZERS, make_optimizer, seed_everything
+from ...errors import UsageError
+from ...io.atomic import atomic_write_text
+from ...io.weights import WeightsError, load_state_dict_file, load_strict
+from ...models import Backbone, create_model, model_entry
+from ...runs.config import RunConfig
+from ...runs.train import BEST_WEIGHTS, CONFIG_FILE, LAST_CHECKPOINT, machine_info, read_run_config, versions
+from ...tasks.classify.task import ClassifyTrainer
 
 __all__ = [
     "FinetuneConfig",
@@ -355,7 +356,7 @@ class FinetuneResult:
     best_epoch: int | None
     best: float | None
     stopped_early: bool
-    trainer: Trainer
+    trainer: ClassifyTrainer
     frozen: list[str] = field(default_factory=list)
 
 
@@ -444,9 +445,9 @@ def finetune(
     checkpoint = ModelCheckpoint(best_path, monitor=monitor) if best_path is not None else None
     bar = [ProgressBar()] if progress else []
 
-    def trainer_for(opt: torch.optim.Optimizer, early: EarlyStopping) -> Trainer:
+    def trainer_for(opt: torch.optim.Optimizer, early: EarlyStopping) -> ClassifyTrainer:
         cbs = [early, *([checkpoint] if checkpoint else []), *callbacks, *bar]
-        return Trainer(
+        return ClassifyTrainer(
             model,
             optimizer=opt,
             label_smoothing=label_smoothing,
@@ -463,7 +464,7 @@ def finetune(
     early = EarlyStopping(monitor, patience=patience, restore_best_weights=True)
     stopped = False
     head_run = 0
-    trainer: Trainer | None = None
+    trainer: ClassifyTrainer | None = None
     if head_epochs:
         params = dict(model.named_parameters())
         opt = make_optimizer(optimizer, [params[n] for n in trainable], lr, weight_decay)
@@ -645,7 +646,7 @@ def _load_splits(
     config: FinetuneConfig, input_size: tuple[int, int, int]
 ) -> tuple[ArrayDataset, ArrayDataset, ArrayDataset, dict[str, Any]]:
     """(train, val, test, data description) for ``config.data``."""
-    from .run import load_dataset
+    from ...runs.train import load_dataset
 
     spec = config.data
     path = Path(spec)
@@ -703,7 +704,7 @@ def finetune_run(
 
     The folder has the layout of ``cnnkit train`` (config.json, best.safetensors, last.ckpt,
     history, curves.png, metrics.json); ``config.json`` holds a ``run`` section that
-    :func:`~cnnkit.train.run.load_run` rebuilds the model from, and a ``finetune`` section.
+    :func:`~cnnkit.runs.train.load_run` rebuilds the model from, and a ``finetune`` section.
     ``report`` receives the class balance of the three splits (and any skipped files) before
     training starts.
 
@@ -853,7 +854,7 @@ def _phase_of(result: FinetuneResult, epoch: int | None) -> str | None:
 def _plot(result: FinetuneResult, path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
-    from ..viz.curves import plot_history
+    from ...viz.curves import plot_history
 
     fig = plot_history(result.history.epochs, result.best_epoch, None, title)
     if result.head_epochs_run and result.full_epochs_run:

@@ -17,13 +17,14 @@ import torch
 import torch.nn.functional as F
 
 from cnnkit import create_model
+from cnnkit.engine import seed_everything
+from cnnkit.engine.device import pick_device
+from cnnkit.engine.perf import PerfSettings, cpu_has_bf16, pick_num_threads, pick_perf_settings, set_threads
+from cnnkit.engine.schedules import one_cycle
 from cnnkit.errors import UsageError
-from cnnkit.train import Trainer, seed_everything
-from cnnkit.train.augment import FlipTranslate, flip_tta, random_flip, random_translate
-from cnnkit.train.device import pick_device
-from cnnkit.train.perf import PerfSettings, cpu_has_bf16, pick_num_threads, pick_perf_settings, set_threads
-from cnnkit.train.presets import PRESETS, apply_preset, fast_trainer_options, trainer_extras
-from cnnkit.train.schedules import one_cycle
+from cnnkit.tasks.classify.augment import FlipTranslate, flip_tta, random_flip, random_translate
+from cnnkit.tasks.classify.presets import PRESETS, apply_preset, fast_trainer_options, trainer_extras
+from cnnkit.tasks.classify.task import ClassifyTrainer
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -45,7 +46,7 @@ def trained(fashion_small, device):
     """hongong_cnn after one FP32 epoch on 2,000 real images, and the 500 test images."""
     train, test = fashion_small
     seed_everything(0)
-    trainer = Trainer(create_model("hongong_cnn"), device=device, seed=0)
+    trainer = ClassifyTrainer(create_model("hongong_cnn"), device=device, seed=0)
     trainer.fit(train, epochs=1, batch_size=64)
     return trainer.model, test
 
@@ -109,7 +110,7 @@ def test_augmentation_keeps_shapes_and_labels_in_training(fashion_small, device)
         return out
 
     labels_before = train.labels.clone()
-    trainer = Trainer(create_model("hongong_cnn"), device=device, augment=spy)
+    trainer = ClassifyTrainer(create_model("hongong_cnn"), device=device, augment=spy)
     trainer.fit(train.take(256, seed=0), epochs=1, batch_size=64)
     assert seen and all(a == b and da == db for a, b, da, db in seen)
     assert torch.equal(train.labels, labels_before)
@@ -138,17 +139,17 @@ def test_flip_tta_equals_the_mean_of_the_two_views(trained, device):
 
 def test_trainer_tta_logits_are_the_two_view_mean(trained, device):
     model, test = trained
-    plain = Trainer(model, device=device).logits(test)
-    mirrored = Trainer(model, device=device).logits(test.images.flip(-1))
-    tta = Trainer(model, device=device, tta=True).logits(test)
+    plain = ClassifyTrainer(model, device=device).logits(test)
+    mirrored = ClassifyTrainer(model, device=device).logits(test.images.flip(-1))
+    tta = ClassifyTrainer(model, device=device, tta=True).logits(test)
     torch.testing.assert_close(tta, (plain + mirrored) / 2, rtol=1e-4, atol=1e-5)
 
 
 # ------------------------------------------------------------------ memory format, batch size
 def test_channels_last_gives_identical_predictions(trained, device):
     model, test = trained
-    nchw = Trainer(model, device=device).logits(test)
-    nhwc = Trainer(model, device=device, channels_last=True).logits(test)
+    nchw = ClassifyTrainer(model, device=device).logits(test)
+    nhwc = ClassifyTrainer(model, device=device, channels_last=True).logits(test)
     assert torch.equal(nchw.argmax(1), nhwc.argmax(1))
     torch.testing.assert_close(nhwc, nchw, rtol=1e-4, atol=1e-4)
     model.to(memory_format=torch.contiguous_format)
@@ -156,7 +157,7 @@ def test_channels_last_gives_identical_predictions(trained, device):
 
 def test_inference_batch_size_does_not_change_predictions(trained, device):
     model, test = trained
-    trainer = Trainer(model, device=device)
+    trainer = ClassifyTrainer(model, device=device)
     torch.testing.assert_close(trainer.logits(test, 256), trainer.logits(test, 1000), rtol=1e-4, atol=1e-4)
     assert torch.equal(trainer.logits(test, 256).argmax(1), trainer.logits(test, 1000).argmax(1))
 
@@ -164,8 +165,8 @@ def test_inference_batch_size_does_not_change_predictions(trained, device):
 # ------------------------------------------------------------------ bf16
 def test_bf16_inference_matches_fp32_accuracy(trained, device):
     model, test = trained
-    fp32 = Trainer(model, device=device).logits(test)
-    bf16 = Trainer(model, device=device, amp="bf16").logits(test)
+    fp32 = ClassifyTrainer(model, device=device).logits(test)
+    bf16 = ClassifyTrainer(model, device=device, amp="bf16").logits(test)
     assert abs(_accuracy(bf16, test.labels) - _accuracy(fp32, test.labels)) <= 0.01
     assert float((bf16.argmax(1) == fp32.argmax(1)).float().mean()) >= 0.98
 
@@ -176,7 +177,7 @@ def test_bf16_training_reaches_fp32_accuracy(fashion_small, device):
     for amp in (None, "bf16"):
         seed_everything(0)
         model = create_model("fashion_bn_cnn", widths=(16, 32), hidden=64)
-        trainer = Trainer(
+        trainer = ClassifyTrainer(
             model,
             device=device,
             seed=0,
@@ -201,7 +202,7 @@ def test_perf_settings_per_device():
 
 
 def test_busy_cores_reads_two_proc_stat_samples(tmp_path, monkeypatch):
-    import cnnkit.train.perf as perf
+    import cnnkit.engine.perf as perf
 
     stat = tmp_path / "stat"
     # user nice system idle iowait irq softirq steal: the aggregate line, cpu7 (outside the
@@ -227,7 +228,7 @@ def test_busy_cores_reads_two_proc_stat_samples(tmp_path, monkeypatch):
 
 
 def test_busy_cores_sees_a_spinning_process():
-    from cnnkit.train.perf import busy_cores
+    from cnnkit.engine.perf import busy_cores
 
     if not os.path.exists("/proc/stat"):  # not Linux: no sample, the load average is used
         assert busy_cores(0.01) is None
@@ -300,9 +301,9 @@ def test_fast_preset_fills_unset_keys_and_resolves_speed_settings():
 def test_max_shift_sets_translation_for_either_preset(tmp_path, capsys, monkeypatch):
     import json
 
-    import cnnkit.train.run
+    import cnnkit.runs.train
     from cnnkit.cli.__main__ import main
-    from cnnkit.train.config import RunConfig
+    from cnnkit.runs.config import RunConfig
 
     def shift_and_flip(extras):
         return extras["augment"].max_shift, extras["augment"].flip_p
@@ -318,7 +319,7 @@ def test_max_shift_sets_translation_for_either_preset(tmp_path, capsys, monkeypa
     argv += ["--val-fraction", "0.125"]  # 224 training images, 32 held out
     # An explicit OMP_NUM_THREADS wins over the fast preset's own thread choice.
     monkeypatch.setenv("OMP_NUM_THREADS", str(torch.get_num_threads()))
-    monkeypatch.setattr(cnnkit.train.run, "pick_num_threads", lambda: pytest.fail("threads were picked"))
+    monkeypatch.setattr(cnnkit.runs.train, "pick_num_threads", lambda: pytest.fail("threads were picked"))
     assert main([*argv, "--limit-test", "64", "--out", str(out), "--no-progress"]) == 0
     record = json.loads((out / "config.json").read_text())
     assert record["run"]["max_shift"] == 1 and record["run"]["val_fraction"] == 0.125
@@ -370,8 +371,8 @@ def test_cli_model_option_reaches_the_classifier(tmp_path, capsys, monkeypatch):
     import json
 
     from cnnkit.cli.__main__ import main
+    from cnnkit.engine import trainer as trainer_module
     from cnnkit.layers import _fused_pool
-    from cnnkit.train import trainer as trainer_module
 
     monkeypatch.setitem(_fused_pool._state, "seen", {})  # first calls timed as compiling again
     monkeypatch.setattr(trainer_module, "FUSED_POOL_MIN_IMAGES", 1)  # 'auto' on for this short fit
@@ -458,7 +459,7 @@ def test_fashion_bn_cnn_heads_and_arguments():
 
 _FAULTS_SCRIPT = """
 import resource, sys, torch
-from cnnkit.train.perf import tune_cpu_allocator
+from cnnkit.engine.perf import tune_cpu_allocator
 
 applied = tune_cpu_allocator()
 
@@ -506,7 +507,7 @@ def test_tuned_allocator_reuses_freed_tensor_memory():
     tuned, applied = page_faults(CNNKIT_TUNE_MALLOC="1")
     untuned, opted_out = page_faults(CNNKIT_TUNE_MALLOC="0")
     assert (applied, opted_out) == ("True", "False")
-    from cnnkit.train.perf import tune_cpu_allocator
+    from cnnkit.engine.perf import tune_cpu_allocator
 
     assert tune_cpu_allocator(torch.device("cuda")) is False  # GPU tensors: host malloc left alone
     assert untuned >= 100  # at least 32 MiB a step: 8,192 faults of 4 KiB pages, 16 of 2 MiB

@@ -1,7 +1,8 @@
-"""Training: the Trainer, its callbacks, metrics and run folders."""
+"""The training engine: one loop (Trainer) for every task (Task), its callbacks and checkpoints."""
 
 from .callbacks import Callback, EarlyStopping, History, ModelCheckpoint, ProgressBar
 from .device import pick_device
+from .task import Task
 from .trainer import Trainer, make_optimizer, seed_everything
 
 __all__ = [
@@ -10,6 +11,7 @@ __all__ = [
     "History",
     "ModelCheckpoint",
     "ProgressBar",
+    "Task",
     "Trainer",
     "make_optimizer",
     "pick_device",

@@ -9,17 +9,17 @@ import torch
 from safetensors.torch import load_file
 
 from cnnkit import create_model
-from cnnkit.train import (
+from cnnkit.engine import (
     EarlyStopping,
     History,
     ModelCheckpoint,
     ProgressBar,
-    Trainer,
     make_optimizer,
     seed_everything,
 )
-from cnnkit.train.callbacks import Callback
-from cnnkit.train.metrics import classification_report, confusion_matrix
+from cnnkit.engine.callbacks import Callback
+from cnnkit.tasks.classify.metrics import classification_report, confusion_matrix
+from cnnkit.tasks.classify.task import ClassifyTrainer
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +31,7 @@ def small(fashion_small):
 
 def make(seed=0, **kw):
     seed_everything(seed)
-    return Trainer(create_model("hongong_cnn"), seed=seed, device="cpu", **kw)
+    return ClassifyTrainer(create_model("hongong_cnn"), seed=seed, device="cpu", **kw)
 
 
 def test_learns_real_data_and_history_has_keras_keys(small):
@@ -168,20 +168,20 @@ def test_optimizers_take_keras_defaults():
 
 
 def test_a_small_training_set_goes_to_an_accelerator_once(small, monkeypatch):
-    import cnnkit.train.trainer as trainer_module
+    import cnnkit.tasks.classify.task as task_module
 
     train = small[0]
-    trainer = Trainer(create_model("hongong_cnn"), device="cpu")
-    assert trainer._resident(train) is train  # the CPU indexes the data where it is
+    trainer = ClassifyTrainer(create_model("hongong_cnn"), device="cpu")
+    assert trainer.task.prepare_fit(trainer, train) is train  # the CPU indexes the data where it is
     assert train.to("cpu") is train
     # "meta" stands in for an accelerator here: the tensors move, shapes and names stay.
     trainer.device = torch.device("meta")
-    moved = trainer._resident(train)
+    moved = trainer.task.prepare_fit(trainer, train)
     assert moved.images.device.type == "meta" and moved.labels.device.type == "meta"
     assert moved.images.shape == train.images.shape and moved.class_names == train.class_names
     assert train.images.device.type == "cpu"  # the caller's dataset is left alone
-    monkeypatch.setattr(trainer_module, "DEVICE_RESIDENT_BYTES", train.images.numel() - 1)
-    assert trainer._resident(train) is train  # too large: batches go one by one (pinned on CUDA)
+    monkeypatch.setattr(task_module, "DEVICE_RESIDENT_BYTES", train.images.numel() - 1)
+    assert trainer.task.prepare_fit(trainer, train) is train  # too large: batches go one by one (pinned on CUDA)
 
 
 def test_compile_option_trains_like_eager_and_times_compiling_apart(small):
@@ -191,7 +191,7 @@ def test_compile_option_trains_like_eager_and_times_compiling_apart(small):
     # A net without dropout: compiled dropout draws its masks from another generator.
     def build(**kw):
         seed_everything(3)
-        return Trainer(create_model("fashion_bn_cnn", widths=[8, 16]), seed=3, device="cpu", **kw)
+        return ClassifyTrainer(create_model("fashion_bn_cnn", widths=[8, 16]), seed=3, device="cpu", **kw)
 
     eager, compiled = build(), build(compile=True)
     eager.fit(train, epochs=1, batch_size=64)
@@ -213,9 +213,9 @@ def test_inference_only_compile_freezes_the_weights_and_recompiles_when_they_cha
     train, val, _ = small
     seed_everything(5)
     model = create_model("fashion_bn_cnn", widths=[8, 16])
-    Trainer(model, seed=5, device="cpu").fit(train.subset(slice(0, 256)), epochs=1, batch_size=64)
-    eager = Trainer(copy.deepcopy(model), device="cpu", optimizer=None)
-    frozen = Trainer(copy.deepcopy(model), device="cpu", optimizer=None, compile=True)
+    ClassifyTrainer(model, seed=5, device="cpu").fit(train.subset(slice(0, 256)), epochs=1, batch_size=64)
+    eager = ClassifyTrainer(copy.deepcopy(model), device="cpu", optimizer=None)
+    frozen = ClassifyTrainer(copy.deepcopy(model), device="cpu", optimizer=None, compile=True)
     data = val.subset(slice(0, 150))  # batches of 64, 64 and 22: the last one is padded
     # Frozen, BatchNorm folds into the convolutions: the same logits up to rounding.
     torch.testing.assert_close(frozen.logits(data, 64), eager.logits(data, 64), rtol=1e-4, atol=1e-4)
@@ -240,7 +240,7 @@ def test_a_failed_compile_is_one_clear_error(small):
     # The config's own patch (monkeypatch's undo would delete the cache flag from it).
     no_compiler = inductor_config.patch({"fx_graph_cache": False, "cpp.cxx": ("no-such-compiler-here",)})
     seed_everything(0)
-    trainer = Trainer(create_model("fashion_bn_cnn", widths=[5, 7]), device="cpu", compile=True)
+    trainer = ClassifyTrainer(create_model("fashion_bn_cnn", widths=[5, 7]), device="cpu", compile=True)
     with (
         no_compiler,
         pytest.raises(TrainingError, match=r"could not compile SequentialCNN .*without --compile"),

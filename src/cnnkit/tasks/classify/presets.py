@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import UsageError
+from ...engine.schedules import one_cycle
+from ...errors import UsageError
 from .augment import FlipTranslate
-from .schedules import one_cycle
 
 FAST_EPOCHS = 4
 
@@ -67,8 +67,8 @@ def apply_preset(
         # model (even the preset's) gets the registered defaults plus their own options.
         out["model_kwargs"] = {**preset_kwargs, **(out.get("model_kwargs") or {})}
     if name == "fast":
-        from .device import pick_device
-        from .perf import pick_perf_settings
+        from ...engine.device import pick_device
+        from ...engine.perf import pick_perf_settings
 
         perf = pick_perf_settings(pick_device(device or out.get("device")), num_threads=1)
         if "amp" not in explicit and out.get("amp") is None:

@@ -9,22 +9,27 @@ from typing import Any
 from .base import Callback
 
 
-def _fmt(logs: dict[str, Any]) -> str:
-    keys = ("loss", "accuracy", "val_loss", "val_accuracy")
+def _fmt(logs: dict[str, Any], keys: tuple[str, ...]) -> str:
     return "  ".join(f"{k} {logs[k]:.4f}" for k in keys if k in logs)
 
 
 class ProgressBar(Callback):
+    display_only = True  # shows progress only: left out of checkpoints (display is not state)
+
     """Shows one bar per epoch on a terminal or notebook; one line per epoch otherwise.
 
     Args:
         stream: where to write (stderr by default).
         bar: True forces a bar, False forces plain lines, None decides from ``stream.isatty()``
             (tqdm.auto picks the notebook widget inside Jupyter).
+        keys: the log entries shown (default: the task's ``shown``).
     """
 
-    def __init__(self, stream: Any = None, bar: bool | None = None) -> None:
+    def __init__(
+        self, stream: Any = None, bar: bool | None = None, keys: tuple[str, ...] | None = None
+    ) -> None:
         self.stream = stream or sys.stderr
+        self.keys = keys
         self.bar = bar
         self._pbar = None
         self._t0 = 0.0
@@ -35,6 +40,9 @@ class ProgressBar(Callback):
         if "ipykernel" in sys.modules:
             return True
         return bool(getattr(self.stream, "isatty", lambda: False)())
+
+    def _keys(self) -> tuple[str, ...]:
+        return self.keys or self.trainer.task.shown
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any]) -> None:
         self._t0 = time.perf_counter()
@@ -54,17 +62,17 @@ class ProgressBar(Callback):
         if self._pbar is not None:
             self._pbar.update(1)
             if step % 20 == 0:
-                self._pbar.set_postfix_str(_fmt(logs), refresh=False)
+                self._pbar.set_postfix_str(_fmt(logs, self._keys()), refresh=False)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any]) -> None:
         if self._pbar is not None:
-            self._pbar.set_postfix_str(_fmt(logs))
+            self._pbar.set_postfix_str(_fmt(logs, self._keys()))
             self._pbar.close()
             self._pbar = None
         else:
             seconds = time.perf_counter() - self._t0
             print(
-                f"epoch {epoch + 1}/{self.trainer.epochs}  {_fmt(logs)}  ({seconds:.1f} s)",
+                f"epoch {epoch + 1}/{self.trainer.epochs}  {_fmt(logs, self._keys())}  ({seconds:.1f} s)",
                 file=self.stream,
                 flush=True,
             )

@@ -19,17 +19,18 @@ import torch
 from torch import nn
 
 from ..data.arrays import ArrayDataset
+from ..engine.callbacks import EarlyStopping, ModelCheckpoint, ProgressBar
+from ..engine.checkpoint import load_checkpoint
+from ..engine.device import pick_device
+from ..engine.perf import pick_num_threads, set_threads
+from ..engine.trainer import seed_everything
 from ..errors import UsageError
 from ..io.atomic import atomic_write_text, clean_stale_temps
 from ..io.weights import load_state_dict_file, load_strict
 from ..models import create_model, model_entry
-from .callbacks import EarlyStopping, ModelCheckpoint, ProgressBar
-from .checkpoint import load_checkpoint
+from ..tasks.classify.presets import trainer_extras
+from ..tasks.classify.task import ClassifyTrainer
 from .config import RunConfig
-from .device import pick_device
-from .perf import pick_num_threads, set_threads
-from .presets import trainer_extras
-from .trainer import Trainer, seed_everything
 
 CONFIG_FILE = "config.json"
 BEST_WEIGHTS = "best.safetensors"
@@ -82,14 +83,14 @@ def build_model(config: RunConfig, num_classes: int, in_chans: int) -> nn.Module
     return create_model(config.model, num_classes=num_classes, in_chans=in_chans, **config.model_kwargs)
 
 
-def make_trainer(config: RunConfig, model: nn.Module, out: Path, progress: bool = True) -> Trainer:
+def make_trainer(config: RunConfig, model: nn.Module, out: Path, progress: bool = True) -> ClassifyTrainer:
     callbacks = [
         EarlyStopping(config.monitor, patience=config.patience, restore_best_weights=True),
         ModelCheckpoint(out / BEST_WEIGHTS, monitor=config.monitor, save_best_only=True),
     ]
     if progress:
         callbacks.append(ProgressBar())
-    return Trainer(
+    return ClassifyTrainer(
         model,
         optimizer=config.optimizer,
         lr=config.lr,

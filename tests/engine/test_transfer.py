@@ -10,12 +10,13 @@ import torch
 from torch import nn
 
 from cnnkit.data import ArrayDataset, load_fashion_mnist, write_idx
+from cnnkit.engine import Callback
 from cnnkit.io.weights import WeightsError, save_weights
 from cnnkit.models import Backbone, FeatureInfo, create_model
-from cnnkit.train import Callback, Trainer
-from cnnkit.train.config import RunConfig
-from cnnkit.train.run import load_run, train_run
-from cnnkit.train.transfer import (
+from cnnkit.runs.config import RunConfig
+from cnnkit.runs.train import load_run, train_run
+from cnnkit.tasks.classify.task import ClassifyTrainer
+from cnnkit.tasks.finetune.transfer import (
     FinetuneConfig,
     finetune,
     finetune_run,
@@ -248,7 +249,7 @@ def _pretrain_eight_classes(fashion_small, out):
     keep = [c for c in range(10) if c not in (SANDAL, SHIRT)]
     data = _classes(train, keep, [train.class_names[c] for c in keep]).take(640, seed=0)
     model = create_model("hongong_cnn", num_classes=8)
-    Trainer(model, seed=0).fit(data, epochs=1, batch_size=32)
+    ClassifyTrainer(model, seed=0).fit(data, epochs=1, batch_size=32)
     out.mkdir()
     save_weights(model.state_dict(), out / "best.safetensors")
     return out
@@ -320,7 +321,7 @@ def test_finetune_run_folder_loads_with_load_run_and_predicts(pretrained_run, id
     assert sum(record["class_balance"]["test"].values()) == metrics["num_test_samples"] == 100
     assert metrics["head_epochs_run"] == 1 and metrics["full_epochs_run"] == 1
     _, test = load_fashion_mnist(idx_folder)
-    report = Trainer(model).evaluate(test)
+    report = ClassifyTrainer(model).evaluate(test)
     assert report["accuracy"] == pytest.approx(metrics["test_accuracy"])
 
 
@@ -359,7 +360,7 @@ def test_cli_finetune_on_an_image_folder(pretrained_run, image_folder, tmp_path,
     assert record["finetune"]["group_lrs"] == {"features": 1e-4}
     test = finetune_test_data(out)  # the same 12 test images, rebuilt from config.json
     metrics = json.loads((out / "metrics.json").read_text())
-    assert Trainer(model).evaluate(test)["accuracy"] == pytest.approx(metrics["test_accuracy"])
+    assert ClassifyTrainer(model).evaluate(test)["accuracy"] == pytest.approx(metrics["test_accuracy"])
     assert main(["evaluate", str(out), "--json"]) == 0  # the same split, through the CLI
     assert json.loads(capsys.readouterr().out)["accuracy"] == pytest.approx(metrics["test_accuracy"])
 

@@ -1,0 +1,386 @@
+"""The one training loop: any task (``engine.task.Task``), extended by callbacks, with exact resume."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import random
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import TrainingError
+from .callbacks import Callback, History
+from .checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .compiled import CompiledForward
+from .device import pick_device
+from .perf import tune_cpu_allocator
+from .task import Task
+
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+AMP = (None, "bf16", "fp16")
+# fused_pool='auto' compiles the pooling kernels for fits of at least this many training samples
+# (epochs × samples): a hongong_cnn epoch of 48,000 saves about 1 s with them, and compiling
+# takes 2-3 s in a new process, about 15 s the first time on a machine (docs/performance.md).
+FUSED_POOL_MIN_IMAGES = 500_000
+# What Trainer.state() writes and load_state() needs.
+STATE_KEYS = ("epoch", "global_step", "seed", "model", "optimizer", "scheduler", "callbacks", "rng")
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    """Seed Python, NumPy and torch; ``deterministic`` also makes torch refuse nondeterministic ops."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+
+
+KERAS_EPSILON = 1e-7  # keras.optimizers.Adam / AdamW / RMSprop default
+
+
+def make_optimizer(
+    name: str, params: Any, lr: float, weight_decay: float = 0.0, momentum: float = 0.9
+) -> torch.optim.Optimizer:
+    """Build an optimizer by name (foreach kernels where PyTorch has them).
+
+    Adam, AdamW and RMSprop take Keras's defaults (epsilon 1e-7; RMSprop rho 0.9), which the
+    course's results were trained with; PyTorch's own are epsilon 1e-8 and alpha 0.99.
+    """
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, eps=KERAS_EPSILON, weight_decay=weight_decay, foreach=True)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, eps=KERAS_EPSILON, weight_decay=weight_decay, foreach=True)
+    if name == "sgd":
+        return torch.optim.SGD(
+            params, lr=lr, momentum=momentum, nesterov=momentum > 0, weight_decay=weight_decay, foreach=True
+        )
+    if name == "rmsprop":
+        return torch.optim.RMSprop(
+            params, lr=lr, alpha=0.9, eps=KERAS_EPSILON, weight_decay=weight_decay, foreach=True
+        )
+    raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}")
+
+
+class Trainer:
+    """Trains ``model`` on ``task``: the one loop every cnnkit task runs through.
+
+    Args:
+        model: the task's model.
+        task: what to learn (batches, the loss of a step, validation); see ``engine.task.Task``.
+        optimizer: a name from OPTIMIZERS, a ready optimizer, or None for inference only
+            (``evaluate``; ``fit`` refuses), e.g. for an int8 model.
+        lr: learning rate (the course: Adam with 1e-3).
+        weight_decay: L2 penalty passed to the optimizer.
+        callbacks: extra callbacks; a History is always kept in ``self.history``.
+        device: a device name or None to pick CUDA / MPS / CPU.
+        seed: seeds weights-independent randomness (order, augmentation, dropout) per epoch.
+        scheduler: optional function (optimizer, total_steps) -> LR scheduler stepped per batch.
+        amp: None, 'bf16' or 'fp16' autocast around each training step's forward pass.
+        channels_last: move the model (and the task's images) to the channels-last format.
+        checkpoint_path: where ``last.ckpt`` (resumable) is written before the first step and
+            after every epoch, so an interrupt at any point leaves a state to resume from.
+        check_finite: stop with a TrainingError on a NaN/inf loss, and on non-finite weights or
+            validation loss at the end of an epoch, before any checkpoint of that epoch is written.
+        max_grad_norm: if set, compute the total gradient norm every step, stop with a
+            TrainingError when it is NaN/inf (before the update reaches the weights), and clip
+            it to this value.
+        compile: run the model through ``torch.compile`` (off by default: on the CPUs measured
+            it trained slower, docs/performance.md); the first compiled calls' seconds are kept
+            apart in ``compile_seconds``. An inference-only Trainer (``optimizer=None``) freezes
+            the weights into the graph; weights changed afterwards compile again
+            (``torch.compiler.reset``: other compiled models in the process compile again too).
+        fused_pool: on a CPU, run 2×2 max-pools (and a ReLU right after one) through compiled
+            kernels that keep a small winner code instead of PyTorch's int64 indices: the same
+            values and gradients bit for bit, faster training (docs/performance.md). ``'auto'``
+            turns them on for a ``fit`` of at least FUSED_POOL_MIN_IMAGES samples (epochs ×
+            samples) and keeps that choice for the inference after it. Ignored with ``compile``,
+            on other devices and with ``CNNKIT_FUSED_POOL=0`` in the environment.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        task: Task,
+        *,
+        optimizer: str | torch.optim.Optimizer | None = "adam",
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        callbacks: Sequence[Callback] = (),
+        device: str | torch.device | None = None,
+        seed: int = 42,
+        scheduler: Callable[[torch.optim.Optimizer, int], Any] | None = None,
+        amp: str | None = None,
+        channels_last: bool = False,
+        checkpoint_path: str | os.PathLike[str] | None = None,
+        check_finite: bool = True,
+        max_grad_norm: float | None = None,
+        compile: bool = False,
+        fused_pool: bool | str = False,
+    ) -> None:
+        if not isinstance(task, Task):
+            raise TypeError(f"task must be a cnnkit.engine.Task, got {type(task).__name__}")
+        if max_grad_norm is not None and not max_grad_norm > 0:
+            raise ValueError(f"max_grad_norm must be > 0 or None, got {max_grad_norm!r}")
+        if fused_pool not in (True, False, "auto"):
+            raise ValueError(f"fused_pool must be True, False or 'auto', got {fused_pool!r}")
+        if amp not in AMP:
+            raise ValueError(f"amp must be None, 'bf16' or 'fp16', got {amp!r}")
+        self.task = task
+        self.device = device if isinstance(device, torch.device) else pick_device(device)
+        tune_cpu_allocator(self.device)
+        self.model = model.to(self.device)
+        self.channels_last = channels_last
+        if channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        if isinstance(optimizer, str):
+            optimizer = make_optimizer(
+                optimizer, [p for p in model.parameters() if p.requires_grad], lr, weight_decay
+            )
+        self.optimizer = optimizer
+        self.scheduler_factory = scheduler
+        self.scheduler: Any = None
+        self.history = History()
+        self.callbacks: list[Callback] = [self.history, *callbacks]
+        self.seed = seed
+        self.amp = amp
+        self.checkpoint_path = Path(checkpoint_path) if checkpoint_path else None
+        self.check_finite = check_finite
+        self.max_grad_norm = max_grad_norm
+        self._stopped_at_checkpoint = False  # the loaded checkpoint was written after an early stop
+        self.compile = compile
+        self.fused_pool = fused_pool
+        self.forward = CompiledForward(self.model, compile=compile, freeze=optimizer is None)
+        self.forward.fused_pool = fused_pool is True and self.device.type == "cpu"
+        self.epoch = 0  # epochs completed
+        self.global_step = 0
+        self.epochs = 0
+        self.steps_per_epoch = 0
+        self.stop_training = False
+        for cb in self.callbacks:
+            cb.set_trainer(self)
+
+    @property
+    def compile_seconds(self) -> float:
+        """Seconds the first compiled calls took (compiling included), also inside epoch times."""
+        return self.forward.seconds
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """The training forward pass's precision (``amp``)."""
+        if self.amp is None:
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.amp == "bf16" else torch.float16
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    # ----------------------------------------------------------------- training
+    def fit(self, train: Any, val: Any = None, *, epochs: int = 20, batch_size: int = 32) -> History:
+        """Train for up to ``epochs`` (counting epochs already done when resuming).
+
+        Returns:
+            The History (per-epoch training parts, ``val_`` metrics, ``lr``, ``seconds``).
+
+        Raises:
+            TrainingError: a non-finite loss, gradient, weight or validation loss (training
+                stops there and no checkpoint is written for it).
+            ValueError: no training samples, or epochs / batch size below 1.
+        """
+        self._need_optimizer("fit")
+        if epochs < 1 or batch_size < 1:
+            raise ValueError(f"epochs and batch_size must be >= 1, got {epochs} and {batch_size}")
+        num = self.task.num_samples(train)
+        if num == 0:
+            raise ValueError(f"{getattr(train, 'name', 'the training set')} has no samples to train on")
+        self.epochs = epochs
+        self.steps_per_epoch = math.ceil(num / batch_size)
+        if self.fused_pool == "auto":
+            self.forward.fused_pool = (
+                self.device.type == "cpu" and (epochs - self.epoch) * num >= FUSED_POOL_MIN_IMAGES
+            )
+        if self.scheduler_factory is not None and self.scheduler is None:
+            self.scheduler = self.scheduler_factory(self.optimizer, epochs * self.steps_per_epoch)
+        # A run that stopped early and was then interrupted (say, while testing) stays stopped on resume.
+        self.stop_training, self._stopped_at_checkpoint = self._stopped_at_checkpoint, False
+        logs: dict[str, Any] = {}
+        for cb in self.callbacks:
+            cb.on_train_begin(logs)
+        if self.checkpoint_path is not None and self.epoch == 0 and self.global_step == 0:
+            # So that an interrupt during the first epoch also leaves something to resume from.
+            self.save_checkpoint(self.checkpoint_path)
+        data = self.task.prepare_fit(self, train)
+        for epoch in range(epochs if self.stop_training else self.epoch, epochs):
+            for cb in self.callbacks:
+                cb.on_epoch_begin(epoch, logs)
+            start = time.perf_counter()
+            with self.forward.pool_clock():
+                logs = self._train_epoch(data, batch_size, epoch)
+            self._check_finite_weights(epoch)
+            if val is not None and self.task.num_samples(val):
+                val_logs = self.task.validate(self, val)
+                loss = val_logs.get("loss")
+                if self.check_finite and loss is not None and not math.isfinite(loss):
+                    raise TrainingError(
+                        f"validation loss became {loss} after epoch {epoch + 1} (global step "
+                        f"{self.global_step}); training stopped and no checkpoint was written for it. "
+                        "Try a lower --lr"
+                    )
+                logs.update({f"val_{k}": v for k, v in val_logs.items()})
+            logs["lr"] = self.optimizer.param_groups[0]["lr"]
+            logs["seconds"] = time.perf_counter() - start
+            for cb in self.callbacks:
+                cb.on_epoch_end(epoch, logs)
+            self.epoch = epoch + 1
+            if self.checkpoint_path is not None:
+                self.save_checkpoint(self.checkpoint_path)
+            if self.stop_training:
+                break
+        for cb in self.callbacks:
+            cb.on_train_end(logs)
+        return self.history
+
+    def _train_epoch(self, data: Any, batch_size: int, epoch: int) -> dict[str, float]:
+        self.model.train()
+        # One generator per epoch, derived from the seed: order and augmentation need no saved state.
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        sums: dict[str, list[float]] = {}
+        for step, batch in enumerate(self.task.batches(self, data, batch_size, generator)):
+            clock = self.forward.train_clock()
+            with self.autocast():
+                out = self.task.train_step(self, batch)
+            loss = out.pop("loss")
+            n = out.pop("n", 1)
+            value = float(loss.detach())
+            where = f"epoch {epoch + 1}, step {step + 1} (global step {self.global_step + 1})"
+            if self.check_finite and not math.isfinite(value):
+                raise TrainingError(
+                    f"loss became {value} at {where}; training stopped and no checkpoint was written "
+                    "for it. Try a lower --lr"
+                )
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.forward.after_backward(clock)
+            if self.max_grad_norm is not None:
+                params = [p for group in self.optimizer.param_groups for p in group["params"]]
+                norm = float(torch.nn.utils.clip_grad_norm_(params, self.max_grad_norm))
+                if not math.isfinite(norm):
+                    raise TrainingError(
+                        f"gradient norm became {norm} at {where}; training stopped before the update "
+                        "and no checkpoint was written for it. Try a lower --lr"
+                    )
+            self.optimizer.step()
+            if self.scheduler is not None:
+                self.scheduler.step()
+            self.global_step += 1
+            for key, part in {"loss": value, **out}.items():
+                num, den = part if isinstance(part, tuple) else (part * n, n)
+                acc = sums.setdefault(key, [0.0, 0.0])
+                acc[0] += float(num)
+                acc[1] += float(den)
+            batch_logs = {k: num / max(den, 1e-12) for k, (num, den) in sums.items()}
+            for cb in self.callbacks:
+                cb.on_batch_end(step, batch_logs)
+        return {k: num / den if den else 0.0 for k, (num, den) in sums.items()}
+
+    def _check_finite_weights(self, epoch: int) -> None:
+        # A finite loss can still be followed by an inf gradient on the epoch's last step, which
+        # leaves NaN weights that the next loss check would only see after they were saved.
+        if not self.check_finite:
+            return
+        for name, tensor in self.model.state_dict().items():
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                raise TrainingError(
+                    f"weights became non-finite ({name}) during epoch {epoch + 1} (global step "
+                    f"{self.global_step}); training stopped and no checkpoint was written for it. "
+                    "Try a lower --lr or max_grad_norm"
+                )
+
+    def evaluate(self, data: Any) -> dict[str, Any]:
+        """The task's test report on ``data`` (eval mode)."""
+        return self.task.evaluate(self, data)
+
+    # ----------------------------------------------------------------- resume
+    def _need_optimizer(self, what: str) -> None:
+        if self.optimizer is None:
+            raise ValueError(
+                f"this Trainer was built with optimizer=None (inference only) and cannot {what}; "
+                "give it an optimizer"
+            )
+
+    def state(self) -> dict[str, Any]:
+        self._need_optimizer("save a training state")
+        return {
+            "epoch": self.epoch,
+            "global_step": self.global_step,
+            "seed": self.seed,
+            "task": self.task.name,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "callbacks": {cb_key(i, cb): cb.state_dict() for i, cb in enumerate(self._stateful())},
+            "rng": rng_state(),
+            "stop_training": self.stop_training,
+            # CPU sums split over another number of threads round differently; resume reuses this.
+            "num_threads": torch.get_num_threads(),
+        }
+
+    def _stateful(self) -> list[Callback]:
+        """The callbacks whose state changes the numbers (display-only ones are left out)."""
+        return [cb for cb in self.callbacks if not getattr(cb, "display_only", False)]
+
+    def save_checkpoint(self, path: str | os.PathLike[str]) -> None:
+        """Everything exact resume needs, written atomically."""
+        save_checkpoint(path, self.state())
+
+    def load_checkpoint(self, path: str | os.PathLike[str], total_steps: int | None = None) -> None:
+        """Restore model, optimizer moments, scheduler, counters, callback states and RNGs.
+
+        The stateful callbacks must be of the same types, in the same order, as when it was saved.
+        """
+        # On the CPU: torch.set_rng_state takes CPU tensors only; load_state_dict moves the rest.
+        self.load_state(load_checkpoint(path, map_location="cpu"), total_steps, source=str(path))
+
+    def load_state(
+        self, body: dict[str, Any], total_steps: int | None = None, source: str = "checkpoint"
+    ) -> None:
+        """Restore from a verified checkpoint body (``load_checkpoint``), as ``load_checkpoint`` does."""
+        missing = [key for key in STATE_KEYS if key not in body]
+        if missing:
+            raise CheckpointError(f"{source} is not a training checkpoint: it lacks {missing}")
+        if body.get("task", self.task.name) != self.task.name:
+            raise TrainingError(f"{source} was written by task {body['task']!r}, not {self.task.name!r}")
+        self.model.load_state_dict(body["model"])
+        self.optimizer.load_state_dict(body["optimizer"])
+        if body["scheduler"] is not None:
+            if self.scheduler is None:
+                if self.scheduler_factory is None or total_steps is None:
+                    raise TrainingError(f"{source} has a scheduler state but this trainer has no scheduler")
+                self.scheduler = self.scheduler_factory(self.optimizer, total_steps)
+            self.scheduler.load_state_dict(body["scheduler"])
+        saved = body["callbacks"]
+        mine = {cb_key(i, cb): cb for i, cb in enumerate(self._stateful())}
+        # Files written before display callbacks were left out still list them: skip those.
+        saved = {k: v for k, v in saved.items() if not k.endswith(":ProgressBar")}
+        saved = {cb_key(i, None, k): v for i, (k, v) in enumerate(saved.items())}
+        if list(saved) != list(mine):
+            raise TrainingError(f"{source}: callbacks {list(saved)} differ from this run's {list(mine)}")
+        for key, cb in mine.items():
+            cb.load_state_dict(saved[key])
+        self.epoch = int(body["epoch"])
+        self.global_step = int(body["global_step"])
+        self.seed = int(body["seed"])
+        self._stopped_at_checkpoint = bool(body.get("stop_training", False))  # absent in older files
+        set_rng_state(body["rng"])
+
+
+def cb_key(index: int, cb: Callback | None, saved: str | None = None) -> str:
+    """``'index:ClassName'``, the key of a callback's state in a checkpoint."""
+    name = saved.partition(":")[2] if saved is not None else type(cb).__name__
+    return f"{index}:{name}"

@@ -1,0 +1,165 @@
+"""Classification as an engine task: images in, one class out (the course's task)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ...data.arrays import ArrayDataset, iterate_batches
+from ...engine.task import StepOutput, Task
+from ...engine.trainer import Trainer
+from .augment import flip_tta
+from .metrics import classification_report, confusion_matrix
+
+# A training set up to this size goes to an accelerator once per fit: its batches are then
+# indexed there and never cross the bus again (Fashion-MNIST's 60,000 images are 47 MB).
+DEVICE_RESIDENT_BYTES = 1 << 30
+
+
+class ClassifyTask(Task):
+    """Cross-entropy on logits Tensor[N, K] for uint8 images Tensor[N, C, H, W] (``ArrayDataset``).
+
+    Args:
+        label_smoothing: cross-entropy label smoothing in training.
+        normalize: (mean, std) per channel applied after scaling uint8 pixels to [0, 1].
+        augment: optional function applied to each float training batch on the device.
+        tta: flip test-time augmentation in inference (mean logits of the image and its mirror).
+    """
+
+    name = "classify"
+    monitor = "val_loss"
+    shown = ("loss", "accuracy", "val_loss", "val_accuracy")
+
+    def __init__(
+        self,
+        *,
+        label_smoothing: float = 0.0,
+        normalize: tuple[Sequence[float], Sequence[float]] | None = None,
+        augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        tta: bool = False,
+    ) -> None:
+        self.label_smoothing = label_smoothing
+        self.normalize = normalize
+        self.augment = augment
+        self.tta = tta
+
+    def prepare(self, trainer: Trainer, images: torch.Tensor) -> torch.Tensor:
+        """uint8 Tensor[N, C, H, W] -> float on the device, scaled to [0, 1] and normalised."""
+        device = trainer.device
+        if device.type == "cuda" and images.device.type == "cpu":
+            images = images.pin_memory()  # so that the copy below runs while the GPU computes
+        x = images.to(device, non_blocking=True)
+        x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
+        if self.normalize is not None:
+            mean = torch.as_tensor(self.normalize[0], device=x.device).view(1, -1, 1, 1)
+            std = torch.as_tensor(self.normalize[1], device=x.device).view(1, -1, 1, 1)
+            x = (x - mean) / std
+        if trainer.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def prepare_fit(self, trainer: Trainer, data: ArrayDataset) -> ArrayDataset:
+        """``data`` on the accelerator when it fits DEVICE_RESIDENT_BYTES; on the CPU as it is."""
+        if (
+            trainer.device.type == "cpu"
+            or data.images.numel() * data.images.element_size() > DEVICE_RESIDENT_BYTES
+        ):
+            return data
+        return data.to(trainer.device)
+
+    def batches(
+        self, trainer: Trainer, data: ArrayDataset, batch_size: int, generator: torch.Generator
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for xb, yb in iterate_batches(data, batch_size, shuffle=True, generator=generator):
+            x = self.prepare(trainer, xb)
+            if self.augment is not None:
+                x = self.augment(x)
+            yield x, yb.to(trainer.device, non_blocking=True)
+
+    def train_step(self, trainer: Trainer, batch: tuple[torch.Tensor, torch.Tensor]) -> StepOutput:
+        x, y = batch
+        logits = trainer.forward(x)
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=self.label_smoothing)
+        correct = int((logits.detach().argmax(1) == y).sum())
+        return {"loss": loss, "n": len(y), "accuracy": (correct, len(y))}
+
+    @torch.inference_mode()
+    def logits(
+        self, trainer: Trainer, data: ArrayDataset | torch.Tensor, batch_size: int = 256
+    ) -> torch.Tensor:
+        """Logits Tensor[N, K] on the CPU, in eval mode (with flip TTA when asked)."""
+        trainer.model.eval()
+        images = data.images if isinstance(data, ArrayDataset) else data
+        outs = []
+        with trainer.forward.inference():
+            for start in range(0, len(images), batch_size):
+                batch = images[start : start + batch_size]
+                n = len(batch)
+                if trainer.forward.freeze and start > 0 and n < batch_size:
+                    # Padded to the batch size, the last batch reuses the frozen graph.
+                    batch = torch.cat([batch, batch.new_zeros((batch_size - n, *batch.shape[1:]))])
+                x = self.prepare(trainer, batch)
+                with trainer.autocast():
+                    out = trainer.forward(x, flip_tta if self.tta else None)
+                outs.append(out[:n].float().cpu())
+        return torch.cat(outs) if outs else torch.empty(0)
+
+    def validate(self, trainer: Trainer, data: ArrayDataset) -> dict[str, float]:
+        logits = self.logits(trainer, data)
+        loss = F.cross_entropy(logits, data.labels, label_smoothing=self.label_smoothing)
+        return {"loss": float(loss), "accuracy": float((logits.argmax(1) == data.labels).float().mean())}
+
+    def evaluate(self, trainer: Trainer, data: ArrayDataset) -> dict[str, Any]:
+        """Loss, accuracy, per-class precision / recall / F1 and the confusion matrix."""
+        logits = self.logits(trainer, data)
+        k = logits.shape[1]
+        report = classification_report(
+            confusion_matrix(logits.argmax(1), data.labels, k), data.class_names or None
+        )
+        report["loss"] = float(F.cross_entropy(logits, data.labels))
+        report["num_samples"] = len(data)
+        return report
+
+
+class ClassifyTrainer(Trainer):
+    """The engine with the classification task (Keras' habit: build, then ``fit(train, val)``).
+
+    Takes the engine's options (``cnnkit.engine.Trainer``) and ClassifyTask's (``label_smoothing``,
+    ``normalize``, ``augment``, ``tta``); adds ``logits``, ``predict`` and ``evaluate_loss``.
+    """
+
+    task: ClassifyTask
+
+    def __init__(
+        self,
+        model: nn.Module,
+        task: ClassifyTask | None = None,
+        *,
+        label_smoothing: float = 0.0,
+        normalize: tuple[Sequence[float], Sequence[float]] | None = None,
+        augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        tta: bool = False,
+        **engine_options: Any,
+    ) -> None:
+        if task is None:
+            task = ClassifyTask(
+                label_smoothing=label_smoothing, normalize=normalize, augment=augment, tta=tta
+            )
+        super().__init__(model, task, **engine_options)
+
+    def prepare(self, images: torch.Tensor) -> torch.Tensor:
+        return self.task.prepare(self, images)
+
+    def logits(self, data: ArrayDataset | torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+        return self.task.logits(self, data, batch_size)
+
+    def predict(self, data: ArrayDataset | torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+        """Class probabilities Tensor[N, K] (softmax of the logits)."""
+        return self.logits(data, batch_size).softmax(dim=1)
+
+    def evaluate_loss(self, data: ArrayDataset) -> dict[str, float]:
+        return self.task.validate(self, data)
