@@ -15,7 +15,8 @@ class EarlyStopping(Callback):
 
     Args:
         monitor: metric in the epoch logs (``'val_loss'`` like the course).
-        patience: epochs without improvement before stopping.
+        patience: epochs without improvement before stopping; None never stops (the best
+            epoch's weights are still kept with ``restore_best_weights``).
         restore_best_weights: put the best epoch's weights back at the end.
         min_delta: smallest change that counts as an improvement.
         mode: ``'min'``, ``'max'`` or ``'auto'`` (from the metric name).
@@ -24,12 +25,12 @@ class EarlyStopping(Callback):
     def __init__(
         self,
         monitor: str = "val_loss",
-        patience: int = 2,
+        patience: int | None = 2,
         restore_best_weights: bool = True,
         min_delta: float = 0.0,
         mode: str = "auto",
     ) -> None:
-        if patience < 0:
+        if patience is not None and patience < 0:
             raise ValueError(f"patience must be >= 0, got {patience}")
         self.monitor = monitor
         self.patience = patience
@@ -52,7 +53,7 @@ class EarlyStopping(Callback):
                 self.best_weights = copy.deepcopy(self.trainer.model.state_dict())
         else:
             self.wait += 1
-            if self.wait >= self.patience:
+            if self.patience is not None and self.wait >= self.patience:
                 self.stopped_epoch = epoch
                 self.trainer.stop_training = True
 
