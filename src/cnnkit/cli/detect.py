@@ -48,6 +48,9 @@ def run(args: argparse.Namespace) -> int:
             f"image file {missing[0]} does not exist"
             + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
         )
+    from ..runs.folder import read_run, require_task
+
+    require_task(read_run(args.run), "cnnkit detect", ("localize", "detect"))
     device = pick_device(args.device)
     model, config = load_run(args.run, device)
     names, size, in_chans = config["class_names"], config["image_size"], config["in_chans"]

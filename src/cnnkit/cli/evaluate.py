@@ -19,7 +19,9 @@ CALIBRATION_IMAGES = 2_000
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="evaluate a run folder on its test set", description=__doc__)
-    p.add_argument("run_dir", help="a run folder written by `cnnkit train`")
+    p.add_argument(
+        "run_dir", help="a run folder written by `cnnkit train` or `cnnkit finetune` (any task), or 'fashion'"
+    )
     p.add_argument("--data", help="evaluate on this data instead of the run's own")
     p.add_argument("--limit-test", type=int, help="evaluate on only N test images")
     p.add_argument("--device", help="cpu, cuda, cuda:N or mps")
@@ -42,6 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..engine.device import pick_device
     from ..errors import UsageError
+    from ..runs.folder import read_run
     from ..runs.train import load_dataset, load_run
     from ..tasks.classify.presets import trainer_extras
 
@@ -49,10 +52,13 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--limit-test must be >= 1, got {args.limit_test}")
     if args.int8 and args.compile:
         raise UsageError("--int8 and --compile are two ways to a faster model; choose one")
+    run = read_run(args.run_dir)
+    if run.task not in ("classify", "finetune"):
+        return _evaluate_scored(args, run)
     device = pick_device(args.device)
     if args.int8 and device.type != "cpu":
         raise UsageError(f"--int8 runs on the CPU, not {device}; leave out --device or use --device cpu")
-    model, record = load_run(args.run_dir, device=args.device)
+    model, record = load_run(run, device=args.device)
     finetuned = isinstance(record.get("finetune"), dict)
     if args.int8 and finetuned:
         raise UsageError(
@@ -67,7 +73,11 @@ def run(args: argparse.Namespace) -> int:
         if args.limit_test:
             test = test.take(args.limit_test, seed=0)
     else:
-        train, test = load_dataset(args.data or record["run"]["data"], limit_test=args.limit_test)
+        # The run's own test set: the same images (and --limit-test share) its metrics.json scored.
+        own_limit = None if args.data else record["run"].get("limit_test")
+        train, test = load_dataset(
+            args.data or record["run"]["data"], limit_test=args.limit_test or own_limit
+        )
     norm = record.get("normalize")
     normalize = (norm["mean"], norm["std"]) if norm else None
     config = record["run"]
@@ -117,6 +127,29 @@ def run(args: argparse.Namespace) -> int:
             f"torch.compile: {trainer.compile_seconds:.1f} s of the {seconds:.1f} s were the first "
             "compiled batches (compiling included)"
         )
+    return 0
+
+
+def _evaluate_scored(args: argparse.Namespace, run: Any) -> int:
+    """Localization, detection and segmentation runs: their own scores on their own test set."""
+    from ..errors import UsageError
+    from ..runs.evaluate import evaluate_run
+
+    given = [
+        flag for flag, on in (("--int8", args.int8), ("--compile", args.compile), ("--data", args.data)) if on
+    ]
+    if given:
+        raise UsageError(
+            f"{run.describe()}; {', '.join(given)} {'is' if len(given) == 1 else 'are'} for classification "
+            f"runs; drop {'it' if len(given) == 1 else 'them'} to score it on its own test set"
+        )
+    start = time.perf_counter()
+    report = evaluate_run(run, args.device, args.limit_test)
+    report["seconds"] = round(time.perf_counter() - start, 3)
+    if args.json:
+        print(json.dumps(report, indent=2, ensure_ascii=False, default=float))
+    else:
+        print(report["summary"])
     return 0
 
 

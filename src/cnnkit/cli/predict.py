@@ -132,10 +132,12 @@ def load_model(args: argparse.Namespace, device: torch.device) -> tuple[torch.nn
 
 
 def _load_run(folder: Path, device: torch.device) -> tuple[torch.nn.Module, dict, str]:
-    """(model, preprocessing config, model name) of a run folder."""
-    from ..runs.train import load_run
+    """(model, preprocessing config, model name) of a classification run folder."""
+    from ..runs.folder import load_run, read_run, require_task
 
-    model, record = load_run(folder, device=device)
+    run = read_run(folder)
+    require_task(run, "cnnkit predict", ("classify", "finetune"))
+    model, record = load_run(run, device=device)
     config = {k: record[k] for k in ("input_shape", "normalize") if k in record}
     config.update(record.get("preprocess") or {})
     return model, config, record["run"]["model"]

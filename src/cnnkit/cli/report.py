@@ -13,7 +13,7 @@ import argparse
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="write a run's self-contained HTML report", description=__doc__)
-    p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder written by `cnnkit train`")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder of any task, or 'fashion'")
     p.add_argument("--out", help="output file (default RUN_DIR/report.html)")
     p.add_argument("--index", type=int, default=0, help="test image whose feature maps are drawn (default 0)")
     p.add_argument("--device", help="cpu, cuda, cuda:N or mps")
@@ -22,16 +22,24 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import UsageError
+    from ..runs.folder import read_run
     from ..runs.train import load_dataset, load_run
-    from ..viz.report import write_report
+    from ..viz.report import REPORT_FILE, write_report
 
-    model, record = load_run(args.run_dir, device=args.device)
-    settings = record["run"]
-    _, test = load_dataset(
-        settings["data"], limit_test=settings.get("limit_test"), seed=settings.get("seed", 0)
-    )
-    if not 0 <= args.index < len(test):
-        raise UsageError(f"--index must be in 0..{len(test) - 1} (the run's test images), got {args.index}")
-    path = write_report(args.run_dir, model, test, out=args.out, sample_index=args.index)
+    run = read_run(args.run_dir)
+    model, record = load_run(run, device=args.device)
+    test = None
+    if run.task in ("classify", "finetune"):
+        settings = record["run"]
+        _, test = load_dataset(
+            settings["data"], limit_test=settings.get("limit_test"), seed=settings.get("seed", 0)
+        )
+        if not 0 <= args.index < len(test):
+            raise UsageError(
+                f"--index must be in 0..{len(test) - 1} (the run's test images), got {args.index}"
+            )
+    out = args.out or run.output_dir / REPORT_FILE
+    record = record if run.shipped else None
+    path = write_report(run.path, model, test, out=out, sample_index=args.index, record=record)
     print(f"wrote {path}")
     return 0

@@ -44,6 +44,9 @@ def run(args: argparse.Namespace) -> int:
 
     if not 0.0 <= args.threshold <= 1.0:
         raise UsageError(f"--threshold must be between 0 and 1, got {args.threshold}")
+    from ..runs.folder import read_run, require_task
+
+    require_task(read_run(args.run_dir), "cnnkit segment", ("segment",))
     device = pick_device(args.device)
     model, record = load_segment_run(args.run_dir, device)
     names = record["class_names"]

@@ -28,6 +28,8 @@ from ..errors import UsageError
 
 FIGURES = ("curves", "filters", "histogram", "feature-maps", "confusion", "errors", "gradcam", "diagram")
 RUN_ONLY = ("curves", "confusion", "errors")
+# What a localization, detection or segmentation run can draw (its backbone's filters, its curves).
+SCORED_RUN_FIGURES = ("curves", "filters")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -66,16 +68,23 @@ class _Target:
     """A run folder (trained model + record) or a registered model name (fresh model)."""
 
     def __init__(self, spec: str, device: str | None, input_shape: str | None) -> None:
+        from ..runs.folder import SHIPPED, read_run
+
         self.spec = spec
-        self.run_dir = Path(spec) if Path(spec).is_dir() else None
+        self.run = read_run(spec) if Path(spec).is_dir() or spec == SHIPPED else None
+        self.run_dir = None if self.run is None else self.run.path
         self.record: dict[str, Any] = {}
         self._test = None
-        if self.run_dir is not None:
-            from ..runs.train import load_run
+        if self.run is not None:
+            from ..runs.folder import load_run
 
-            self.model, self.record = load_run(self.run_dir, device=device)
-            self.name = self.record["run"]["model"]
-            self.input_shape = tuple(self.record["input_shape"])
+            self.model, self.record = load_run(self.run, device=device)
+            self.name = self.run.model_name
+            shape = self.record.get("input_shape") or [
+                self.record.get("in_chans", 1),
+                *[self.record.get("image_size")] * 2,
+            ]
+            self.input_shape = tuple(shape)
         else:
             from ..engine.device import pick_device
             from .summary import resolve_model
@@ -86,6 +95,18 @@ class _Target:
             self.input_shape = tuple(shape)
         self.class_names = self.record.get("class_names") or getattr(self.model, "class_names", None)
         self.normalize = self.record.get("normalize")
+
+    def require_classifier(self, figure: str) -> None:
+        """Figures of class scores (and of the classifier's own architecture) need a classifier."""
+        from ..runs.folder import require_task
+
+        if self.run is not None and figure not in SCORED_RUN_FIGURES:
+            require_task(
+                self.run,
+                f"cnnkit viz {figure}",
+                ("classify", "finetune"),
+                f"draws classification runs and models (for this run: viz {' or '.join(SCORED_RUN_FIGURES)})",
+            )
 
     def require_run(self, figure: str) -> Path:
         if self.run_dir is None:
@@ -156,8 +177,8 @@ class _Target:
 def _out_path(args: argparse.Namespace, target: _Target, stem: str) -> Path:
     if args.out:
         return Path(args.out)
-    if target.run_dir is not None:
-        return target.run_dir / "figures" / f"{stem}.png"
+    if target.run is not None:
+        return target.run.output_dir / "figures" / f"{stem}.png"
     return Path(f"{target.name}-{stem}.png")
 
 
@@ -174,6 +195,7 @@ def run(args: argparse.Namespace) -> int:
     if args.max_maps < 1 or args.top < 1 or args.dpi <= 0:
         raise UsageError("--max-maps and --top must be >= 1 and --dpi > 0")
     target = _Target(args.target, args.device, args.input)
+    target.require_classifier(args.figure)
     if args.untrained:
         if args.figure in (*RUN_ONLY, "histogram"):
             raise UsageError(f"--untrained does not apply to `cnnkit viz {args.figure}`")
@@ -195,13 +217,15 @@ def run(args: argparse.Namespace) -> int:
 
         run_dir = target.run_dir
         history_file = run_dir / "history.json"
-        if not history_file.is_file():
-            raise UsageError(f"{run_dir} has no history.json (did training finish an epoch?)")
         metrics_file = run_dir / "metrics.json"
-        best = json.loads(metrics_file.read_text()).get("best_epoch") if metrics_file.is_file() else None
-        fig = viz.plot_history(
-            json.loads(history_file.read_text()), best, title=f"{target.name} learning curves"
-        )
+        metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+        if history_file.is_file():
+            history = json.loads(history_file.read_text())
+        elif metrics.get("history"):  # runs written before every task kept history.json
+            history = metrics["history"]
+        else:
+            raise UsageError(f"{run_dir} has no history.json (did training finish an epoch?)")
+        fig = viz.plot_history(history, metrics.get("best_epoch"), title=f"{target.name} learning curves")
         stem = "curves"
     elif args.figure == "filters":
         layer = layer or _first_conv(target.model, conv_layer_names)

@@ -31,10 +31,7 @@ from ..models import create_model, model_entry
 from ..tasks.classify.presets import trainer_extras
 from ..tasks.classify.task import ClassifyTrainer
 from .config import RunConfig
-
-CONFIG_FILE = "config.json"
-BEST_WEIGHTS = "best.safetensors"
-LAST_CHECKPOINT = "last.ckpt"
+from .folder import BEST_WEIGHTS, CONFIG_FILE, LAST_CHECKPOINT, SHIPPED_WEIGHTS, RunInfo, load_run, read_run
 
 
 def load_dataset(
@@ -204,31 +201,26 @@ def train_run(
 
 
 def read_run_config(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    """The ``config.json`` of a run folder.
+    """The ``config.json`` record of any run folder (``folder.read_run``).
 
     Raises:
         UsageError: not a run folder.
     """
-    path = Path(run_dir) / CONFIG_FILE
-    if not path.is_file():
-        raise UsageError(f"{run_dir} is not a cnnkit run folder ({CONFIG_FILE} is missing)")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"{path} is not valid JSON: {exc}") from None
+    return read_run(run_dir).record
 
 
-def load_run(
-    run_dir: str | os.PathLike[str], device: str | torch.device | None = None
-) -> tuple[nn.Module, dict]:
-    """Rebuild a run's model with its best weights (eval mode) and return it with the config."""
-    record = read_run_config(run_dir)
+def load_classify_run(run: RunInfo, device: str | torch.device | None = None) -> tuple[nn.Module, dict]:
+    """Rebuild a classification (or fine-tuned) run's model with its best weights, in eval mode."""
+    record = run.record
     config = RunConfig.from_dict(record["run"])
-    weights = Path(run_dir) / BEST_WEIGHTS
+    weights = run.path / (SHIPPED_WEIGHTS if run.shipped else BEST_WEIGHTS)
     if not weights.is_file():
-        raise UsageError(f"{run_dir} has no {BEST_WEIGHTS} (did training finish an epoch?)")
+        raise UsageError(f"{run.path} has no {BEST_WEIGHTS} (did training finish an epoch?)")
     model = build_model(config, record["num_classes"], record["input_shape"][0])
     load_strict(model, load_state_dict_file(weights), source=str(weights))
     model.class_names = record.get("class_names")  # type: ignore[assignment]
     dev = device if isinstance(device, torch.device) else pick_device(device)
     return model.to(dev).eval(), record
+
+
+__all__ = ["load_dataset", "load_run", "read_run_config", "train_run"]

@@ -8,6 +8,7 @@ mailed or archived as one file. ``cnnkit train`` writes it as ``report.html`` in
 
 from __future__ import annotations
 
+import base64
 import html
 import json
 import os
@@ -46,6 +47,9 @@ SECTIONS = (
     "summary",
     "diagram",
 )
+
+# Localization, detection and segmentation runs: their scores, curves and drawn test samples.
+SCORED_SECTIONS = ("config", "metrics", "curves", "samples", "summary")
 
 _STYLE = """
 body { font-family: sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
@@ -87,21 +91,41 @@ def _table(rows: list[tuple[Any, ...]], header: tuple[str, ...] | None = None) -
 
 
 class _Report:
-    def __init__(self, run_dir: Path, model: nn.Module, test: ArrayDataset | None, sample_index: int) -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        model: nn.Module,
+        test: ArrayDataset | None,
+        sample_index: int,
+        record: dict | None,
+    ) -> None:
         self.run_dir = run_dir
         self.model = model.eval()
         self.test = test
         self.sample_index = sample_index
-        self.record = _read_json(run_dir / "config.json") or {}
-        self.metrics = _read_json(run_dir / "metrics.json") or {}
-        self.history = _read_json(run_dir / "history.json") or []
+        self.record = record if record is not None else _read_json(run_dir / "config.json") or {}
+        # The shipped model keeps its scores in its own record.
+        self.metrics = _read_json(run_dir / "metrics.json") or (self.record if record is not None else {})
+        self.history = _read_json(run_dir / "history.json") or self.metrics.get("history") or []
+        self.task = self.record.get("task", "classify")
+        self.sections = (
+            SECTIONS
+            if self.task in ("classify", "finetune") or "finetune" in self.record
+            else SCORED_SECTIONS
+        )
+        if self.record.get("kind") == "instance":  # a Mask R-CNN takes lists of images, not a batch
+            self.sections = SCORED_SECTIONS[:-1]
         self.class_names = self.record.get("class_names") or (test.class_names if test is not None else None)
         shape = self.record.get("input_shape") or getattr(model, "default_input", None)
+        if shape is None and "image_size" in self.record:  # localize / detect runs
+            shape = [self.record["in_chans"], self.record["image_size"], self.record["image_size"]]
         if shape is None and test is not None:
             shape = list(test.input_shape)
         self.input_shape = tuple(shape) if shape else None
         self.normalize = self.record.get("normalize")
-        self.model_name = (self.record.get("run") or {}).get("model") or type(model).__name__
+        self.model_name = (
+            (self.record.get("run") or {}).get("model") or self.record.get("model") or type(model).__name__
+        )
         self._probs = None
 
     # ------------------------------------------------------------------ sections
@@ -133,6 +157,13 @@ class _Report:
             "num_test_samples",
         )
         rows = [(k, self.metrics[k]) for k in keys if k in self.metrics and self.metrics[k] is not None]
+        if self.sections is SCORED_SECTIONS:  # every scalar score, nested ones as "test.map_50"
+            rows = [
+                (f"{k}.{sub}" if sub else k, v)
+                for k, value in self.metrics.items()
+                for sub, v in (value.items() if isinstance(value, dict) else [("", value)])
+                if isinstance(v, int | float) and not isinstance(v, bool)
+            ]
         out = _table(rows, ("metric", "value"))
         per_class = self.metrics.get("per_class") or {}
         if per_class:
@@ -151,6 +182,16 @@ class _Report:
         best = self.metrics.get("best_epoch")
         return _img(
             plot_history(self.history, best, title=f"{self.model_name} learning curves"), "learning curves"
+        )
+
+    def samples(self) -> str:
+        pictures = sorted(self.run_dir.glob("samples*.png"))
+        if not pictures:
+            return '<p class="note">the run folder has no samples.png.</p>'
+        return "\n".join(
+            f'<img alt="{html.escape(p.name)}" src="data:image/png;base64,'
+            f'{base64.b64encode(p.read_bytes()).decode("ascii")}">'
+            for p in pictures
         )
 
     def probs(self):
@@ -228,9 +269,10 @@ class _Report:
             "feature-maps": ("Feature maps of one test image", self.feature_maps),
             "summary": ("Layer summary", self.summary),
             "diagram": ("Architecture", self.diagram),
+            "samples": ("Test samples", self.samples),
         }
         body = []
-        for key in SECTIONS:
+        for key in self.sections:
             heading, build = builders[key]
             try:
                 content = build()
@@ -242,10 +284,11 @@ class _Report:
                 )
                 content = f'<p class="failed">could not draw this section: {html.escape(str(exc))}</p>'
             body.append(f'<section id="{key}">\n<h2>{heading}</h2>\n{content}\n</section>')
-        nav = " ".join(f'<a href="#{key}">{builders[key][0]}</a>' for key in SECTIONS)
+        nav = " ".join(f'<a href="#{key}">{builders[key][0]}</a>' for key in self.sections)
         accuracy = self.metrics.get("test_accuracy")
         headline = f" · test accuracy {accuracy:.4f}" if isinstance(accuracy, float) else ""
-        title = f"{self.model_name} on {(self.record.get('run') or {}).get('data', '?')}"
+        data = (self.record.get("run") or {}).get("data") or (self.record.get("data") or {}).get("name", "?")
+        title = f"{self.model_name} ({self.task}) on {data}"
         return (
             '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
             f"<title>{html.escape(title)}</title>\n<style>{_STYLE}</style>\n</head>\n<body>\n"
@@ -257,7 +300,11 @@ class _Report:
 
 
 def build_report(
-    run_dir: str | os.PathLike[str], model: nn.Module, test: ArrayDataset | None = None, sample_index: int = 0
+    run_dir: str | os.PathLike[str],
+    model: nn.Module,
+    test: ArrayDataset | None = None,
+    sample_index: int = 0,
+    record: dict | None = None,
 ) -> str:
     """The HTML page of a run folder.
 
@@ -267,11 +314,12 @@ def build_report(
         test: the test set (for mistakes and feature maps; without it those sections say so).
         sample_index: test image whose feature maps are drawn (0: for Fashion-MNIST, the
             ankle boot the course draws).
+        record: the run's record when it is not in ``RUN_DIR/config.json`` (the shipped model).
 
     Returns:
         The page: one section per entry of ``SECTIONS``, images as data: URLs.
     """
-    return _Report(Path(run_dir), model, test, sample_index).build()
+    return _Report(Path(run_dir), model, test, sample_index, record).build()
 
 
 def write_report(
@@ -280,11 +328,12 @@ def write_report(
     test: ArrayDataset | None = None,
     out: str | os.PathLike[str] | None = None,
     sample_index: int = 0,
+    record: dict | None = None,
 ) -> Path:
     """Write :func:`build_report` to ``out`` (default ``RUN_DIR/report.html``) and return the path."""
     from ..io.atomic import atomic_write_text
 
     path = Path(out) if out is not None else Path(run_dir) / REPORT_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, build_report(run_dir, model, test, sample_index))
+    atomic_write_text(path, build_report(run_dir, model, test, sample_index, record))
     return path

@@ -1,0 +1,108 @@
+"""Re-score a localization, detection or segmentation run on the test set it recorded.
+
+(Classification runs are re-scored by ``cnnkit evaluate`` through ``ClassifyTrainer``, with the
+run's own preprocessing, precision and test-time augmentation.)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ..engine.device import pick_device
+from .folder import RunInfo, load_run
+
+
+def scene_test_set(run: RunInfo, limit_test: int | None = None) -> Any:
+    """The test scenes a localize / detect run was scored on (generated again, or re-split)."""
+    from ..data.scenes import FashionScenes
+    from ..tasks.detection.datasets import load_task_data
+
+    record = run.record
+    data = record["data"]
+    if data.get("name") == "fashion-scenes":
+        test = FashionScenes(**data["test"]).load()
+    else:
+        settings = record.get("train") or {}
+        test = load_task_data(
+            data["name"],
+            image_size=record["image_size"],
+            in_chans=record["in_chans"],
+            scenes=FashionScenes(),
+            num_val=0,
+            num_test=0,
+            limit_train=settings.get("limit_train"),
+            limit_test=settings.get("limit_test"),
+            seed=settings.get("seed", 0),
+        ).test
+    return test.subset(range(min(limit_test, len(test)))) if limit_test else test
+
+
+def segment_test_set(run: RunInfo, limit_test: int | None = None) -> Any:
+    """The test images (with masks) a segmentation run was scored on."""
+    from ..tasks.segmentation.data import DEFAULT_SIZES, load_segmentation_data, scene_splits, scenes_with
+    from ..tasks.segmentation.run import SegmentConfig
+
+    config = SegmentConfig.from_dict(run.record["run"])
+    if run.record.get("kind") == "instance":
+        test = scene_splits(
+            scenes_with(config.scenes),
+            train_images=1,
+            test_images=config.limit_test or DEFAULT_SIZES["test"],
+        )[2]
+        return test.subset(range(min(limit_test, len(test)))) if limit_test else test
+    test = load_segmentation_data(
+        config.data,
+        scenes=scenes_with(config.scenes),
+        limit_train=config.limit_train,
+        limit_test=config.limit_test,
+        seed=config.seed,
+        image_size=config.image_size,
+    )[2]
+    return test.take(min(limit_test, len(test)), seed=0) if limit_test else test
+
+
+def evaluate_run(
+    run: RunInfo, device: str | torch.device | None = None, limit_test: int | None = None
+) -> dict[str, Any]:
+    """The run's test report, as its ``metrics.json`` computed it; ``summary`` is one line for people.
+
+    Returns:
+        detect: COCO mAP@[.5:.95] (``map``), mAP@0.5 (``map_50``), ...; localize: ``mean_iou``,
+        ``accuracy``, ...; segment: ``miou`` and ``pixel_accuracy`` (semantic) or ``segm`` and
+        ``bbox`` mAPs (Mask R-CNN); all with ``num_images`` and ``test_set``.
+    """
+    device = device if isinstance(device, torch.device) else pick_device(device)
+    model, record = load_run(run, device)
+    if run.task in ("localize", "detect"):
+        test = scene_test_set(run, limit_test)
+        if run.task == "detect":
+            from ..tasks.detection.train import evaluate_detector
+
+            report = evaluate_detector(model, test, device, class_metrics=True)
+            report["ap_per_class"] = {test.class_names[k]: v for k, v in report["ap_per_class"].items()}
+            summary = f"mAP@0.5 {report['map_50']:.4f}, mAP@[.5:.95] {report['map']:.4f}"
+        else:
+            from ..tasks.localization.train import evaluate_localizer
+
+            report = evaluate_localizer(model, test, device)
+            summary = f"mean IoU {report['mean_iou']:.4f}, class accuracy {report['accuracy']:.4f}"
+        report["num_images"] = len(test)
+        where = record["data"].get("name", "?")
+    else:
+        test = segment_test_set(run, limit_test)
+        if record.get("kind") == "instance":
+            from ..tasks.segmentation.instance import MaskRCNNTrainer
+
+            report = MaskRCNNTrainer(model, device=device).evaluate(test)
+            summary = f"mask mAP {report['segm']['map']:.4f}, box mAP {report['bbox']['map']:.4f}"
+        else:
+            from ..tasks.segmentation.train import SegmentationTrainer
+
+            report = SegmentationTrainer(model, device=device).evaluate(test)
+            summary = f"mIoU {report['miou']:.4f}, pixel accuracy {report['pixel_accuracy']:.4f}"
+        where = (run.record.get("run") or {}).get("data", "?")
+    report["test_set"] = f"{where} test split, {len(test):,} images"
+    report["summary"] = f"{run.model_name} ({run.task}) on the {report['test_set']}: {summary}"
+    return report

@@ -1,0 +1,172 @@
+"""One run-folder format and its one reader: what a run is, found out in one place.
+
+Every task writes ``config.json`` (with its ``task``, seed, versions and machine),
+``best.safetensors``, ``metrics.json`` and, where the task trains through the engine with a
+run folder, ``last.ckpt``, ``history.csv`` / ``history.json``, ``curves.png`` and ``report.html``.
+``read_run`` names the run's task; ``load_run`` rebuilds its model; ``require_task`` refuses a run
+in one line that names the command that fits it. The shipped Fashion-MNIST model (``fashion``)
+reads as a classification run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import UsageError
+
+CONFIG_FILE = "config.json"
+BEST_WEIGHTS = "best.safetensors"
+LAST_CHECKPOINT = "last.ckpt"
+METRICS_FILE = "metrics.json"
+TASKS = ("classify", "finetune", "localize", "detect", "segment")
+SHIPPED = "fashion"  # the Fashion-MNIST model that ships with cnnkit
+SHIPPED_WEIGHTS = "fashion_hongong_cnn.safetensors"
+# The command that shows what a run of each task predicts.
+PREDICT_COMMAND = {
+    "classify": "cnnkit predict",
+    "finetune": "cnnkit predict",
+    "localize": "cnnkit detect",
+    "detect": "cnnkit detect",
+    "segment": "cnnkit segment",
+}
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """A run folder as read from its ``config.json``.
+
+    Attributes:
+        path: the folder (for the shipped model: where its files are installed).
+        record: the parsed ``config.json``.
+        task: one of TASKS.
+        shipped: the shipped model, whose folder is read-only (outputs go elsewhere).
+    """
+
+    path: Path
+    record: dict[str, Any]
+    task: str
+    shipped: bool = False
+
+    @property
+    def model_name(self) -> str:
+        run = self.record.get("run")
+        return (run or {}).get("model") or self.record.get("model") or "?"
+
+    @property
+    def output_dir(self) -> Path:
+        """Where commands write figures and reports of this run by default."""
+        return Path("runs") / SHIPPED if self.shipped else self.path
+
+    def describe(self) -> str:
+        kind = f"{self.task} run"
+        if self.task == "segment":
+            head = (self.record.get("run") or {}).get("head") or self.record.get("head")
+            kind = f"segment run ({head})" if head else kind
+        return f"{self.path if not self.shipped else SHIPPED} is a {kind}"
+
+
+def shipped_weights() -> Path:
+    return Path(str(resources.files("cnnkit").joinpath("assets", SHIPPED_WEIGHTS)))
+
+
+def _shipped_run() -> RunInfo:
+    from ..data.fashion_mnist import CLASS_NAMES
+
+    weights = shipped_weights()
+    record = json.loads(weights.with_suffix(".json").read_text(encoding="utf-8"))
+    record.update(
+        task="classify",
+        class_names=list(CLASS_NAMES),
+        input_shape=[1, 28, 28],
+        num_classes=len(CLASS_NAMES),
+        normalize=None,
+    )
+    return RunInfo(weights.parent, record, "classify", shipped=True)
+
+
+def read_run(run_dir: str | os.PathLike[str]) -> RunInfo:
+    """The run at ``run_dir`` (or the shipped model, ``'fashion'``) and its task.
+
+    Raises:
+        UsageError: not a run folder, an unreadable config.json, or a task this version does not
+            know (the message names the version that wrote it).
+    """
+    if str(run_dir) == SHIPPED and not Path(run_dir).exists():
+        return _shipped_run()
+    path = Path(run_dir) / CONFIG_FILE
+    if not path.is_file():
+        raise UsageError(
+            f"{run_dir} is not a cnnkit run folder ({CONFIG_FILE} is missing); give a folder written "
+            f"by `cnnkit train` or `cnnkit finetune`, or {SHIPPED!r} for the shipped model"
+        )
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UsageError(f"{path} is not valid JSON ({exc}); the run folder is damaged") from None
+    if not isinstance(record, dict):
+        raise UsageError(f"{path} is not a run record (a JSON object); the run folder is damaged")
+    task = "finetune" if isinstance(record.get("finetune"), dict) else record.get("task")
+    if task not in TASKS:
+        from .. import __version__
+
+        written = (record.get("versions") or {}).get("cnnkit", "an unknown version")
+        raise UsageError(
+            f"{run_dir} records task {task!r}, which cnnkit {__version__} does not know (written by "
+            f"cnnkit {written}); use that version, or train the run again with this one"
+        )
+    return RunInfo(Path(run_dir), record, task)
+
+
+def require_task(run: RunInfo, command: str, tasks: tuple[str, ...], what: str = "") -> None:
+    """Refuse ``run`` in one line unless its task is one of ``tasks``; the line names what fits.
+
+    Raises:
+        UsageError: the run's task is not in ``tasks``.
+    """
+    if run.task in tasks:
+        return
+    spec = SHIPPED if run.shipped else str(run.path)
+    fits = f"{PREDICT_COMMAND[run.task]} {spec} IMAGE..."
+    if run.task not in ("classify", "finetune"):
+        fits = f"`cnnkit evaluate {spec}`, `cnnkit report {spec}` or `{fits}`"
+    else:
+        fits = f"`{fits}`"
+    names = " or ".join(
+        dict.fromkeys("classification" if t in ("classify", "finetune") else t for t in tasks)
+    )
+    raise UsageError(
+        f"{run.describe()}; `{command}` {what or f'works on {names} runs'}; for this run use {fits}"
+    )
+
+
+def load_run(
+    run_dir: str | os.PathLike[str] | RunInfo, device: str | torch.device | None = None
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild any run's model with its best weights (eval mode), with its ``config.json`` record.
+
+    Raises:
+        UsageError: not a run folder, or one without best weights.
+        WeightsError: weights that do not fit the model the record describes.
+    """
+    run = run_dir if isinstance(run_dir, RunInfo) else read_run(run_dir)
+    if run.task in ("classify", "finetune"):
+        from .train import load_classify_run
+
+        return load_classify_run(run, device)
+    if run.task in ("localize", "detect"):
+        from ..engine.device import pick_device
+        from ..tasks.detection.runs import load_run as load_scene_run
+
+        dev = device if isinstance(device, torch.device) else pick_device(device)
+        return load_scene_run(run.path, dev)
+    from ..tasks.segmentation.run import load_segment_run
+
+    return load_segment_run(run.path, device)
