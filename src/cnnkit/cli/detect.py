@@ -39,6 +39,9 @@ def run(args: argparse.Namespace) -> int:
     from ..tasks.detection.draw import draw_detections, save_png
     from ..tasks.detection.runs import load_run, to_input
 
+    from ..runs.folder import read_run, require_task
+
+    require_task(read_run(args.run), "cnnkit detect", ("localize", "detect"))
     for flag, value in (("--score-threshold", args.score_threshold), ("--nms-iou", args.nms_iou)):
         if not 0.0 <= value <= 1.0:
             raise UsageError(f"{flag} must be between 0 and 1, got {value}")
@@ -48,9 +51,6 @@ def run(args: argparse.Namespace) -> int:
             f"image file {missing[0]} does not exist"
             + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
         )
-    from ..runs.folder import read_run, require_task
-
-    require_task(read_run(args.run), "cnnkit detect", ("localize", "detect"))
     device = pick_device(args.device)
     model, config = load_run(args.run, device)
     names, size, in_chans = config["class_names"], config["image_size"], config["in_chans"]
