@@ -36,10 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..data.annotations import read_image, resize_for_model
     from ..engine.device import pick_device
+    from ..runs.folder import read_run, require_task
     from ..tasks.detection.draw import draw_detections, save_png
     from ..tasks.detection.runs import load_run, to_input
-
-    from ..runs.folder import read_run, require_task
 
     require_task(read_run(args.run), "cnnkit detect", ("localize", "detect"))
     for flag, value in (("--score-threshold", args.score_threshold), ("--nms-iou", args.nms_iou)):
