@@ -98,7 +98,7 @@ def parse_group_lrs(items: list[str]) -> dict[str, float]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..tasks.finetune.transfer import FinetuneConfig, finetune_run
+    from ..tasks.finetune.run import FinetuneConfig, finetune_run
 
     config = FinetuneConfig(
         weights=args.weights,
