@@ -6,7 +6,7 @@ The setting of Géron's transfer-learning exercise, with real Fashion-MNIST:
   all their training images (10 % held out for early stopping);
 - task B: sandal vs shirt from only 200 labelled images (160 train / 40 validation, drawn
   with each seed), tested on all 2,000 sandal and shirt test images, learned
-  (a) from the task-A base with ``cnnkit.tasks.finetune.transfer.finetune`` (new head on the frozen
+  (a) from the task-A base with ``cnnkit.tasks.finetune.finetune`` (new head on the frozen
   base, then everything at a tenth of the rate), (a0) the same with the base kept frozen, and
   (b) from scratch with the same epoch budget and early stopping.
 
@@ -35,7 +35,7 @@ from cnnkit.engine.perf import pick_num_threads, set_threads
 from cnnkit.models import create_model
 from cnnkit.runs.train import machine_info, versions
 from cnnkit.tasks.classify.task import ClassifyTrainer
-from cnnkit.tasks.finetune.transfer import finetune, pretrained_model
+from cnnkit.tasks.finetune import finetune, pretrained_model
 
 SANDAL, SHIRT = 5, 6
 MODEL = "hongong_cnn"

@@ -106,7 +106,7 @@ def test_json_lines_walk_folders_and_match_the_model(capsys, photos, small_weigh
     assert files == ["broken.jpg", "china.jpg", "flower.jpg", "china.png", "flower.png"]
     assert "error" in rows[0] and rows[0]["error"].startswith(str(photos["broken.jpg"]))
     # The probabilities are the model's on the documented preprocessing.
-    from cnnkit.data.images import Preprocess
+    from cnnkit.data.preprocess import Preprocess
 
     model = create_model("hongong_cnn", weights=small_weights).eval()
     pre = Preprocess.from_config({"input_shape": [1, 28, 28], "normalize": None})

@@ -17,7 +17,8 @@ from cnnkit.data.folders import (
     scan_image_folder,
     split_three_ways,
 )
-from cnnkit.data.images import load_image, resize_image
+from cnnkit.data.image_io import load_image
+from cnnkit.data.preprocess import resize_image
 from cnnkit.errors import DataError
 
 FORMATS = [("png", "PNG"), ("jpg", "JPEG"), ("webp", "WEBP"), ("bmp", "BMP"), ("tif", "TIFF"), ("gif", "GIF")]

@@ -16,7 +16,7 @@ from cnnkit.models import Backbone, FeatureInfo, create_model
 from cnnkit.runs.config import RunConfig
 from cnnkit.runs.train import load_run, train_run
 from cnnkit.tasks.classify.task import ClassifyTrainer
-from cnnkit.tasks.finetune.transfer import (
+from cnnkit.tasks.finetune import (
     FinetuneConfig,
     finetune,
     finetune_run,

@@ -26,7 +26,8 @@ from sklearn.datasets import load_sample_image
 from cnnkit import create_model
 from cnnkit.cli.predict import fashion_asset
 from cnnkit.data.fashion_mnist import load_split
-from cnnkit.data.images import Preprocess, load_image
+from cnnkit.data.image_io import load_image
+from cnnkit.data.preprocess import Preprocess
 
 HERE = Path(__file__).resolve().parent
 MODES = [

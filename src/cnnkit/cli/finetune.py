@@ -99,7 +99,7 @@ def parse_group_lrs(items: list[str]) -> dict[str, float]:
 
 def run(args: argparse.Namespace) -> int:
     from ..runs.folder import SHIPPED, read_run, require_task
-    from ..tasks.finetune.transfer import FinetuneConfig, finetune_run
+    from ..tasks.finetune.run import FinetuneConfig, finetune_run
 
     if Path(args.weights).is_dir() or args.weights == SHIPPED:
         require_task(

@@ -144,7 +144,7 @@ def _load_run(folder: Path, device: torch.device) -> tuple[torch.nn.Module, dict
 
 
 def _preprocess(args: argparse.Namespace, config: dict):
-    from ..data.images import Preprocess
+    from ..data.preprocess import Preprocess
 
     overrides: dict[str, Any] = {}
     if args.resize:
@@ -155,7 +155,7 @@ def _preprocess(args: argparse.Namespace, config: dict):
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data.images import find_images
+    from ..data.image_io import find_images
     from ..engine.device import pick_device
     from ..models._weights import decode_predictions
 

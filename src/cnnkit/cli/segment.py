@@ -36,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data.images import find_images, load_image
+    from ..data.image_io import find_images, load_image
     from ..data.masks import write_mask
     from ..engine.device import pick_device
     from ..tasks.segmentation.overlay import instance_label_map, save_overlay

@@ -151,7 +151,7 @@ class _Target:
 
         device = model_device(self.model)
         if args.image:
-            from ..data.images import Preprocess
+            from ..data.preprocess import Preprocess
 
             config: dict[str, Any] = {"input_shape": list(self.input_shape)}
             config.update(self.record.get("preprocess") or {})

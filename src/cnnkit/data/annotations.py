@@ -29,7 +29,8 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import DataError
-from .images import load_image, resize_image
+from .image_io import load_image
+from .preprocess import resize_image
 from .scenes import SceneDataset
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -132,7 +133,7 @@ def read_image(path: str | os.PathLike[str], in_chans: int = 1) -> np.ndarray:
     """An image file as uint8 array [in_chans, H, W] (grayscale for 1 channel, RGB for 3).
 
     Raises:
-        DataError: missing or unreadable file (cnnkit's safe loader, ``data.images``).
+        DataError: missing or unreadable file (cnnkit's safe loader, ``data.image_io``).
     """
     if in_chans not in (1, 3):
         raise DataError(f"in_chans must be 1 (grayscale) or 3 (RGB), got {in_chans!r}")

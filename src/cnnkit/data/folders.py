@@ -8,7 +8,7 @@
       tulips/   ...
 
 Class names are the sub-folder names, sorted (as torchvision's ``ImageFolder``). Files are
-read with :mod:`cnnkit.data.images` (same limits, formats and conversions as ``predict``) and
+read with :mod:`cnnkit.data.image_io` (same limits, formats and conversions as ``predict``) and
 resized once to the model's input size; the result is an :class:`ArrayDataset` of uint8
 pixels, ready for the Trainer. A bad file is handled by the ``on_error`` policy: ``"raise"``
 stops at the first one, ``"skip"`` leaves it out and lists every bad file at the end.
@@ -26,16 +26,8 @@ import torch
 
 from ..errors import DataError
 from .arrays import ArrayDataset
-from .images import (
-    ALLOWED_FORMATS,
-    IMAGE_EXTENSIONS,
-    MAX_FILE_BYTES,
-    MAX_PIXELS,
-    RESIZE_MODES,
-    _check_size,
-    load_image,
-    resize_image,
-)
+from .image_io import ALLOWED_FORMATS, IMAGE_EXTENSIONS, MAX_FILE_BYTES, MAX_PIXELS, load_image
+from .preprocess import RESIZE_MODES, _check_size, resize_image
 
 __all__ = [
     "BadFile",

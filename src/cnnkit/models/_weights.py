@@ -12,7 +12,7 @@
 
 What the weights know travels with the model: ``model.class_names`` (list of str, or None)
 and ``model.pretrained_info`` (:class:`PretrainedInfo`: source, input size, normalisation,
-crop fraction...), from which ``cnnkit.data.images.Preprocess.from_config`` builds the
+crop fraction...), from which ``cnnkit.data.preprocess.Preprocess.from_config`` builds the
 matching preprocessing.
 """
 

@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import json
 import os
+import platform
+import sys
+import time
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -20,7 +23,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..engine.callbacks import Callback, EarlyStopping, History, ModelCheckpoint, ProgressBar
+from ..engine.checkpoint import load_checkpoint
 from ..errors import UsageError
+from ..io.atomic import atomic_write_text, clean_stale_temps
 
 CONFIG_FILE = "config.json"
 BEST_WEIGHTS = "best.safetensors"
@@ -170,3 +176,99 @@ def load_run(
     from ..tasks.segmentation.run import load_segment_run
 
     return load_segment_run(run.path, device)
+
+
+# ---------------------------------------------------------------------- writing a run folder
+def default_run_dir(task: str, model: str) -> Path:
+    prefix = "" if task == "classify" else f"{task}-"
+    return Path("runs") / f"{prefix}{model}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def open_folder(out: Path, resume: bool) -> dict[str, Any] | None:
+    """Make ``out`` ready: a new run needs it absent or empty; a resumed one, its ``last.ckpt``.
+
+    Returns:
+        With ``resume``, the verified body of ``last.ckpt`` (checked before anything is rewritten,
+        so a bad file fails fast and changes nothing); else None.
+
+    Raises:
+        UsageError: a non-empty ``out`` without ``resume``, or a ``resume`` without a checkpoint.
+    """
+    state = None
+    if resume:
+        if not (out / LAST_CHECKPOINT).is_file():
+            raise UsageError(f"{out} has no {LAST_CHECKPOINT} to resume from")
+        clean_stale_temps(out)  # temp files of a write that a crash cut short
+        state = load_checkpoint(out / LAST_CHECKPOINT)
+    elif out.exists() and any(out.iterdir()):
+        raise UsageError(
+            f"run folder {out} already exists and is not empty; choose another --out or use --resume"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    return state
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False, default=float) + "\n")
+
+
+def versions() -> dict[str, str]:
+    import torchvision
+
+    from .. import __version__
+
+    return {"cnnkit": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__}
+
+
+def machine_info(device: torch.device) -> dict[str, Any]:
+    return {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "device": str(device),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+    }
+
+
+def run_callbacks(
+    out: Path, monitor: str, patience: int | None, progress: bool, mode: str = "auto"
+) -> list[Callback]:
+    """What every run folder's training has: early stopping with the best weights restored
+    (``patience`` None: never stop), ``best.safetensors`` on improvement, and progress if asked."""
+    callbacks: list[Callback] = [
+        EarlyStopping(monitor, patience=patience, restore_best_weights=True, mode=mode),
+        ModelCheckpoint(out / BEST_WEIGHTS, monitor=monitor, save_best_only=True, mode=mode),
+    ]
+    if progress:
+        callbacks.append(ProgressBar())
+    return callbacks
+
+
+def best_epoch(callbacks: list[Callback]) -> int | None:
+    """The best epoch (from 1) that early stopping kept, if any."""
+    early = next(cb for cb in callbacks if isinstance(cb, EarlyStopping))
+    return None if early.best_epoch is None else early.best_epoch + 1
+
+
+def save_history(out: Path, history: History, best: int | None, title: str) -> None:
+    """``history.csv``, ``history.json`` and ``curves.png`` (the best epoch marked)."""
+    from ..viz.curves import plot_history
+
+    history.save(out)
+    plot_history(history.epochs, best, out / "curves.png", title=title)
+
+
+def write_report_safely(out: Path, model: nn.Module, test: Any = None) -> None:
+    """``report.html``; a failure only warns: the run is complete on disk without it."""
+    try:
+        from ..viz.report import write_report
+
+        write_report(out, model, test)
+    except Exception as exc:
+        print(
+            f"cnnkit: warning: no report.html: {type(exc).__name__}: {exc} "
+            f"(retry with `cnnkit report {out}`)",
+            file=sys.stderr,
+        )

@@ -36,7 +36,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 # Trainer options beyond RunConfig, per preset. Translation is off: in 4-5 epoch runs it cost
-# accuracy (docs/performance.md); longer recipes turn it on (bench/cases.py best_recipe).
+# accuracy (docs/performance.md); longer recipes turn it on (bench/cases/recipes.py best_recipe).
 TRAINER_EXTRAS: dict[str, dict[str, Any]] = {
     "course": {},
     # fused_pool: compiled max-pool kernels on the CPU for long enough fits (bit-identical,

@@ -269,7 +269,7 @@ def build_backbone(s: dict[str, Any], in_chans: int) -> torch.nn.Module:
     """
     from ...io.weights import WeightsError
     from ...models import create_model
-    from ..finetune.transfer import load_backbone_weights
+    from ...models.surgery import load_backbone_weights
 
     try:
         backbone = create_model(s["model"], num_classes=0, in_chans=in_chans, **s["model_kwargs"])

@@ -338,7 +338,7 @@ def build_segmenter(
     if not isinstance(backbone, Backbone) or not getattr(backbone, "feature_info", None):
         raise ValueError(f"{model} does not implement the Backbone interface with feature_info")
     if backbone_weights is not None:
-        from ..finetune.transfer import load_backbone_weights
+        from ...models.surgery import load_backbone_weights
 
         load_backbone_weights(backbone, backbone_weights)
     if head == "unet":

@@ -1,0 +1,403 @@
+"""Fine-tuning runs: the config, the data splits and the run folder of ``cnnkit finetune``.
+
+:func:`finetune_run` writes the layout of ``cnnkit train`` (config.json, best.safetensors,
+last.ckpt, history, curves.png, metrics.json), which :func:`~cnnkit.runs.train.load_run` reads
+back; :func:`finetune_test_data` rebuilds the test split it was evaluated on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ...data.arrays import ArrayDataset
+from ...data.folders import class_balance, format_balance, load_image_folder, split_three_ways
+from ...data.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from ...engine.device import pick_device
+from ...engine.trainer import OPTIMIZERS, seed_everything
+from ...errors import UsageError
+from ...io.atomic import atomic_write_text
+from ...models import model_entry
+from ...runs.config import RunConfig
+from ...runs.train import BEST_WEIGHTS, CONFIG_FILE, LAST_CHECKPOINT, machine_info, read_run_config, versions
+from .fit import FinetuneResult, finetune
+from .pretrained import _is_weights_name, _weights_source, pretrained_model
+
+__all__ = ["FinetuneConfig", "finetune_run", "finetune_test_data"]
+
+PHASES = ("head", "full")
+
+NORMALIZE_CHOICES = ("auto", "imagenet", "unit")
+
+
+@dataclass
+class FinetuneConfig:
+    """Everything that defines a fine-tuning run (saved in config.json under ``"finetune"``).
+
+    Attributes:
+        weights: pretrained weights (run folder, state-dict file or torchvision weights name).
+        data: an image folder (one sub-folder per class), ``fashion-mnist``, or an IDX folder.
+        model: registered name; None takes the run folder's.
+        model_kwargs: builder options (``small_input``...).
+        head_epochs / full_epochs: maximum epochs of the two phases.
+        lr / lr_factor / group_lrs: phase-1 rate; phase-2 rate factor; phase-2 per-prefix rates.
+        head: module prefixes trained in phase 1 (default: the new classifier).
+        keep_bn_eval: keep the base's batch-norm layers in eval mode in phase 2 as well.
+        val_fraction / test_fraction: seeded stratified split of an image folder (the course:
+            15 % validation, 10 % test); with Fashion-MNIST the official test set is used.
+        image_size: side of the square model input for image folders (default: the model's).
+        resize: ``resize`` (stretch, as the course), ``crop`` or ``pad``.
+        on_error: bad image files: ``raise`` stops at the first, ``skip`` leaves them out and
+            lists them.
+        normalize: ``auto`` (ImageNet statistics for torchvision weights, else the source
+            run's, else [0, 1]), ``imagenet`` or ``unit``.
+        limit_train: keep only N training images (quick tries, tests); with Fashion-MNIST, as
+            in ``cnnkit train``, the validation split is taken from these N.
+        limit_test: evaluate on only N test images.
+    """
+
+    weights: str
+    data: str
+    model: str | None = None
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    head_epochs: int = 5
+    full_epochs: int = 10
+    batch_size: int = 32
+    lr: float = 1e-3
+    lr_factor: float = 0.1
+    group_lrs: dict[str, float] = field(default_factory=dict)
+    head: list[str] | None = None
+    optimizer: str = "adam"
+    weight_decay: float = 0.0
+    label_smoothing: float = 0.0
+    patience: int = 2
+    monitor: str = "val_loss"
+    keep_bn_eval: bool = False
+    seed: int = 42
+    val_fraction: float = 0.15
+    test_fraction: float = 0.1
+    image_size: int | None = None
+    resize: str = "resize"
+    on_error: str = "raise"
+    normalize: str = "auto"
+    limit_train: int | None = None
+    limit_test: int | None = None
+    device: str | None = None
+    deterministic: bool = False
+
+    def validate(self) -> FinetuneConfig:
+        checks = [
+            (self.head_epochs >= 0 and self.full_epochs >= 0, "epochs must be >= 0"),
+            (
+                self.head_epochs + self.full_epochs >= 1,
+                "head and full epochs are both 0: nothing to train",
+            ),
+            (self.batch_size >= 1, f"batch size must be >= 1, got {self.batch_size}"),
+            (self.lr > 0, f"learning rate must be > 0, got {self.lr}"),
+            (self.lr_factor > 0, f"lr factor must be > 0, got {self.lr_factor}"),
+            (self.patience >= 0, f"patience must be >= 0, got {self.patience}"),
+            (
+                0 < self.val_fraction < 1,
+                f"validation fraction must be in (0, 1), got {self.val_fraction}",
+            ),
+            (
+                0 <= self.test_fraction < 1 - self.val_fraction,
+                f"test fraction must be in [0, 1 - val fraction), got {self.test_fraction}",
+            ),
+            (
+                self.image_size is None or self.image_size >= 8,
+                f"image size must be >= 8, got {self.image_size}",
+            ),
+            (
+                self.resize in ("resize", "crop", "pad"),
+                f"resize must be resize, crop or pad, got {self.resize!r}",
+            ),
+            (
+                self.optimizer in OPTIMIZERS,
+                f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}",
+            ),
+            (
+                self.on_error in ("raise", "skip"),
+                f"on_error must be raise or skip, got {self.on_error!r}",
+            ),
+            (
+                self.normalize in NORMALIZE_CHOICES,
+                f"normalize must be one of {', '.join(NORMALIZE_CHOICES)}, got {self.normalize!r}",
+            ),
+            (
+                self.limit_train is None or self.limit_train >= 2,
+                f"limit_train must be >= 2, got {self.limit_train}",
+            ),
+            (
+                self.limit_test is None or self.limit_test >= 1,
+                f"limit_test must be >= 1, got {self.limit_test}",
+            ),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise UsageError(message)
+        for prefix, rate in self.group_lrs.items():
+            if not isinstance(rate, int | float) or rate < 0:
+                raise UsageError(f"learning rate of group {prefix!r} must be >= 0, got {rate!r}")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _normalization(
+    config: FinetuneConfig, source: dict[str, Any] | None, channels: int
+) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    choice = config.normalize
+    if choice == "auto" and source is not None:  # whatever the source run was trained with
+        norm = source.get("normalize")
+        if isinstance(norm, dict) and "mean" in norm and "std" in norm:
+            return tuple(norm["mean"]), tuple(norm["std"])
+        choice = norm.get("preset", "unit") if isinstance(norm, dict) else "unit"
+        if choice not in NORMALIZE_CHOICES:
+            raise UsageError(
+                f"{config.weights} was trained with the {choice!r} preprocessing, which the trainer "
+                "cannot apply; pass --normalize imagenet or unit"
+            )
+    if choice == "auto":
+        choice = "imagenet" if _is_weights_name(config.weights) else "unit"
+    if choice == "unit":
+        return None
+    if channels == 3:
+        return IMAGENET_MEAN, IMAGENET_STD
+    return (sum(IMAGENET_MEAN) / 3,) * channels, (sum(IMAGENET_STD) / 3,) * channels
+
+
+def _load_splits(
+    config: FinetuneConfig, input_size: tuple[int, int, int]
+) -> tuple[ArrayDataset, ArrayDataset, ArrayDataset, dict[str, Any]]:
+    """(train, val, test, data description) for ``config.data``."""
+    from ...runs.train import load_dataset
+
+    spec = config.data
+    path = Path(spec)
+    if spec in ("fashion-mnist", "fashion_mnist", "fashion") or (path.is_dir() and _is_idx_folder(path)):
+        # As in `cnnkit train`: the limit applies before the validation split.
+        train_all, test = load_dataset(spec, config.limit_train, config.limit_test, config.seed)
+        train, val = train_all.split(config.val_fraction, seed=config.seed, stratify=True)
+        return train, val, test, {"kind": "idx", "spec": spec}
+    if not path.is_dir():
+        raise UsageError(f"--data must be an image folder, 'fashion-mnist' or an IDX folder, got {spec!r}")
+    train, val, test, info = _image_folder_splits(config, input_size)
+    if config.limit_train:
+        train = train.take(config.limit_train, seed=config.seed)
+    if config.limit_test:
+        test = test.take(config.limit_test, seed=0)  # fixed, as in `cnnkit train`
+    return train, val, test, info
+
+
+def _is_idx_folder(path: Path) -> bool:
+    return any(p.name.startswith(("train-images", "t10k-images")) for p in path.iterdir())
+
+
+def _image_folder_splits(
+    config: FinetuneConfig, input_size: tuple[int, int, int]
+) -> tuple[ArrayDataset, ArrayDataset, ArrayDataset, dict[str, Any]]:
+    channels, height, width = input_size
+    loaded = load_image_folder(
+        config.data,
+        (height, width),
+        channels=channels,
+        resize=config.resize,
+        on_error=config.on_error,
+    )
+    train, val, test = split_three_ways(
+        loaded.data, config.val_fraction, config.test_fraction, seed=config.seed
+    )
+    info = {
+        "kind": "image-folder",
+        "root": str(config.data),
+        "image_size": [height, width],
+        "resize": config.resize,
+        "bad_files": [bad.reason for bad in loaded.bad_files],
+        "ignored_files": len(loaded.ignored),
+    }
+    return train, val, test, info
+
+
+def finetune_run(
+    config: FinetuneConfig,
+    out: str | os.PathLike[str],
+    progress: bool = True,
+    report: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Fine-tune as ``config`` says and fill the run folder ``out``; returns the test metrics.
+
+    The folder has the layout of ``cnnkit train`` (config.json, best.safetensors, last.ckpt,
+    history, curves.png, metrics.json); ``config.json`` holds a ``run`` section that
+    :func:`~cnnkit.runs.train.load_run` rebuilds the model from, and a ``finetune`` section.
+    ``report`` receives the class balance of the three splits (and any skipped files) before
+    training starts.
+
+    Raises:
+        UsageError: a non-empty ``out``, or settings that cannot be used.
+    """
+    config.validate()
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise UsageError(f"run folder {out} already exists and is not empty; choose another --out")
+    name, in_chans, kwargs, source = _weights_source(config.model, config.weights, None, config.model_kwargs)
+    entry = model_entry(name)
+    seed_everything(config.seed, config.deterministic)
+    input_size = entry.input_size
+    if config.image_size:
+        input_size = (input_size[0], config.image_size, config.image_size)
+    if in_chans is not None:
+        input_size = (in_chans, *input_size[1:])
+    train, val, test, data_info = _load_splits(config, input_size)
+    channels = train.input_shape[0]
+    model = pretrained_model(name, config.weights, train.num_classes, in_chans=channels, **kwargs)
+    normalize = _normalization(config, source, channels)
+    device = pick_device(config.device)
+    out.mkdir(parents=True, exist_ok=True)
+    run_config = RunConfig(
+        model=name,
+        data=config.data,
+        model_kwargs=kwargs,
+        epochs=config.head_epochs + config.full_epochs,
+        batch_size=config.batch_size,
+        lr=config.lr,
+        optimizer=config.optimizer,
+        weight_decay=config.weight_decay,
+        label_smoothing=config.label_smoothing,
+        patience=config.patience,
+        monitor=config.monitor,
+        seed=config.seed,
+        val_fraction=config.val_fraction,
+        stratify=True,
+        limit_train=config.limit_train,
+        limit_test=config.limit_test,
+        device=config.device,
+        deterministic=config.deterministic,
+    ).validate()
+    splits = {"train": train, "val": val, "test": test}
+    if report is not None:
+        report(f"{name} from {config.weights} on {config.data}:\n{format_balance(splits)}")
+        for reason in data_info.get("bad_files", []):
+            report(f"skipped: {reason}")
+    record = {
+        "run": run_config.to_dict(),
+        "task": "classify",
+        "finetune": config.to_dict(),
+        "class_names": train.class_names,
+        "input_shape": list(train.input_shape),
+        "num_classes": train.num_classes,
+        # explicit even for [0, 1] inputs, so image loaders never guess ImageNet statistics
+        "normalize": {"mean": list(normalize[0]), "std": list(normalize[1])}
+        if normalize
+        else {"mean": [0.0] * channels, "std": [1.0] * channels},
+        "data": data_info,
+        "data_sizes": {"train": len(train), "val": len(val), "test": len(test)},
+        "class_balance": class_balance(splits),
+        "versions": versions(),
+        "machine": machine_info(device),
+    }
+    if data_info["kind"] == "image-folder":  # so that `cnnkit predict` prepares images the same way
+        record["preprocess"] = {"resize": config.resize}
+    atomic_write_text(out / CONFIG_FILE, json.dumps(record, indent=2, ensure_ascii=False))
+    start = time.perf_counter()
+    result = finetune(
+        model,
+        train,
+        val,
+        head_epochs=config.head_epochs,
+        full_epochs=config.full_epochs,
+        lr=config.lr,
+        lr_factor=config.lr_factor,
+        group_lrs=config.group_lrs or None,
+        head=config.head,
+        optimizer=config.optimizer,
+        weight_decay=config.weight_decay,
+        label_smoothing=config.label_smoothing,
+        batch_size=config.batch_size,
+        patience=config.patience,
+        monitor=config.monitor,
+        keep_bn_eval=config.keep_bn_eval,
+        best_path=out / BEST_WEIGHTS,
+        checkpoint_path=out / LAST_CHECKPOINT,
+        progress=progress,
+        device=device,
+        seed=config.seed,
+        normalize=normalize,
+    )
+    wall = time.perf_counter() - start
+    result.history.save(out)
+    _plot(result, out / "curves.png", f"{name} fine-tuned on {config.data}")
+    report = result.trainer.evaluate(test)
+    metrics = {
+        "test_accuracy": report["accuracy"],
+        "test_loss": report["loss"],
+        "macro_f1": report["macro_f1"],
+        "epochs_run": result.head_epochs_run + result.full_epochs_run,
+        "head_epochs_run": result.head_epochs_run,
+        "full_epochs_run": result.full_epochs_run,
+        "best_epoch": result.best_epoch,
+        "best_phase": _phase_of(result, result.best_epoch),
+        "best_val_loss": result.best if config.monitor == "val_loss" else None,
+        "stopped_early": result.stopped_early,
+        "frozen_parameters": len(result.frozen),
+        "train_seconds": sum(row["seconds"] for row in result.history.epochs),
+        "wall_seconds_this_session": wall,
+        "per_class": report["per_class"],
+        "confusion_matrix": report["confusion_matrix"],
+        "num_test_samples": report["num_samples"],
+    }
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2, ensure_ascii=False))
+    return metrics
+
+
+def finetune_test_data(run_dir: str | os.PathLike[str]) -> ArrayDataset:
+    """The test split a :func:`finetune_run` folder was evaluated on, rebuilt from its config.json.
+
+    Same data, seed, fractions, image size and resize mode, so ``Trainer.evaluate`` on it gives
+    the run's ``metrics.json`` numbers again (what ``cnnkit evaluate`` needs for image folders).
+
+    Raises:
+        UsageError: not a run folder written by :func:`finetune_run`.
+    """
+    record = read_run_config(run_dir)
+    if not isinstance(record.get("finetune"), dict):
+        raise UsageError(f"{run_dir} was not written by `cnnkit finetune` (config.json has no 'finetune')")
+    try:
+        config = FinetuneConfig(**record["finetune"]).validate()
+    except TypeError as exc:
+        raise UsageError(f"{run_dir}/{CONFIG_FILE}: unusable 'finetune' section: {exc}") from None
+    channels, height, width = (int(v) for v in record["input_shape"])
+    return _load_splits(config, (channels, height, width))[2]
+
+
+def _phase_of(result: FinetuneResult, epoch: int | None) -> str | None:
+    if epoch is None:
+        return None
+    return PHASES[0] if epoch <= result.head_epochs_run else PHASES[1]
+
+
+def _plot(result: FinetuneResult, path: Path, title: str) -> None:
+    import matplotlib.pyplot as plt
+
+    from ...viz.curves import plot_history
+
+    fig = plot_history(result.history.epochs, result.best_epoch, None, title)
+    if result.head_epochs_run and result.full_epochs_run:
+        for ax in fig.axes:
+            ax.axvline(
+                result.head_epochs_run + 0.5,
+                color="gray",
+                linestyle=":",
+                linewidth=1,
+                label="unfrozen",
+            )
+            ax.legend()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
