@@ -85,8 +85,12 @@ def fit_task(
         **engine_options,
     )
     if resume_from is not None:
+        # The schedule is built before the checkpoint is loaded: Trainer.load_state would build it
+        # after restoring the optimizer, and building a OneCycleLR resets the optimizer's learning
+        # rate and momentum to their start values, which the first resumed step would then use.
         steps = epochs * math.ceil(task.num_samples(train) / batch_size)
-        trainer.load_checkpoint(resume_from, total_steps=steps)
+        trainer.scheduler = trainer.scheduler_factory(trainer.optimizer, steps)
+        trainer.load_checkpoint(resume_from)
     start = time.perf_counter()
     trainer.fit(train, val, epochs=epochs, batch_size=batch_size)
     return {
