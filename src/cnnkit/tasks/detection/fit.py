@@ -69,14 +69,15 @@ def fit_task(
     if on_epoch_end is not None:
         callbacks.append(EpochEndCall(on_epoch_end))
     callbacks += list(engine_options.pop("callbacks", ()))
+    # torch.optim.lr_scheduler.OneCycleLR's defaults (what this task's results were trained with)
+    schedule = one_cycle(lr, pct_start=0.15, div_factor=25.0, final_div_factor=1e4, anneal="cos")
     trainer = Trainer(
         model,
         task,
         optimizer="adamw",
         lr=lr,
         weight_decay=weight_decay,
-        # torch.optim.lr_scheduler.OneCycleLR's defaults (what this task's results were trained with)
-        scheduler=one_cycle(lr, pct_start=0.15, div_factor=25.0, final_div_factor=1e4, anneal="cos"),
+        scheduler=schedule,
         amp=amp,
         channels_last=True,
         device=device,
@@ -89,7 +90,8 @@ def fit_task(
         # after restoring the optimizer, and building a OneCycleLR resets the optimizer's learning
         # rate and momentum to their start values, which the first resumed step would then use.
         steps = epochs * math.ceil(task.num_samples(train) / batch_size)
-        trainer.scheduler = trainer.scheduler_factory(trainer.optimizer, steps)
+        assert trainer.optimizer is not None  # built from 'adamw' above
+        trainer.scheduler = schedule(trainer.optimizer, steps)
         trainer.load_checkpoint(resume_from)
     start = time.perf_counter()
     trainer.fit(train, val, epochs=epochs, batch_size=batch_size)
