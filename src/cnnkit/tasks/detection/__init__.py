@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from .metrics import mean_average_precision
     from .model import YoloDetector
     from .runs import load_run
+    from .task import DetectTask
     from .train import evaluate_detector, fit_detector, predict_detector
 
 # Loaded on first use: `cnnkit --help` and `cnnkit train` build their parsers from this
@@ -29,12 +30,14 @@ _EXPORTS = {
     "mean_average_precision": ".metrics",
     "YoloDetector": ".model",
     "load_run": ".runs",
+    "DetectTask": ".task",
     "evaluate_detector": ".train",
     "fit_detector": ".train",
     "predict_detector": ".train",
 }
 
 __all__ = [
+    "DetectTask",
     "YoloDetector",
     "YoloLoss",
     "anchor_fit",

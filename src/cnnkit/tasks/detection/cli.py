@@ -323,7 +323,7 @@ def train_main(args: argparse.Namespace) -> int:
     per_level = getattr(args, "anchors", None) or 3
     if per_level < 1:
         raise UsageError(f"--anchors must be >= 1, got {per_level}")
-    s, data, device, out, generator = prepare(args, "detect")
+    s, data, device, out, _ = prepare(args, "detect")
     wh = box_convert(data.train.boxes, "xyxy", "cxcywh")[:, 2:]
     try:
         anchors = kmeans_anchors(wh, per_level * len(strides), seed=s["seed"])
@@ -358,7 +358,7 @@ def train_main(args: argparse.Namespace) -> int:
         device=device,
         patience=s["patience"],
         amp=s["amp"],
-        generator=generator,
+        seed=s["seed"],
         on_epoch_end=print_epoch,
     )
     runs.save_run_weights(model, out, config)

@@ -1,7 +1,8 @@
-"""A short fit loop for the YOLO detector, its evaluation and prediction."""
+"""Training (through the engine's Trainer), evaluation and prediction of the YOLO detector."""
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -9,18 +10,18 @@ from typing import Any
 import torch
 
 from ...data.scenes import SceneDataset
-from ...engine.perf import train_autocast
-from .._fit import fit_one_cycle
+from .fit import fit_task
 from .loss import YoloLoss
 from .metrics import mean_average_precision
 from .model import YoloDetector
 from .runs import to_input
 
 
-def _flip_batch(
+def flip_batch(
     x: torch.Tensor, boxes: torch.Tensor, batch: torch.Tensor, flip: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mirror the images where ``flip`` (Tensor[N] bool) is set, and their boxes (Tensor[M, 4])."""
+    """Mirror the images Tensor[N, C, H, W] where ``flip`` (Tensor[N] bool) is set, and their
+    boxes (Tensor[M, 4] ``xyxy`` pixels; ``batch`` Tensor[M] is the image of each)."""
     width = x.shape[-1]
     x = torch.where(flip[:, None, None, None], x.flip(-1), x)
     mirrored = torch.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], dim=1)
@@ -41,47 +42,39 @@ def fit_detector(
     patience: int | None = None,
     flip: bool = True,
     amp: str | None = None,
-    generator: torch.Generator | None = None,
+    seed: int = 0,
     on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
+    resume_from: str | os.PathLike[str] | None = None,
+    **engine_options: Any,
 ) -> dict[str, Any]:
-    """Train with AdamW and a one-cycle learning rate; keep the weights of the best validation mAP@0.5.
+    """Train ``DetectTask`` through the engine's Trainer: AdamW, a one-cycle learning rate, the
+    weights of the best validation mAP@0.5 kept.
 
-    ``amp='bf16'`` runs the training forward passes under bf16 autocast (see ``train.perf``).
+    ``amp='bf16'`` runs the training forward passes under bf16 autocast.
+
+    Args:
+        patience: stop after this many epochs without a better ``map_50`` (None: never).
+        seed: the engine's seed (batch order and flips of every epoch).
+        on_epoch_end: called with (epoch from 1, logs) after every epoch.
+        resume_from: the ``last.ckpt`` of an interrupted call with the same arguments.
+        engine_options: more ``cnnkit.engine.Trainer`` options (``checkpoint_path``, extra
+            ``callbacks``, ``max_grad_norm``, ...); see ``detection.fit.fit_task``.
 
     Returns:
         ``{"history": [per-epoch dict], "best_epoch": int, "epochs_run": int, "train_seconds": float}``;
         the model holds the best weights afterwards.
 
     Raises:
-        TrainingError: the loss became NaN or infinite.
+        TrainingError: the loss, a gradient (with ``max_grad_norm``) or the weights became NaN or
+            infinite; no checkpoint of that epoch is written.
     """
-    model.to(device).to(memory_format=torch.channels_last)
+    from .task import DetectTask  # task.py builds on this module's evaluation
 
-    def batch_loss(idx: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        x = to_input(train.images[idx], device)
-        boxes, labels, batch = (t.to(device) for t in train.batch_targets(idx))
-        if flip:
-            mask = torch.rand(len(idx), generator=generator).to(device) < 0.5
-            x, boxes = _flip_batch(x, boxes, batch, mask)
-        with train_autocast(device, amp):
-            outputs = model(x)
-        return loss_fn([o.float() for o in outputs], boxes, labels, batch)
-
-    return fit_one_cycle(
-        model,
-        len(train),
-        batch_loss,
-        lambda: evaluate_detector(model, val, device),
-        score="map_50",
-        loss_parts=("box_loss", "objectness_loss", "class_loss"),
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        weight_decay=weight_decay,
-        patience=patience,
-        generator=generator,
-        on_epoch_end=on_epoch_end,
-    )
+    return fit_task(
+        model, DetectTask(loss_fn, flip=flip), train, val, epochs=epochs, batch_size=batch_size, lr=lr,
+        device=device, weight_decay=weight_decay, patience=patience, amp=amp, seed=seed,
+        on_epoch_end=on_epoch_end, resume_from=resume_from, **engine_options,
+    )  # fmt: skip
 
 
 @torch.no_grad()

@@ -9,6 +9,7 @@ from ..._lazy import lazy_exports
 if TYPE_CHECKING:
     from .loss import BOX_LOSSES, box_loss, localization_loss
     from .model import LocalizationOutput, Localizer
+    from .task import LocalizeTask
     from .train import evaluate_localizer, fit_localizer, predict_localizer
 
 # Loaded on first use: `cnnkit --help` and `cnnkit train` build their parsers from this
@@ -19,6 +20,7 @@ _EXPORTS = {
     "localization_loss": ".loss",
     "LocalizationOutput": ".model",
     "Localizer": ".model",
+    "LocalizeTask": ".task",
     "evaluate_localizer": ".train",
     "fit_localizer": ".train",
     "predict_localizer": ".train",
@@ -27,6 +29,7 @@ _EXPORTS = {
 __all__ = [
     "BOX_LOSSES",
     "LocalizationOutput",
+    "LocalizeTask",
     "Localizer",
     "box_loss",
     "evaluate_localizer",

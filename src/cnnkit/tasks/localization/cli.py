@@ -32,7 +32,7 @@ def train_main(args: argparse.Namespace) -> int:
     from .train import evaluate_localizer, fit_localizer, predict_localizer, print_epoch
 
     wall = time.perf_counter()
-    s, data, device, out, generator = prepare(args, "localize")
+    s, data, device, out, _ = prepare(args, "localize")
     box_loss = getattr(args, "box_loss", None) or "giou"
     box_weight = getattr(args, "box_weight", None)
     for part in (data.train, data.val, data.test):
@@ -50,7 +50,7 @@ def train_main(args: argparse.Namespace) -> int:
     result = fit_localizer(
         model, data.train, data.val, epochs=s["epochs"], batch_size=s["batch_size"], lr=s["lr"],
         device=device, box_loss=box_loss, box_weight=box_weight, patience=s["patience"], amp=s["amp"],
-        generator=generator, on_epoch_end=print_epoch,
+        seed=s["seed"], on_epoch_end=print_epoch,
     )  # fmt: skip
     runs.save_run_weights(model, out, config)
     test = evaluate_localizer(model, data.test, device)

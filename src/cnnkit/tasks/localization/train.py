@@ -1,7 +1,8 @@
-"""A short fit loop for the Localizer, its evaluation and prediction."""
+"""Training (through the engine's Trainer), evaluation and prediction of the Localizer."""
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -10,11 +11,10 @@ import torch
 from torch import nn
 
 from ...data.scenes import SceneDataset
-from ...engine.perf import train_autocast
-from .._fit import fit_one_cycle
+from ..detection.fit import fit_task
 from ..detection.runs import to_input
-from .loss import localization_loss, paired_iou
-from .model import LocalizationOutput, Localizer
+from .loss import paired_iou
+from .model import Localizer
 
 
 def normalized_boxes(data: SceneDataset) -> tuple[torch.Tensor, torch.Tensor]:
@@ -24,8 +24,9 @@ def normalized_boxes(data: SceneDataset) -> tuple[torch.Tensor, torch.Tensor]:
     return boxes / torch.tensor([w, h, w, h], dtype=boxes.dtype), labels
 
 
-def _flip(x: torch.Tensor, boxes: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mirror the images where ``mask`` (Tensor[N] bool) is set, with their normalised boxes."""
+def flip_boxes(x: torch.Tensor, boxes: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mirror the images Tensor[N, C, H, W] where ``mask`` (Tensor[N] bool) is set, with their
+    normalised ``xyxy`` boxes Tensor[N, 4]."""
     x = torch.where(mask[:, None, None, None], x.flip(-1), x)
     flipped = torch.stack([1 - boxes[:, 2], boxes[:, 1], 1 - boxes[:, 0], boxes[:, 3]], dim=1)
     return x, torch.where(mask[:, None], flipped, boxes)
@@ -46,50 +47,42 @@ def fit_localizer(
     patience: int | None = None,
     flip: bool = True,
     amp: str | None = None,
-    generator: torch.Generator | None = None,
+    seed: int = 0,
     on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
+    resume_from: str | os.PathLike[str] | None = None,
+    **engine_options: Any,
 ) -> dict[str, Any]:
-    """Train with AdamW and a one-cycle learning rate; keep the weights of the best validation epoch.
+    """Train ``LocalizeTask`` through the engine's Trainer: AdamW, a one-cycle learning rate, the
+    weights of the best validation epoch kept.
 
     The best epoch has the highest validation ``accuracy_iou50`` (right class and IoU >= 0.5).
     Horizontal flips (``flip``) are the only augmentation: scenes already vary position and scale.
-    ``amp='bf16'`` runs the training forward passes under bf16 autocast (see ``train.perf``).
+    ``amp='bf16'`` runs the training forward passes under bf16 autocast.
+
+    Args:
+        patience: stop after this many epochs without a better ``accuracy_iou50`` (None: never).
+        seed: the engine's seed (batch order and flips of every epoch).
+        on_epoch_end: called with (epoch from 1, logs) after every epoch.
+        resume_from: the ``last.ckpt`` of an interrupted call with the same arguments.
+        engine_options: more ``cnnkit.engine.Trainer`` options (``checkpoint_path``, extra
+            ``callbacks``, ``max_grad_norm``, ...); see ``detection.fit.fit_task``.
 
     Returns:
         ``{"history": [per-epoch dict], "best_epoch": int, "epochs_run": int, "train_seconds": float}``;
         the model holds the best weights afterwards.
 
     Raises:
-        TrainingError: the loss became NaN or infinite.
+        TrainingError: the loss, a gradient (with ``max_grad_norm``) or the weights became NaN or
+            infinite; no checkpoint of that epoch is written.
     """
-    boxes, labels = normalized_boxes(train)
-    model.to(device).to(memory_format=torch.channels_last)
+    from .task import LocalizeTask  # task.py builds on this module's evaluation
 
-    def batch_loss(idx: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        x = to_input(train.images[idx], device)
-        y, target = labels[idx].to(device), boxes[idx].to(device)
-        if flip:
-            x, target = _flip(x, target, torch.rand(len(idx), generator=generator).to(device) < 0.5)
-        with train_autocast(device, amp):
-            out = model(x)
-        out = LocalizationOutput(out.logits.float(), out.boxes.float())
-        return localization_loss(out, y, target, box_loss, box_weight)
-
-    return fit_one_cycle(
-        model,
-        len(train),
-        batch_loss,
-        lambda: evaluate_localizer(model, val, device),
-        score="accuracy_iou50",
-        loss_parts=("class_loss", "box_loss"),
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        weight_decay=weight_decay,
-        patience=patience,
-        generator=generator,
-        on_epoch_end=on_epoch_end,
-    )
+    task = LocalizeTask(box_loss=box_loss, box_weight=box_weight, flip=flip)
+    return fit_task(
+        model, task, train, val, epochs=epochs, batch_size=batch_size, lr=lr, device=device,
+        weight_decay=weight_decay, patience=patience, amp=amp, seed=seed, on_epoch_end=on_epoch_end,
+        resume_from=resume_from, **engine_options,
+    )  # fmt: skip
 
 
 @torch.no_grad()
@@ -122,7 +115,9 @@ def predict_localizer(
         if flip_tta:
             mirrored = model(x.flip(-1))
             probs = (probs + mirrored.logits.float().softmax(1)) / 2
-            _, back = _flip(x, mirrored.boxes.float(), torch.ones(len(x), dtype=torch.bool, device=x.device))
+            _, back = flip_boxes(
+                x, mirrored.boxes.float(), torch.ones(len(x), dtype=torch.bool, device=x.device)
+            )
             box = (box + back) / 2
         prob, label = probs.max(1)
         labels.append(label.cpu())
