@@ -357,12 +357,14 @@ class Trainer:
         if body.get("task", self.task.name) != self.task.name:
             raise TrainingError(f"{source} was written by task {body['task']!r}, not {self.task.name!r}")
         self.model.load_state_dict(body["model"])
+        if body["scheduler"] is not None and self.scheduler is None:
+            if self.scheduler_factory is None or total_steps is None:
+                raise TrainingError(f"{source} has a scheduler state but this trainer has no scheduler")
+            # Built before the optimizer's state is loaded: a new scheduler writes its starting
+            # rate into the optimizer, which the saved state then overwrites with the resumed one.
+            self.scheduler = self.scheduler_factory(self.optimizer, total_steps)
         self.optimizer.load_state_dict(body["optimizer"])
         if body["scheduler"] is not None:
-            if self.scheduler is None:
-                if self.scheduler_factory is None or total_steps is None:
-                    raise TrainingError(f"{source} has a scheduler state but this trainer has no scheduler")
-                self.scheduler = self.scheduler_factory(self.optimizer, total_steps)
             self.scheduler.load_state_dict(body["scheduler"])
         saved = body["callbacks"]
         mine = {cb_key(i, cb): cb for i, cb in enumerate(self._stateful())}

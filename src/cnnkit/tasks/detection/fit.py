@@ -86,13 +86,8 @@ def fit_task(
         **engine_options,
     )
     if resume_from is not None:
-        # The schedule is built before the checkpoint is loaded: Trainer.load_state would build it
-        # after restoring the optimizer, and building a OneCycleLR resets the optimizer's learning
-        # rate and momentum to their start values, which the first resumed step would then use.
         steps = epochs * math.ceil(task.num_samples(train) / batch_size)
-        assert trainer.optimizer is not None  # built from 'adamw' above
-        trainer.scheduler = schedule(trainer.optimizer, steps)
-        trainer.load_checkpoint(resume_from)
+        trainer.load_checkpoint(resume_from, total_steps=steps)
     start = time.perf_counter()
     trainer.fit(train, val, epochs=epochs, batch_size=batch_size)
     return {
