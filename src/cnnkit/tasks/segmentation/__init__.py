@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     )
     from .losses import SegmentationLoss, soft_dice_loss
     from .metrics import SegmentationMetrics
+    from .task import SegmentTask
     from .train import SegmentationTrainer
 
 # Loaded on first use: `cnnkit --help` and `cnnkit train` build their parsers from this
@@ -33,6 +34,7 @@ _EXPORTS = {
     "UNetHead": ".heads",
     "bilinear_kernel": ".heads",
     "build_segmenter": ".heads",
+    "SegmentTask": ".task",
     "SegmentationLoss": ".losses",
     "soft_dice_loss": ".losses",
     "SegmentationMetrics": ".metrics",
@@ -44,6 +46,7 @@ __all__ = [
     "FCNHead",
     "FCN_HEADS",
     "HEADS",
+    "SegmentTask",
     "SegmentationLoss",
     "SegmentationMetrics",
     "SegmentationTrainer",
