@@ -18,6 +18,7 @@ if TYPE_CHECKING:
         bilinear_kernel,
         build_segmenter,
     )
+    from .instance_task import MaskRCNNTask, MaskRCNNTrainer
     from .losses import SegmentationLoss, soft_dice_loss
     from .metrics import SegmentationMetrics
     from .task import SegmentTask
@@ -34,6 +35,8 @@ _EXPORTS = {
     "UNetHead": ".heads",
     "bilinear_kernel": ".heads",
     "build_segmenter": ".heads",
+    "MaskRCNNTask": ".instance_task",
+    "MaskRCNNTrainer": ".instance_task",
     "SegmentTask": ".task",
     "SegmentationLoss": ".losses",
     "soft_dice_loss": ".losses",
@@ -46,6 +49,8 @@ __all__ = [
     "FCNHead",
     "FCN_HEADS",
     "HEADS",
+    "MaskRCNNTask",
+    "MaskRCNNTrainer",
     "SegmentTask",
     "SegmentationLoss",
     "SegmentationMetrics",

@@ -253,7 +253,8 @@ def _timing(trainer: Any, history: Any, train_seconds: float, train_cpu: float, 
 
 def _train_instance(config: SegmentConfig, out: Path, device: torch.device, progress: bool) -> dict[str, Any]:
     from .data import DEFAULT_SIZES, SCENE_NAMES, scene_splits, scenes_with
-    from .instance import MaskRCNNTrainer, build_mask_rcnn
+    from .instance import build_mask_rcnn
+    from .instance_task import MaskRCNNTask, MaskRCNNTrainer
 
     if config.data not in SCENE_NAMES:
         raise UsageError(
@@ -292,7 +293,7 @@ def _train_instance(config: SegmentConfig, out: Path, device: torch.device, prog
         optimizer=config.optimizer,
         lr=config.lr,
         weight_decay=config.weight_decay,
-        callbacks=_callbacks("val_segm_map", config.patience, out, progress),
+        callbacks=_callbacks(MaskRCNNTask.monitor, config.patience, out, progress),
         device=device,
         seed=config.seed,
     )
