@@ -18,8 +18,10 @@ if TYPE_CHECKING:
         bilinear_kernel,
         build_segmenter,
     )
+    from .instance_task import MaskRCNNTask, MaskRCNNTrainer
     from .losses import SegmentationLoss, soft_dice_loss
     from .metrics import SegmentationMetrics
+    from .task import SegmentTask
     from .train import SegmentationTrainer
 
 # Loaded on first use: `cnnkit --help` and `cnnkit train` build their parsers from this
@@ -33,6 +35,9 @@ _EXPORTS = {
     "UNetHead": ".heads",
     "bilinear_kernel": ".heads",
     "build_segmenter": ".heads",
+    "MaskRCNNTask": ".instance_task",
+    "MaskRCNNTrainer": ".instance_task",
+    "SegmentTask": ".task",
     "SegmentationLoss": ".losses",
     "soft_dice_loss": ".losses",
     "SegmentationMetrics": ".metrics",
@@ -44,6 +49,9 @@ __all__ = [
     "FCNHead",
     "FCN_HEADS",
     "HEADS",
+    "MaskRCNNTask",
+    "MaskRCNNTrainer",
+    "SegmentTask",
     "SegmentationLoss",
     "SegmentationMetrics",
     "SegmentationTrainer",

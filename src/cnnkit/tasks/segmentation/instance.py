@@ -10,6 +10,8 @@ Two ways to build one:
   ``'COCO_V1'`` when torchvision's cache holds it) and then get new box and mask predictors for
   the task's classes.
 
+Training runs through the engine: ``instance_task.MaskRCNNTask`` and ``MaskRCNNTrainer``.
+
 Targets follow torchvision: label 0 is the background, FashionScenes class ``c`` is ``c + 1``,
 masks are the *visible* part of each item (what a pixel shows), boxes their tight boxes.
 """
@@ -17,11 +19,8 @@ masks are the *visible* part of each item (what a pixel shows), boxes their tigh
 from __future__ import annotations
 
 import math
-import time
 from collections import OrderedDict
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
@@ -33,11 +32,7 @@ from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign, masks_to_
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from ...data.scenes import SceneDataset
-from ...engine.callbacks import Callback, History
-from ...engine.device import pick_device
-from ...engine.perf import tune_cpu_allocator
-from ...engine.trainer import make_optimizer
-from ...errors import DataNotFoundError, TrainingError
+from ...errors import DataNotFoundError
 from ...io.weights import load_state_dict_file, load_strict, torchvision_weights
 from ...models import Backbone, create_model
 
@@ -219,192 +214,18 @@ def to_model_inputs(images: torch.Tensor, in_chans: int, device: torch.device) -
     return list(x)
 
 
-class MaskRCNNTrainer:
-    """Short fit loop for a torchvision Mask R-CNN on SceneDatasets (callbacks as in cnnkit.engine).
+def __getattr__(name: str) -> object:
+    # The task and trainer moved to instance_task (which imports this module); old imports work.
+    if name in ("MaskRCNNTask", "MaskRCNNTrainer"):
+        from . import instance_task
 
-    Epoch logs: ``loss`` (sum of the five Mask R-CNN losses), each loss by name, and with
-    validation data ``val_segm_map`` / ``val_bbox_map`` (COCO mAP@[.5:.95]), ``lr``, ``seconds``.
-
-    Args:
-        model: from ``build_mask_rcnn``.
-        optimizer: a name from ``cnnkit.engine.trainer.OPTIMIZERS``.
-        lr: peak learning rate (linear warm-up over the first 100 steps, then cosine decay).
-        weight_decay: passed to the optimizer.
-        callbacks: extra callbacks; a History is always kept in ``self.history``.
-        device: a device name or None to pick CUDA / MPS / CPU.
-        seed: seeds the batch order.
-    """
-
-    def __init__(
-        self,
-        model: detection.MaskRCNN,
-        *,
-        optimizer: str = "adamw",
-        lr: float = 1e-3,
-        weight_decay: float = 1e-4,
-        callbacks: Sequence[Callback] = (),
-        device: str | torch.device | None = None,
-        seed: int = 42,
-    ) -> None:
-        self.device = device if isinstance(device, torch.device) else pick_device(device)
-        tune_cpu_allocator(self.device)  # like every other trainer: no page faults per step on a CPU
-        self.model = model.to(self.device)
-        self.in_chans = int(getattr(model, "in_chans", 3))
-        trainable = [p for p in model.parameters() if p.requires_grad]
-        self.optimizer = make_optimizer(optimizer, trainable, lr, weight_decay)
-        self.history = History()
-        self.callbacks: list[Callback] = [self.history, *callbacks]
-        self.seed = seed
-        self.epochs = 0
-        self.steps_per_epoch = 0
-        self.stop_training = False
-        for cb in self.callbacks:
-            cb.set_trainer(self)
-
-    def fit(
-        self,
-        train: SceneDataset,
-        val: SceneDataset | None = None,
-        *,
-        epochs: int,
-        batch_size: int,
-        max_steps: int | None = None,
-    ) -> History:
-        """Train for ``epochs`` (or ``max_steps`` batches in all, if fewer).
-
-        Raises:
-            TrainingError: a loss became NaN or infinite.
-        """
-        if epochs < 1 or batch_size < 1:
-            raise ValueError(f"epochs and batch_size must be >= 1, got {epochs} and {batch_size}")
-        targets = [instance_targets(train, i) for i in range(len(train))]
-        self.epochs = epochs
-        self.steps_per_epoch = -(-len(train) // batch_size)
-        total = max(1, min(epochs * self.steps_per_epoch, max_steps or math.inf))
-        warmup = min(100, total // 4 + 1)
-
-        def factor(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / warmup
-            return 0.5 * (1 + math.cos(math.pi * min(step - warmup, total) / max(total - warmup, 1)))
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
-        steps = 0
-        logs: dict[str, Any] = {}
-        for cb in self.callbacks:
-            cb.on_train_begin(logs)
-        for epoch in range(epochs):
-            for cb in self.callbacks:
-                cb.on_epoch_begin(epoch, logs)
-            start = time.perf_counter()
-            lr = self.optimizer.param_groups[0]["lr"]
-            self.model.train()
-            order = torch.randperm(
-                len(train), generator=torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-            )
-            sums: dict[str, float] = {}
-            seen = 0
-            for step, begin in enumerate(range(0, len(train), batch_size)):
-                index = order[begin : begin + batch_size]
-                images = to_model_inputs(train.images[index], self.in_chans, self.device)
-                batch = [{k: v.to(self.device) for k, v in targets[int(i)].items()} for i in index]
-                losses = self.model(images, batch)
-                loss = sum(losses.values())
-                value = float(loss.detach())
-                if not math.isfinite(value):
-                    raise TrainingError(
-                        f"Mask R-CNN loss became {value} at epoch {epoch + 1}, step {step + 1} "
-                        f"({ {k: float(v) for k, v in losses.items()} }); try a lower --lr"
-                    )
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                self.optimizer.step()
-                scheduler.step()
-                n = len(index)
-                seen += n
-                sums["loss"] = sums.get("loss", 0.0) + value * n
-                for key, part in losses.items():
-                    sums[key] = sums.get(key, 0.0) + float(part.detach()) * n
-                batch_logs = {k: v / seen for k, v in sums.items()}
-                for cb in self.callbacks:
-                    cb.on_batch_end(step, batch_logs)
-                steps += 1
-                if steps >= total:
-                    break
-            logs = {k: v / max(seen, 1) for k, v in sums.items()}
-            if val is not None and len(val):
-                report = self.evaluate(val)
-                logs.update(val_segm_map=report["segm"]["map"], val_bbox_map=report["bbox"]["map"])
-            logs["lr"] = lr
-            logs["seconds"] = time.perf_counter() - start
-            for cb in self.callbacks:
-                cb.on_epoch_end(epoch, logs)
-            if self.stop_training or steps >= total:
-                break
-        for cb in self.callbacks:
-            cb.on_train_end(logs)
-        return self.history
-
-    @torch.inference_mode()
-    def predict(self, images: torch.Tensor, batch_size: int = 16) -> list[dict[str, torch.Tensor]]:
-        """Detections for uint8 Tensor[N, C, H, W], on the CPU.
-
-        Returns:
-            One dict per image: ``boxes`` Tensor[D, 4], ``labels`` Tensor[D] (class + 1),
-            ``scores`` Tensor[D], ``masks`` float Tensor[D, 1, H, W] (probabilities).
-        """
-        self.model.eval()
-        out: list[dict[str, torch.Tensor]] = []
-        for begin in range(0, len(images), batch_size):
-            batch = to_model_inputs(images[begin : begin + batch_size], self.in_chans, self.device)
-            out += [{k: v.cpu() for k, v in d.items()} for d in self.model(batch)]
-        return out
-
-    def evaluate(
-        self, data: SceneDataset, batch_size: int = 16, mask_threshold: float = 0.5
-    ) -> dict[str, Any]:
-        """COCO-style mask and box mAP (torchmetrics MeanAveragePrecision) on ``data``.
-
-        Returns:
-            ``{"segm": {...}, "bbox": {...}, "num_images"}``; each part has ``map``,
-            ``map_50``, ``map_75``, ``map_small``/``medium``/``large`` and ``mar_100``.
-        """
-        from torchmetrics.detection import MeanAveragePrecision
-
-        metric = MeanAveragePrecision(iou_type=("bbox", "segm"))
-        preds = self.predict(data.images, batch_size)
-        for i, pred in enumerate(preds):
-            truth = instance_targets(data, i)
-            metric.update(
-                [
-                    {
-                        "boxes": pred["boxes"],
-                        "scores": pred["scores"],
-                        "labels": pred["labels"],
-                        "masks": pred["masks"][:, 0] > mask_threshold,
-                    }
-                ],
-                [
-                    {
-                        "boxes": truth["boxes"],
-                        "labels": truth["labels"],
-                        "masks": truth["masks"].bool(),
-                    }
-                ],
-            )
-        scores = metric.compute()
-        keys = ("map", "map_50", "map_75", "map_small", "map_medium", "map_large", "mar_100")
-        report: dict[str, Any] = {
-            kind: {k: float(scores[f"{kind}_{k}"]) for k in keys} for kind in ("segm", "bbox")
-        }
-        report["num_images"] = len(data)
-        return report
+        return getattr(instance_task, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = [
     "COCO_NUM_CLASSES",
     "TORCHVISION_MASK_RCNN",
-    "MaskRCNNTrainer",
     "StageFPN",
     "build_mask_rcnn",
     "instance_targets",

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ...engine.callbacks import EarlyStopping, ModelCheckpoint
+from ...engine.callbacks import EarlyStopping, ModelCheckpoint, ProgressBar
 from ...engine.device import pick_device
 from ...engine.trainer import seed_everything
 from ...errors import UsageError
@@ -150,11 +150,9 @@ def _prepare_folder(out: Path) -> None:
 def _callbacks(monitor: str, patience: int | None, out: Path, progress: bool) -> list:
     callbacks: list = [ModelCheckpoint(out / BEST_WEIGHTS, monitor=monitor)]
     # Patience None: never stop early, but still restore the best epoch's weights at the end.
-    callbacks.append(EarlyStopping(monitor, patience=patience if patience is not None else 10**6))
+    callbacks.append(EarlyStopping(monitor, patience=patience))
     if progress:
-        from .train import SegmentationProgress
-
-        callbacks.append(SegmentationProgress())
+        callbacks.append(ProgressBar())  # shows the task's `shown` keys
     return callbacks
 
 
@@ -180,6 +178,7 @@ def train_segmentation(
         return _train_instance(config, out, device, progress)
     from .data import load_segmentation_data, scenes_with
     from .losses import SegmentationLoss
+    from .task import SegmentTask
     from .train import SegmentationTrainer
 
     train, val, test, info = load_segmentation_data(
@@ -208,7 +207,7 @@ def train_segmentation(
         optimizer=config.optimizer,
         lr=config.lr,
         weight_decay=config.weight_decay,
-        callbacks=_callbacks("val_miou", config.patience, out, progress),
+        callbacks=_callbacks(SegmentTask.monitor, config.patience, out, progress),
         device=device,
         seed=config.seed,
     )
@@ -254,7 +253,8 @@ def _timing(trainer: Any, history: Any, train_seconds: float, train_cpu: float, 
 
 def _train_instance(config: SegmentConfig, out: Path, device: torch.device, progress: bool) -> dict[str, Any]:
     from .data import DEFAULT_SIZES, SCENE_NAMES, scene_splits, scenes_with
-    from .instance import MaskRCNNTrainer, build_mask_rcnn
+    from .instance import build_mask_rcnn
+    from .instance_task import MaskRCNNTask, MaskRCNNTrainer
 
     if config.data not in SCENE_NAMES:
         raise UsageError(
@@ -293,7 +293,7 @@ def _train_instance(config: SegmentConfig, out: Path, device: torch.device, prog
         optimizer=config.optimizer,
         lr=config.lr,
         weight_decay=config.weight_decay,
-        callbacks=_callbacks("val_segm_map", config.patience, out, progress),
+        callbacks=_callbacks(MaskRCNNTask.monitor, config.patience, out, progress),
         device=device,
         seed=config.seed,
     )
