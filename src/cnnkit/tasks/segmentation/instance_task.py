@@ -21,7 +21,6 @@ from ...engine.schedules import SchedulerFactory
 from ...engine.task import StepOutput, Task
 from ...engine.trainer import Trainer
 from .instance import instance_targets, to_model_inputs
-from .task import scheduler_before_optimizer_state
 
 Batch = tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]
 
@@ -216,14 +215,6 @@ class MaskRCNNTrainer(Trainer):
             seed=seed,
             **engine_options,
         )
-
-    def load_state(
-        self, body: dict[str, Any], total_steps: int | None = None, source: str = "checkpoint"
-    ) -> None:
-        """``Trainer.load_state``, with the scheduler built first so the resumed learning rate is
-        the saved one (see ``scheduler_before_optimizer_state``)."""
-        scheduler_before_optimizer_state(self, body, total_steps)
-        super().load_state(body, total_steps, source)
 
     @property
     def in_chans(self) -> int:

@@ -31,22 +31,6 @@ def cosine_decay(optimizer: torch.optim.Optimizer, total_steps: int) -> LRSchedu
     return LambdaLR(optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total) / total)))
 
 
-def scheduler_before_optimizer_state(trainer: Trainer, body: dict[str, Any], total_steps: int | None) -> None:
-    """Build the trainer's scheduler before ``Trainer.load_state`` loads the optimizer state.
-
-    ``Trainer.load_state`` builds a missing scheduler after loading the optimizer, and building
-    one resets the optimizer's learning rate to that of step 0 (LambdaLR, OneCycleLR): the first
-    resumed step would then use it. Built first, the saved learning rate is what gets loaded.
-    """
-    if (
-        body.get("scheduler") is not None
-        and trainer.scheduler is None
-        and trainer.scheduler_factory is not None
-        and total_steps is not None
-    ):
-        trainer.scheduler = trainer.scheduler_factory(trainer.optimizer, total_steps)
-
-
 def _float32(device: torch.device, amp: str | None) -> contextlib.AbstractContextManager:
     # The pixel loss stays float32 under the engine's autocast (the logits are cast up first).
     if amp is None:
@@ -140,4 +124,4 @@ class SegmentTask(Task):
         return report
 
 
-__all__ = ["SegmentTask", "cosine_decay", "prepare_images", "scheduler_before_optimizer_state"]
+__all__ = ["SegmentTask", "cosine_decay", "prepare_images"]

@@ -20,7 +20,7 @@ from ...engine.device import pick_device
 from ...engine.perf import pick_perf_settings
 from ...engine.schedules import SchedulerFactory
 from ...engine.trainer import Trainer
-from .task import SegmentTask, cosine_decay, prepare_images, scheduler_before_optimizer_state
+from .task import SegmentTask, cosine_decay, prepare_images
 
 SCHEDULES = ("cosine", "constant")
 
@@ -95,14 +95,6 @@ class SegmentationTrainer(Trainer):
             **engine_options,
         )
         self.schedule = schedule
-
-    def load_state(
-        self, body: dict[str, Any], total_steps: int | None = None, source: str = "checkpoint"
-    ) -> None:
-        """``Trainer.load_state``, with the scheduler built first so the resumed learning rate is
-        the saved one (see ``scheduler_before_optimizer_state``)."""
-        scheduler_before_optimizer_state(self, body, total_steps)
-        super().load_state(body, total_steps, source)
 
     @property
     def loss(self) -> nn.Module:
