@@ -42,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..engine.device import pick_device
     from ..errors import UsageError
-    from ..runs.train import load_dataset, load_run
+    from ..runs.train import load_dataset, load_run, run_data_options
     from ..tasks.classify.presets import trainer_extras
 
     if args.limit_test is not None and args.limit_test < 1:
@@ -67,7 +67,10 @@ def run(args: argparse.Namespace) -> int:
         if args.limit_test:
             test = test.take(args.limit_test, seed=0)
     else:
-        train, test = load_dataset(args.data or record["run"]["data"], limit_test=args.limit_test)
+        # An image folder's splits depend on the run's seed, fractions and image size.
+        train, test = load_dataset(
+            args.data or record["run"]["data"], limit_test=args.limit_test, **run_data_options(record)
+        )
     norm = record.get("normalize")
     normalize = (norm["mean"], norm["std"]) if norm else None
     config = record["run"]

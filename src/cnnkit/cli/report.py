@@ -22,13 +22,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import UsageError
-    from ..runs.train import load_dataset, load_run
+    from ..runs.train import load_dataset, load_run, run_data_options
     from ..viz.report import write_report
 
     model, record = load_run(args.run_dir, device=args.device)
     settings = record["run"]
     _, test = load_dataset(
-        settings["data"], limit_test=settings.get("limit_test"), seed=settings.get("seed", 0)
+        settings["data"], limit_test=settings.get("limit_test"), **run_data_options(record)
     )
     if not 0 <= args.index < len(test):
         raise UsageError(f"--index must be in 0..{len(test) - 1} (the run's test images), got {args.index}")
