@@ -288,6 +288,8 @@ def run(args: argparse.Namespace) -> int:
                 f"{', '.join(classify_only)} {'applies' if len(classify_only) == 1 else 'apply'} only to "
                 f"classification; drop {'it' if len(classify_only) == 1 else 'them'} for --task {args.task}"
             )
+        if isinstance(getattr(args, "image_size", None), list):
+            raise UsageError(f"--task {args.task} takes one side: --image-size N (squares), not HxW")
         return int(module.train_main(args) or 0)
     from ..runs.config import RunConfig
     from ..runs.train import read_run_config, train_run

@@ -57,13 +57,13 @@ def data_kind(spec: str) -> str:
     path = Path(spec)
     if not path.exists():
         raise UsageError(
-            f"--data {spec!r}: no such folder (give 'fashion-mnist', a folder of MNIST-format IDX "
-            "files or a folder of images with one sub-folder per class)"
+            "--data must be 'fashion-mnist' or a folder (of MNIST-format IDX files, or of images in "
+            f"one sub-folder per class): no such folder {spec!r}"
         )
     if not path.is_dir():
         raise UsageError(
-            f"--data {spec!r} is a file; give 'fashion-mnist', a folder of MNIST-format IDX files "
-            "or a folder of images with one sub-folder per class"
+            "--data must be 'fashion-mnist' or a folder (of MNIST-format IDX files, or of images in "
+            f"one sub-folder per class), not the file {spec!r}"
         )
     return "idx" if is_idx_folder(path) else "image-folder"
 
