@@ -181,7 +181,8 @@ def test_a_small_training_set_goes_to_an_accelerator_once(small, monkeypatch):
     assert moved.images.shape == train.images.shape and moved.class_names == train.class_names
     assert train.images.device.type == "cpu"  # the caller's dataset is left alone
     monkeypatch.setattr(task_module, "DEVICE_RESIDENT_BYTES", train.images.numel() - 1)
-    assert trainer.task.prepare_fit(trainer, train) is train  # too large: batches go one by one (pinned on CUDA)
+    # too large: batches go one by one (pinned on CUDA)
+    assert trainer.task.prepare_fit(trainer, train) is train
 
 
 def test_compile_option_trains_like_eager_and_times_compiling_apart(small):
