@@ -18,3 +18,50 @@ def fashion_small(fashion) -> tuple[ArrayDataset, ArrayDataset]:
     """A class-balanced real subset: 2,000 training and 500 test images."""
     train, test = fashion
     return train.take(2000, seed=0), test.take(500, seed=0)
+
+
+@pytest.fixture(scope="session")
+def write_fashion_folders(fashion):
+    """Builder of image folders made of REAL Fashion-MNIST test items (PNG, every 4th one JPEG).
+
+    ``write(root, per_class)`` takes the first ``per_class`` test items of each class, cut per
+    class into 70 % train, 10 % val and 20 % test, and writes ``root/idx`` (the same items as IDX
+    files: train + val as ``train-images``, test as ``t10k-images``), ``root/splits`` (``train/``,
+    ``val/``, ``test/`` of class folders) and ``root/flat`` (one folder per class, all items).
+    Class folders are named ``0_T-shirt-top``... so their sorted order is the label order.
+    Returns ``{"idx", "splits", "flat": Path, "items": {split: [(test index, file name)]}}``.
+    """
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from cnnkit.data import write_idx
+
+    _, test = fashion
+
+    def write(root, per_class: int = 100):
+        folders = {name: root / name for name in ("idx", "splits", "flat")}
+        names = [f"{c}_{n.replace('/', '-')}" for c, n in enumerate(test.class_names)]
+        n_train, n_val = round(per_class * 0.7), round(per_class * 0.1)
+        items = {"train": [], "val": [], "test": []}
+        for c in range(len(names)):
+            idx = torch.nonzero(test.labels == c).flatten()[:per_class].tolist()
+            for k, i in enumerate(idx):
+                split = "train" if k < n_train else "val" if k < n_train + n_val else "test"
+                ext = ".jpg" if k % 4 == 3 else ".png"
+                file = f"{i:05d}{ext}"
+                items[split].append((i, names[c] + "/" + file))
+                image = Image.fromarray(test.images[i, 0].numpy())
+                for folder in (folders["splits"] / split / names[c], folders["flat"] / names[c]):
+                    folder.mkdir(parents=True, exist_ok=True)
+                    image.save(folder / file, **({"quality": 95} if ext == ".jpg" else {}))
+        folders["idx"].mkdir(parents=True)
+        for prefix, splits in (("train", ("train", "val")), ("t10k", ("test",))):
+            index = torch.tensor([i for s in splits for i, _ in items[s]])
+            write_idx(folders["idx"] / f"{prefix}-images-idx3-ubyte.gz", test.images[index, 0].numpy())
+            write_idx(
+                folders["idx"] / f"{prefix}-labels-idx1-ubyte.gz", test.labels[index].numpy().astype(np.uint8)
+            )
+        return {**folders, "items": items}
+
+    return write

@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     from ..engine.device import pick_device
     from ..errors import UsageError
     from ..runs.folder import read_run
-    from ..runs.train import load_dataset, load_run
+    from ..runs.train import load_dataset, load_run, run_data_options
     from ..tasks.classify.presets import trainer_extras
 
     if args.limit_test is not None and args.limit_test < 1:
@@ -73,10 +73,13 @@ def run(args: argparse.Namespace) -> int:
         if args.limit_test:
             test = test.take(args.limit_test, seed=0)
     else:
-        # The run's own test set: the same images (and --limit-test share) its metrics.json scored.
+        # The run's own test set: the images (and --limit-test share) its metrics.json scored; an
+        # image folder's splits depend on the run's seed, fractions and image size.
         own_limit = None if args.data else record["run"].get("limit_test")
         train, test = load_dataset(
-            args.data or record["run"]["data"], limit_test=args.limit_test or own_limit
+            args.data or record["run"]["data"],
+            limit_test=args.limit_test or own_limit,
+            **run_data_options(record),
         )
     norm = record.get("normalize")
     normalize = (norm["mean"], norm["std"]) if norm else None

@@ -23,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..errors import UsageError
     from ..runs.folder import read_run
-    from ..runs.train import load_dataset, load_run
+    from ..runs.train import load_dataset, load_run, run_data_options
     from ..viz.report import REPORT_FILE, write_report
 
     run = read_run(args.run_dir)
@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     if run.task in ("classify", "finetune"):
         settings = record["run"]
         _, test = load_dataset(
-            settings["data"], limit_test=settings.get("limit_test"), seed=settings.get("seed", 0)
+            settings["data"], limit_test=settings.get("limit_test"), **run_data_options(record)
         )
         if not 0 <= args.index < len(test):
             raise UsageError(

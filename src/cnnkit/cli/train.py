@@ -7,6 +7,7 @@ interrupted run exactly where its last finished epoch left it.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import json
 import math
@@ -44,6 +45,9 @@ RUN_SETTINGS = (
     "max_grad_norm",
     "max_shift",
     "val_fraction",
+    "test_fraction",
+    "image_size",
+    "channels",
     "compile",
     "deterministic",
     "config",
@@ -54,6 +58,8 @@ CLASSIFY_ONLY_FLAGS = (
     ("--max-grad-norm", "max_grad_norm"),
     ("--compile", "compile"),
     ("--val-fraction", "val_fraction"),
+    ("--test-fraction", "test_fraction"),
+    ("--channels", "channels"),
 )
 
 
@@ -63,6 +69,17 @@ class _Given(argparse.Action):
     def __call__(self, parser, namespace, values, option_string=None):
         setattr(namespace, self.dest, values)
         namespace.given = {*getattr(namespace, "given", ()), self.dest}
+
+
+def parse_image_size(text: str) -> int | list[int]:
+    """``--image-size H`` (a square: an int, as the segment task takes it) or ``HxW`` ([H, W])."""
+    parts = text.lower().split("x")
+    if len(parts) > 2 or not all(p.strip().isdigit() for p in parts):
+        raise argparse.ArgumentTypeError(f"takes H or HxW in pixels (e.g. 28 or 64x48), got {text!r}")
+    values = [int(p) for p in parts]
+    if not all(4 <= v <= 4096 for v in values):
+        raise argparse.ArgumentTypeError(f"sides must be between 4 and 4096 pixels, got {text!r}")
+    return values[0] if len(values) == 1 else values
 
 
 def _task_module(task: str):
@@ -80,7 +97,26 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--data",
         default="fashion-mnist",
         action=_Given,
-        help="'fashion-mnist' or a folder of MNIST-format files",
+        help="'fashion-mnist', a folder of MNIST-format IDX files, or a folder of images with one "
+        "sub-folder per class (or train/, val/, test/ sub-folders holding those)",
+    )
+    p.add_argument(
+        "--image-size",
+        type=parse_image_size,
+        metavar="H[xW]",
+        help="image folders are resized to this (default: the model's input, 28 for the course's "
+        "CNNs); segment: resize image + mask folders to this side",
+    )
+    p.add_argument(
+        "--channels",
+        type=int,
+        choices=(1, 3),
+        help="image folders: 1 (grayscale) or 3 (RGB) (default: the model's, 1 for the course's CNNs)",
+    )
+    p.add_argument(
+        "--test-fraction",
+        type=float,
+        help="image folders without test/: share of the images held out for testing (default 0.1)",
     )
     p.add_argument("--epochs", type=int, help="maximum epochs (default 20; early stopping may end sooner)")
     p.add_argument("--batch-size", type=int, help="batch size (default 32, the course's)")
@@ -172,6 +208,9 @@ def _classify_config(args: argparse.Namespace):
         "max_grad_norm": args.max_grad_norm,
         "max_shift": args.max_shift,
         "val_fraction": args.val_fraction,
+        "test_fraction": args.test_fraction,
+        "image_size": [args.image_size] * 2 if isinstance(args.image_size, int) else args.image_size,
+        "channels": args.channels,
         "compile": args.compile,
         "preset": args.preset if "preset" in given else None,
     }
@@ -190,10 +229,13 @@ def _classify_config(args: argparse.Namespace):
 
 def _check_up_front(config):
     """What RunConfig.validate leaves to training time, checked before any data is read."""
+    from ..data.splits import scan_image_splits
     from ..engine.device import pick_device
     from ..engine.trainer import OPTIMIZERS
+    from ..errors import DataError
     from ..models import model_entry
     from ..models._registry import check_model_options
+    from ..runs.train import data_kind, image_settings, model_options
 
     model_entry(config.model)  # unknown names fail with close matches
     try:
@@ -204,9 +246,17 @@ def _check_up_front(config):
         raise UsageError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {config.optimizer!r}")
     if not math.isfinite(config.lr):
         raise UsageError(f"--lr must be a finite number, got {config.lr}")
-    if config.data not in ("fashion-mnist", "fashion_mnist", "fashion") and not Path(config.data).is_dir():
+    kind = data_kind(config.data)  # a path that does not exist
+    if kind == "image-folder":
+        try:
+            scan_image_splits(config.data)  # layout and classes, nothing decoded yet
+        except DataError as exc:
+            raise UsageError(f"--data: {exc}") from None
+        size, channels = image_settings(config)
+        model_options(dataclasses.replace(config, image_size=size, channels=channels))
+    elif config.image_size is not None or config.channels is not None:
         raise UsageError(
-            f"--data must be 'fashion-mnist' or a folder of MNIST-format IDX files, got {config.data!r}"
+            f"--image-size and --channels apply to image folders; {config.data} is {kind} data (28x28x1)"
         )
     pick_device(config.device)  # unknown or absent devices
     return config
@@ -238,6 +288,8 @@ def run(args: argparse.Namespace) -> int:
                 f"{', '.join(classify_only)} {'applies' if len(classify_only) == 1 else 'apply'} only to "
                 f"classification; drop {'it' if len(classify_only) == 1 else 'them'} for --task {args.task}"
             )
+        if isinstance(getattr(args, "image_size", None), list):
+            raise UsageError(f"--task {args.task} takes one side: --image-size N (squares), not HxW")
         return int(module.train_main(args) or 0)
     from ..runs.config import RunConfig
     from ..runs.train import read_run_config, train_run

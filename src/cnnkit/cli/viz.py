@@ -118,12 +118,12 @@ class _Target:
     def test_set(self):
         """The run's test set (the images ``metrics.json`` was computed on)."""
         if self._test is None:
-            from ..runs.train import load_dataset
+            from ..runs.train import load_dataset, run_data_options
 
             run = self.record.get("run") or {}
             if run:
                 _, self._test = load_dataset(
-                    run["data"], limit_test=run.get("limit_test"), seed=run.get("seed", 0)
+                    run["data"], limit_test=run.get("limit_test"), **run_data_options(self.record)
                 )
             elif self.input_shape == (1, 28, 28):
                 _, self._test = load_dataset("fashion-mnist")
@@ -132,7 +132,7 @@ class _Target:
         return self._test
 
     def full_test_image(self, index: int) -> tuple[torch.Tensor, int | None]:
-        from ..runs.train import load_dataset
+        from ..runs.train import load_dataset, run_data_options
 
         data = (self.record.get("run") or {}).get("data", "fashion-mnist")
         if not self.record and self.input_shape != (1, 28, 28):
@@ -140,7 +140,7 @@ class _Target:
                 f"{self.name} takes {self.input_shape[1]}x{self.input_shape[2]}x{self.input_shape[0]} "
                 "images, not Fashion-MNIST's; give --image PATH"
             )
-        _, test = load_dataset(data)
+        _, test = load_dataset(data, **run_data_options(self.record))
         if not 0 <= index < len(test):
             raise UsageError(f"--index must be in 0..{len(test) - 1}, got {index}")
         return test.images[index], int(test.labels[index])

@@ -34,6 +34,7 @@ class RunConfig:
     monitor: str = "val_loss"
     seed: int = 42
     val_fraction: float = 0.2
+    test_fraction: float = 0.1  # image folders without test/: share held out for testing
     stratify: bool = False
     limit_train: int | None = None
     limit_test: int | None = None
@@ -45,6 +46,9 @@ class RunConfig:
     max_grad_norm: float | None = None
     max_shift: int | None = None  # random translation in pixels; None: the preset's own
     compile: bool = False  # torch.compile the model (docs/performance.md)
+    # Image folders only (None: the model's input; Fashion-MNIST and IDX files are 28x28x1).
+    image_size: list[int] | None = None  # [height, width] the images are resized to
+    channels: int | None = None  # 1 (grayscale) or 3
 
     def validate(self) -> RunConfig:
         checks = [
@@ -56,6 +60,16 @@ class RunConfig:
                 0 < self.val_fraction < 1,
                 f"validation fraction must be between 0 and 1, got {self.val_fraction}",
             ),
+            (
+                0 < self.test_fraction < 1,
+                f"test fraction must be between 0 and 1, got {self.test_fraction}",
+            ),
+            (
+                self.image_size is None
+                or (len(self.image_size) == 2 and all(4 <= v <= 4096 for v in self.image_size)),
+                f"image size must be [height, width] between 4 and 4096, got {self.image_size}",
+            ),
+            (self.channels in (None, 1, 3), f"channels must be 1 or 3, got {self.channels}"),
             (
                 self.limit_train is None or self.limit_train >= 2,
                 f"limit_train must be >= 2, got {self.limit_train}",
@@ -111,6 +125,11 @@ def _check_type(key: str, value: Any, hint: Any) -> Any:
         if allowed_none:
             return None
         raise UsageError(f"config key {key!r} must not be null")
+    if text.startswith("list[int]"):
+        ints = isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+        if not ints:
+            raise UsageError(f"config key {key!r} must be a list of integers, got {value!r}")
+        return value
     if "dict" in text:
         if not isinstance(value, dict):
             raise UsageError(f"config key {key!r} must be an object, got {value!r}")

@@ -7,6 +7,8 @@ and ``report.html`` (the HTML report of :mod:`cnnkit.viz.report`).
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import json
 import os
 import platform
@@ -24,7 +26,7 @@ from ..engine.checkpoint import load_checkpoint
 from ..engine.device import pick_device
 from ..engine.perf import pick_num_threads, set_threads
 from ..engine.trainer import seed_everything
-from ..errors import UsageError
+from ..errors import DataError, UsageError
 from ..io.atomic import atomic_write_text, clean_stale_temps
 from ..io.weights import load_state_dict_file, load_strict
 from ..models import create_model, model_entry
@@ -33,27 +35,150 @@ from ..tasks.classify.task import ClassifyTrainer
 from .config import RunConfig
 from .folder import BEST_WEIGHTS, CONFIG_FILE, LAST_CHECKPOINT, SHIPPED_WEIGHTS, RunInfo, load_run, read_run
 
+FASHION_NAMES = ("fashion-mnist", "fashion_mnist", "fashion")
+IMAGE_FOLDER_RESIZE = "crop"  # as `cnnkit predict` prepares images for a run (recorded in config.json)
+
+
+def data_kind(spec: str) -> str:
+    """``"fashion-mnist"``, ``"idx"`` (a folder with ``train-images*`` / ``t10k-images*`` files)
+    or ``"image-folder"`` (anything else that is a folder).
+
+    Raises:
+        UsageError: neither the name nor an existing folder.
+    """
+    from ..data.splits import is_idx_folder
+
+    if spec in FASHION_NAMES:
+        return "fashion-mnist"
+    path = Path(spec)
+    if not path.exists():
+        raise UsageError(
+            "--data must be 'fashion-mnist' or a folder (of MNIST-format IDX files, or of images in "
+            f"one sub-folder per class): no such folder {spec!r}"
+        )
+    if not path.is_dir():
+        raise UsageError(
+            "--data must be 'fashion-mnist' or a folder (of MNIST-format IDX files, or of images in "
+            f"one sub-folder per class), not the file {spec!r}"
+        )
+    return "idx" if is_idx_folder(path) else "image-folder"
+
+
+def image_settings(config: RunConfig) -> tuple[list[int], int]:
+    """([height, width], channels) the images of an image folder are loaded at.
+
+    The config's own, else the model's input: its ``input_size`` option, 28 × 28 with
+    ``small_input``, else the registry's input size (28 × 28 × 1 for the course's models).
+    """
+    entry = model_entry(config.model)
+    options = config.model_kwargs or {}
+    if config.image_size:
+        size = list(config.image_size)
+    elif isinstance(options.get("input_size"), int):
+        size = [options["input_size"]] * 2
+    elif options.get("small_input"):
+        size = [28, 28]
+    else:
+        size = list(entry.input_size[1:])
+    return size, int(config.channels or entry.input_size[0])
+
+
+def load_splits(config: RunConfig) -> tuple[ArrayDataset, ArrayDataset, ArrayDataset, dict[str, Any]]:
+    """(train, val, test, data description) of a run, as ``train_run`` uses them.
+
+    Fashion-MNIST and IDX folders: the official test set, validation held out of the (limited)
+    training set. Image folders: :func:`cnnkit.data.splits.load_image_splits` (``train/``,
+    ``val/``, ``test/`` sub-folders, or one sub-folder per class split with the run's seed);
+    ``limit_train`` / ``limit_test`` then apply to the training and test splits.
+    """
+    kind = data_kind(config.data)
+    if kind != "image-folder":
+        train_all, test = load_dataset(config.data, config.limit_train, config.limit_test, config.seed)
+        train, val = train_all.split(config.val_fraction, seed=config.seed, stratify=config.stratify)
+        info: dict[str, Any] = {"kind": kind}
+    else:
+        size, channels = image_settings(config)
+        splits = _image_splits(
+            config.data, size, channels, config.val_fraction, config.test_fraction, config.seed
+        )
+        train, val, test = splits.train, splits.val, _limit_test(splits.test, config.limit_test)
+        if config.limit_train:
+            train = train.take(config.limit_train, seed=config.seed)
+        info = splits.info()
+        info["image_size"], info["channels"], info["resize"] = size, channels, IMAGE_FOLDER_RESIZE
+    info["sizes"] = {"train": len(train), "val": len(val), "test": len(test)}
+    return train, val, test, info
+
+
+def _image_splits(
+    spec: str, size: list[int], channels: int, val_fraction: float, test_fraction: float, seed: int
+):
+    from ..data.splits import load_image_splits
+
+    try:
+        return load_image_splits(
+            spec,
+            tuple(size),
+            channels=channels,
+            val_fraction=val_fraction,
+            test_fraction=test_fraction,
+            seed=seed,
+            resize=IMAGE_FOLDER_RESIZE,
+        )
+    except DataError:
+        raise
+    except ValueError as exc:  # fractions that leave no training images, a bad size
+        raise UsageError(f"--data {spec}: {exc}") from None
+
+
+def _limit_test(test: ArrayDataset, limit_test: int | None) -> ArrayDataset:
+    return test.take(limit_test, seed=0) if limit_test else test  # fixed, so `cnnkit evaluate` agrees
+
 
 def load_dataset(
-    spec: str, limit_train: int | None = None, limit_test: int | None = None, seed: int = 0
+    spec: str,
+    limit_train: int | None = None,
+    limit_test: int | None = None,
+    seed: int = 0,
+    *,
+    image_size: list[int] | tuple[int, int] = (28, 28),
+    channels: int = 1,
+    val_fraction: float = 0.2,
+    test_fraction: float = 0.1,
 ) -> tuple[ArrayDataset, ArrayDataset]:
-    """(train, test) for a data spec: ``fashion-mnist`` or a folder of MNIST-format IDX files."""
+    """(train, test) for a data spec: ``fashion-mnist``, a folder of MNIST-format IDX files or an
+    image folder (see :func:`load_splits`; its training split without the validation share).
+
+    For an image folder, ``seed``, the fractions, ``image_size`` and ``channels`` select the
+    split: pass :func:`run_data_options` of a run to get that run's own test images.
+    """
     from ..data.fashion_mnist import load_fashion_mnist
 
-    if spec in ("fashion-mnist", "fashion_mnist", "fashion"):
+    kind = data_kind(spec)
+    if kind == "fashion-mnist":
         train, test = load_fashion_mnist()
-    elif Path(spec).is_dir():
+    elif kind == "idx":
         train, test = load_fashion_mnist(spec)
         train.name, test.name = f"{spec}/train", f"{spec}/test"
     else:
-        raise UsageError(
-            f"--data must be 'fashion-mnist' or a folder of MNIST-format IDX files, got {spec!r}"
-        )
+        splits = _image_splits(spec, list(image_size), channels, val_fraction, test_fraction, seed)
+        train, test = splits.train, splits.test
     if limit_train:
         train = train.take(limit_train, seed=seed)
-    if limit_test:
-        test = test.take(limit_test, seed=0)  # fixed, so `cnnkit evaluate` sees the same images
-    return train, test
+    return train, _limit_test(test, limit_test)
+
+
+def run_data_options(record: dict[str, Any]) -> dict[str, Any]:
+    """:func:`load_dataset` keyword arguments that rebuild a run's own splits from its config.json."""
+    run = record.get("run") or {}
+    shape = record.get("input_shape") or [1, 28, 28]
+    return {
+        "seed": run.get("seed", 42),
+        "image_size": run.get("image_size") or list(shape[1:]),
+        "channels": run.get("channels") or shape[0],
+        "val_fraction": run.get("val_fraction", 0.2),
+        "test_fraction": run.get("test_fraction", 0.1),
+    }
 
 
 def machine_info(device: torch.device) -> dict[str, Any]:
@@ -77,7 +202,28 @@ def versions() -> dict[str, str]:
 
 
 def build_model(config: RunConfig, num_classes: int, in_chans: int) -> nn.Module:
-    return create_model(config.model, num_classes=num_classes, in_chans=in_chans, **config.model_kwargs)
+    return create_model(config.model, num_classes=num_classes, in_chans=in_chans, **model_options(config))
+
+
+def model_options(config: RunConfig) -> dict[str, Any]:
+    """The builder options: ``model_kwargs``, plus ``input_size`` for the builders that size their
+    dense layers by it (the course's CNNs) when an image folder is loaded at another size.
+
+    Raises:
+        UsageError: a non-square image size for such a builder.
+    """
+    options = dict(config.model_kwargs)
+    if config.image_size is None or "input_size" in options:
+        return options
+    if "input_size" in inspect.signature(model_entry(config.model).builder).parameters:
+        height, width = config.image_size
+        if height != width:
+            raise UsageError(
+                f"{config.model} takes square images; give --image-size {height} (not {height}x{width})"
+            )
+        if [height, width] != list(model_entry(config.model).input_size[1:]):
+            options["input_size"] = height
+    return options
 
 
 def make_trainer(config: RunConfig, model: nn.Module, out: Path, progress: bool = True) -> ClassifyTrainer:
@@ -132,8 +278,11 @@ def train_run(
     out.mkdir(parents=True, exist_ok=True)
     model_entry(config.model)  # unknown names fail before the data is loaded
     seed_everything(config.seed, config.deterministic)
-    train_all, test = load_dataset(config.data, config.limit_train, config.limit_test, config.seed)
-    train, val = train_all.split(config.val_fraction, seed=config.seed, stratify=config.stratify)
+    if data_kind(config.data) == "image-folder":  # the settings the images are loaded at, saved
+        size, channels = image_settings(config)
+        config = dataclasses.replace(config, image_size=size, channels=channels)
+        model_options(config)  # a size the model cannot take fails before the images are read
+    train, val, test, data_info = load_splits(config)
     device = pick_device(config.device)
     if config.preset == "fast" and device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
         # Busy cores stall OpenMP threads (docs/performance.md); an explicit OMP_NUM_THREADS is
@@ -141,19 +290,22 @@ def train_run(
         set_threads(pick_num_threads())
     if resume and "num_threads" in resume_state:  # bit-identical only with the run's own thread count
         set_threads(int(resume_state["num_threads"]))
-    model = build_model(config, train_all.num_classes, train_all.input_shape[0])
+    model = build_model(config, train.num_classes, train.input_shape[0])
     trainer = make_trainer(config, model, out, progress)
     record = {
         "run": config.to_dict(),
         "task": "classify",
-        "class_names": train_all.class_names,
-        "input_shape": list(train_all.input_shape),
-        "num_classes": train_all.num_classes,
+        "class_names": train.class_names,
+        "input_shape": list(train.input_shape),
+        "num_classes": train.num_classes,
         "normalize": None,
+        "data": data_info,
         "data_sizes": {"train": len(train), "val": len(val), "test": len(test)},
         "versions": versions(),
         "machine": machine_info(device),
     }
+    if data_info["kind"] == "image-folder":  # `cnnkit predict` prepares images the same way
+        record["preprocess"] = {"resize": data_info["resize"]}
     atomic_write_text(out / CONFIG_FILE, json.dumps(record, indent=2, ensure_ascii=False))
     if resume:
         steps = config.epochs * -(-len(train) // config.batch_size)
