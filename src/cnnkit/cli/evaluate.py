@@ -52,12 +52,12 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--limit-test must be >= 1, got {args.limit_test}")
     if args.int8 and args.compile:
         raise UsageError("--int8 and --compile are two ways to a faster model; choose one")
-    run = read_run(args.run_dir)
-    if run.task not in ("classify", "finetune"):
-        return _evaluate_scored(args, run)
     device = pick_device(args.device)
     if args.int8 and device.type != "cpu":
         raise UsageError(f"--int8 runs on the CPU, not {device}; leave out --device or use --device cpu")
+    run = read_run(args.run_dir)
+    if run.task not in ("classify", "finetune"):
+        return _evaluate_scored(args, run)
     model, record = load_run(run, device=args.device)
     finetuned = isinstance(record.get("finetune"), dict)
     if args.int8 and finetuned:

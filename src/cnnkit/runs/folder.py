@@ -120,6 +120,8 @@ def read_run(run_dir: str | os.PathLike[str]) -> RunInfo:
     if not isinstance(record, dict):
         raise UsageError(f"{path} is not a run record (a JSON object); the run folder is damaged")
     task = "finetune" if isinstance(record.get("finetune"), dict) else record.get("task")
+    if task is None and isinstance(record.get("run"), dict):
+        task = "classify"  # classification records written before every run named its task
     if task not in TASKS:
         from .. import __version__
 
