@@ -1,4 +1,11 @@
-"""Run configuration: data, never code. Unknown keys are rejected with suggestions."""
+"""Run configuration: data, never code. Unknown keys are rejected with suggestions.
+
+One type: ``TrainConfig`` holds what every task's run has (model, data, schedule, seed, limits,
+device); each task adds its own section as a subclass (``RunConfig`` for classification,
+``SceneConfig`` for localization and detection, ``SegmentConfig`` for segmentation).
+``config_class(task)`` names the one a recorded task needs. A run folder saves the resolved
+config as the ``run`` section of its ``config.json``.
+"""
 
 from __future__ import annotations
 
@@ -14,13 +21,24 @@ from ..errors import UsageError
 
 
 @dataclass
-class RunConfig:
-    """Everything that defines a classification run (saved as config.json in the run folder).
+class TrainConfig:
+    """The settings every task's run has.
 
-    The defaults are the course's: Adam, learning rate 1e-3, batch 32, 20 % validation,
-    early stopping on val_loss with patience 2 and the best weights restored.
+    Attributes:
+        task: the task the run trains (``classify``, ``localize``, ``detect``, ``segment``).
+        model: registered model (or backbone) name.
+        data: the data spec (``fashion-mnist``, ``fashion-scenes``, a folder, ...).
+        model_kwargs: options of the model's builder.
+        epochs, batch_size, lr, optimizer, weight_decay: the schedule.
+        patience: early-stopping patience in epochs on the task's monitor (None: never stop).
+        seed: seeds weights, order and augmentation.
+        limit_train, limit_test: use only so many training / test samples.
+        device: device name, or None for the best available.
+        deterministic: deterministic algorithms only.
+        max_grad_norm: clip the gradient norm (and stop on a non-finite one).
     """
 
+    task: str = "classify"
     model: str = "hongong_cnn"
     data: str = "fashion-mnist"
     model_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -29,33 +47,91 @@ class RunConfig:
     lr: float = 1e-3
     optimizer: str = "adam"
     weight_decay: float = 0.0
-    label_smoothing: float = 0.0
-    patience: int = 2
-    monitor: str = "val_loss"
+    patience: int | None = 2
     seed: int = 42
-    val_fraction: float = 0.2
-    test_fraction: float = 0.1  # image folders without test/: share held out for testing
-    stratify: bool = False
     limit_train: int | None = None
     limit_test: int | None = None
     device: str | None = None
     deterministic: bool = False
+    max_grad_norm: float | None = None
+
+    def _common_checks(self) -> list[tuple[bool, str]]:
+        return [
+            (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
+            (self.batch_size >= 1, f"batch size must be >= 1, got {self.batch_size}"),
+            (self.lr > 0, f"learning rate must be > 0, got {self.lr}"),
+            (self.patience is None or self.patience >= 0, f"patience must be >= 0, got {self.patience}"),
+            (
+                self.limit_train is None or self.limit_train >= 1,
+                f"limit_train must be >= 1, got {self.limit_train}",
+            ),
+            (
+                self.limit_test is None or self.limit_test >= 1,
+                f"limit_test must be >= 1, got {self.limit_test}",
+            ),
+            (
+                self.max_grad_norm is None or self.max_grad_norm > 0,
+                f"max_grad_norm must be > 0, got {self.max_grad_norm}",
+            ),
+        ]
+
+    def _task_checks(self) -> list[tuple[bool, str]]:
+        return []
+
+    def validate(self) -> TrainConfig:
+        """Raises UsageError naming the first setting that cannot be used."""
+        for ok, message in [*self._common_checks(), *self._task_checks()]:
+            if not ok:
+                raise UsageError(message)
+        return self
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Any:
+        """Build from a mapping, rejecting unknown keys (with close matches) and wrong types."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        hints = get_type_hints(cls)
+        kwargs = {}
+        for key, value in data.items():
+            if key not in names:
+                close = difflib.get_close_matches(key, names, n=3)
+                hint = f"; did you mean {', '.join(close)}?" if close else ""
+                raise UsageError(f"unknown config key {key!r}{hint}")
+            kwargs[key] = _check_type(key, value, hints[key])
+        return cls(**kwargs).validate()
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Any:
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+        if not isinstance(raw, dict):
+            raise UsageError(f"{path}: a config must be a JSON object")
+        return cls.from_dict(raw.get("run", raw))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class RunConfig(TrainConfig):
+    """A classification run. The defaults are the course's: Adam, learning rate 1e-3, batch 32,
+    20 % validation, early stopping on val_loss with patience 2 and the best weights restored."""
+
+    label_smoothing: float = 0.0
+    monitor: str = "val_loss"
+    val_fraction: float = 0.2
+    test_fraction: float = 0.1  # image folders without test/: share held out for testing
+    stratify: bool = False
     preset: str = "course"
     amp: str | None = None
     channels_last: bool = False
-    max_grad_norm: float | None = None
     max_shift: int | None = None  # random translation in pixels; None: the preset's own
     compile: bool = False  # torch.compile the model (docs/performance.md)
     # Image folders only (None: the model's input; Fashion-MNIST and IDX files are 28x28x1).
     image_size: list[int] | None = None  # [height, width] the images are resized to
     channels: int | None = None  # 1 (grayscale) or 3
 
-    def validate(self) -> RunConfig:
-        checks = [
-            (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
-            (self.batch_size >= 1, f"batch size must be >= 1, got {self.batch_size}"),
-            (self.lr > 0, f"learning rate must be > 0, got {self.lr}"),
-            (self.patience >= 0, f"patience must be >= 0, got {self.patience}"),
+    def _task_checks(self) -> list[tuple[bool, str]]:
+        return [
+            (self.task == "classify", f"a RunConfig is for task 'classify', got {self.task!r}"),
             (
                 0 < self.val_fraction < 1,
                 f"validation fraction must be between 0 and 1, got {self.val_fraction}",
@@ -74,48 +150,165 @@ class RunConfig:
                 self.limit_train is None or self.limit_train >= 2,
                 f"limit_train must be >= 2, got {self.limit_train}",
             ),
-            (
-                self.limit_test is None or self.limit_test >= 1,
-                f"limit_test must be >= 1, got {self.limit_test}",
-            ),
-            (
-                self.max_grad_norm is None or self.max_grad_norm > 0,
-                f"max_grad_norm must be > 0, got {self.max_grad_norm}",
-            ),
             (self.amp in (None, "bf16", "fp16"), f"amp must be none, bf16 or fp16, got {self.amp!r}"),
             (
                 self.max_shift is None or self.max_shift >= 0,
                 f"max_shift must be >= 0 pixels, got {self.max_shift}",
             ),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise UsageError(message)
-        return self
+
+
+# Per scene task: canvas, training scenes, objects per image, epochs, batch size, learning rate;
+# sized to train in under 15 minutes on one busy CPU core (docs/detection.md).
+SCENE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "localize": {"canvas": 64, "train_images": 50_000, "min_objects": 1, "max_objects": 1,
+                 "epochs": 8, "batch_size": 128, "lr": 3e-3},
+    "detect": {"canvas": 96, "train_images": 12_000, "min_objects": 1, "max_objects": 4,
+               "epochs": 8, "batch_size": 64, "lr": 2e-3},
+}  # fmt: skip
+
+
+@dataclass
+class SceneConfig(TrainConfig):
+    """A localization or detection run (``task`` ``'localize'`` or ``'detect'``) on FashionScenes
+    or your COCO / YOLO data. ``SceneConfig.for_task`` fills the task's defaults."""
+
+    task: str = "detect"
+    data: str = "fashion-scenes"
+    optimizer: str = "adamw"
+    weight_decay: float = 5e-4
+    patience: int | None = None
+    canvas: int = 96
+    train_images: int = 12_000
+    min_objects: int = 1
+    max_objects: int = 4
+    item_sizes: list[int] = field(default_factory=lambda: [24, 48])
+    clutter: int = 0
+    noise: float = 0.0
+    head_width: int = 128
+    backbone_weights: str | None = None
+    anchors: int = 3  # detect: anchors per level (k-means on the training boxes)
+    strides: list[int] = field(default_factory=lambda: [8])  # detect: grid strides
+    box_loss: str = "giou"  # localize
+    box_weight: float | None = None  # localize: None: the loss's own
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
-        """Build from a mapping, rejecting unknown keys (with close matches) and wrong types."""
-        names = [f.name for f in dataclasses.fields(cls)]
-        hints = get_type_hints(cls)
-        kwargs = {}
-        for key, value in data.items():
-            if key not in names:
-                close = difflib.get_close_matches(key, names, n=3)
-                hint = f"; did you mean {', '.join(close)}?" if close else ""
-                raise UsageError(f"unknown config key {key!r}{hint}")
-            kwargs[key] = _check_type(key, value, hints[key])
-        return cls(**kwargs).validate()
+    def for_task(cls, task: str, **values: Any) -> SceneConfig:
+        """The task's defaults (SCENE_DEFAULTS) under ``values`` (None values are left out)."""
+        if task not in SCENE_DEFAULTS:
+            raise UsageError(f"a SceneConfig is for tasks {sorted(SCENE_DEFAULTS)}, got {task!r}")
+        merged = {**SCENE_DEFAULTS[task], **{k: v for k, v in values.items() if v is not None}}
+        return cls.from_dict({"task": task, **merged})
 
-    @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> RunConfig:
-        raw = json.loads(Path(path).read_text(encoding="utf-8"))
-        if not isinstance(raw, dict):
-            raise UsageError(f"{path}: a config must be a JSON object")
-        return cls.from_dict(raw.get("run", raw))
+    def _task_checks(self) -> list[tuple[bool, str]]:
+        low, high = (self.item_sizes + [0, 0])[:2]
+        return [
+            (
+                self.task in SCENE_DEFAULTS,
+                f"a SceneConfig is for tasks {sorted(SCENE_DEFAULTS)}, got {self.task!r}",
+            ),
+            (
+                self.optimizer == "adamw",
+                f"--task {self.task} trains with adamw; --optimizer {self.optimizer} is not available for it",
+            ),
+            *[
+                (
+                    isinstance(v, int) and v >= 1,
+                    f"--{k.replace('_', '-')} must be a positive integer, got {v!r}",
+                )
+                for k, v in (
+                    ("canvas", self.canvas),
+                    ("train_images", self.train_images),
+                    ("head_width", self.head_width),
+                    ("anchors", self.anchors),
+                )
+            ],
+            (
+                len(self.item_sizes) == 2 and 4 <= low <= high <= self.canvas,
+                f"--item-sizes {low},{high} must satisfy 4 <= MIN <= MAX <= canvas ({self.canvas})",
+            ),
+            (
+                bool(self.strides) and all(s in (4, 8, 16, 32) for s in self.strides),
+                f"--strides must be a list of 4, 8, 16 or 32, got {self.strides}",
+            ),
+            (
+                self.min_objects <= self.max_objects,
+                f"--min-objects must be <= --max-objects, got {self.min_objects} > {self.max_objects}",
+            ),
+        ]
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+
+SEGMENT_HEADS = ("fcn32s", "fcn16s", "fcn8s", "unet", "maskrcnn")
+INSTANCE_HEADS = ("maskrcnn",)
+# Mask R-CNN's five losses want a smaller batch and AdamW; these replace the FCN defaults.
+MASKRCNN_DEFAULTS = {"batch_size": 8, "lr": 1e-3, "optimizer": "adamw", "epochs": 4}
+
+
+@dataclass
+class SegmentConfig(TrainConfig):
+    """A segmentation run: FCN-32s/16s/8s or U-Net (semantic), or Mask R-CNN (instances).
+
+    Attributes:
+        head: one of SEGMENT_HEADS.
+        dice_weight: weight of the soft Dice term added to the cross-entropy.
+        image_size: mask folders: resize every pair to this side.
+        weights: ``maskrcnn`` with a torchvision architecture: COCO weights (file or name).
+        backbone_weights: FCN / U-Net: a classification run (or state dict) of the same model.
+        scenes: FashionScenes parameters that differ from the defaults (``canvas``,
+            ``min_size``, ``max_size``, ``min_objects``, ``max_objects``, ``clutter``, ``noise``).
+    """
+
+    task: str = "segment"
+    model: str = "fashion_bn_cnn"
+    data: str = "fashion-scenes"
+    # The schedule of the documented FashionScenes results (docs/segmentation.md).
+    epochs: int = 10
+    batch_size: int = 16
+    lr: float = 3e-3
+    patience: int | None = None
+    head: str = "fcn8s"
+    dice_weight: float = 0.0
+    image_size: int | None = None
+    weights: str | None = None
+    backbone_weights: str | None = None
+    scenes: dict[str, Any] = field(default_factory=dict)
+
+    def _task_checks(self) -> list[tuple[bool, str]]:
+        return [
+            (self.task == "segment", f"a SegmentConfig is for task 'segment', got {self.task!r}"),
+            (
+                self.head in SEGMENT_HEADS,
+                f"--head must be one of {', '.join(SEGMENT_HEADS)}, got {self.head!r}",
+            ),
+            (self.dice_weight >= 0, f"--dice-weight must be >= 0, got {self.dice_weight!r}"),
+            (
+                self.weights is None or self.head in INSTANCE_HEADS,
+                f"--weights is for --head maskrcnn (COCO weights), not {self.head}",
+            ),
+            (
+                self.backbone_weights is None or self.head not in INSTANCE_HEADS,
+                "--backbone-weights is for FCN and U-Net heads, not maskrcnn",
+            ),
+        ]
+
+
+CONFIGS: dict[str, type[TrainConfig]] = {
+    "classify": RunConfig,
+    "localize": SceneConfig,
+    "detect": SceneConfig,
+    "segment": SegmentConfig,
+}
+
+
+def config_class(task: str) -> type[TrainConfig]:
+    """The config type of ``task``.
+
+    Raises:
+        UsageError: an unknown task, with the known ones.
+    """
+    if task not in CONFIGS:
+        raise UsageError(f"unknown task {task!r}; cnnkit trains {', '.join(CONFIGS)}")
+    return CONFIGS[task]
 
 
 def _check_type(key: str, value: Any, hint: Any) -> Any:
