@@ -33,7 +33,7 @@ from cnnkit.data import ArrayDataset, load_fashion_mnist
 from cnnkit.engine import EarlyStopping, ModelCheckpoint, pick_device, seed_everything
 from cnnkit.engine.perf import pick_num_threads, set_threads
 from cnnkit.models import create_model
-from cnnkit.runs.train import machine_info, versions
+from cnnkit.runs.classify import machine_info, versions
 from cnnkit.tasks.classify.task import ClassifyTrainer
 from cnnkit.tasks.finetune import finetune, pretrained_model
 

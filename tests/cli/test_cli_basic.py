@@ -71,22 +71,22 @@ def test_shape_calculator_walkthrough(capsys):
         (["train", "--epochs", "0", "--out", "unused2"], "epochs must be >= 1"),
         (
             ["train", "--backbone-weights", "x", "--out", "unused3"],
-            "--backbone-weights applies only with --task",
+            "`cnnkit train classify` does not take --backbone-weights",
         ),
         (["train", "--model-option", "foo=1", "--out", "unused4"], "hongong_cnn does not take 'foo'"),
         (["train", "--model-option", "depth", "--out", "unused5"], "--model-option takes KEY=VALUE"),
         (["train", "--max-shift", "-1", "--out", "unused6"], "max_shift must be >= 0"),
         (
             ["train", "--task", "detect", "--max-shift", "1", "--out", "unused7"],
-            "--max-shift applies only to classification; drop it for --task detect",
+            "`cnnkit train detect` does not take --max-shift",
         ),
         (
             ["train", "--task", "segment", "--max-grad-norm", "1", "--max-shift", "1", "--out", "unused8"],
-            "--max-shift, --max-grad-norm apply only to classification",
+            "`cnnkit train segment` does not take --max-shift",
         ),
         (
             ["train", "--task", "localize", "--compile", "--out", "unused9"],
-            "--compile applies only to classification",
+            "`cnnkit train localize` does not take --compile",
         ),
         (["train", "--resume", "somewhere", "--compile"], "drop --compile"),
         (
@@ -95,7 +95,7 @@ def test_shape_calculator_walkthrough(capsys):
         ),
         (
             ["train", "--task", "detect", "--val-fraction", "0.1", "--out", "unused11"],
-            "--val-fraction applies only to classification",
+            "`cnnkit train detect` does not take --val-fraction",
         ),
     ],
 )
@@ -119,7 +119,7 @@ def test_the_parser_loads_no_heavy_libraries():
     # Every command builds the whole parser: the task modules must register their flags without
     # importing torchvision, torchmetrics or matplotlib (about 3 s of the start-up here).
     code = (
-        "import sys; from cnnkit.cli.__main__ import build_parser; build_parser(); "
+        "import sys; from cnnkit.cli.__main__ import build_parser, parse_command_line; build_parser(); "
         "print([m for m in ('torchvision', 'torchmetrics', 'matplotlib', 'scipy') if m in sys.modules])"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

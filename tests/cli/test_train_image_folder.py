@@ -154,5 +154,7 @@ def test_usage_errors(folders, tmp_path, capsys):
     err = _usage_error(capsys, "--data", "fashion-mnist", "--image-size", "32")
     assert "apply to image folders" in err
     assert "not the file" in _usage_error(capsys, "--data", str(folders["idx"] / "t10k-images-idx3-ubyte.gz"))
-    assert "takes one side" in _usage_error(capsys, "--task", "segment", "--image-size", "16x8")
+    assert "--image-size: invalid int value" in _usage_error(
+        capsys, "--task", "segment", "--image-size", "16x8"
+    )
     assert not any(tmp_path.glob("runs*"))  # nothing was written

@@ -14,7 +14,8 @@ from cnnkit.engine import Callback
 from cnnkit.io.weights import WeightsError, save_weights
 from cnnkit.models import Backbone, FeatureInfo, create_model
 from cnnkit.runs.config import RunConfig
-from cnnkit.runs.train import load_run, train_run
+from cnnkit.runs.folder import load_run
+from cnnkit.runs.train import train_run
 from cnnkit.tasks.classify.task import ClassifyTrainer
 from cnnkit.tasks.finetune import (
     FinetuneConfig,

@@ -29,7 +29,7 @@ def no_data_loading(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("data was loaded before the arguments were checked")
 
-    monkeypatch.setattr("cnnkit.runs.train.load_dataset", refuse)
+    monkeypatch.setattr("cnnkit.runs.classify.load_dataset", refuse)
 
 
 USAGE_ERRORS = [
@@ -144,22 +144,19 @@ def test_cli_processes_one_line_errors_and_debug_tracebacks(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("record", "kind"),
+    ("record", "message"),
     [
-        ({"task": "segment", "model": "unet_small"}, "task 'segment'"),
+        ({"task": "segment", "model": "unet_small"}, "is a segment run without resumable settings"),
         (
             {"task": "classify", "run": {"model": "hongong_cnn"}, "finetune": {"weights": "x"}},
-            "`cnnkit finetune`",
+            "is a finetune run; `cnnkit train --resume` continues runs of `cnnkit train`",
         ),
-        ({"task": "classify", "run": "hongong_cnn"}, "task 'classify'"),
+        ({"task": "classify", "run": "hongong_cnn"}, "is a classify run without resumable settings"),
     ],
 )
-def test_resume_refuses_run_folders_of_other_commands(record, kind, tmp_path, capsys, no_data_loading):
+def test_resume_refuses_run_folders_of_other_commands(record, message, tmp_path, capsys, no_data_loading):
     (tmp_path / "config.json").write_text(json.dumps(record))
     (tmp_path / "last.ckpt").write_bytes(b"")
     assert main(["train", "--resume", str(tmp_path)]) == 2
     line = _one_error_line(capsys.readouterr().err)
-    assert (
-        line
-        == f"cnnkit: error: {tmp_path} was not written by `cnnkit train` ({kind}); it cannot be resumed here"
-    )
+    assert line.startswith(f"cnnkit: error: {tmp_path} {message}"), line

@@ -12,8 +12,8 @@ import time
 import pytest
 import torch
 
-from cnnkit.cli.__main__ import build_parser
-from cnnkit.cli.train import _classify_config
+from cnnkit.cli.__main__ import parse_command_line
+from cnnkit.cli.train_classify import config_from_args
 from cnnkit.engine.checkpoint import load_checkpoint
 from cnnkit.engine.trainer import Trainer, seed_everything
 from cnnkit.runs.train import train_run
@@ -126,8 +126,8 @@ def test_resume_refuses_settings_that_would_change_the_run(tmp_path, capsys):
 
 
 def test_deterministic_flag_seeds_everything_and_turns_on_deterministic_algorithms(small_data, tmp_path):
-    args = build_parser().parse_args(["train", "--data", str(small_data), "--deterministic", "--seed", "5"])
-    config = _classify_config(args)
+    args = parse_command_line(["train", "--data", str(small_data), "--deterministic", "--seed", "5"])
+    config = config_from_args(args, "classify")
     assert config.deterministic and config.seed == 5
     try:
         draws = []
@@ -147,9 +147,10 @@ def test_deterministic_flag_seeds_everything_and_turns_on_deterministic_algorith
 
 def test_config_file_settings_are_not_overridden_by_flag_defaults(small_data, tmp_path):
     (tmp_path / "run.json").write_text(f'{{"data": "{small_data}", "seed": 7, "epochs": 2}}')
-    config = _classify_config(build_parser().parse_args(["train", "--config", str(tmp_path / "run.json")]))
-    assert (config.data, config.seed, config.epochs) == (str(small_data), 7, 2)
-    config = _classify_config(
-        build_parser().parse_args(["train", "--config", str(tmp_path / "run.json"), "--seed", "42"])
+    config = config_from_args(
+        parse_command_line(["train", "--config", str(tmp_path / "run.json")]), "classify"
     )
+    assert (config.data, config.seed, config.epochs) == (str(small_data), 7, 2)
+    args = parse_command_line(["train", "--config", str(tmp_path / "run.json"), "--seed", "42"])
+    config = config_from_args(args, "classify")
     assert config.seed == 42  # a flag that is given does override

@@ -12,8 +12,10 @@ import torch
 from torch import nn
 
 from cnnkit.data import ArrayDataset
+from cnnkit.runs.classify import load_dataset
 from cnnkit.runs.config import RunConfig
-from cnnkit.runs.train import load_dataset, load_run, train_run
+from cnnkit.runs.folder import load_run
+from cnnkit.runs.train import train_run
 
 
 @pytest.fixture(scope="session", autouse=True)

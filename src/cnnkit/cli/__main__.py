@@ -42,8 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name in COMMANDS:
         importlib.import_module(f"{__package__}.{name.replace('-', '_')}").register(sub)
-    for command in sub.choices.values():  # `cnnkit train ... --debug` works too; SUPPRESS keeps a leading one
-        if "--debug" not in command._option_string_actions:
+    for name, command in sub.choices.items():  # `cnnkit CMD ... --debug` too; SUPPRESS keeps a leading one
+        if name != "train":  # train's tasks take it with their common options
             command.add_argument(
                 "--debug",
                 action="store_true",
@@ -53,9 +53,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_command_line(argv: list[str], parser: argparse.ArgumentParser | None = None) -> argparse.Namespace:
+    """The parsed command line; ``train --task X`` is read as ``train X``, and a flag this command
+    (or this task) does not read is a usage error (SystemExit 2), not ignored."""
+    from .train import task_first
+
+    parser = parser or build_parser()
+    args, unknown = parser.parse_known_args(task_first(list(argv)))
+    if unknown:
+        where = " ".join(x for x in ("cnnkit", args.command, getattr(args, "task", None)) if x)
+        flags = [u for u in unknown if u.startswith("-")] or unknown
+        parser.error(f"`{where}` does not take {', '.join(flags)} (see `{where} --help`)")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parse_command_line(sys.argv[1:] if argv is None else argv, parser)
+    except SystemExit as exc:  # argparse's usage errors: one line on stderr, exit code 2
+        return int(exc.code or 0)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

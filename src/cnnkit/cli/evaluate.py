@@ -44,8 +44,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..engine.device import pick_device
     from ..errors import UsageError
-    from ..runs.folder import read_run
-    from ..runs.train import load_dataset, load_run, run_data_options
+    from ..runs.classify import load_dataset, run_data_options
+    from ..runs.folder import load_run, read_run
     from ..tasks.classify.presets import trainer_extras
 
     if args.limit_test is not None and args.limit_test < 1:

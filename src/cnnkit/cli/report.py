@@ -22,8 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import UsageError
-    from ..runs.folder import read_run
-    from ..runs.train import load_dataset, load_run, run_data_options
+    from ..runs.classify import load_dataset, run_data_options
+    from ..runs.folder import load_run, read_run
     from ..viz.report import REPORT_FILE, write_report
 
     run = read_run(args.run_dir)

@@ -30,7 +30,7 @@ def resolve_model(spec: str, num_classes: int | None = None, small_input: bool =
     from ..models import create_model, model_entry
 
     if Path(spec).is_dir():
-        from ..runs.train import load_run
+        from ..runs.folder import load_run
 
         model, record = load_run(spec, device="cpu")
         return model, tuple(record["input_shape"]), record["run"]["model"]

@@ -118,7 +118,7 @@ class _Target:
     def test_set(self):
         """The run's test set (the images ``metrics.json`` was computed on)."""
         if self._test is None:
-            from ..runs.train import load_dataset, run_data_options
+            from ..runs.classify import load_dataset, run_data_options
 
             run = self.record.get("run") or {}
             if run:
@@ -132,7 +132,7 @@ class _Target:
         return self._test
 
     def full_test_image(self, index: int) -> tuple[torch.Tensor, int | None]:
-        from ..runs.train import load_dataset, run_data_options
+        from ..runs.classify import load_dataset, run_data_options
 
         data = (self.record.get("run") or {}).get("data", "fashion-mnist")
         if not self.record and self.input_shape != (1, 28, 28):

@@ -166,7 +166,7 @@ def load_run(
     """
     run = run_dir if isinstance(run_dir, RunInfo) else read_run(run_dir)
     if run.task in ("classify", "finetune"):
-        from .train import load_classify_run
+        from .classify import load_classify_run
 
         return load_classify_run(run, device)
     if run.task in ("localize", "detect"):

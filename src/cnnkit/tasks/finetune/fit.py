@@ -28,7 +28,7 @@ from ...engine.callbacks import Callback, EarlyStopping, History, ModelCheckpoin
 from ...engine.device import pick_device
 from ...engine.trainer import make_optimizer
 from ...models.surgery import _base_bn_in_eval, _resolve_head, frozen_base, param_groups
-from ...tasks.classify.task import ClassifyTrainer
+from ..classify.task import ClassifyTrainer
 
 __all__ = ["FinetuneResult", "finetune"]
 

@@ -17,7 +17,7 @@ from ...errors import UsageError
 from ...io.weights import load_state_dict_file, load_strict
 from ...models import create_model
 from ...models.surgery import head_parameter_names
-from ...runs.train import BEST_WEIGHTS, read_run_config
+from ...runs.classify import BEST_WEIGHTS, read_run_config
 
 __all__ = ["WEIGHT_SUFFIXES", "pretrained_model"]
 

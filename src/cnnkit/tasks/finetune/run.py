@@ -1,7 +1,7 @@
 """Fine-tuning runs: the config, the data splits and the run folder of ``cnnkit finetune``.
 
 :func:`finetune_run` writes the layout of ``cnnkit train`` (config.json, best.safetensors,
-last.ckpt, history, curves.png, metrics.json), which :func:`~cnnkit.runs.train.load_run` reads
+last.ckpt, history, curves.png, metrics.json), which :func:`~cnnkit.runs.classify.load_run` reads
 back; :func:`finetune_test_data` rebuilds the test split it was evaluated on.
 """
 
@@ -24,8 +24,15 @@ from ...engine.trainer import OPTIMIZERS, seed_everything
 from ...errors import UsageError
 from ...io.atomic import atomic_write_text
 from ...models import model_entry
+from ...runs.classify import (
+    BEST_WEIGHTS,
+    CONFIG_FILE,
+    LAST_CHECKPOINT,
+    machine_info,
+    read_run_config,
+    versions,
+)
 from ...runs.config import RunConfig
-from ...runs.train import BEST_WEIGHTS, CONFIG_FILE, LAST_CHECKPOINT, machine_info, read_run_config, versions
 from .fit import FinetuneResult, finetune
 from .pretrained import _is_weights_name, _weights_source, pretrained_model
 
@@ -178,7 +185,7 @@ def _load_splits(
     config: FinetuneConfig, input_size: tuple[int, int, int]
 ) -> tuple[ArrayDataset, ArrayDataset, ArrayDataset, dict[str, Any]]:
     """(train, val, test, data description) for ``config.data``."""
-    from ...runs.train import load_dataset
+    from ...runs.classify import load_dataset
 
     spec = config.data
     path = Path(spec)
@@ -236,7 +243,7 @@ def finetune_run(
 
     The folder has the layout of ``cnnkit train`` (config.json, best.safetensors, last.ckpt,
     history, curves.png, metrics.json); ``config.json`` holds a ``run`` section that
-    :func:`~cnnkit.runs.train.load_run` rebuilds the model from, and a ``finetune`` section.
+    :func:`~cnnkit.runs.classify.load_run` rebuilds the model from, and a ``finetune`` section.
     ``report`` receives the class balance of the three splits (and any skipped files) before
     training starts.
 

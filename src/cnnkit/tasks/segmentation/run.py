@@ -121,7 +121,7 @@ class SegmentConfig:
 def _record(
     config: SegmentConfig, class_names: list[str], data_info: dict[str, Any], device: torch.device
 ) -> dict[str, Any]:
-    from ...runs.train import machine_info, versions
+    from ...runs.classify import machine_info, versions
 
     shape = data_info["input_shape"]
     return {

@@ -1,0 +1,144 @@
+"""`cnnkit train classify`: the classification options (the course's CNNs and the model zoo)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from ..errors import UsageError
+
+PRESETS = ("course", "fast")
+
+
+def parse_image_size(text: str) -> list[int]:
+    """``--image-size H`` (a square) or ``HxW``, as [H, W]."""
+    parts = text.lower().split("x")
+    if len(parts) > 2 or not all(p.strip().isdigit() for p in parts):
+        raise argparse.ArgumentTypeError(f"takes H or HxW in pixels (e.g. 28 or 64x48), got {text!r}")
+    values = [int(p) for p in parts]
+    if not all(4 <= v <= 4096 for v in values):
+        raise argparse.ArgumentTypeError(f"sides must be between 4 and 4096 pixels, got {text!r}")
+    return values * 2 if len(values) == 1 else values
+
+
+def add_arguments(p: argparse.ArgumentParser, task: str) -> None:
+    from .train import _Given
+
+    p.add_argument(
+        "--image-size",
+        type=parse_image_size,
+        metavar="H[xW]",
+        help="image folders are resized to this (default: the model's input, 28 for the course's CNNs)",
+    )
+    p.add_argument(
+        "--channels",
+        type=int,
+        choices=(1, 3),
+        help="image folders: 1 (grayscale) or 3 (RGB) (default: the model's, 1 for the course's CNNs)",
+    )
+    p.add_argument(
+        "--test-fraction",
+        type=float,
+        help="image folders without test/: share of the images held out for testing (default 0.1)",
+    )
+    p.add_argument(
+        "--val-fraction",
+        type=float,
+        help="share of the training images held out for validation and early stopping "
+        "(default 0.2: the course's 48,000 / 12,000)",
+    )
+    p.add_argument(
+        "--preset", choices=PRESETS, default="course", action=_Given, help="training recipe (default course)"
+    )
+    p.add_argument(
+        "--max-shift",
+        type=int,
+        metavar="PIXELS",
+        help="shift every training batch by up to PIXELS at random (the fast preset adds it to its flips)",
+    )
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        default=None,
+        help="run the model through torch.compile (slower on the CPUs measured; its time is reported apart)",
+    )
+
+
+def config_from_args(args: argparse.Namespace, task: str) -> Any:
+    """The RunConfig of a parsed ``cnnkit train classify`` command line (flags over --config)."""
+    from ..runs.config import RunConfig
+    from .train import common_settings
+
+    base = RunConfig.load(args.config).to_dict() if args.config else {}
+    given = getattr(args, "given", set())
+    settings = common_settings(args)
+    kwargs = settings.pop("model_kwargs")
+    overrides = {
+        **settings,
+        "max_shift": args.max_shift,
+        "val_fraction": args.val_fraction,
+        "test_fraction": args.test_fraction,
+        "image_size": args.image_size,
+        "channels": args.channels,
+        "compile": args.compile,
+        "preset": args.preset if "preset" in given else None,
+    }
+    base.update({k: v for k, v in overrides.items() if v is not None})
+    base.setdefault("model", "hongong_cnn")
+    if kwargs:
+        base["model_kwargs"] = {**(base.get("model_kwargs") or {}), **kwargs}
+    if overrides["preset"] == "fast":
+        from ..tasks.classify.presets import apply_preset
+
+        base = apply_preset("fast", base, explicit={k for k, v in overrides.items() if v is not None})
+    return _check_up_front(RunConfig.from_dict(base))
+
+
+def _check_up_front(config):
+    """What RunConfig.validate leaves to training time, checked before any data is read."""
+    from ..data.splits import scan_image_splits
+    from ..engine.device import pick_device
+    from ..engine.trainer import OPTIMIZERS
+    from ..errors import DataError
+    from ..models import model_entry
+    from ..models._registry import check_model_options
+    from ..runs.classify import data_kind, image_settings, model_options
+
+    model_entry(config.model)  # unknown names fail with close matches
+    try:
+        check_model_options(config.model, config.model_kwargs)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if config.optimizer not in OPTIMIZERS:
+        raise UsageError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {config.optimizer!r}")
+    if not math.isfinite(config.lr):
+        raise UsageError(f"--lr must be a finite number, got {config.lr}")
+    kind = data_kind(config.data)  # a path that does not exist
+    if kind == "image-folder":
+        try:
+            scan_image_splits(config.data)  # layout and classes, nothing decoded yet
+        except DataError as exc:
+            raise UsageError(f"--data: {exc}") from None
+        size, channels = image_settings(config)
+        model_options(dataclasses.replace(config, image_size=size, channels=channels))
+    elif config.image_size is not None or config.channels is not None:
+        raise UsageError(
+            f"--image-size and --channels apply to image folders; {config.data} is {kind} data (28x28x1)"
+        )
+    pick_device(config.device)  # unknown or absent devices
+    return config
+
+
+def summary(metrics: dict[str, Any], config: Any, out: Path) -> Iterator[str]:
+    yield (
+        f"test accuracy {metrics['test_accuracy']:.4f} after {metrics['epochs_run']} epochs "
+        f"(best epoch {metrics['best_epoch']}, {metrics['train_seconds']:.0f} s of training); "
+        f"run folder: {out}"
+    )
+    if "compile_seconds" in metrics:
+        what = "the model" if config.compile else "the max-pool kernels"
+        yield f"compiling ({what}): {metrics['compile_seconds']:.1f} s of that, in the first steps"

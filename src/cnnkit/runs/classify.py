@@ -1,0 +1,378 @@
+"""Classification runs: train a registered model on a dataset and keep everything needed to look back.
+
+A run folder holds ``config.json`` (resolved config, seed, versions, machine), ``best.safetensors``,
+``last.ckpt`` (exact resume), ``history.csv`` / ``history.json``, ``curves.png``, ``metrics.json``
+and ``report.html`` (the HTML report of :mod:`cnnkit.viz.report`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..data.arrays import ArrayDataset
+from ..engine.callbacks import EarlyStopping, ModelCheckpoint, ProgressBar
+from ..engine.checkpoint import load_checkpoint
+from ..engine.device import pick_device
+from ..engine.perf import pick_num_threads, set_threads
+from ..engine.trainer import seed_everything
+from ..errors import DataError, UsageError
+from ..io.atomic import atomic_write_text, clean_stale_temps
+from ..io.weights import load_state_dict_file, load_strict
+from ..models import create_model, model_entry
+from ..tasks.classify.presets import trainer_extras
+from ..tasks.classify.task import ClassifyTrainer
+from .config import RunConfig
+from .folder import BEST_WEIGHTS, CONFIG_FILE, LAST_CHECKPOINT, SHIPPED_WEIGHTS, RunInfo, read_run
+
+FASHION_NAMES = ("fashion-mnist", "fashion_mnist", "fashion")
+IMAGE_FOLDER_RESIZE = "crop"  # as `cnnkit predict` prepares images for a run (recorded in config.json)
+
+
+def data_kind(spec: str) -> str:
+    """``"fashion-mnist"``, ``"idx"`` (a folder with ``train-images*`` / ``t10k-images*`` files)
+    or ``"image-folder"`` (anything else that is a folder).
+
+    Raises:
+        UsageError: neither the name nor an existing folder.
+    """
+    from ..data.splits import is_idx_folder
+
+    if spec in FASHION_NAMES:
+        return "fashion-mnist"
+    path = Path(spec)
+    if not path.exists():
+        raise UsageError(
+            "--data must be 'fashion-mnist' or a folder (of MNIST-format IDX files, or of images in "
+            f"one sub-folder per class): no such folder {spec!r}"
+        )
+    if not path.is_dir():
+        raise UsageError(
+            "--data must be 'fashion-mnist' or a folder (of MNIST-format IDX files, or of images in "
+            f"one sub-folder per class), not the file {spec!r}"
+        )
+    return "idx" if is_idx_folder(path) else "image-folder"
+
+
+def image_settings(config: RunConfig) -> tuple[list[int], int]:
+    """([height, width], channels) the images of an image folder are loaded at.
+
+    The config's own, else the model's input: its ``input_size`` option, 28 × 28 with
+    ``small_input``, else the registry's input size (28 × 28 × 1 for the course's models).
+    """
+    entry = model_entry(config.model)
+    options = config.model_kwargs or {}
+    if config.image_size:
+        size = list(config.image_size)
+    elif isinstance(options.get("input_size"), int):
+        size = [options["input_size"]] * 2
+    elif options.get("small_input"):
+        size = [28, 28]
+    else:
+        size = list(entry.input_size[1:])
+    return size, int(config.channels or entry.input_size[0])
+
+
+def load_splits(config: RunConfig) -> tuple[ArrayDataset, ArrayDataset, ArrayDataset, dict[str, Any]]:
+    """(train, val, test, data description) of a run, as ``train_run`` uses them.
+
+    Fashion-MNIST and IDX folders: the official test set, validation held out of the (limited)
+    training set. Image folders: :func:`cnnkit.data.splits.load_image_splits` (``train/``,
+    ``val/``, ``test/`` sub-folders, or one sub-folder per class split with the run's seed);
+    ``limit_train`` / ``limit_test`` then apply to the training and test splits.
+    """
+    kind = data_kind(config.data)
+    if kind != "image-folder":
+        train_all, test = load_dataset(config.data, config.limit_train, config.limit_test, config.seed)
+        train, val = train_all.split(config.val_fraction, seed=config.seed, stratify=config.stratify)
+        info: dict[str, Any] = {"kind": kind}
+    else:
+        size, channels = image_settings(config)
+        splits = _image_splits(
+            config.data, size, channels, config.val_fraction, config.test_fraction, config.seed
+        )
+        train, val, test = splits.train, splits.val, _limit_test(splits.test, config.limit_test)
+        if config.limit_train:
+            train = train.take(config.limit_train, seed=config.seed)
+        info = splits.info()
+        info["image_size"], info["channels"], info["resize"] = size, channels, IMAGE_FOLDER_RESIZE
+    info["sizes"] = {"train": len(train), "val": len(val), "test": len(test)}
+    return train, val, test, info
+
+
+def _image_splits(
+    spec: str, size: list[int], channels: int, val_fraction: float, test_fraction: float, seed: int
+):
+    from ..data.splits import load_image_splits
+
+    try:
+        return load_image_splits(
+            spec,
+            tuple(size),
+            channels=channels,
+            val_fraction=val_fraction,
+            test_fraction=test_fraction,
+            seed=seed,
+            resize=IMAGE_FOLDER_RESIZE,
+        )
+    except DataError:
+        raise
+    except ValueError as exc:  # fractions that leave no training images, a bad size
+        raise UsageError(f"--data {spec}: {exc}") from None
+
+
+def _limit_test(test: ArrayDataset, limit_test: int | None) -> ArrayDataset:
+    return test.take(limit_test, seed=0) if limit_test else test  # fixed, so `cnnkit evaluate` agrees
+
+
+def load_dataset(
+    spec: str,
+    limit_train: int | None = None,
+    limit_test: int | None = None,
+    seed: int = 0,
+    *,
+    image_size: list[int] | tuple[int, int] = (28, 28),
+    channels: int = 1,
+    val_fraction: float = 0.2,
+    test_fraction: float = 0.1,
+) -> tuple[ArrayDataset, ArrayDataset]:
+    """(train, test) for a data spec: ``fashion-mnist``, a folder of MNIST-format IDX files or an
+    image folder (see :func:`load_splits`; its training split without the validation share).
+
+    For an image folder, ``seed``, the fractions, ``image_size`` and ``channels`` select the
+    split: pass :func:`run_data_options` of a run to get that run's own test images.
+    """
+    from ..data.fashion_mnist import load_fashion_mnist
+
+    kind = data_kind(spec)
+    if kind == "fashion-mnist":
+        train, test = load_fashion_mnist()
+    elif kind == "idx":
+        train, test = load_fashion_mnist(spec)
+        train.name, test.name = f"{spec}/train", f"{spec}/test"
+    else:
+        splits = _image_splits(spec, list(image_size), channels, val_fraction, test_fraction, seed)
+        train, test = splits.train, splits.test
+    if limit_train:
+        train = train.take(limit_train, seed=seed)
+    return train, _limit_test(test, limit_test)
+
+
+def run_data_options(record: dict[str, Any]) -> dict[str, Any]:
+    """:func:`load_dataset` keyword arguments that rebuild a run's own splits from its config.json."""
+    run = record.get("run") or {}
+    shape = record.get("input_shape") or [1, 28, 28]
+    return {
+        "seed": run.get("seed", 42),
+        "image_size": run.get("image_size") or list(shape[1:]),
+        "channels": run.get("channels") or shape[0],
+        "val_fraction": run.get("val_fraction", 0.2),
+        "test_fraction": run.get("test_fraction", 0.1),
+    }
+
+
+def machine_info(device: torch.device) -> dict[str, Any]:
+    return {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "device": str(device),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+    }
+
+
+def versions() -> dict[str, str]:
+    import torchvision
+
+    from .. import __version__
+
+    return {"cnnkit": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__}
+
+
+def build_model(config: RunConfig, num_classes: int, in_chans: int) -> nn.Module:
+    return create_model(config.model, num_classes=num_classes, in_chans=in_chans, **model_options(config))
+
+
+def model_options(config: RunConfig) -> dict[str, Any]:
+    """The builder options: ``model_kwargs``, plus ``input_size`` for the builders that size their
+    dense layers by it (the course's CNNs) when an image folder is loaded at another size.
+
+    Raises:
+        UsageError: a non-square image size for such a builder.
+    """
+    options = dict(config.model_kwargs)
+    if config.image_size is None or "input_size" in options:
+        return options
+    if "input_size" in inspect.signature(model_entry(config.model).builder).parameters:
+        height, width = config.image_size
+        if height != width:
+            raise UsageError(
+                f"{config.model} takes square images; give --image-size {height} (not {height}x{width})"
+            )
+        if [height, width] != list(model_entry(config.model).input_size[1:]):
+            options["input_size"] = height
+    return options
+
+
+def make_trainer(config: RunConfig, model: nn.Module, out: Path, progress: bool = True) -> ClassifyTrainer:
+    callbacks = [
+        EarlyStopping(config.monitor, patience=config.patience, restore_best_weights=True),
+        ModelCheckpoint(out / BEST_WEIGHTS, monitor=config.monitor, save_best_only=True),
+    ]
+    if progress:
+        callbacks.append(ProgressBar())
+    return ClassifyTrainer(
+        model,
+        optimizer=config.optimizer,
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        label_smoothing=config.label_smoothing,
+        callbacks=callbacks,
+        device=config.device,
+        seed=config.seed,
+        amp=config.amp,
+        channels_last=config.channels_last,
+        checkpoint_path=out / LAST_CHECKPOINT,
+        max_grad_norm=config.max_grad_norm,
+        compile=config.compile,
+        **trainer_extras(config.preset, config.lr, config.max_shift),  # augmentation, LR schedule, TTA
+    )
+
+
+def train_classify(
+    config: RunConfig, out: str | os.PathLike[str], resume: bool = False, progress: bool = True
+) -> dict[str, Any]:
+    """Train as ``config`` says and fill the run folder ``out``; returns the test metrics.
+
+    With ``resume``, ``out`` must be an earlier run folder: training continues from its
+    ``last.ckpt`` (model, optimizer moments, early-stopping state, RNGs) and ends bit-identical
+    to an uninterrupted run on the same machine.
+
+    Raises:
+        UsageError: a non-empty ``out`` without ``resume``, or a ``resume`` without a checkpoint.
+    """
+    config.validate()
+    out = Path(out)
+    if resume:
+        if not (out / LAST_CHECKPOINT).is_file():
+            raise UsageError(f"{out} has no {LAST_CHECKPOINT} to resume from")
+        clean_stale_temps(out)  # temp files of a write that a crash cut short
+        # Verified before anything else is loaded or rewritten: a bad file fails fast and changes nothing.
+        resume_state = load_checkpoint(out / LAST_CHECKPOINT)
+    elif out.exists() and any(out.iterdir()):
+        raise UsageError(
+            f"run folder {out} already exists and is not empty; choose another --out or use --resume"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    model_entry(config.model)  # unknown names fail before the data is loaded
+    seed_everything(config.seed, config.deterministic)
+    if data_kind(config.data) == "image-folder":  # the settings the images are loaded at, saved
+        size, channels = image_settings(config)
+        config = dataclasses.replace(config, image_size=size, channels=channels)
+        model_options(config)  # a size the model cannot take fails before the images are read
+    train, val, test, data_info = load_splits(config)
+    device = pick_device(config.device)
+    if config.preset == "fast" and device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
+        # Busy cores stall OpenMP threads (docs/performance.md); an explicit OMP_NUM_THREADS is
+        # the user's choice and wins, as in the other tasks.
+        set_threads(pick_num_threads())
+    if resume and "num_threads" in resume_state:  # bit-identical only with the run's own thread count
+        set_threads(int(resume_state["num_threads"]))
+    model = build_model(config, train.num_classes, train.input_shape[0])
+    trainer = make_trainer(config, model, out, progress)
+    record = {
+        "run": config.to_dict(),
+        "task": "classify",
+        "class_names": train.class_names,
+        "input_shape": list(train.input_shape),
+        "num_classes": train.num_classes,
+        "normalize": None,
+        "data": data_info,
+        "data_sizes": {"train": len(train), "val": len(val), "test": len(test)},
+        "versions": versions(),
+        "machine": machine_info(device),
+    }
+    if data_info["kind"] == "image-folder":  # `cnnkit predict` prepares images the same way
+        record["preprocess"] = {"resize": data_info["resize"]}
+    atomic_write_text(out / CONFIG_FILE, json.dumps(record, indent=2, ensure_ascii=False))
+    if resume:
+        steps = config.epochs * -(-len(train) // config.batch_size)
+        trainer.load_state(resume_state, total_steps=steps, source=str(out / LAST_CHECKPOINT))
+    start = time.perf_counter()
+    history = trainer.fit(train, val, epochs=config.epochs, batch_size=config.batch_size)
+    wall = time.perf_counter() - start
+    early = next(cb for cb in trainer.callbacks if isinstance(cb, EarlyStopping))
+    history.save(out)
+    best_epoch = None if early.best_epoch is None else early.best_epoch + 1
+    from ..viz.curves import plot_history
+
+    plot_history(history.epochs, best_epoch, out / "curves.png", title=f"{config.model} on {config.data}")
+    report = trainer.evaluate(test)
+    metrics = {
+        "test_accuracy": report["accuracy"],
+        "test_loss": report["loss"],
+        "macro_f1": report["macro_f1"],
+        "epochs_run": len(history.epochs),
+        "best_epoch": best_epoch,
+        "best_val_loss": early.best if early.monitor == "val_loss" else None,
+        "stopped_early": early.stopped_epoch is not None,
+        "train_seconds": sum(row["seconds"] for row in history.epochs),
+        "wall_seconds_this_session": wall,
+        "per_class": report["per_class"],
+        "confusion_matrix": report["confusion_matrix"],
+        "num_test_samples": report["num_samples"],
+    }
+    if config.compile or trainer.compile_seconds:
+        # The first compiled steps (compiling included: the model with --compile, else the fast
+        # preset's max-pool kernels), also inside train_seconds.
+        metrics["compile_seconds"] = trainer.compile_seconds
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2, ensure_ascii=False))
+    try:
+        from ..viz.report import write_report
+
+        write_report(out, trainer.model, test)
+    except Exception as exc:  # the run is complete on disk; a failed report must not lose it
+        print(
+            f"cnnkit: warning: no report.html: {type(exc).__name__}: {exc} "
+            f"(retry with `cnnkit report {out}`)",
+            file=sys.stderr,
+        )
+    return metrics
+
+
+def read_run_config(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """The ``config.json`` record of any run folder (``folder.read_run``).
+
+    Raises:
+        UsageError: not a run folder.
+    """
+    return read_run(run_dir).record
+
+
+def load_classify_run(run: RunInfo, device: str | torch.device | None = None) -> tuple[nn.Module, dict]:
+    """Rebuild a classification (or fine-tuned) run's model with its best weights, in eval mode."""
+    record = run.record
+    config = RunConfig.from_dict(record["run"])
+    weights = run.path / (SHIPPED_WEIGHTS if run.shipped else BEST_WEIGHTS)
+    if not weights.is_file():
+        raise UsageError(f"{run.path} has no {BEST_WEIGHTS} (did training finish an epoch?)")
+    model = build_model(config, record["num_classes"], record["input_shape"][0])
+    load_strict(model, load_state_dict_file(weights), source=str(weights))
+    model.class_names = record.get("class_names")  # type: ignore[assignment]
+    dev = device if isinstance(device, torch.device) else pick_device(device)
+    return model.to(dev).eval(), record
+
+
+__all__ = ["load_classify_run", "load_dataset", "read_run_config", "train_classify"]
