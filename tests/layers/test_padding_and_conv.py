@@ -135,3 +135,18 @@ def test_keras_initializers_statistics():
     assert glorot.weight.abs().max().item() <= limit
     assert glorot.weight.std().item() == pytest.approx(limit / math.sqrt(3), rel=0.05)
     assert torch.count_nonzero(glorot.bias) == 0
+
+
+@pytest.mark.parametrize("bad", [0, -2, 2.0, True, "8"])
+def test_sizes_must_be_positive_ints_in_every_layer(bad):
+    from cnnkit.layers import Dense, DepthMaxPool, SqueezeExcite
+
+    for build, name in (
+        (lambda: Conv2D(bad, 3), "filters"),
+        (lambda: Dense(bad), "units"),
+        (lambda: SqueezeExcite(bad), "channels"),
+        (lambda: DepthMaxPool(bad), "pool_size"),
+        (lambda: conv_output_size(bad, 3), "size"),
+    ):
+        with pytest.raises(ValueError, match=f"{name} must be a positive int, got {bad!r}"):
+            build()

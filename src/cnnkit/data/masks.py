@@ -24,7 +24,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import DataError
-from .scenes import SceneDataset
+from .scenes import ClassImages, SceneDataset
 
 __all__ = [
     "IGNORE_INDEX",
@@ -43,7 +43,7 @@ _GRAY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
 
 
 @dataclass
-class MaskDataset:
+class MaskDataset(ClassImages):
     """Images and their per-pixel class masks, held in memory.
 
     Attributes:
@@ -63,11 +63,7 @@ class MaskDataset:
     files: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        if self.images.dim() != 4 or self.images.dtype != torch.uint8:
-            raise DataError(
-                f"{self.name}: images must be uint8 [N, C, H, W], got {self.images.dtype} "
-                f"{tuple(self.images.shape)}"
-            )
+        self._check_images()
         expected = (len(self.images), *self.images.shape[-2:])
         if tuple(self.masks.shape) != expected:
             raise DataError(
@@ -92,13 +88,6 @@ class MaskDataset:
                 f"{len(self.class_names) - 1} ({', '.join(self.class_names)}) and "
                 f"{self.ignore_index} means ignore"
             )
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:

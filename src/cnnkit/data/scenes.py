@@ -150,8 +150,32 @@ class FashionScenes:
         return f"fashion-scenes-{self.split}-{self.canvas}px-{self.num_images}-{digest}.npz"
 
 
+class ClassImages:
+    """What the scene and mask datasets share: uint8 ``images`` Tensor[N, C, H, W], one entry
+    per sample, and ``class_names``, one per class index. Subclasses are dataclasses with these
+    fields and a ``name`` for messages."""
+
+    images: torch.Tensor
+    class_names: list[str]
+    name: str
+
+    def _check_images(self) -> None:
+        if self.images.dim() != 4 or self.images.dtype != torch.uint8:
+            raise DataError(
+                f"{self.name}: images must be uint8 [N, C, H, W], got {self.images.dtype} "
+                f"{tuple(self.images.shape)}"
+            )
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
 @dataclass
-class SceneDataset:
+class SceneDataset(ClassImages):
     """Images with a variable number of labelled boxes (and masks) each, held in memory.
 
     Objects of all images are stored back to back; image ``i`` owns objects
@@ -180,11 +204,7 @@ class SceneDataset:
 
     def __post_init__(self) -> None:
         n, m = len(self.images), len(self.boxes)
-        if self.images.dim() != 4 or self.images.dtype != torch.uint8:
-            raise DataError(
-                f"{self.name}: images must be uint8 [N, C, H, W], got {self.images.dtype} "
-                f"{tuple(self.images.shape)}"
-            )
+        self._check_images()
         if self.boxes.shape != (m, 4) or self.labels.shape != (m,):
             raise DataError(
                 f"{self.name}: boxes {tuple(self.boxes.shape)} and labels "
@@ -199,13 +219,6 @@ class SceneDataset:
             )
         if self.masks is not None and len(self.masks) != m:
             raise DataError(f"{self.name}: {len(self.masks)} masks for {m} objects")
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
 
     @property
     def image_size(self) -> tuple[int, int]:

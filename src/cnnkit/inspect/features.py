@@ -17,7 +17,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from ..errors import UsageError
-from .summary import _layers, parse_input_shape
+from .summary import _dry_run, _layers, parse_input_shape
 
 __all__ = [
     "GraphNode",
@@ -382,24 +382,10 @@ def trace_graph(
 
         handles.append(module.register_forward_pre_hook(pre_hook, with_kwargs=True))
         handles.append(module.register_forward_hook(post_hook, with_kwargs=True))
-    was_training = model.training
-    model.eval()
-    param = next(model.parameters(), None)
-    device = param.device if param is not None else torch.device("cpu")
-    x = torch.zeros((1, *shape), device=device)
-    recorder.add_node("input", "input", "Input", [], [], x)
-    try:
-        with torch.no_grad(), recorder:
+    with _dry_run(model, shape, name, handles) as x:
+        recorder.add_node("input", "input", "Input", [], [], x)
+        with recorder:
             out = model(x)
-    except (RuntimeError, ValueError) as exc:
-        raise UsageError(
-            f"{name or type(model).__name__} cannot take input {shape[1]}x{shape[2]}x{shape[0]}: "
-            f"{str(exc).splitlines()[0]}"
-        ) from None
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
     outputs = {recorder.producer[id(t)] for t in _tensors(out) if id(t) in recorder.producer}
     return LayerGraph(name or type(model).__name__, shape, _prune(recorder.nodes, outputs))
 

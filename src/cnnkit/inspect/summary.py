@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -151,6 +153,34 @@ def _macs(module: nn.Module, inputs: tuple, output: torch.Tensor) -> int:
     return output.numel() * math.prod(weight.shape[1:])
 
 
+@contextmanager
+def _dry_run(
+    model: nn.Module, shape: tuple[int, int, int], name: str | None, hooks: list
+) -> Iterator[torch.Tensor]:
+    """A zero batch Tensor[1, *shape] on the model's device, for one pass in eval mode, no grad.
+
+    Afterwards the ``hooks`` handles are removed and the training mode is restored; a
+    RuntimeError or ValueError raised in the block (an input the model cannot take) becomes a
+    UsageError naming the model and the input.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        param = next(model.parameters(), None)
+        device = param.device if param is not None else torch.device("cpu")
+        with torch.no_grad():
+            yield torch.zeros((1, *shape), device=device)
+    except (RuntimeError, ValueError) as exc:
+        raise UsageError(
+            f"{name or type(model).__name__} cannot take input {shape[1]}x{shape[2]}x{shape[0]}: "
+            f"{str(exc).splitlines()[0]}"
+        ) from None
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+
+
 def summary(
     model: nn.Module,
     input_shape: tuple[int, int, int] | str,
@@ -217,24 +247,9 @@ def summary(
 
     for layer_name, module in _layers(model):
         hooks.append(module.register_forward_hook(make_hook(layer_name)))
-    was_training = model.training
-    model.eval()
-    try:
-        param = next(model.parameters(), None)
-        device = param.device if param is not None else torch.device("cpu")
-        x = torch.zeros((1, *shape), device=device)
+    with _dry_run(model, shape, name, hooks) as x:
         field_of[id(x)] = (1, 1)
-        with torch.no_grad():
-            out = model(x)
-    except (RuntimeError, ValueError) as exc:
-        raise UsageError(
-            f"{name or type(model).__name__} cannot take input {shape[1]}x{shape[2]}x{shape[0]}: "
-            f"{str(exc).splitlines()[0]}"
-        ) from None
-    finally:
-        for h in hooks:
-            h.remove()
-        model.train(was_training)
+        out = model(x)
 
     s = Summary(name or type(model).__name__, shape, batch_size, optimizer, rows)
     out_t = out[0] if isinstance(out, tuple | list) else out

@@ -39,20 +39,17 @@ def _fsync_dir(folder: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO]:
-    """Open a temp file next to ``path``; on success it replaces ``path`` atomically.
+def _replacing(path: Path) -> Iterator[tuple[int, str]]:
+    """A temp file ``(fd, name)`` next to ``path`` that replaces ``path`` when the block succeeds.
 
-    On any error the temp file is removed, the previous ``path`` is left as it was, and the
-    error propagates (a failed save is never silent).
+    The caller writes and fsyncs the file (and closes ``fd``); on success the temp file gets its
+    final mode, is renamed over ``path`` and the folder is fsynced. On any error the temp file is
+    removed, the previous ``path`` is left as it was, and the error propagates.
     """
-    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=path.suffix, dir=path.parent)
     try:
-        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
+        yield fd, tmp
         os.chmod(tmp, _final_mode(path))
         os.replace(tmp, path)
         _fsync_dir(path.parent)
@@ -60,6 +57,22 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO]
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO]:
+    """Open a temp file next to ``path``; on success it replaces ``path`` atomically.
+
+    On any error the temp file is removed, the previous ``path`` is left as it was, and the
+    error propagates (a failed save is never silent).
+    """
+    with (
+        _replacing(Path(path)) as (fd, _tmp),
+        os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as handle,
+    ):
+        yield handle
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
@@ -74,21 +87,11 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
 
 def atomic_save(path: str | os.PathLike[str], writer: Callable[[str], None]) -> None:
     """Run ``writer(temp_path)`` (for libraries that write by file name), then rename atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
+    with _replacing(Path(path)) as (fd, tmp):
+        os.close(fd)
         writer(tmp)
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
-        os.chmod(tmp, _final_mode(path))
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def clean_stale_temps(folder: str | os.PathLike[str]) -> list[Path]:

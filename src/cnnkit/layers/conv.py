@@ -8,15 +8,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.modules.lazy import LazyModuleMixin
-from torch.nn.parameter import UninitializedParameter
 
+from ._base import KernelLayer, check_positive_int
 from .activations import get_activation
-from .initializers import initialize
 from .padding import PaddingArg, _pair, check_padding, pad_same_2d, static_same_padding
 
 
-class Conv2D(LazyModuleMixin, nn.Module):
+class Conv2D(KernelLayer):
     """2-D convolution that takes Keras arguments.
 
     ``padding='same'`` pads like TensorFlow (output ``ceil(in / stride)``, the odd extra zero at
@@ -39,8 +37,6 @@ class Conv2D(LazyModuleMixin, nn.Module):
         input (Tensor[N, C_in, H, W]) -> output (Tensor[N, filters, H_out, W_out]).
     """
 
-    cls_to_become = None
-
     def __init__(
         self,
         filters: int,
@@ -56,9 +52,7 @@ class Conv2D(LazyModuleMixin, nn.Module):
         in_channels: int | None = None,
     ) -> None:
         super().__init__()
-        if not isinstance(filters, int) or filters < 1:
-            raise ValueError(f"filters must be a positive int, got {filters!r}")
-        self.filters = filters
+        self.filters = check_positive_int("filters", filters)
         self.kernel_size = _pair(kernel_size, "kernel_size")
         self.strides = _pair(strides, "strides")
         self.dilation_rate = _pair(dilation_rate, "dilation_rate")
@@ -71,14 +65,9 @@ class Conv2D(LazyModuleMixin, nn.Module):
         self.kernel_initializer = kernel_initializer
         self.activation = get_activation(activation)
         self.in_channels = in_channels
-        if in_channels is None:
-            self.weight = UninitializedParameter()
-        else:
-            self.weight = nn.Parameter(torch.empty(self._weight_shape(in_channels)))
-        self.bias = nn.Parameter(torch.zeros(filters)) if use_bias else None
         self._static_padding = self._resolve_static_padding()
-        if in_channels is not None:
-            self.reset_parameters()
+        shape = None if in_channels is None else self._weight_shape(in_channels)
+        self._create_parameters(shape, filters, use_bias)
 
     def _weight_shape(self, in_channels: int) -> tuple[int, ...]:
         if in_channels % self.groups:
@@ -97,21 +86,12 @@ class Conv2D(LazyModuleMixin, nn.Module):
             return None if None in pads else (pads[0], pads[1])
         return self.padding  # explicit (rows, cols)
 
-    def reset_parameters(self) -> None:
-        if self.has_uninitialized_params():
-            return
-        initialize(self.weight, self.kernel_initializer)
-        if self.bias is not None:
-            nn.init.zeros_(self.bias)
-
     def initialize_parameters(self, x: torch.Tensor) -> None:  # called by LazyModuleMixin
         if self.has_uninitialized_params():
             if x.dim() != 4:
                 raise ValueError(f"Conv2D expects a 4-D NCHW batch, got shape {tuple(x.shape)}")
             self.in_channels = x.shape[1]
-            with torch.no_grad():
-                self.weight.materialize(self._weight_shape(self.in_channels))
-                self.reset_parameters()
+            self._materialize(self._weight_shape(self.in_channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.activation(self.forward_pre_activation(x))

@@ -8,11 +8,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.modules.lazy import LazyModuleMixin
-from torch.nn.parameter import UninitializedParameter
 
+from ._base import KernelLayer, check_positive_int
 from .activations import get_activation
-from .initializers import initialize
 
 
 class Flatten(nn.Flatten):
@@ -23,7 +21,7 @@ class Flatten(nn.Flatten):
     """
 
 
-class Dense(LazyModuleMixin, nn.Module):
+class Dense(KernelLayer):
     """Fully connected layer with Keras arguments.
 
     Args:
@@ -36,8 +34,6 @@ class Dense(LazyModuleMixin, nn.Module):
     Shape: Tensor[N, in_features] -> Tensor[N, units].
     """
 
-    cls_to_become = None
-
     def __init__(
         self,
         units: int,
@@ -48,33 +44,16 @@ class Dense(LazyModuleMixin, nn.Module):
         in_features: int | None = None,
     ) -> None:
         super().__init__()
-        if not isinstance(units, int) or units < 1:
-            raise ValueError(f"units must be a positive int, got {units!r}")
-        self.units = units
+        self.units = check_positive_int("units", units)
         self.in_features = in_features
         self.kernel_initializer = kernel_initializer
         self.activation = get_activation(activation)
-        if in_features is None:
-            self.weight = UninitializedParameter()
-        else:
-            self.weight = nn.Parameter(torch.empty(units, in_features))
-        self.bias = nn.Parameter(torch.zeros(units)) if use_bias else None
-        if in_features is not None:
-            self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        if self.has_uninitialized_params():
-            return
-        initialize(self.weight, self.kernel_initializer)
-        if self.bias is not None:
-            nn.init.zeros_(self.bias)
+        self._create_parameters(None if in_features is None else (units, in_features), units, use_bias)
 
     def initialize_parameters(self, x: torch.Tensor) -> None:  # called by LazyModuleMixin
         if self.has_uninitialized_params():
             self.in_features = x.shape[-1]
-            with torch.no_grad():
-                self.weight.materialize((self.units, self.in_features))
-                self.reset_parameters()
+            self._materialize((self.units, self.in_features))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != self.in_features:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from ._base import check_positive_int
+
 PaddingArg = str | int | tuple[int, int]
 
 PADDING_MODES = ("valid", "same")
@@ -67,8 +69,7 @@ def conv_output_size(
         ValueError: for non-positive sizes or a window larger than the padded input.
     """
     for name, value in (("size", size), ("kernel", kernel), ("stride", stride), ("dilation", dilation)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
+        check_positive_int(name, value)
     padding = check_padding(padding)
     if padding == "same":
         return math.ceil(size / stride)

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._base import check_positive_int
 from ._fused_pool import fused_max_pool_2x2, max_of_windows
 from .padding import PaddingArg, _pair, check_padding, pad_same_2d
 
@@ -96,8 +97,7 @@ class DepthMaxPool(nn.Module):
 
     def __init__(self, pool_size: int = 2) -> None:
         super().__init__()
-        if not isinstance(pool_size, int) or pool_size < 1:
-            raise ValueError(f"pool_size must be a positive int, got {pool_size!r}")
+        check_positive_int("pool_size", pool_size)
         self.pool_size = pool_size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._base import check_positive_int
+
 
 class SqueezeExcite(nn.Module):
     """Scale every feature map by a gate in (0, 1) computed from the means of all maps.
@@ -24,8 +26,7 @@ class SqueezeExcite(nn.Module):
 
     def __init__(self, channels: int, reduction: int = 16) -> None:
         super().__init__()
-        if not isinstance(channels, int) or channels < 1:
-            raise ValueError(f"channels must be a positive int, got {channels!r}")
+        check_positive_int("channels", channels)
         if not isinstance(reduction, int) or not 1 <= reduction <= channels:
             raise ValueError(f"reduction must be an int in [1, {channels}], got {reduction!r}")
         self.channels = channels

@@ -95,6 +95,93 @@ def check_in_chans(in_chans: int) -> int:
     return in_chans
 
 
+def init_relu_weights(model: nn.Module, linear_std: float | None = None) -> None:
+    """Initialise a ReLU net in place, in ``model.modules()`` order.
+
+    Every ``nn.Conv2d`` gets He normal weights (fan_out: keeps the backward signal's variance)
+    and a zero bias where it has one, every ``nn.BatchNorm2d`` unit scale and zero shift. With
+    ``linear_std``, every ``nn.Linear`` gets N(0, linear_std) weights and a zero bias; without
+    it, dense layers keep PyTorch's default initialisation.
+    """
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.BatchNorm2d):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+        elif linear_std is not None and isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, 0.0, linear_std)
+            nn.init.zeros_(module.bias)
+
+
+def dense_head(in_features: int, hidden: int, num_classes: int, *, dropout_first: bool) -> nn.Sequential:
+    """Two ReLU dense layers of ``hidden`` units with dropout 0.5 each, then the classifier.
+
+    Args:
+        in_features: width of the flattened pooled maps.
+        hidden: units of the two hidden layers (the pre-logits width).
+        num_classes: classifier outputs (0: an ``nn.Identity`` in its place).
+        dropout_first: dropout before each hidden dense layer (AlexNet) instead of after its ReLU
+            (VGG); this fixes the module indices, which are torchvision's state-dict keys.
+
+    Shape:
+        Tensor[N, in_features] -> Tensor[N, num_classes].
+    """
+    layers: list[nn.Module] = []
+    for width in (in_features, hidden):
+        dense = [nn.Linear(width, hidden), nn.ReLU(inplace=True)]
+        layers += [nn.Dropout(0.5), *dense] if dropout_first else [*dense, nn.Dropout(0.5)]
+    layers.append(nn.Linear(hidden, num_classes) if num_classes else nn.Identity())
+    return nn.Sequential(*layers)
+
+
+class DenseHeadCNN(Backbone):
+    """``features`` (convs, pools), adaptive average pool ``avgpool``, ``classifier`` (dense).
+
+    The torchvision layout of AlexNet and VGG: the last module of ``classifier`` is the
+    classifier, the modules before it give the pre-logits. Subclasses build ``features`` and
+    call ``_set_head``.
+    """
+
+    features: nn.Sequential
+    classifier: nn.Sequential
+
+    def _set_head(
+        self,
+        features: list[nn.Module],
+        channels: int,
+        grid: int,
+        hidden: int,
+        num_classes: int,
+        *,
+        dropout_first: bool,
+    ) -> None:
+        """Attach ``features``, the pool to ``grid``×``grid`` and the :func:`dense_head`."""
+        self.features = nn.Sequential(*features)
+        self.avgpool = nn.AdaptiveAvgPool2d(grid)
+        self.classifier = dense_head(channels * grid * grid, hidden, num_classes, dropout_first=dropout_first)
+        self.num_classes = num_classes
+        self.num_features = hidden
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Tensor[N, in_chans, H, W] -> the last pool's maps, Tensor[N, C, h, w]."""
+        return self.features(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Tensor[N, C, h, w] -> logits Tensor[N, num_classes] (Tensor[N, num_features] with
+        ``pre_logits``)."""
+        x = torch.flatten(self.avgpool(x), 1)
+        hidden = self.classifier[:-1](x)
+        return hidden if pre_logits else self.classifier[-1](hidden)
+
+    def reset_classifier(self, num_classes: int) -> None:
+        check_num_classes(num_classes)
+        self.classifier[-1] = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
+        self.num_classes = num_classes
+
+
 class SequentialCNN(Backbone):
     """A Keras-style stack: ``features`` (convs and pools) then ``head`` (flatten, dense...).
 

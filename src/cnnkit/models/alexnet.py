@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 from torch import nn
 
-from ._base import Backbone, FeatureInfo, check_bool, check_in_chans, check_num_classes
+from ._base import DenseHeadCNN, FeatureInfo, check_bool, check_in_chans, check_num_classes
 from ._registry import register_model
 
 __all__ = ["ALEXNET_CONFIGS", "AlexNet", "AlexNetConfig"]
@@ -49,7 +48,7 @@ def _local_response_norm() -> nn.Module:
     return nn.LocalResponseNorm(size=5, alpha=1e-4, beta=0.75, k=2.0)
 
 
-class AlexNet(Backbone):
+class AlexNet(DenseHeadCNN):
     """AlexNet: ``features`` (5 convs, 3 overlapping 3×3/2 max-pools), adaptive pool, 3 dense.
 
     Args:
@@ -61,7 +60,8 @@ class AlexNet(Backbone):
             dense head as 6×6 maps.
 
     Shape:
-        input (Tensor[N, in_chans, H, W]) -> logits (Tensor[N, num_classes]).
+        input (Tensor[N, in_chans, H, W]) -> logits (Tensor[N, num_classes]); the features are
+        conv5's maps after the last pool, Tensor[N, C5, h, w], the pre-logits Tensor[N, 4096].
     """
 
     def __init__(
@@ -114,37 +114,9 @@ class AlexNet(Backbone):
         layers.append(nn.MaxPool2d(3, stride=2))
         add_stage_end(w5, stride * 2)
 
-        self.features = nn.Sequential(*layers)
-        self.avgpool = nn.AdaptiveAvgPool2d(HEAD_GRID)
-        self.classifier = nn.Sequential(
-            nn.Dropout(0.5),
-            nn.Linear(w5 * HEAD_GRID * HEAD_GRID, HIDDEN_UNITS),
-            nn.ReLU(inplace=True),
-            nn.Dropout(0.5),
-            nn.Linear(HIDDEN_UNITS, HIDDEN_UNITS),
-            nn.ReLU(inplace=True),
-            nn.Linear(HIDDEN_UNITS, num_classes) if num_classes else nn.Identity(),
-        )
-        self.num_classes = num_classes
-        self.num_features = HIDDEN_UNITS
+        self._set_head(layers, w5, HEAD_GRID, HIDDEN_UNITS, num_classes, dropout_first=True)
         side = 28 if small_input else (227 if config.conv1_padding == 0 else 224)
         self.default_input = (in_chans, side, side)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Tensor[N, in_chans, H, W] -> conv5 maps after the last pool, Tensor[N, C5, h, w]."""
-        return self.features(x)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Tensor[N, C5, h, w] -> logits Tensor[N, num_classes] (Tensor[N, 4096] with
-        ``pre_logits``)."""
-        x = torch.flatten(self.avgpool(x), 1)
-        hidden = self.classifier[:-1](x)
-        return hidden if pre_logits else self.classifier[-1](hidden)
-
-    def reset_classifier(self, num_classes: int) -> None:
-        check_num_classes(num_classes)
-        self.classifier[-1] = nn.Linear(HIDDEN_UNITS, num_classes) if num_classes else nn.Identity()
-        self.num_classes = num_classes
 
 
 _PAPER = "Krizhevsky et al. 2012, 'ImageNet Classification with Deep Convolutional Neural Networks'"

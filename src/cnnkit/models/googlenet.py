@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ._base import Backbone, FeatureInfo, check_bool, check_in_chans, check_num_classes
+from ._base import Backbone, FeatureInfo, check_bool, check_in_chans, check_num_classes, init_relu_weights
 from ._registry import register_model
 
 __all__ = ["ConvBNReLU", "GoogLeNet", "GoogLeNetOutputs", "Inception", "InceptionAuxHead"]
@@ -247,15 +247,7 @@ class GoogLeNet(Backbone):
         ]
         side = 28 if small_input else 224
         self.default_input = (in_chans, side, side)
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+        init_relu_weights(self)
 
     def _normalise(self, x: torch.Tensor) -> torch.Tensor:
         if not self.transform_input:

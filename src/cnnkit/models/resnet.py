@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..layers import SqueezeExcite
-from ._base import Backbone, FeatureInfo, check_bool, check_in_chans, check_num_classes
+from ._base import Backbone, FeatureInfo, check_bool, check_in_chans, check_num_classes, init_relu_weights
 from ._registry import register_model
 
 __all__ = ["BasicBlock", "Bottleneck", "ResNet", "ResNetConfig"]
@@ -196,16 +196,7 @@ class ResNet(Backbone):
         self.fc: nn.Module = nn.Linear(channels, num_classes) if num_classes else nn.Identity()
         self.num_classes = num_classes
         self.default_input = (in_chans, 28, 28) if small_input else (in_chans, 224, 224)
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                # He et al. init for ReLU nets; fan_out keeps the backward signal's variance.
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+        init_relu_weights(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Tensor[N, in_chans, H, W] -> Tensor[N, num_features, H / 32, W / 32] (/ 8 small)."""

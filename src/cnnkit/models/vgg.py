@@ -7,10 +7,9 @@ published state dicts load without conversion.
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
-from ._base import Backbone, FeatureInfo, check_bool, check_in_chans, check_num_classes
+from ._base import DenseHeadCNN, FeatureInfo, check_bool, check_in_chans, check_num_classes, init_relu_weights
 from ._registry import register_model
 
 __all__ = ["VGG", "VGG_LAYERS"]
@@ -37,7 +36,7 @@ HEAD_GRID = 7
 HIDDEN_UNITS = 4096
 
 
-class VGG(Backbone):
+class VGG(DenseHeadCNN):
     """VGG: ``features`` (convs, pools), adaptive average pool to 7×7, ``classifier`` (3 dense).
 
     Args:
@@ -50,7 +49,8 @@ class VGG(Backbone):
             Module indices do not change, so published weights still load.
 
     Shape:
-        input (Tensor[N, in_chans, H, W]) -> logits (Tensor[N, num_classes]).
+        input (Tensor[N, in_chans, H, W]) -> logits (Tensor[N, num_classes]); the features are
+        Tensor[N, 512, H / 32, W / 32] (/ 16 with small_input), the pre-logits Tensor[N, 4096].
     """
 
     def __init__(
@@ -83,51 +83,11 @@ class VGG(Backbone):
                     modules.append(nn.BatchNorm2d(int(item)))
                 modules.append(nn.ReLU(inplace=True))
                 channels = int(item)
-        self.features = nn.Sequential(*modules)
-        self.avgpool = nn.AdaptiveAvgPool2d(HEAD_GRID)
-        self.classifier = nn.Sequential(
-            nn.Linear(channels * HEAD_GRID * HEAD_GRID, HIDDEN_UNITS),
-            nn.ReLU(inplace=True),
-            nn.Dropout(0.5),
-            nn.Linear(HIDDEN_UNITS, HIDDEN_UNITS),
-            nn.ReLU(inplace=True),
-            nn.Dropout(0.5),
-            nn.Linear(HIDDEN_UNITS, num_classes) if num_classes else nn.Identity(),
-        )
-        self.num_classes = num_classes
-        self.num_features = HIDDEN_UNITS
+        self._set_head(modules, channels, HEAD_GRID, HIDDEN_UNITS, num_classes, dropout_first=False)
         self.default_input = (in_chans, 28, 28) if small_input else (in_chans, 224, 224)
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                # He init lets the 16-19 layer plain nets train from scratch; the paper instead
-                # initialised them from a trained 11-layer net A.
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-                nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.Linear):
-                nn.init.normal_(module.weight, 0.0, 0.01)
-                nn.init.zeros_(module.bias)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Tensor[N, in_chans, H, W] -> Tensor[N, 512, H / 32, W / 32] (/ 16 with small_input)."""
-        return self.features(x)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Tensor[N, 512, h, w] -> logits Tensor[N, num_classes] (Tensor[N, 4096] with
-        ``pre_logits``)."""
-        x = torch.flatten(self.avgpool(x), 1)
-        hidden = self.classifier[:-1](x)
-        return hidden if pre_logits else self.classifier[-1](hidden)
-
-    def reset_classifier(self, num_classes: int) -> None:
-        check_num_classes(num_classes)
-        self.classifier[-1] = nn.Linear(HIDDEN_UNITS, num_classes) if num_classes else nn.Identity()
-        self.num_classes = num_classes
+        # He init lets the 16-19 layer plain nets train from scratch; the paper instead
+        # initialised them from a trained 11-layer net A.
+        init_relu_weights(self, linear_std=0.01)
 
 
 def _build(name: str, num_classes: int, in_chans: int, small_input: bool) -> VGG:

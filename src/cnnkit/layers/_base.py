@@ -1,0 +1,55 @@
+"""What the Keras-style layers share: the argument check and the weight that may wait for data."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.modules.lazy import LazyModuleMixin
+from torch.nn.parameter import UninitializedParameter
+
+from .initializers import initialize
+
+
+def check_positive_int(name: str, value: object) -> int:
+    """``value`` if it is an int >= 1 (a bool is refused); else ValueError naming ``name``."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return value
+
+
+class KernelLayer(LazyModuleMixin, nn.Module):
+    """A layer with a ``weight`` (Keras initializer) and an optional zero-initialised ``bias``.
+
+    The weight's input size may be left out: it is then an uninitialised parameter, sized and
+    initialised from the first batch (``LazyModuleMixin``), like Keras. Subclasses set
+    ``kernel_initializer``, call ``_create_parameters`` in ``__init__`` and ``_materialize`` from
+    ``initialize_parameters``.
+    """
+
+    cls_to_become = None
+    kernel_initializer: str | Callable[[torch.Tensor], Any]
+
+    def _create_parameters(self, weight_shape: tuple[int, ...] | None, out: int, use_bias: bool) -> None:
+        """``weight`` of ``weight_shape`` (None: wait for the first batch) and ``bias`` [out]."""
+        if weight_shape is None:
+            self.weight = UninitializedParameter()
+        else:
+            self.weight = nn.Parameter(torch.empty(weight_shape))
+        self.bias = nn.Parameter(torch.zeros(out)) if use_bias else None
+        if weight_shape is not None:
+            self.reset_parameters()
+
+    def _materialize(self, weight_shape: tuple[int, ...]) -> None:
+        with torch.no_grad():
+            self.weight.materialize(weight_shape)
+            self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        if self.has_uninitialized_params():
+            return
+        initialize(self.weight, self.kernel_initializer)
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
