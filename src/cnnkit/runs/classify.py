@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import json
 import os
-import platform
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -21,19 +18,33 @@ import torch
 from torch import nn
 
 from ..data.arrays import ArrayDataset
-from ..engine.callbacks import EarlyStopping, ModelCheckpoint, ProgressBar
-from ..engine.checkpoint import load_checkpoint
+from ..engine.callbacks import EarlyStopping
 from ..engine.device import pick_device
 from ..engine.perf import pick_num_threads, set_threads
 from ..engine.trainer import seed_everything
 from ..errors import DataError, UsageError
-from ..io.atomic import atomic_write_text, clean_stale_temps
 from ..io.weights import load_state_dict_file, load_strict
 from ..models import create_model, model_entry
 from ..tasks.classify.presets import trainer_extras
 from ..tasks.classify.task import ClassifyTrainer
 from .config import RunConfig
-from .folder import BEST_WEIGHTS, CONFIG_FILE, LAST_CHECKPOINT, SHIPPED_WEIGHTS, RunInfo, read_run
+from .folder import (
+    BEST_WEIGHTS,
+    CONFIG_FILE,
+    LAST_CHECKPOINT,
+    METRICS_FILE,
+    SHIPPED_WEIGHTS,
+    RunInfo,
+    best_epoch,
+    machine_info,
+    open_folder,
+    read_run,
+    run_callbacks,
+    save_history,
+    versions,
+    write_json,
+    write_report_safely,
+)
 
 FASHION_NAMES = ("fashion-mnist", "fashion_mnist", "fashion")
 IMAGE_FOLDER_RESIZE = "crop"  # as `cnnkit predict` prepares images for a run (recorded in config.json)
@@ -181,26 +192,6 @@ def run_data_options(record: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def machine_info(device: torch.device) -> dict[str, Any]:
-    return {
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "device": str(device),
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-    }
-
-
-def versions() -> dict[str, str]:
-    import torchvision
-
-    from .. import __version__
-
-    return {"cnnkit": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__}
-
-
 def build_model(config: RunConfig, num_classes: int, in_chans: int) -> nn.Module:
     return create_model(config.model, num_classes=num_classes, in_chans=in_chans, **model_options(config))
 
@@ -227,12 +218,7 @@ def model_options(config: RunConfig) -> dict[str, Any]:
 
 
 def make_trainer(config: RunConfig, model: nn.Module, out: Path, progress: bool = True) -> ClassifyTrainer:
-    callbacks = [
-        EarlyStopping(config.monitor, patience=config.patience, restore_best_weights=True),
-        ModelCheckpoint(out / BEST_WEIGHTS, monitor=config.monitor, save_best_only=True),
-    ]
-    if progress:
-        callbacks.append(ProgressBar())
+    callbacks = run_callbacks(out, config.monitor, config.patience, progress)
     return ClassifyTrainer(
         model,
         optimizer=config.optimizer,
@@ -265,17 +251,7 @@ def train_classify(
     """
     config.validate()
     out = Path(out)
-    if resume:
-        if not (out / LAST_CHECKPOINT).is_file():
-            raise UsageError(f"{out} has no {LAST_CHECKPOINT} to resume from")
-        clean_stale_temps(out)  # temp files of a write that a crash cut short
-        # Verified before anything else is loaded or rewritten: a bad file fails fast and changes nothing.
-        resume_state = load_checkpoint(out / LAST_CHECKPOINT)
-    elif out.exists() and any(out.iterdir()):
-        raise UsageError(
-            f"run folder {out} already exists and is not empty; choose another --out or use --resume"
-        )
-    out.mkdir(parents=True, exist_ok=True)
+    resume_state = open_folder(out, resume)
     model_entry(config.model)  # unknown names fail before the data is loaded
     seed_everything(config.seed, config.deterministic)
     if data_kind(config.data) == "image-folder":  # the settings the images are loaded at, saved
@@ -288,7 +264,9 @@ def train_classify(
         # Busy cores stall OpenMP threads (docs/performance.md); an explicit OMP_NUM_THREADS is
         # the user's choice and wins, as in the other tasks.
         set_threads(pick_num_threads())
-    if resume and "num_threads" in resume_state:  # bit-identical only with the run's own thread count
+    if (
+        resume_state is not None and "num_threads" in resume_state
+    ):  # bit-identical only with the run's own thread count
         set_threads(int(resume_state["num_threads"]))
     model = build_model(config, train.num_classes, train.input_shape[0])
     trainer = make_trainer(config, model, out, progress)
@@ -306,26 +284,23 @@ def train_classify(
     }
     if data_info["kind"] == "image-folder":  # `cnnkit predict` prepares images the same way
         record["preprocess"] = {"resize": data_info["resize"]}
-    atomic_write_text(out / CONFIG_FILE, json.dumps(record, indent=2, ensure_ascii=False))
-    if resume:
+    write_json(out / CONFIG_FILE, record)
+    if resume_state is not None:
         steps = config.epochs * -(-len(train) // config.batch_size)
         trainer.load_state(resume_state, total_steps=steps, source=str(out / LAST_CHECKPOINT))
     start = time.perf_counter()
     history = trainer.fit(train, val, epochs=config.epochs, batch_size=config.batch_size)
     wall = time.perf_counter() - start
     early = next(cb for cb in trainer.callbacks if isinstance(cb, EarlyStopping))
-    history.save(out)
-    best_epoch = None if early.best_epoch is None else early.best_epoch + 1
-    from ..viz.curves import plot_history
-
-    plot_history(history.epochs, best_epoch, out / "curves.png", title=f"{config.model} on {config.data}")
+    best = best_epoch(trainer.callbacks)
+    save_history(out, history, best, title=f"{config.model} on {config.data}")
     report = trainer.evaluate(test)
     metrics = {
         "test_accuracy": report["accuracy"],
         "test_loss": report["loss"],
         "macro_f1": report["macro_f1"],
         "epochs_run": len(history.epochs),
-        "best_epoch": best_epoch,
+        "best_epoch": best,
         "best_val_loss": early.best if early.monitor == "val_loss" else None,
         "stopped_early": early.stopped_epoch is not None,
         "train_seconds": sum(row["seconds"] for row in history.epochs),
@@ -338,17 +313,8 @@ def train_classify(
         # The first compiled steps (compiling included: the model with --compile, else the fast
         # preset's max-pool kernels), also inside train_seconds.
         metrics["compile_seconds"] = trainer.compile_seconds
-    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2, ensure_ascii=False))
-    try:
-        from ..viz.report import write_report
-
-        write_report(out, trainer.model, test)
-    except Exception as exc:  # the run is complete on disk; a failed report must not lose it
-        print(
-            f"cnnkit: warning: no report.html: {type(exc).__name__}: {exc} "
-            f"(retry with `cnnkit report {out}`)",
-            file=sys.stderr,
-        )
+    write_json(out / METRICS_FILE, metrics)
+    write_report_safely(out, trainer.model, test)
     return metrics
 
 
