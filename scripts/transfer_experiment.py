@@ -33,9 +33,10 @@ from cnnkit.data import ArrayDataset, load_fashion_mnist
 from cnnkit.engine import EarlyStopping, ModelCheckpoint, pick_device, seed_everything
 from cnnkit.engine.perf import pick_num_threads, set_threads
 from cnnkit.models import create_model
-from cnnkit.runs.classify import machine_info, versions
+from cnnkit.runs.folder import machine_info, versions
+from cnnkit.runs.pretrained import pretrained_model
 from cnnkit.tasks.classify.task import ClassifyTrainer
-from cnnkit.tasks.finetune import finetune, pretrained_model
+from cnnkit.tasks.finetune import finetune
 
 SANDAL, SHIRT = 5, 6
 MODEL = "hongong_cnn"

@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         )
     train = None
     if finetuned and not args.data:
-        from ..tasks.finetune.run import finetune_test_data
+        from ..runs.finetune import finetune_test_data
 
         # A fine-tuned run may come from an image folder: rebuild its own seeded test split.
         test = finetune_test_data(args.run_dir)

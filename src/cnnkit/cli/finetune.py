@@ -98,8 +98,8 @@ def parse_group_lrs(items: list[str]) -> dict[str, float]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..runs.finetune import FinetuneConfig, finetune_run
     from ..runs.folder import SHIPPED, read_run, require_task
-    from ..tasks.finetune.run import FinetuneConfig, finetune_run
 
     if Path(args.weights).is_dir() or args.weights == SHIPPED:
         require_task(

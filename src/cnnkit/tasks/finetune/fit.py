@@ -9,7 +9,7 @@ Two phases on one model:
    (``lr * lr_factor``, or per-group rates), so the pretrained features are adjusted, not erased.
 
 Both phases use the callbacks of ``cnnkit train`` (early stopping with the best weights
-restored, a best-weights checkpoint, progress); :func:`~cnnkit.tasks.finetune.run.finetune_run`
+restored, a best-weights checkpoint, progress); :func:`~cnnkit.runs.finetune.finetune_run`
 writes the run folder.
 """
 

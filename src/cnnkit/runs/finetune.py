@@ -16,15 +16,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ...data.arrays import ArrayDataset
-from ...data.folders import class_balance, format_balance, load_image_folder, split_three_ways
-from ...data.preprocess import IMAGENET_MEAN, IMAGENET_STD
-from ...engine.device import pick_device
-from ...engine.trainer import OPTIMIZERS, seed_everything
-from ...errors import UsageError
-from ...io.atomic import atomic_write_text
-from ...models import model_entry
-from ...runs.classify import (
+from ..data.arrays import ArrayDataset
+from ..data.folders import class_balance, format_balance, load_image_folder, split_three_ways
+from ..data.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from ..engine.device import pick_device
+from ..engine.trainer import OPTIMIZERS, seed_everything
+from ..errors import UsageError
+from ..io.atomic import atomic_write_text
+from ..models import model_entry
+from ..tasks.finetune.fit import FinetuneResult, finetune
+from .classify import (
     BEST_WEIGHTS,
     CONFIG_FILE,
     LAST_CHECKPOINT,
@@ -32,8 +33,7 @@ from ...runs.classify import (
     read_run_config,
     versions,
 )
-from ...runs.config import RunConfig
-from .fit import FinetuneResult, finetune
+from .config import RunConfig
 from .pretrained import _is_weights_name, _weights_source, pretrained_model
 
 __all__ = ["FinetuneConfig", "finetune_run", "finetune_test_data"]
@@ -185,7 +185,7 @@ def _load_splits(
     config: FinetuneConfig, input_size: tuple[int, int, int]
 ) -> tuple[ArrayDataset, ArrayDataset, ArrayDataset, dict[str, Any]]:
     """(train, val, test, data description) for ``config.data``."""
-    from ...runs.classify import load_dataset
+    from .classify import load_dataset
 
     spec = config.data
     path = Path(spec)
@@ -393,7 +393,7 @@ def _phase_of(result: FinetuneResult, epoch: int | None) -> str | None:
 def _plot(result: FinetuneResult, path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
-    from ...viz.curves import plot_history
+    from ..viz.curves import plot_history
 
     fig = plot_history(result.history.epochs, result.best_epoch, None, title)
     if result.head_epochs_run and result.full_epochs_run:

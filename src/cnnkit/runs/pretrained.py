@@ -13,11 +13,11 @@ from typing import Any
 
 from torch import nn
 
-from ...errors import UsageError
-from ...io.weights import load_state_dict_file, load_strict
-from ...models import create_model
-from ...models.surgery import head_parameter_names
-from ...runs.classify import BEST_WEIGHTS, read_run_config
+from ..errors import UsageError
+from ..io.weights import load_state_dict_file, load_strict
+from ..models import create_model
+from ..models.surgery import head_parameter_names
+from .classify import BEST_WEIGHTS, read_run_config
 
 __all__ = ["WEIGHT_SUFFIXES", "pretrained_model"]
 

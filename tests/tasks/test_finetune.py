@@ -13,20 +13,14 @@ from cnnkit.data import ArrayDataset, load_fashion_mnist, write_idx
 from cnnkit.engine import Callback
 from cnnkit.io.weights import WeightsError, save_weights
 from cnnkit.models import Backbone, FeatureInfo, create_model
+from cnnkit.models.surgery import frozen_base, head_parameter_names, param_groups
 from cnnkit.runs.config import RunConfig
+from cnnkit.runs.finetune import FinetuneConfig, finetune_run, finetune_test_data
 from cnnkit.runs.folder import load_run
+from cnnkit.runs.pretrained import pretrained_model
 from cnnkit.runs.train import train_run
 from cnnkit.tasks.classify.task import ClassifyTrainer
-from cnnkit.tasks.finetune import (
-    FinetuneConfig,
-    finetune,
-    finetune_run,
-    finetune_test_data,
-    frozen_base,
-    head_parameter_names,
-    param_groups,
-    pretrained_model,
-)
+from cnnkit.tasks.finetune import finetune
 
 SANDAL, SHIRT = 5, 6
 
