@@ -1,7 +1,7 @@
 """The ``cnnkit`` command line.
 
-Each subcommand lives in its own module with ``register(subparsers)``, which adds its parser
-and sets ``func`` to the function that runs it. Errors become one line on stderr:
+Each subcommand lives in its own module with ``HELP`` (one line), ``add_arguments(parser)`` and
+``run(args) -> exit code``. Errors become one line on stderr:
 exit code 2 for usage and bad input, 1 for failures while running; ``--debug`` shows tracebacks.
 """
 
@@ -41,7 +41,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name in COMMANDS:
-        importlib.import_module(f"{__package__}.{name.replace('-', '_')}").register(sub)
+        module = importlib.import_module(f"{__package__}.{name}")
+        command = sub.add_parser(
+            name,
+            help=module.HELP,
+            description=module.__doc__,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        module.add_arguments(command)
+        command.set_defaults(func=module.run)
     for name, command in sub.choices.items():  # `cnnkit CMD ... --debug` too; SUPPRESS keeps a leading one
         if name != "train":  # train's tasks take it with their common options
             command.add_argument(
@@ -63,7 +71,7 @@ def parse_command_line(argv: list[str], parser: argparse.ArgumentParser | None =
     if unknown:
         where = " ".join(x for x in ("cnnkit", args.command, getattr(args, "task", None)) if x)
         flags = [u for u in unknown if u.startswith("-")] or unknown
-        parser.error(f"`{where}` does not take {', '.join(flags)} (see `{where} --help`)")
+        parser.exit(2, f"cnnkit: error: `{where}` does not take {', '.join(flags)} (see `{where} --help`)\n")
     return args
 
 

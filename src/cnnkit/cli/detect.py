@@ -17,9 +17,10 @@ import torch
 
 from ..errors import UsageError
 
+HELP = "draw a detection run's boxes on images"
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("detect", help="draw a detection run's boxes on images", description=__doc__)
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", metavar="RUN", help="run folder of `cnnkit train --task detect` (or localize)")
     p.add_argument("images", metavar="IMAGE", nargs="+", help="image files (PNG, JPEG, ...)")
     p.add_argument("--out", help="folder for the annotated PNGs (default RUN/detections)")
@@ -30,7 +31,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--nms-iou", type=float, default=0.5, help="IoU of suppression between boxes (default 0.5)"
     )
     p.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: best available)")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

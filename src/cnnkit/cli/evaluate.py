@@ -17,8 +17,10 @@ if TYPE_CHECKING:
 CALIBRATION_IMAGES = 2_000
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("evaluate", help="evaluate a run folder on its test set", description=__doc__)
+HELP = "evaluate a run folder on its test set"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "run_dir", help="a run folder written by `cnnkit train` or `cnnkit finetune` (any task), or 'fashion'"
     )
@@ -38,7 +40,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(faster inference once compiled; the compile time is reported apart)",
     )
     p.add_argument("--json", action="store_true", help="print the full report as JSON")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -20,14 +20,10 @@ from pathlib import Path
 
 from ..errors import UsageError
 
+HELP = "transfer learning: train a new head on a frozen base, then fine-tune all layers"
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "finetune",
-        help="transfer learning: train a new head on a frozen base, then fine-tune all layers",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", required=True, help="run folder, weights file or torchvision name")
     p.add_argument("--data", required=True, help="image folder (one sub-folder per class)")
     p.add_argument("--model", help="registered model name (default: the --weights run's)")
@@ -75,7 +71,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: best available)")
     p.add_argument("--deterministic", action="store_true", help="deterministic algorithms only")
     p.add_argument("--no-progress", action="store_true", help="no progress output")
-    p.set_defaults(func=run)
 
 
 def parse_group_lrs(items: list[str]) -> dict[str, float]:

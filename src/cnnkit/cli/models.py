@@ -6,11 +6,11 @@ import argparse
 
 import torch
 
+HELP = "list the registered models"
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("models", help="list the registered models", description=__doc__)
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("pattern", nargs="?", help="shell wildcard, e.g. 'resnet*'")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -30,13 +30,10 @@ FASHION = "fashion"
 FASHION_ASSET = "fashion_hongong_cnn.safetensors"
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "predict",
-        help="classify image files with a pretrained model or a run folder",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+HELP = "classify image files with a pretrained model or a run folder"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", metavar="MODEL_OR_RUN", help="'fashion', a run folder or a model name")
     p.add_argument("paths", metavar="PATH", nargs="+", help="image files or folders")
     p.add_argument("--weights", help="torchvision weights name, .safetensors/.pth file, or run folder")
@@ -56,7 +53,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=16, help="images per forward pass")
     p.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: best available)")
     p.add_argument("--json", action="store_true", help="one JSON object per image on stdout")
-    p.set_defaults(func=run)
 
 
 def fashion_asset() -> Path:

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import argparse
 
+HELP = "write a run's self-contained HTML report"
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("report", help="write a run's self-contained HTML report", description=__doc__)
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder of any task, or 'fashion'")
     p.add_argument("--out", help="output file (default RUN_DIR/report.html)")
     p.add_argument("--index", type=int, default=0, help="test image whose feature maps are drawn (default 0)")
     p.add_argument("--device", help="cpu, cuda, cuda:N or mps")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -18,21 +18,16 @@ import torch
 
 from ..errors import DataError, UsageError
 
+HELP = "paint a segmentation run's predictions on images"
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "segment",
-        help="paint a segmentation run's predictions on images",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", metavar="RUN", help="a run folder of `cnnkit train --task segment`")
     p.add_argument("paths", metavar="IMAGE", nargs="+", help="image files or folders")
     p.add_argument("--out", default="segments", help="folder for the overlays (default segments/)")
     p.add_argument("--threshold", type=float, default=0.5, help="Mask R-CNN runs: minimum score (0.5)")
     p.add_argument("--save-masks", action="store_true", help="also write <name>_mask.png (palette PNG)")
     p.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: best available)")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -11,17 +11,12 @@ import argparse
 
 from ..errors import UsageError
 
+HELP = "output-size calculator for a stack of layers"
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "shape",
-        help="output-size calculator for a stack of layers",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("input", help="input as HxWxC, e.g. 39x31x1")
     p.add_argument("layers", nargs="+", help="layers, e.g. conv:20:4 pool:2 conv:40:3 dense:100")
-    p.set_defaults(func=run)
 
 
 def _ints(parts: list[str], spec: str, count: int) -> list[int]:

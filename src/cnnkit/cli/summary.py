@@ -6,11 +6,10 @@ import argparse
 import inspect
 import json
 
+HELP = "per-layer table with shapes, parameters, MACs and memory"
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "summary", help="per-layer table with shapes, parameters, MACs and memory", description=__doc__
-    )
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="a registered model name or a run folder")
     p.add_argument("--input", help="input as HxWxC, e.g. 28x28x1 (default: the model's own)")
     p.add_argument("--batch", type=int, default=1, help="batch size for the training-memory estimate")
@@ -18,7 +17,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--num-classes", type=int, help="classifier outputs (default: the model's own)")
     p.add_argument("--small-input", action="store_true", help="the model's small-input variant")
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")
-    p.set_defaults(func=run)
 
 
 def resolve_model(spec: str, num_classes: int | None = None, small_input: bool = False, input_shape=None):

@@ -25,7 +25,7 @@ TASKS = {
     "detect": train_scenes,
     "segment": train_segment,
 }
-HELP = {
+TASK_HELP = {
     "classify": "one class per image (the course's CNNs; Fashion-MNIST, IDX or image folders)",
     "localize": "a class and one box per image (FashionScenes)",
     "detect": "a YOLO-style detector (FashionScenes, COCO or YOLO data)",
@@ -115,12 +115,14 @@ def common_options() -> argparse.ArgumentParser:
     return p
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a model and write a run folder", description=__doc__)
+HELP = "train a model and write a run folder (classify, localize, detect or segment)"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
     tasks = p.add_subparsers(dest="task", metavar="TASK", parser_class=type(p))
     common = common_options()
     for name, module in TASKS.items():
-        tp = tasks.add_parser(name, parents=[common], help=HELP[name], description=HELP[name])
+        tp = tasks.add_parser(name, parents=[common], help=TASK_HELP[name], description=TASK_HELP[name])
         module.add_arguments(tp, name)
         tp.set_defaults(func=run, task_parser=tp)
 

@@ -32,13 +32,10 @@ RUN_ONLY = ("curves", "confusion", "errors")
 SCORED_RUN_FIGURES = ("curves", "filters")
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "viz",
-        help="draw curves, filters, feature maps, errors, Grad-CAM or a diagram",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+HELP = "draw curves, filters, feature maps, errors, Grad-CAM or a diagram"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("figure", choices=FIGURES, metavar="FIGURE", help=" | ".join(FIGURES))
     p.add_argument("target", metavar="RUN_DIR_or_MODEL", help="a run folder or a registered model name")
     p.add_argument(
@@ -61,7 +58,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--input", help="input as HxWxC for a model name (default: the model's own)")
     p.add_argument("--dpi", type=float, default=100, help="PNG resolution")
     p.add_argument("--device", help="cpu, cuda, cuda:N or mps")
-    p.set_defaults(func=run)
 
 
 class _Target:
