@@ -384,3 +384,53 @@ def test_cli_finetune_usage_errors_exit_2(pretrained_run, image_folder, tmp_path
     assert main(argv) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "ft").exists()
+
+
+def _interrupt_at(monkeypatch, k: int) -> None:
+    """Ctrl-C as (0-based, counted across both phases) epoch k starts."""
+    from cnnkit.engine.trainer import Trainer
+
+    real = Trainer._train_epoch
+
+    def train_epoch(self, data, batch_size, epoch):
+        if epoch == k:
+            raise KeyboardInterrupt
+        return real(self, data, batch_size, epoch)
+
+    monkeypatch.setattr(Trainer, "_train_epoch", train_epoch)
+
+
+def _weights(path):
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+@pytest.mark.parametrize("k", [1, 3], ids=["in the head phase", "in the full phase"])
+def test_finetune_interrupted_and_resumed_ends_bit_identical(
+    pretrained_run, idx_folder, tmp_path, monkeypatch, k
+):
+    from cnnkit.cli.__main__ import main
+    from cnnkit.engine.checkpoint import load_checkpoint
+
+    config = FinetuneConfig(
+        weights=str(pretrained_run), data=str(idx_folder), head_epochs=2, full_epochs=2, limit_train=200,
+        patience=5, seed=0,
+    )  # fmt: skip
+    reference = finetune_run(config, tmp_path / "reference", progress=False)
+    _interrupt_at(monkeypatch, k)
+    with pytest.raises(KeyboardInterrupt):
+        finetune_run(config, tmp_path / "run", progress=False)
+    monkeypatch.undo()
+    assert load_checkpoint(tmp_path / "run" / "last.ckpt")["epoch"] == k
+    assert main(["finetune", "--resume", str(tmp_path / "run"), "--no-progress"]) == 0
+    resumed = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    for key in ("test_accuracy", "test_loss", "head_epochs_run", "full_epochs_run", "best_epoch"):
+        assert resumed[key] == reference[key], key
+    a, b = (
+        _weights(tmp_path / "run" / "best.safetensors"),
+        _weights(tmp_path / "reference" / "best.safetensors"),
+    )
+    assert a.keys() == b.keys() and all(torch.equal(a[n], b[n]) for n in a)
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert [row["phase"] for row in history] == [1.0, 1.0, 2.0, 2.0]

@@ -24,8 +24,9 @@ HELP = "transfer learning: train a new head on a frozen base, then fine-tune all
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--weights", required=True, help="run folder, weights file or torchvision name")
-    p.add_argument("--data", required=True, help="image folder (one sub-folder per class)")
+    p.add_argument("--weights", help="run folder, weights file or torchvision name (required)")
+    p.add_argument("--data", help="image folder (one sub-folder per class) (required)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted fine-tuning run")
     p.add_argument("--model", help="registered model name (default: the --weights run's)")
     p.add_argument("--out", help="run folder (default runs/finetune-<model>-<time>)")
     p.add_argument("--head-epochs", type=int, default=5, help="phase 1, base frozen (default 5)")
@@ -93,9 +94,14 @@ def parse_group_lrs(items: list[str]) -> dict[str, float]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..runs.finetune import FinetuneConfig, finetune_run
+    from ..runs.finetune import FinetuneConfig
     from ..runs.folder import SHIPPED, read_run, require_task
 
+    if args.resume:
+        return _resume(args)
+    missing = [flag for flag, value in (("--weights", args.weights), ("--data", args.data)) if not value]
+    if missing:
+        raise UsageError(f"cnnkit finetune needs {' and '.join(missing)} (or --resume RUN_DIR)")
     if Path(args.weights).is_dir() or args.weights == SHIPPED:
         require_task(
             read_run(args.weights),
@@ -139,9 +145,44 @@ def run(args: argparse.Namespace) -> int:
     label = args.model or Path(args.weights).name
     out = Path(args.out or f"runs/finetune-{label}-{time.strftime('%Y%m%d-%H%M%S')}")
     print(f"run folder: {out}", file=sys.stderr)
-    metrics = finetune_run(
-        config, out, progress=not args.no_progress, report=lambda s: print(s, file=sys.stderr)
-    )
+    return _finetune(config, out, args, resume=False)
+
+
+def _resume(args: argparse.Namespace) -> int:
+    """``--resume RUN_DIR``: the run's own settings, from its config.json."""
+    from ..runs.finetune import FinetuneConfig
+    from ..runs.folder import read_run, require_task
+
+    if args.weights or args.data:
+        raise UsageError(
+            f"--resume continues {args.resume} with the settings saved in it; drop --weights/--data"
+        )
+    run = read_run(args.resume)
+    require_task(run, "cnnkit finetune --resume", ("finetune",), "continues fine-tuning runs")
+    return _finetune(FinetuneConfig(**run.record["finetune"]).validate(), run.path, args, resume=True)
+
+
+def _finetune(config, out: Path, args: argparse.Namespace, resume: bool) -> int:
+    from ..runs.finetune import finetune_run
+    from ..runs.folder import LAST_CHECKPOINT
+
+    try:
+        metrics = finetune_run(
+            config,
+            out,
+            progress=not args.no_progress,
+            report=lambda s: print(s, file=sys.stderr),
+            resume=resume,
+        )
+    except KeyboardInterrupt:
+        if (out / LAST_CHECKPOINT).is_file():
+            print(
+                f"cnnkit: interrupted; {out / LAST_CHECKPOINT} holds the last finished epoch. "
+                f"Continue with: cnnkit finetune --resume {out}",
+                file=sys.stderr,
+            )
+            return 130
+        raise
     print(
         f"test accuracy {metrics['test_accuracy']:.4f} after {metrics['head_epochs_run']} head + "
         f"{metrics['full_epochs_run']} full epochs (best epoch {metrics['best_epoch']}, "

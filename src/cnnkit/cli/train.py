@@ -186,7 +186,10 @@ def _resume_config(args: argparse.Namespace) -> tuple[Any, Path]:
         )
     run = read_run(args.resume)
     if run.task == "finetune":
-        raise UsageError(f"{run.describe()}; `cnnkit train --resume` continues runs of `cnnkit train`")
+        raise UsageError(
+            f"{run.describe()}; `cnnkit train --resume` continues runs of `cnnkit train`; "
+            f"continue this one with `cnnkit finetune --resume {run.path}`"
+        )
     if args.task != run.task:
         require_task(run, f"cnnkit train {args.task} --resume", (args.task,))
     settings = run.record.get("run")

@@ -8,7 +8,6 @@ back; :func:`finetune_test_data` rebuilds the test split it was evaluated on.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
 from collections.abc import Callable
@@ -20,20 +19,24 @@ from ..data.arrays import ArrayDataset
 from ..data.folders import class_balance, format_balance, load_image_folder, split_three_ways
 from ..data.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from ..engine.device import pick_device
+from ..engine.perf import set_threads
 from ..engine.trainer import OPTIMIZERS, seed_everything
 from ..errors import UsageError
-from ..io.atomic import atomic_write_text
 from ..models import model_entry
 from ..tasks.finetune.fit import FinetuneResult, finetune
-from .classify import (
+from .classify import read_run_config
+from .config import RunConfig
+from .folder import (
     BEST_WEIGHTS,
     CONFIG_FILE,
     LAST_CHECKPOINT,
+    METRICS_FILE,
     machine_info,
-    read_run_config,
+    open_folder,
     versions,
+    write_json,
+    write_report_safely,
 )
-from .config import RunConfig
 from .pretrained import _is_weights_name, _weights_source, pretrained_model
 
 __all__ = ["FinetuneConfig", "finetune_run", "finetune_test_data"]
@@ -238,6 +241,7 @@ def finetune_run(
     out: str | os.PathLike[str],
     progress: bool = True,
     report: Callable[[str], None] | None = None,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Fine-tune as ``config`` says and fill the run folder ``out``; returns the test metrics.
 
@@ -245,15 +249,15 @@ def finetune_run(
     history, curves.png, metrics.json); ``config.json`` holds a ``run`` section that
     :func:`~cnnkit.runs.classify.load_run` rebuilds the model from, and a ``finetune`` section.
     ``report`` receives the class balance of the three splits (and any skipped files) before
-    training starts.
+    training starts. With ``resume``, ``out`` is an interrupted run of the same config: training
+    goes on from its ``last.ckpt`` (in the phase it records) and ends bit-identical.
 
     Raises:
-        UsageError: a non-empty ``out``, or settings that cannot be used.
+        UsageError: a non-empty ``out`` without ``resume``, or settings that cannot be used.
     """
     config.validate()
     out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        raise UsageError(f"run folder {out} already exists and is not empty; choose another --out")
+    resume_state = open_folder(out, resume, create=False)  # made once the settings are checked
     name, in_chans, kwargs, source = _weights_source(config.model, config.weights, None, config.model_kwargs)
     entry = model_entry(name)
     seed_everything(config.seed, config.deterministic)
@@ -267,6 +271,8 @@ def finetune_run(
     model = pretrained_model(name, config.weights, train.num_classes, in_chans=channels, **kwargs)
     normalize = _normalization(config, source, channels)
     device = pick_device(config.device)
+    if resume_state is not None and "num_threads" in resume_state:  # bit-identical only so
+        set_threads(int(resume_state["num_threads"]))
     out.mkdir(parents=True, exist_ok=True)
     run_config = RunConfig(
         model=name,
@@ -312,7 +318,7 @@ def finetune_run(
     }
     if data_info["kind"] == "image-folder":  # so that `cnnkit predict` prepares images the same way
         record["preprocess"] = {"resize": config.resize}
-    atomic_write_text(out / CONFIG_FILE, json.dumps(record, indent=2, ensure_ascii=False))
+    write_json(out / CONFIG_FILE, record)
     start = time.perf_counter()
     result = finetune(
         model,
@@ -337,6 +343,7 @@ def finetune_run(
         device=device,
         seed=config.seed,
         normalize=normalize,
+        resume_state=resume_state,
     )
     wall = time.perf_counter() - start
     result.history.save(out)
@@ -360,7 +367,8 @@ def finetune_run(
         "confusion_matrix": report["confusion_matrix"],
         "num_test_samples": report["num_samples"],
     }
-    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2, ensure_ascii=False))
+    write_json(out / METRICS_FILE, metrics)
+    write_report_safely(out, result.trainer.model, test)
     return metrics
 
 

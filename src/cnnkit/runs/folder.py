@@ -186,8 +186,9 @@ def default_run_dir(task: str, model: str) -> Path:
     return Path("runs") / f"{prefix}{model}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def open_folder(out: Path, resume: bool) -> dict[str, Any] | None:
+def open_folder(out: Path, resume: bool, create: bool = True) -> dict[str, Any] | None:
     """Make ``out`` ready: a new run needs it absent or empty; a resumed one, its ``last.ckpt``.
+    ``create=False`` leaves making the folder to the caller (after its own checks).
 
     Returns:
         With ``resume``, the verified body of ``last.ckpt`` (checked before anything is rewritten,
@@ -206,7 +207,8 @@ def open_folder(out: Path, resume: bool) -> dict[str, Any] | None:
         raise UsageError(
             f"run folder {out} already exists and is not empty; choose another --out or use --resume"
         )
-    out.mkdir(parents=True, exist_ok=True)
+    if create:
+        out.mkdir(parents=True, exist_ok=True)
     return state
 
 

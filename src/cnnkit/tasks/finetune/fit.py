@@ -16,9 +16,11 @@ writes the run folder.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -58,6 +60,32 @@ class FinetuneResult:
     frozen: list[str] = field(default_factory=list)
 
 
+class FinetunePhase(Callback):
+    """Which phase a checkpoint was written in, and phase 1's epochs: what resuming needs to
+    go on in the right phase (both phases' trainers carry it, so every last.ckpt holds it)."""
+
+    def __init__(self) -> None:
+        self.phase = 1
+        self.head_run = 0
+        self.rows: list[dict[str, float]] = []
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"phase": self.phase, "head_run": self.head_run, "rows": json.dumps(self.rows)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.phase, self.head_run = int(state["phase"]), int(state["head_run"])
+        self.rows = json.loads(state["rows"])
+
+    @classmethod
+    def of(cls, body: Mapping[str, Any] | None) -> FinetunePhase:
+        """The phase recorded in a checkpoint body (a fresh phase 1 without one)."""
+        marker = cls()
+        for key, state in ((body or {}).get("callbacks") or {}).items():
+            if key.endswith(f":{cls.__name__}"):
+                marker.load_state_dict(state)
+        return marker
+
+
 def finetune(
     model: nn.Module,
     train: ArrayDataset,
@@ -84,6 +112,7 @@ def finetune(
     seed: int = 42,
     normalize: tuple[Sequence[float], Sequence[float]] | None = None,
     augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    resume_state: Mapping[str, Any] | None = None,
 ) -> FinetuneResult:
     """Train a new head on a frozen base, then fine-tune all layers at a lower learning rate.
 
@@ -115,6 +144,8 @@ def finetune(
         seed: seeds the head's shuffling and dropout.
         normalize: (mean, std) per channel after scaling uint8 pixels to [0, 1].
         augment: function applied to each float training batch on the device.
+        resume_state: a verified ``last.ckpt`` body that an interrupted call with the same
+            arguments wrote: training goes on in the phase and epoch it records, exactly.
 
     Returns:
         FinetuneResult; ``model`` holds the best weights, in eval mode.
@@ -143,8 +174,10 @@ def finetune(
     checkpoint = ModelCheckpoint(best_path, monitor=monitor) if best_path is not None else None
     bar = [ProgressBar()] if progress else []
 
+    marker = FinetunePhase.of(resume_state)
+
     def trainer_for(opt: torch.optim.Optimizer, early: EarlyStopping) -> ClassifyTrainer:
-        cbs = [early, *([checkpoint] if checkpoint else []), *callbacks, *bar]
+        cbs = [early, *([checkpoint] if checkpoint else []), *callbacks, marker, *bar]
         return ClassifyTrainer(
             model,
             optimizer=opt,
@@ -157,23 +190,29 @@ def finetune(
             checkpoint_path=checkpoint_path,
         )
 
-    rows: list[dict[str, float]] = []
     frozen: list[str] = []
     early = EarlyStopping(monitor, patience=patience, restore_best_weights=True)
     stopped = False
-    head_run = 0
     trainer: ClassifyTrainer | None = None
-    if head_epochs:
+    if head_epochs and marker.phase == 1:
         params = dict(model.named_parameters())
         opt = make_optimizer(optimizer, [params[n] for n in trainable], lr, weight_decay)
         with frozen_base(model, trainable) as frozen:
             trainer = trainer_for(opt, early)
+            if resume_state is not None:
+                trainer.load_state(dict(resume_state), source="last.ckpt")
             trainer.fit(train, val, epochs=head_epochs, batch_size=batch_size)
-        head_run = trainer.epoch
-        rows += [{**row, "phase": 1.0} for row in trainer.history.epochs]
+        marker.head_run = trainer.epoch
+        marker.rows = [{**row, "phase": 1.0} for row in trainer.history.epochs]
         stopped = early.stopped_epoch is not None
+    elif head_epochs:  # resumed in phase 2: phase 1's frozen names and stop, as it left them
+        frozen = [name for name, _ in model.named_parameters() if name not in set(trainable)]
+        stopped = 0 < marker.head_run < head_epochs
+    head_run = marker.head_run
     full_run = 0
+    rows = list(marker.rows)
     if full_epochs:
+        marker.phase = 2
         for p in model.parameters():
             p.requires_grad_(True)
         opt = make_optimizer(
@@ -186,6 +225,8 @@ def finetune(
         with _base_bn_in_eval(model, trainable) if keep_bn_eval else contextlib.nullcontext():
             trainer = trainer_for(opt, early)
             trainer.epoch = head_run  # epochs count on from phase 1 (history, checkpoints, progress)
+            if resume_state is not None and FinetunePhase.of(resume_state).phase == 2:
+                trainer.load_state(dict(resume_state), source="last.ckpt")  # early stopping's state too
             trainer.fit(train, val, epochs=head_run + full_epochs, batch_size=batch_size)
         full_run = trainer.epoch - head_run
         rows += [{**row, "phase": 2.0} for row in trainer.history.epochs]
