@@ -228,3 +228,37 @@ def test_old_run_folders_without_a_task_in_their_run_section_still_load(runs, tm
     model, loaded = load_run(old, "cpu")
     assert loaded["head"] == runs["head"] and not model.training
     assert math.isfinite(sum(float(p.detach().sum()) for p in model.parameters()))
+
+
+def test_command_line_options_become_the_config(tmp_path):
+    from cnnkit.cli.__main__ import parse_command_line
+    from cnnkit.cli.train_segment import config_from_args
+    from cnnkit.errors import UsageError
+
+    def config(*argv):
+        return config_from_args(parse_command_line(["train", "segment", *argv]), "segment")
+
+    fcn = config("--data", "fashion-mnist", "--canvas", "48", "--max-grad-norm", "2")
+    assert (fcn.task, fcn.data, fcn.head, fcn.batch_size) == ("segment", "fashion-scenes", "fcn8s", 16)
+    assert fcn.scenes == {"canvas": 48} and fcn.max_grad_norm == 2.0
+    (tmp_path / "run.json").write_text('{"head": "maskrcnn", "batch_size": 4, "scenes": {"canvas": 96}}')
+    mask = config("--config", str(tmp_path / "run.json"), "--model", "hongong_cnn", "--noise", "3")
+    # Mask R-CNN's defaults where neither the file nor a flag gives a value.
+    assert (mask.head, mask.batch_size, mask.optimizer, mask.epochs, mask.lr) == (
+        "maskrcnn",
+        4,
+        "adamw",
+        4,
+        1e-3,
+    )
+    assert mask.scenes == {"canvas": 96, "noise": 3.0}
+    assert config("--head", "maskrcnn", "--model", "maskrcnn_resnet50_fpn").model == "maskrcnn_resnet50_fpn"
+    with pytest.raises(UsageError, match=r"unknown model 'hongong_cn'; did you mean hongong_cnn"):
+        config("--model", "hongong_cn")
+    with pytest.raises(UsageError, match=r"takes --head maskrcnn, not unet"):
+        config("--model", "maskrcnn_resnet50_fpn", "--head", "unet")
+    with pytest.raises(UsageError, match=r"--backbone-weights is for FCN and U-Net heads"):
+        config("--head", "maskrcnn", "--model", "hongong_cnn", "--backbone-weights", "x")
+    (tmp_path / "bad.json").write_text('{"hed": "unet"}')
+    with pytest.raises(UsageError, match=r"unknown config key 'hed'; did you mean head"):
+        config("--config", str(tmp_path / "bad.json"))
