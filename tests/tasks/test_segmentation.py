@@ -290,7 +290,7 @@ def test_cli_rejects_bad_choices(tmp_path, capsys):
     (tmp_path / "cls").mkdir()
     (tmp_path / "cls" / "config.json").write_text('{"task": "classify"}')
     assert main(["segment", str(tmp_path / "cls"), "x.png"]) == 2
-    assert "not a segmentation run" in capsys.readouterr().err
+    assert "is a classify run; `cnnkit segment` works on segment runs" in capsys.readouterr().err
 
 
 def test_backbone_weights_from_a_classifier(tmp_path):
@@ -310,23 +310,23 @@ def test_backbone_weights_from_a_classifier(tmp_path):
 
 def test_cli_options_become_the_run_config():
     from cnnkit.cli.__main__ import parse_command_line
+    from cnnkit.cli.train_segment import config_from_args
     from cnnkit.errors import UsageError
-    from cnnkit.tasks.segmentation.cli import config_from_args
 
     args = parse_command_line(
         ["train", "--task", "segment", "--head", "unet", "--model-option", "depth=2",
          "--model-option", "widths=[16,32,64]", "--item-sizes", "20,30", "--train-images", "99"]
     )  # fmt: skip
-    config = config_from_args(args)
+    config = config_from_args(args, "segment")
     assert config.head == "unet" and config.data == "fashion-scenes"
     assert config.model_kwargs == {"depth": 2, "widths": [16, 32, 64]}
     assert config.scenes == {"min_size": 20, "max_size": 30} and config.limit_train == 99
     args = parse_command_line(["train", "--task", "segment", "--model-option", "depth"])
     with pytest.raises(UsageError, match=r"--model-option takes KEY=VALUE"):
-        config_from_args(args)
+        config_from_args(args, "segment")
     args = parse_command_line(["train", "--task", "segment", "--item-sizes", "30,20"])
     with pytest.raises(UsageError, match=r"FashionScenes: need min_size <= max_size"):
-        config_from_args(args)
+        config_from_args(args, "segment")
 
 
 def test_bf16_training_matches_float32_training():

@@ -27,7 +27,7 @@ from cnnkit.engine.device import pick_device
 from cnnkit.tasks.segmentation.data import DEFAULT_SCENES, DEFAULT_SIZES
 from cnnkit.tasks.segmentation.instance import to_model_inputs
 from cnnkit.tasks.segmentation.overlay import blend, instance_label_map, legend_handles
-from cnnkit.tasks.segmentation.run import load_segment_run
+from cnnkit.runs.segment import load_segment_run
 
 
 def _test_scenes(record: dict) -> object:

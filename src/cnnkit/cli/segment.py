@@ -1,6 +1,6 @@
 """`cnnkit segment RUN IMAGE...`: colour overlays of a segmentation run's predictions.
 
-RUN is a folder written by `cnnkit train --task segment`. Each IMAGE (files or folders, walked
+RUN is a folder written by `cnnkit train segment`. Each IMAGE (files or folders, walked
 recursively) gets ``<out>/<name>_segment.png``: the image, and the image with every predicted
 class painted in its colour, with a legend of the classes found. FCN and U-Net runs take images
 of any size; Mask R-CNN runs draw the instances scoring at least --threshold. A file that cannot
@@ -22,7 +22,7 @@ HELP = "paint a segmentation run's predictions on images"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run_dir", metavar="RUN", help="a run folder of `cnnkit train --task segment`")
+    p.add_argument("run_dir", metavar="RUN", help="a run folder of `cnnkit train segment`")
     p.add_argument("paths", metavar="IMAGE", nargs="+", help="image files or folders")
     p.add_argument("--out", default="segments", help="folder for the overlays (default segments/)")
     p.add_argument("--threshold", type=float, default=0.5, help="Mask R-CNN runs: minimum score (0.5)")
@@ -35,15 +35,15 @@ def run(args: argparse.Namespace) -> int:
     from ..data.masks import write_mask
     from ..engine.device import pick_device
     from ..tasks.segmentation.overlay import instance_label_map, save_overlay
-    from ..tasks.segmentation.run import load_segment_run
 
     if not 0.0 <= args.threshold <= 1.0:
         raise UsageError(f"--threshold must be between 0 and 1, got {args.threshold}")
-    from ..runs.folder import read_run, require_task
+    from ..runs.folder import load_run, read_run, require_task
 
-    require_task(read_run(args.run_dir), "cnnkit segment", ("segment",))
+    run_info = read_run(args.run_dir)
+    require_task(run_info, "cnnkit segment", ("segment",))
     device = pick_device(args.device)
-    model, record = load_segment_run(args.run_dir, device)
+    model, record = load_run(run_info, device)
     names = record["class_names"]
     instance = record["kind"] == "instance"
     channels = record["input_shape"][0]

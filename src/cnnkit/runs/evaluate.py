@@ -42,9 +42,9 @@ def scene_test_set(run: RunInfo, limit_test: int | None = None) -> Any:
 def segment_test_set(run: RunInfo, limit_test: int | None = None) -> Any:
     """The test images (with masks) a segmentation run was scored on."""
     from ..tasks.segmentation.data import DEFAULT_SIZES, load_segmentation_data, scene_splits, scenes_with
-    from ..tasks.segmentation.run import SegmentConfig
+    from .segment import segment_config
 
-    config = SegmentConfig.from_dict(run.record["run"])
+    config = segment_config(run.record)
     if run.record.get("kind") == "instance":
         test = scene_splits(
             scenes_with(config.scenes),

@@ -175,9 +175,9 @@ def load_run(
 
         dev = device if isinstance(device, torch.device) else pick_device(device)
         return load_scene_run(run.path, dev)
-    from ..tasks.segmentation.run import load_segment_run
+    from .segment import load_segment_run
 
-    return load_segment_run(run.path, device)
+    return load_segment_run(run, device)
 
 
 # ---------------------------------------------------------------------- writing a run folder

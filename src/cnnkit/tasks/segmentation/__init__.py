@@ -1,5 +1,6 @@
 """Semantic segmentation (FCN-32s/16s/8s and U-Net heads on any backbone) and instance
-segmentation (torchvision's Mask R-CNN), with pixel losses, torchmetrics scores and run folders."""
+segmentation (torchvision's Mask R-CNN), with pixel losses and torchmetrics scores, trained
+through the engine. Run folders of these models: ``cnnkit.runs.segment``."""
 
 from __future__ import annotations
 
@@ -24,8 +25,8 @@ if TYPE_CHECKING:
     from .task import SegmentTask
     from .train import SegmentationTrainer
 
-# Loaded on first use: `cnnkit --help` and `cnnkit train` build their parsers from this
-# package's cli module without paying for torchvision, torchmetrics and the models.
+# Loaded on first use: importing the package (say, for its data helpers) does not pay for
+# torchvision, torchmetrics and the models.
 _EXPORTS = {
     "FCN_HEADS": ".heads",
     "HEADS": ".heads",
