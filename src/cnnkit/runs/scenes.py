@@ -11,6 +11,7 @@ existed load the same way (``load_scene_run``).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -257,7 +258,9 @@ def train_scenes(
     if config.task == "detect":
         levels, fit = fit_anchors(config, data.train.boxes)
         record["anchors"], record["anchor_fit"] = [level.tolist() for level in levels], fit
-    model = build_task_model(record, build_backbone(config, record["in_chans"]))
+    # A resumed run's weights come from last.ckpt: the backbone file need not be there any more.
+    start = config if state is None else dataclasses.replace(config, backbone_weights=None)
+    model = build_task_model(record, build_backbone(start, record["in_chans"]))
     write_json(out / CONFIG_FILE, record)
 
     from ..tasks.detection.fit import EpochEndCall, scene_trainer
