@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -62,17 +63,18 @@ def _interrupt_after_epoch_1(proc: subprocess.Popen) -> tuple[int, str]:
 def scene_runs(tmp_path_factory):
     """Per task: an uninterrupted run, and one interrupted after epoch 1 then resumed.
 
-    Returns ``{task: {"reference": Path, "resumed": Path, "interrupted": (code, stderr, epoch)}}``.
+    Returns ``{task: {"reference": Path, "resumed": Path, "interrupted": (exit code, stderr,
+    epoch in last.ckpt, files of the folder), "resume_output": str}}``.
     """
     root = tmp_path_factory.mktemp("scene_runs")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CNNKIT_CACHE": str(root / "cache")}
     env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parents[2] / "src"), env.get("PYTHONPATH", "")])
+    from cnnkit.cli.train_scenes import config_from_args
+    from cnnkit.runs.scenes import load_data
+
     # Data first, so that the runs started together do not all generate it.
     for task in TASKS:
         args = parse_command_line([*ARGS[task], "--out", "unused"])
-        from cnnkit.cli.train_scenes import config_from_args
-        from cnnkit.runs.scenes import load_data
-
         with pytest.MonkeyPatch.context() as mp:
             mp.setenv("CNNKIT_CACHE", env["CNNKIT_CACHE"])
             load_data(config_from_args(args, task))
@@ -82,15 +84,14 @@ def scene_runs(tmp_path_factory):
         for task, paths in runs.items()
         for kind in ("reference", "resumed")
     }
-    for task in TASKS:
-        code, err = _interrupt_after_epoch_1(started[task, "resumed"])
-        epoch = load_checkpoint(runs[task]["resumed"] / "last.ckpt")["epoch"]
-        runs[task]["interrupted"] = (
-            code,
-            err,
-            epoch,
-            sorted(p.name for p in runs[task]["resumed"].iterdir()),
-        )
+    # One reader per interrupted run, so that each gets its SIGINT as soon as its epoch 1 ends.
+    with ThreadPoolExecutor(len(TASKS)) as pool:
+        interrupted = {t: pool.submit(_interrupt_after_epoch_1, started[t, "resumed"]) for t in TASKS}
+        for task in TASKS:
+            code, err = interrupted[task].result()
+            epoch = load_checkpoint(runs[task]["resumed"] / "last.ckpt")["epoch"]
+            files = sorted(p.name for p in runs[task]["resumed"].iterdir())
+            runs[task]["interrupted"] = (code, err, epoch, files)
     for task in TASKS:
         _, err = started[task, "reference"].communicate(timeout=300)
         assert started[task, "reference"].returncode == 0, err
