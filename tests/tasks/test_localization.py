@@ -214,14 +214,22 @@ def test_train_localize_smoke_and_detect_on_the_run(tmp_path, monkeypatch, capsy
 
 
 def test_localize_refuses_classification_only_flags(tmp_path, capsys):
-    assert cnnkit_main(["train", "--task", "localize", "--resume", str(tmp_path)]) == 2
-    assert "--resume is for classification runs" in capsys.readouterr().err
+    out = ["--out", str(tmp_path / "run")]
+    assert cnnkit_main(["train", "localize", "--preset", "fast", *out]) == 2
+    assert "`cnnkit train localize` does not take --preset" in capsys.readouterr().err
+    assert cnnkit_main(["train", "localize", "--optimizer", "sgd", *out]) == 2
+    assert "trains with adamw; --optimizer sgd is not available" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
 
 
 def test_backbone_weights_start_the_backbone_from_a_classifier(tmp_path):
     from cnnkit.errors import UsageError
     from cnnkit.io.weights import save_weights
-    from cnnkit.tasks.detection.cli import build_backbone
+    from cnnkit.runs.config import SceneConfig
+    from cnnkit.runs.scenes import build_backbone as build_from
+
+    def build_backbone(s, in_chans):
+        return build_from(SceneConfig.for_task("localize", **s), in_chans)
 
     classifier = create_model("fashion_bn_cnn", depth=2)
     run = tmp_path / "classifier"
@@ -242,7 +250,7 @@ def test_backbone_weights_start_the_backbone_from_a_classifier(tmp_path):
     with pytest.raises(UsageError, match=smaller):
         build_backbone({**s, "backbone_weights": str(tmp_path / "depth1.safetensors")}, in_chans=1)
     with pytest.raises(UsageError, match=r"--model fashion_bn_cnn with options \{'depht': 2\}"):
-        build_backbone({**s, "model_kwargs": {"depht": 2}, "backbone_weights": None}, in_chans=1)
+        build_backbone({**s, "model_kwargs": {"depht": 2}}, in_chans=1)
 
 
 def test_localize_refuses_missing_backbone_weights_and_bad_model_options(tmp_path, capsys):

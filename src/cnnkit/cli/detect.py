@@ -36,11 +36,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..data.annotations import read_image, resize_for_model
     from ..engine.device import pick_device
-    from ..runs.folder import read_run, require_task
+    from ..runs.folder import load_run, read_run, require_task
     from ..tasks.detection.draw import draw_detections, save_png
-    from ..tasks.detection.runs import load_run, to_input
+    from ..tasks.detection.inputs import to_input
 
-    require_task(read_run(args.run), "cnnkit detect", ("localize", "detect"))
+    run = read_run(args.run)
+    require_task(run, "cnnkit detect", ("localize", "detect"))
     for flag, value in (("--score-threshold", args.score_threshold), ("--nms-iou", args.nms_iou)):
         if not 0.0 <= value <= 1.0:
             raise UsageError(f"{flag} must be between 0 and 1, got {value}")
@@ -51,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
             + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
         )
     device = pick_device(args.device)
-    model, config = load_run(args.run, device)
+    model, config = load_run(run, device)
     names, size, in_chans = config["class_names"], config["image_size"], config["in_chans"]
     out_dir = Path(args.out) if args.out else Path(args.run) / "detections"
     out_dir.mkdir(parents=True, exist_ok=True)

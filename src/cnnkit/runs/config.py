@@ -162,7 +162,7 @@ class RunConfig(TrainConfig):
 # sized to train in under 15 minutes on one busy CPU core (docs/detection.md).
 SCENE_DEFAULTS: dict[str, dict[str, Any]] = {
     "localize": {"canvas": 64, "train_images": 50_000, "min_objects": 1, "max_objects": 1,
-                 "epochs": 8, "batch_size": 128, "lr": 3e-3},
+                 "epochs": 8, "batch_size": 128, "lr": 3e-3, "weight_decay": 1e-4},
     "detect": {"canvas": 96, "train_images": 12_000, "min_objects": 1, "max_objects": 4,
                "epochs": 8, "batch_size": 64, "lr": 2e-3},
 }  # fmt: skip

@@ -24,7 +24,9 @@ def scene_test_set(run: RunInfo, limit_test: int | None = None) -> Any:
     if data.get("name") == "fashion-scenes":
         test = FashionScenes(**data["test"]).load()
     else:
-        settings = record.get("train") or {}
+        from .scenes import scene_record_settings
+
+        settings = scene_record_settings(record)
         test = load_task_data(
             data["name"],
             image_size=record["image_size"],

@@ -170,11 +170,9 @@ def load_run(
 
         return load_classify_run(run, device)
     if run.task in ("localize", "detect"):
-        from ..engine.device import pick_device
-        from ..tasks.detection.runs import load_run as load_scene_run
+        from .scenes import load_scene_run
 
-        dev = device if isinstance(device, torch.device) else pick_device(device)
-        return load_scene_run(run.path, dev)
+        return load_scene_run(run, device)
     from .segment import load_segment_run
 
     return load_segment_run(run, device)

@@ -12,12 +12,11 @@ if TYPE_CHECKING:
     from .loss import YoloLoss, assign_targets
     from .metrics import mean_average_precision
     from .model import YoloDetector
-    from .runs import load_run
     from .task import DetectTask
     from .train import evaluate_detector, fit_detector, predict_detector
 
-# Loaded on first use: `cnnkit --help` and `cnnkit train` build their parsers from this
-# package's cli module without paying for torchvision, torchmetrics and the models.
+# Loaded on first use: importing the package (the CLI's parsers do) pays for no torchvision,
+# torchmetrics or models.
 _EXPORTS = {
     "anchor_fit": ".anchors",
     "kmeans_anchors": ".anchors",
@@ -29,7 +28,6 @@ _EXPORTS = {
     "assign_targets": ".loss",
     "mean_average_precision": ".metrics",
     "YoloDetector": ".model",
-    "load_run": ".runs",
     "DetectTask": ".task",
     "evaluate_detector": ".train",
     "fit_detector": ".train",
@@ -47,7 +45,6 @@ __all__ = [
     "evaluate_detector",
     "fit_detector",
     "kmeans_anchors",
-    "load_run",
     "mean_average_precision",
     "predict_detector",
     "shape_iou",

@@ -1,12 +1,13 @@
-"""What ``fit_localizer`` and ``fit_detector`` share: the engine's Trainer set up as their
-results were trained (AdamW, a one-cycle learning rate, the best validation epoch kept)."""
+"""What localization and detection training share: the engine's Trainer set up as their
+results were trained (AdamW, a one-cycle learning rate, channels-last), used by
+``fit_localizer`` / ``fit_detector`` and by the run folders of ``cnnkit.runs.scenes``."""
 
 from __future__ import annotations
 
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -29,6 +30,43 @@ class EpochEndCall(Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any]) -> None:
         self.fn(epoch + 1, logs)
+
+
+def scene_trainer(
+    model: nn.Module,
+    task: Task,
+    *,
+    lr: float,
+    device: torch.device | str | None,
+    weight_decay: float,
+    amp: str | None,
+    seed: int,
+    callbacks: Sequence[Callback] = (),
+    **engine_options: Any,
+) -> Trainer:
+    """The engine's Trainer for ``task``: AdamW and PyTorch's one-cycle defaults, channels-last.
+
+    Args:
+        callbacks: the run's callbacks (early stopping on ``task.monitor``, checkpoints, display).
+        engine_options: more ``cnnkit.engine.Trainer`` options (``checkpoint_path``,
+            ``max_grad_norm``, ...).
+    """
+    # torch.optim.lr_scheduler.OneCycleLR's defaults (what this task's results were trained with)
+    schedule = one_cycle(lr, pct_start=0.15, div_factor=25.0, final_div_factor=1e4, anneal="cos")
+    return Trainer(
+        model,
+        task,
+        optimizer="adamw",
+        lr=lr,
+        weight_decay=weight_decay,
+        scheduler=schedule,
+        amp=amp,
+        channels_last=True,
+        device=device,
+        seed=seed,
+        callbacks=callbacks,
+        **engine_options,
+    )
 
 
 def fit_task(
@@ -69,22 +107,10 @@ def fit_task(
     if on_epoch_end is not None:
         callbacks.append(EpochEndCall(on_epoch_end))
     callbacks += list(engine_options.pop("callbacks", ()))
-    # torch.optim.lr_scheduler.OneCycleLR's defaults (what this task's results were trained with)
-    schedule = one_cycle(lr, pct_start=0.15, div_factor=25.0, final_div_factor=1e4, anneal="cos")
-    trainer = Trainer(
-        model,
-        task,
-        optimizer="adamw",
-        lr=lr,
-        weight_decay=weight_decay,
-        scheduler=schedule,
-        amp=amp,
-        channels_last=True,
-        device=device,
-        seed=seed,
-        callbacks=callbacks,
-        **engine_options,
-    )
+    trainer = scene_trainer(
+        model, task, lr=lr, device=device, weight_decay=weight_decay, amp=amp, seed=seed,
+        callbacks=callbacks, **engine_options,
+    )  # fmt: skip
     if resume_from is not None:
         steps = epochs * math.ceil(task.num_samples(train) / batch_size)
         trainer.load_checkpoint(resume_from, total_steps=steps)

@@ -10,8 +10,8 @@ import torch
 from ...data.scenes import SceneDataset
 from ...engine.task import StepOutput, Task
 from ...engine.trainer import Trainer
+from .inputs import to_input
 from .loss import YoloLoss
-from .runs import to_input
 from .train import evaluate_detector, flip_batch
 
 # A batch: images Tensor[N, C, H, W], then boxes Tensor[M, 4], labels Tensor[M] and the image

@@ -11,10 +11,10 @@ import torch
 
 from ...data.scenes import SceneDataset
 from .fit import fit_task
+from .inputs import to_input
 from .loss import YoloLoss
 from .metrics import mean_average_precision
 from .model import YoloDetector
-from .runs import to_input
 
 
 def flip_batch(

@@ -12,8 +12,8 @@ if TYPE_CHECKING:
     from .task import LocalizeTask
     from .train import evaluate_localizer, fit_localizer, predict_localizer
 
-# Loaded on first use: `cnnkit --help` and `cnnkit train` build their parsers from this
-# package's cli module without paying for torchvision, torchmetrics and the models.
+# Loaded on first use: importing the package (the CLI's parsers do) pays for no torchvision,
+# torchmetrics or models.
 _EXPORTS = {
     "BOX_LOSSES": ".loss",
     "box_loss": ".loss",

@@ -11,7 +11,7 @@ import torch
 from ...data.scenes import SceneDataset
 from ...engine.task import StepOutput, Task
 from ...engine.trainer import Trainer
-from ..detection.runs import to_input
+from ..detection.inputs import to_input
 from .loss import check_box_loss, localization_loss
 from .model import LocalizationOutput
 from .train import evaluate_localizer, flip_boxes, normalized_boxes

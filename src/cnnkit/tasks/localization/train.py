@@ -12,7 +12,7 @@ from torch import nn
 
 from ...data.scenes import SceneDataset
 from ..detection.fit import fit_task
-from ..detection.runs import to_input
+from ..detection.inputs import to_input
 from .loss import paired_iou
 from .model import Localizer
 
