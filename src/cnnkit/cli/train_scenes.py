@@ -13,7 +13,6 @@ from ..errors import UsageError
 from .scene_options import add_scene_arguments
 
 DEFAULT_MODEL = "hongong_cnn"
-# fit_localizer's weight decay (what the documented localization results were trained with);
 BOX_LOSSES = ("mse", "smooth_l1", "giou")  # tasks/localization/loss.py (not imported: parser start-up)
 
 
