@@ -2,29 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from ..._lazy import lazy_exports
-
-if TYPE_CHECKING:
-    from .loss import BOX_LOSSES, box_loss, localization_loss
-    from .model import LocalizationOutput, Localizer
-    from .task import LocalizeTask
-    from .train import evaluate_localizer, fit_localizer, predict_localizer
-
-# Loaded on first use: importing the package (the CLI's parsers do) pays for no torchvision,
-# torchmetrics or models.
-_EXPORTS = {
-    "BOX_LOSSES": ".loss",
-    "box_loss": ".loss",
-    "localization_loss": ".loss",
-    "LocalizationOutput": ".model",
-    "Localizer": ".model",
-    "LocalizeTask": ".task",
-    "evaluate_localizer": ".train",
-    "fit_localizer": ".train",
-    "predict_localizer": ".train",
-}
+from .loss import BOX_LOSSES, box_loss, localization_loss
+from .model import LocalizationOutput, Localizer
+from .task import LocalizeTask
+from .train import evaluate_localizer, fit_localizer, predict_localizer
 
 __all__ = [
     "BOX_LOSSES",
@@ -37,6 +18,3 @@ __all__ = [
     "localization_loss",
     "predict_localizer",
 ]
-
-
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
