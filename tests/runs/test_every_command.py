@@ -22,6 +22,9 @@ TRAIN = {
                *TINY_SCENES],
     "segment": ["train", "--task", "segment", "--head", "fcn8s", *TINY_SCENES],
     "maskrcnn": ["train", "--task", "segment", "--head", "maskrcnn", "--model", "hongong_cnn", *TINY_SCENES],
+    # started from the classification run above
+    "finetune": ["finetune", "--weights", "{classify}", "--data", "fashion-mnist", "--limit-train", "120",
+                 "--limit-test", "40", "--head-epochs", "1", "--full-epochs", "1", "--no-progress"],
 }  # fmt: skip
 TASK_OF = {"maskrcnn": "segment"}
 # The test score each task writes to metrics.json, and where `cnnkit evaluate --json` puts it.
@@ -31,6 +34,7 @@ SCORE = {
     "detect": (("test", "map_50"), ("map_50",)),
     "segment": (("test_miou",), ("miou",)),
     "maskrcnn": (("test_segm_map",), ("segm", "map")),
+    "finetune": (("test_accuracy",), ("accuracy",)),
 }
 
 
@@ -42,6 +46,7 @@ def runs(tmp_path_factory):
         mp.setenv("CNNKIT_CACHE", str(root / "cache"))
         for kind, argv in TRAIN.items():
             folders[kind] = root / kind
+            argv = [a.replace("{classify}", str(folders.get("classify", ""))) for a in argv]
             assert main([*argv, "--out", str(folders[kind])]) == 0, kind
     return folders
 
@@ -81,6 +86,8 @@ REFUSED = [
     (["viz", "confusion", "{run}"], ("localize", "detect", "segment", "maskrcnn")),
     (["finetune", "--weights", "{run}", "--data", "fashion-mnist"], ("localize", "detect", "segment")),
     (["evaluate", "{run}", "--int8"], ("localize", "detect", "segment")),
+    (["train", "--resume", "{run}"], ("finetune",)),
+    (["finetune", "--resume", "{run}"], ("classify", "detect")),
 ]
 
 

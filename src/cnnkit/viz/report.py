@@ -107,7 +107,7 @@ class _Report:
         # The shipped model keeps its scores in its own record.
         self.metrics = _read_json(run_dir / "metrics.json") or (self.record if record is not None else {})
         self.history = _read_json(run_dir / "history.json") or self.metrics.get("history") or []
-        self.task = self.record.get("task", "classify")
+        self.task = "finetune" if "finetune" in self.record else self.record.get("task", "classify")
         self.sections = (
             SECTIONS
             if self.task in ("classify", "finetune") or "finetune" in self.record
