@@ -210,3 +210,27 @@ def test_int8_evaluation_refuses_a_gpu(capsys, monkeypatch):
 def test_nonpositive_sizes_are_usage_errors(capsys, argv, message):
     code, _, err = run(capsys, *argv)
     assert code == 2 and message in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "read_as"),
+    [
+        (["train", "--model", "m"], ["train", "classify", "--model", "m"]),
+        (["train", "--task", "detect", "--epochs", "1"], ["train", "detect", "--epochs", "1"]),
+        (["--debug", "train", "--task=segment"], ["--debug", "train", "segment"]),
+        (["train", "localize", "--epochs", "1"], ["train", "localize", "--epochs", "1"]),
+        (["train", "--help"], ["train", "--help"]),
+        (["evaluate", "train"], ["evaluate", "train"]),  # a run folder named train
+    ],
+)
+def test_the_train_task_is_read_from_either_spelling(argv, read_as):
+    from cnnkit.cli.train import task_first
+
+    assert task_first(argv) == read_as
+
+
+def test_resume_without_a_task_reads_the_run_s_task(tmp_path):
+    from cnnkit.cli.train import task_first
+
+    (tmp_path / "config.json").write_text(json.dumps({"task": "detect", "run": {}}))
+    assert task_first(["train", "--resume", str(tmp_path)]) == ["train", "detect", "--resume", str(tmp_path)]

@@ -38,9 +38,10 @@ NOT_SETTINGS = {"resume", "no_progress", "debug", "func", "command", "task", "ta
 def task_first(argv: list[str]) -> list[str]:
     """``train --task X ...`` (the older spelling) as ``train X ...``; ``train`` without a task
     trains a classifier (``train classify ...``), as it always has."""
-    if "train" not in argv:
+    commands = [i for i, token in enumerate(argv) if not token.startswith("-")]
+    if not commands or argv[commands[0]] != "train":  # the command is the first word
         return argv
-    at = argv.index("train")
+    at = commands[0]
     rest = argv[at + 1 :]
     task = None
     for i, token in enumerate(rest):
