@@ -222,6 +222,12 @@ def versions() -> dict[str, str]:
     return {"cnnkit": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__}
 
 
+def run_record(task: str, run: dict[str, Any], device: torch.device, **fields: Any) -> dict[str, Any]:
+    """The ``config.json`` record of a run: its ``task`` and resolved config (``run``) first, the
+    task's own ``fields`` next, then the ``versions`` and ``machine`` it was trained with."""
+    return {"task": task, "run": run, **fields, "versions": versions(), "machine": machine_info(device)}
+
+
 def machine_info(device: torch.device) -> dict[str, Any]:
     return {
         "python": sys.version.split()[0],
