@@ -35,6 +35,7 @@ from .folder import (
     SHIPPED_WEIGHTS,
     RunInfo,
     best_epoch,
+    fit_run,
     open_folder,
     read_run,
     run_callbacks,
@@ -276,11 +277,11 @@ def train_classify(
     if data_info["kind"] == "image-folder":  # `cnnkit predict` prepares images the same way
         record["preprocess"] = {"resize": data_info["resize"]}
     write_json(out / CONFIG_FILE, record)
-    if resume_state is not None:
-        steps = config.epochs * -(-len(train) // config.batch_size)
-        trainer.load_state(resume_state, total_steps=steps, source=str(out / LAST_CHECKPOINT))
     start = time.perf_counter()
-    history = trainer.fit(train, val, epochs=config.epochs, batch_size=config.batch_size)
+    history = fit_run(
+        trainer, out, resume_state, train, val,
+        epochs=config.epochs, batch_size=config.batch_size, num_samples=len(train),
+    )  # fmt: skip
     wall = time.perf_counter() - start
     early = next(cb for cb in trainer.callbacks if isinstance(cb, EarlyStopping))
     best = best_epoch(trainer.callbacks)

@@ -11,6 +11,7 @@ reads as a classification run.
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import sys
@@ -25,6 +26,7 @@ from torch import nn
 
 from ..engine.callbacks import Callback, EarlyStopping, History, ModelCheckpoint, ProgressBar
 from ..engine.checkpoint import load_checkpoint
+from ..engine.trainer import Trainer
 from ..errors import UsageError
 from ..io.atomic import atomic_write_text, clean_stale_temps
 
@@ -252,6 +254,26 @@ def run_callbacks(
     if progress:
         callbacks.append(ProgressBar())
     return callbacks
+
+
+def fit_run(
+    trainer: Trainer,
+    out: Path,
+    resume_state: dict[str, Any] | None,
+    train: Any,
+    val: Any,
+    *,
+    epochs: int,
+    batch_size: int,
+    num_samples: int,
+) -> History:
+    """``trainer.fit`` of a run folder's training; a resumed run (``resume_state``, its verified
+    ``last.ckpt``) goes on from where it stopped, its schedule sized for ``num_samples`` training
+    samples an epoch."""
+    if resume_state is not None:
+        steps = epochs * math.ceil(num_samples / batch_size)
+        trainer.load_state(resume_state, total_steps=steps, source=str(out / LAST_CHECKPOINT))
+    return trainer.fit(train, val, epochs=epochs, batch_size=batch_size)
 
 
 def best_epoch(callbacks: list[Callback]) -> int | None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import time
 from pathlib import Path
@@ -36,6 +35,7 @@ from .folder import (
     METRICS_FILE,
     RunInfo,
     best_epoch,
+    fit_run,
     open_folder,
     run_callbacks,
     run_record,
@@ -272,10 +272,10 @@ def train_scenes(
         checkpoint_path=out / LAST_CHECKPOINT,
         max_grad_norm=config.max_grad_norm,
     )
-    if state is not None:
-        steps = config.epochs * math.ceil(task.num_samples(data.train) / config.batch_size)
-        trainer.load_state(state, total_steps=steps, source=str(out / LAST_CHECKPOINT))
-    history = trainer.fit(data.train, data.val, epochs=config.epochs, batch_size=config.batch_size)
+    history = fit_run(
+        trainer, out, state, data.train, data.val,
+        epochs=config.epochs, batch_size=config.batch_size, num_samples=task.num_samples(data.train),
+    )  # fmt: skip
     best = best_epoch(trainer.callbacks)
     save_history(out, history, best, title=f"{config.model} {config.task} on {data.record.get('name')}")
     test = trainer.evaluate(data.test)

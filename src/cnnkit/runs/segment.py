@@ -11,7 +11,6 @@ engine (``SegmentationTrainer``, ``MaskRCNNTrainer``).
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import time
 from collections.abc import Callable
@@ -34,6 +33,7 @@ from .folder import (
     METRICS_FILE,
     RunInfo,
     best_epoch,
+    fit_run,
     open_folder,
     read_run,
     run_callbacks,
@@ -107,11 +107,11 @@ def train_segment(
         num_parameters=sum(p.numel() for p in trainer.model.parameters()),
     )
     write_json(out / CONFIG_FILE, record)
-    if state is not None:
-        steps = config.epochs * math.ceil(len(parts.train) / config.batch_size)
-        trainer.load_state(state, total_steps=steps, source=str(out / LAST_CHECKPOINT))
     start, cpu_start = time.perf_counter(), time.process_time()
-    history = trainer.fit(parts.train, parts.val, epochs=config.epochs, batch_size=config.batch_size)
+    history = fit_run(
+        trainer, out, state, parts.train, parts.val,
+        epochs=config.epochs, batch_size=config.batch_size, num_samples=len(parts.train),
+    )  # fmt: skip
     wall = time.perf_counter() - start
     cpu = time.process_time() - cpu_start
     best = best_epoch(trainer.callbacks)
