@@ -301,7 +301,7 @@ def test_fast_preset_fills_unset_keys_and_resolves_speed_settings():
 def test_max_shift_sets_translation_for_either_preset(tmp_path, capsys, monkeypatch):
     import json
 
-    import cnnkit.runs.classify
+    import cnnkit.runs.session
     from cnnkit.cli.__main__ import main
     from cnnkit.runs.config import RunConfig
 
@@ -319,7 +319,7 @@ def test_max_shift_sets_translation_for_either_preset(tmp_path, capsys, monkeypa
     argv += ["--val-fraction", "0.125"]  # 224 training images, 32 held out
     # An explicit OMP_NUM_THREADS wins over the fast preset's own thread choice.
     monkeypatch.setenv("OMP_NUM_THREADS", str(torch.get_num_threads()))
-    monkeypatch.setattr(cnnkit.runs.classify, "pick_num_threads", lambda: pytest.fail("threads were picked"))
+    monkeypatch.setattr(cnnkit.runs.session, "pick_num_threads", lambda: pytest.fail("threads were picked"))
     assert main([*argv, "--limit-test", "64", "--out", str(out), "--no-progress"]) == 0
     record = json.loads((out / "config.json").read_text())
     assert record["run"]["max_shift"] == 1 and record["run"]["val_fraction"] == 0.125

@@ -164,7 +164,7 @@ def _resume(args: argparse.Namespace) -> int:
 
 def _finetune(config, out: Path, args: argparse.Namespace, resume: bool) -> int:
     from ..runs.finetune import finetune_run
-    from ..runs.folder import LAST_CHECKPOINT
+    from .train import report_interrupted
 
     try:
         metrics = finetune_run(
@@ -175,12 +175,7 @@ def _finetune(config, out: Path, args: argparse.Namespace, resume: bool) -> int:
             resume=resume,
         )
     except KeyboardInterrupt:
-        if (out / LAST_CHECKPOINT).is_file():
-            print(
-                f"cnnkit: interrupted; {out / LAST_CHECKPOINT} holds the last finished epoch. "
-                f"Continue with: cnnkit finetune --resume {out}",
-                file=sys.stderr,
-            )
+        if report_interrupted(out, "cnnkit finetune"):
             return 130
         raise
     print(

@@ -166,6 +166,42 @@ def common_settings(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def apply_flags(base: dict[str, Any], args: argparse.Namespace, own: dict[str, Any]) -> dict[str, Any]:
+    """Put the settings given on the command line over ``base`` (a --config's), in place.
+
+    Args:
+        base: the config as a dict.
+        args: the parsed command line (its common options, see ``common_settings``).
+        own: the task's own options as config keys (None where not given).
+
+    Returns:
+        The overrides, common and the task's, None where not given; ``--model-option`` values are
+        merged into ``base["model_kwargs"]``.
+    """
+    settings = common_settings(args)
+    kwargs = settings.pop("model_kwargs")
+    overrides = {**settings, **own}
+    base.update({k: v for k, v in overrides.items() if v is not None})
+    if kwargs:
+        base["model_kwargs"] = {**(base.get("model_kwargs") or {}), **kwargs}
+    return overrides
+
+
+def report_interrupted(out: Path, command: str) -> bool:
+    """After Ctrl-C: if ``out`` holds a ``last.ckpt``, say so and how to go on (``command
+    --resume out``) on stderr; returns whether it did."""
+    from ..runs.folder import LAST_CHECKPOINT
+
+    if not (out / LAST_CHECKPOINT).is_file():
+        return False
+    print(
+        f"cnnkit: interrupted; {out / LAST_CHECKPOINT} holds the last finished epoch. "
+        f"Continue with: {command} --resume {out}",
+        file=sys.stderr,
+    )
+    return True
+
+
 def _given_settings(args: argparse.Namespace) -> list[str]:
     """The run settings given on the command line (compared with the task parser's defaults)."""
     parser: argparse.ArgumentParser = args.task_parser
@@ -205,7 +241,7 @@ def _resume_config(args: argparse.Namespace) -> tuple[Any, Path]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..runs.folder import LAST_CHECKPOINT, default_run_dir
+    from ..runs.folder import default_run_dir
     from ..runs.train import train_run
 
     if hasattr(TASKS[args.task], "legacy_main") and not args.resume:
@@ -221,13 +257,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         metrics = train_run(config, out, resume=bool(args.resume), progress=not args.no_progress)
     except KeyboardInterrupt:
-        if (out / LAST_CHECKPOINT).is_file():
-            print(
-                f"cnnkit: interrupted; {out / LAST_CHECKPOINT} holds the last finished epoch. "
-                f"Continue with: cnnkit train --resume {out}",
-                file=sys.stderr,
-            )
-        else:
+        if not report_interrupted(out, "cnnkit train"):
             print("cnnkit: interrupted before training started; nothing to resume", file=sys.stderr)
         return 130
     for line in module.summary(metrics, config, out):

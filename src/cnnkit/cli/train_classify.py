@@ -71,14 +71,11 @@ def add_arguments(p: argparse.ArgumentParser, task: str) -> None:
 def config_from_args(args: argparse.Namespace, task: str) -> Any:
     """The RunConfig of a parsed ``cnnkit train classify`` command line (flags over --config)."""
     from ..runs.config import RunConfig
-    from .train import common_settings
+    from .train import apply_flags
 
     base = RunConfig.load(args.config).to_dict() if args.config else {}
     given = getattr(args, "given", set())
-    settings = common_settings(args)
-    kwargs = settings.pop("model_kwargs")
-    overrides = {
-        **settings,
+    own = {
         "max_shift": args.max_shift,
         "val_fraction": args.val_fraction,
         "test_fraction": args.test_fraction,
@@ -87,10 +84,8 @@ def config_from_args(args: argparse.Namespace, task: str) -> Any:
         "compile": args.compile,
         "preset": args.preset if "preset" in given else None,
     }
-    base.update({k: v for k, v in overrides.items() if v is not None})
+    overrides = apply_flags(base, args, own)
     base.setdefault("model", "hongong_cnn")
-    if kwargs:
-        base["model_kwargs"] = {**(base.get("model_kwargs") or {}), **kwargs}
     if overrides["preset"] == "fast":
         from ..tasks.classify.presets import apply_preset
 

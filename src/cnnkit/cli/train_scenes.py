@@ -68,7 +68,7 @@ def config_from_args(args: argparse.Namespace, task: str) -> Any:
             options its builder does not take, or a ``--backbone-weights`` that does not exist.
     """
     from ..runs.config import SceneConfig
-    from .train import common_settings
+    from .train import apply_flags
 
     base: dict[str, Any] = {}
     if args.config:
@@ -82,10 +82,7 @@ def config_from_args(args: argparse.Namespace, task: str) -> Any:
         if base.get("task", task) != task:
             raise UsageError(f"--config {args.config} is a {base['task']} config; this trains {task}")
         base.pop("task", None)
-    settings = common_settings(args)
-    kwargs = settings.pop("model_kwargs")
-    overrides = {
-        **settings,
+    own = {
         "canvas": args.canvas,
         "train_images": args.train_images,
         "item_sizes": args.item_sizes,
@@ -100,9 +97,7 @@ def config_from_args(args: argparse.Namespace, task: str) -> Any:
         "box_loss": getattr(args, "box_loss", None),
         "box_weight": getattr(args, "box_weight", None),
     }
-    base.update({k: v for k, v in overrides.items() if v is not None})
-    if kwargs:
-        base["model_kwargs"] = {**(base.get("model_kwargs") or {}), **kwargs}
+    apply_flags(base, args, own)
     base.setdefault("model", DEFAULT_MODEL)
     return _check_up_front(SceneConfig.for_task(task, **base))
 

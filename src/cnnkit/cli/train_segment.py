@@ -88,26 +88,21 @@ def config_from_args(args: argparse.Namespace, task: str) -> Any:
     from ..runs.config import MASKRCNN_DEFAULTS, SegmentConfig
     from ..tasks.segmentation.data import DEFAULT_SCENES, scenes_with
     from ..tasks.segmentation.instance import TORCHVISION_MASK_RCNN
-    from .train import common_settings
+    from .train import apply_flags
 
     base = _config_file(args.config) if args.config else {}
-    settings = common_settings(args)
-    kwargs = settings.pop("model_kwargs")
-    overrides = {
-        **settings,
-        "limit_train": args.train_images or settings["limit_train"],
+    own = {
+        "limit_train": args.train_images or args.limit_train,
         "head": args.head,
         "dice_weight": args.dice_weight,
         "image_size": args.image_size,
         "weights": args.weights,
         "backbone_weights": args.backbone_weights,
     }
-    base.update({k: v for k, v in overrides.items() if v is not None})
+    apply_flags(base, args, own)
     base["task"] = "segment"
     if base.get("data", "fashion-mnist") == "fashion-mnist":  # the other tasks' default data
         base["data"] = "fashion-scenes"
-    if kwargs:
-        base["model_kwargs"] = {**(base.get("model_kwargs") or {}), **kwargs}
     scenes = {**(base.get("scenes") or {}), **_scene_settings(args)}
     # Only what differs from the documented scenes is recorded (as before).
     base["scenes"] = {k: v for k, v in scenes.items() if v != getattr(DEFAULT_SCENES, k, None)}

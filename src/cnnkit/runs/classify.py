@@ -20,7 +20,6 @@ from torch import nn
 from ..data.arrays import ArrayDataset
 from ..engine.callbacks import EarlyStopping
 from ..engine.device import pick_device
-from ..engine.perf import pick_num_threads, set_threads
 from ..engine.trainer import seed_everything
 from ..errors import DataError, UsageError
 from ..io.weights import load_state_dict_file, load_strict
@@ -36,15 +35,16 @@ from .folder import (
     SHIPPED_WEIGHTS,
     RunInfo,
     best_epoch,
-    machine_info,
+    fit_run,
     open_folder,
     read_run,
     run_callbacks,
+    run_record,
     save_history,
-    versions,
     write_json,
     write_report_safely,
 )
+from .session import prepare_device
 
 FASHION_NAMES = ("fashion-mnist", "fashion_mnist", "fashion")
 IMAGE_FOLDER_RESIZE = "crop"  # as `cnnkit predict` prepares images for a run (recorded in config.json)
@@ -259,37 +259,29 @@ def train_classify(
         config = dataclasses.replace(config, image_size=size, channels=channels)
         model_options(config)  # a size the model cannot take fails before the images are read
     train, val, test, data_info = load_splits(config)
-    device = pick_device(config.device)
-    if config.preset == "fast" and device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
-        # Busy cores stall OpenMP threads (docs/performance.md); an explicit OMP_NUM_THREADS is
-        # the user's choice and wins, as in the other tasks.
-        set_threads(pick_num_threads())
-    if (
-        resume_state is not None and "num_threads" in resume_state
-    ):  # bit-identical only with the run's own thread count
-        set_threads(int(resume_state["num_threads"]))
+    # The course preset keeps torch's own thread count; the fast one takes the free cores.
+    device = prepare_device(config.device, resume_state, pick_threads=config.preset == "fast")
     model = build_model(config, train.num_classes, train.input_shape[0])
     trainer = make_trainer(config, model, out, progress)
-    record = {
-        "run": config.to_dict(),
-        "task": "classify",
-        "class_names": train.class_names,
-        "input_shape": list(train.input_shape),
-        "num_classes": train.num_classes,
-        "normalize": None,
-        "data": data_info,
-        "data_sizes": {"train": len(train), "val": len(val), "test": len(test)},
-        "versions": versions(),
-        "machine": machine_info(device),
-    }
+    record = run_record(
+        "classify",
+        config.to_dict(),
+        device,
+        class_names=train.class_names,
+        input_shape=list(train.input_shape),
+        num_classes=train.num_classes,
+        normalize=None,
+        data=data_info,
+        data_sizes={"train": len(train), "val": len(val), "test": len(test)},
+    )
     if data_info["kind"] == "image-folder":  # `cnnkit predict` prepares images the same way
         record["preprocess"] = {"resize": data_info["resize"]}
     write_json(out / CONFIG_FILE, record)
-    if resume_state is not None:
-        steps = config.epochs * -(-len(train) // config.batch_size)
-        trainer.load_state(resume_state, total_steps=steps, source=str(out / LAST_CHECKPOINT))
     start = time.perf_counter()
-    history = trainer.fit(train, val, epochs=config.epochs, batch_size=config.batch_size)
+    history = fit_run(
+        trainer, out, resume_state, train, val,
+        epochs=config.epochs, batch_size=config.batch_size, num_samples=len(train),
+    )  # fmt: skip
     wall = time.perf_counter() - start
     early = next(cb for cb in trainer.callbacks if isinstance(cb, EarlyStopping))
     best = best_epoch(trainer.callbacks)

@@ -43,8 +43,8 @@ def scene_test_set(run: RunInfo, limit_test: int | None = None) -> Any:
 
 def segment_test_set(run: RunInfo, limit_test: int | None = None) -> Any:
     """The test images (with masks) a segmentation run was scored on."""
-    from ..tasks.segmentation.data import DEFAULT_SIZES, load_segmentation_data, scene_splits, scenes_with
-    from .segment import segment_config
+    from ..tasks.segmentation.data import DEFAULT_SIZES, scene_splits, scenes_with
+    from .segment import segment_config, semantic_splits
 
     config = segment_config(run.record)
     if run.record.get("kind") == "instance":
@@ -54,14 +54,7 @@ def segment_test_set(run: RunInfo, limit_test: int | None = None) -> Any:
             test_images=config.limit_test or DEFAULT_SIZES["test"],
         )[2]
         return test.subset(range(min(limit_test, len(test)))) if limit_test else test
-    test = load_segmentation_data(
-        config.data,
-        scenes=scenes_with(config.scenes),
-        limit_train=config.limit_train,
-        limit_test=config.limit_test,
-        seed=config.seed,
-        image_size=config.image_size,
-    )[2]
+    test = semantic_splits(config)[2]
     return test.take(min(limit_test, len(test)), seed=0) if limit_test else test
 
 

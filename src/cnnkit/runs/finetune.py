@@ -18,8 +18,6 @@ from typing import Any
 from ..data.arrays import ArrayDataset
 from ..data.folders import class_balance, format_balance, load_image_folder, split_three_ways
 from ..data.preprocess import IMAGENET_MEAN, IMAGENET_STD
-from ..engine.device import pick_device
-from ..engine.perf import set_threads
 from ..engine.trainer import OPTIMIZERS, seed_everything
 from ..errors import UsageError
 from ..models import model_entry
@@ -31,13 +29,13 @@ from .folder import (
     CONFIG_FILE,
     LAST_CHECKPOINT,
     METRICS_FILE,
-    machine_info,
     open_folder,
-    versions,
+    run_record,
     write_json,
     write_report_safely,
 )
 from .pretrained import _is_weights_name, _weights_source, pretrained_model
+from .session import prepare_device
 
 __all__ = ["FinetuneConfig", "finetune_run", "finetune_test_data"]
 
@@ -270,9 +268,7 @@ def finetune_run(
     channels = train.input_shape[0]
     model = pretrained_model(name, config.weights, train.num_classes, in_chans=channels, **kwargs)
     normalize = _normalization(config, source, channels)
-    device = pick_device(config.device)
-    if resume_state is not None and "num_threads" in resume_state:  # bit-identical only so
-        set_threads(int(resume_state["num_threads"]))
+    device = prepare_device(config.device, resume_state, pick_threads=False)
     out.mkdir(parents=True, exist_ok=True)
     run_config = RunConfig(
         model=name,
@@ -299,23 +295,21 @@ def finetune_run(
         report(f"{name} from {config.weights} on {config.data}:\n{format_balance(splits)}")
         for reason in data_info.get("bad_files", []):
             report(f"skipped: {reason}")
-    record = {
-        "run": run_config.to_dict(),
-        "task": "classify",
-        "finetune": config.to_dict(),
-        "class_names": train.class_names,
-        "input_shape": list(train.input_shape),
-        "num_classes": train.num_classes,
-        # explicit even for [0, 1] inputs, so image loaders never guess ImageNet statistics
-        "normalize": {"mean": list(normalize[0]), "std": list(normalize[1])}
-        if normalize
-        else {"mean": [0.0] * channels, "std": [1.0] * channels},
-        "data": data_info,
-        "data_sizes": {"train": len(train), "val": len(val), "test": len(test)},
-        "class_balance": class_balance(splits),
-        "versions": versions(),
-        "machine": machine_info(device),
-    }
+    # Recorded explicitly even for [0, 1] inputs, so image loaders never guess ImageNet statistics.
+    mean, std = normalize if normalize else ((0.0,) * channels, (1.0,) * channels)
+    record = run_record(
+        "classify",
+        run_config.to_dict(),
+        device,
+        finetune=config.to_dict(),
+        class_names=train.class_names,
+        input_shape=list(train.input_shape),
+        num_classes=train.num_classes,
+        normalize={"mean": list(mean), "std": list(std)},
+        data=data_info,
+        data_sizes={"train": len(train), "val": len(val), "test": len(test)},
+        class_balance=class_balance(splits),
+    )
     if data_info["kind"] == "image-folder":  # so that `cnnkit predict` prepares images the same way
         record["preprocess"] = {"resize": config.resize}
     write_json(out / CONFIG_FILE, record)

@@ -11,6 +11,7 @@ reads as a classification run.
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import sys
@@ -25,6 +26,7 @@ from torch import nn
 
 from ..engine.callbacks import Callback, EarlyStopping, History, ModelCheckpoint, ProgressBar
 from ..engine.checkpoint import load_checkpoint
+from ..engine.trainer import Trainer
 from ..errors import UsageError
 from ..io.atomic import atomic_write_text, clean_stale_temps
 
@@ -222,6 +224,12 @@ def versions() -> dict[str, str]:
     return {"cnnkit": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__}
 
 
+def run_record(task: str, run: dict[str, Any], device: torch.device, **fields: Any) -> dict[str, Any]:
+    """The ``config.json`` record of a run: its ``task`` and resolved config (``run``) first, the
+    task's own ``fields`` next, then the ``versions`` and ``machine`` it was trained with."""
+    return {"task": task, "run": run, **fields, "versions": versions(), "machine": machine_info(device)}
+
+
 def machine_info(device: torch.device) -> dict[str, Any]:
     return {
         "python": sys.version.split()[0],
@@ -246,6 +254,26 @@ def run_callbacks(
     if progress:
         callbacks.append(ProgressBar())
     return callbacks
+
+
+def fit_run(
+    trainer: Trainer,
+    out: Path,
+    resume_state: dict[str, Any] | None,
+    train: Any,
+    val: Any,
+    *,
+    epochs: int,
+    batch_size: int,
+    num_samples: int,
+) -> History:
+    """``trainer.fit`` of a run folder's training; a resumed run (``resume_state``, its verified
+    ``last.ckpt``) goes on from where it stopped, its schedule sized for ``num_samples`` training
+    samples an epoch."""
+    if resume_state is not None:
+        steps = epochs * math.ceil(num_samples / batch_size)
+        trainer.load_state(resume_state, total_steps=steps, source=str(out / LAST_CHECKPOINT))
+    return trainer.fit(train, val, epochs=epochs, batch_size=batch_size)
 
 
 def best_epoch(callbacks: list[Callback]) -> int | None:

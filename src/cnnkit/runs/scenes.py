@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import time
 from pathlib import Path
@@ -23,7 +22,7 @@ import torch
 from torch import nn
 
 from ..engine.device import pick_device
-from ..engine.perf import pick_perf_settings, set_threads, tune_cpu_allocator
+from ..engine.perf import pick_perf_settings, tune_cpu_allocator
 from ..engine.task import Task
 from ..engine.trainer import seed_everything
 from ..errors import DataError, UsageError
@@ -36,14 +35,15 @@ from .folder import (
     METRICS_FILE,
     RunInfo,
     best_epoch,
-    machine_info,
+    fit_run,
     open_folder,
     run_callbacks,
+    run_record,
     save_history,
-    versions,
     write_json,
     write_report_safely,
 )
+from .session import prepare_device
 
 SCENE_TASKS = ("localize", "detect")
 SAMPLES_FILE = "samples.png"
@@ -167,30 +167,29 @@ def build_task(config: SceneConfig, record: dict[str, Any]) -> Task:
     return DetectTask(YoloLoss(anchors, tuple(config.strides)))
 
 
-def run_record(config: SceneConfig, data: Any, device: torch.device, amp: str | None) -> dict[str, Any]:
+def scene_record(config: SceneConfig, data: Any, device: torch.device, amp: str | None) -> dict[str, Any]:
     """The ``config.json`` record, before the head's anchors (detect) are added."""
     in_chans = int(data.train.images.shape[1])
     if config.task == "detect":
         head: dict[str, Any] = {"strides": list(config.strides), "width": config.head_width, "depth": 2}
     else:
         head = {"width": config.head_width}
-    record = {
-        "task": config.task,
-        "model": config.model,
-        "model_kwargs": config.model_kwargs,
-        "backbone_weights": config.backbone_weights,
-        "in_chans": in_chans,
-        "image_size": config.canvas,
-        "class_names": list(data.train.class_names),
-        "head": head,
-        "data": data.record,
-        "data_sizes": {"train": len(data.train), "val": len(data.val), "test": len(data.test)},
-        "run": config.to_dict(),
+    record = run_record(
+        config.task,
+        config.to_dict(),
+        device,
+        model=config.model,
+        model_kwargs=config.model_kwargs,
+        backbone_weights=config.backbone_weights,
+        in_chans=in_chans,
+        image_size=config.canvas,
+        class_names=list(data.train.class_names),
+        head=head,
+        data=data.record,
+        data_sizes={"train": len(data.train), "val": len(data.val), "test": len(data.test)},
         # Measured-best precision and threads of this machine (engine/perf.py); a resumed run reuses them.
-        "perf": {"amp": amp, "channels_last": True, "num_threads": torch.get_num_threads()},
-        "versions": versions(),
-        "machine": machine_info(device),
-    }
+        perf={"amp": amp, "channels_last": True, "num_threads": torch.get_num_threads()},
+    )
     if config.task == "localize":
         record["loss"] = {"box_loss": config.box_loss, "box_weight": config.box_weight}
     return record
@@ -239,22 +238,14 @@ def train_scenes(
     found, amp = _previous_amp(out) if resume else (False, None)
     state = open_folder(out, resume)  # the checkpoint is verified before anything is rewritten
     model_entry(config.model)  # unknown names fail with close matches, before the data is made
-    device = pick_device(config.device)
+    device = prepare_device(config.device, state)
     tune_cpu_allocator(device)
-    # On a shared machine, threads that wait for busy cores stall every op (docs/performance.md);
-    # an explicit OMP_NUM_THREADS is the user's choice and wins.
-    explicit = "OMP_NUM_THREADS" in os.environ
-    perf = pick_perf_settings(device, num_threads=torch.get_num_threads() if explicit else None)
-    if not explicit:
-        set_threads(perf.num_threads)
-    if state is not None and "num_threads" in state:  # bit-identical only with the run's own threads
-        set_threads(int(state["num_threads"]))
-    if not found:
-        amp = perf.amp
+    if not found:  # the measured-best precision of this device (the threads are chosen above)
+        amp = pick_perf_settings(device, num_threads=torch.get_num_threads()).amp
     seed_everything(config.seed, config.deterministic)
 
     data = load_data(config)
-    record = run_record(config, data, device, amp)
+    record = scene_record(config, data, device, amp)
     if config.task == "detect":
         levels, fit = fit_anchors(config, data.train.boxes)
         record["anchors"], record["anchor_fit"] = [level.tolist() for level in levels], fit
@@ -281,10 +272,10 @@ def train_scenes(
         checkpoint_path=out / LAST_CHECKPOINT,
         max_grad_norm=config.max_grad_norm,
     )
-    if state is not None:
-        steps = config.epochs * math.ceil(task.num_samples(data.train) / config.batch_size)
-        trainer.load_state(state, total_steps=steps, source=str(out / LAST_CHECKPOINT))
-    history = trainer.fit(data.train, data.val, epochs=config.epochs, batch_size=config.batch_size)
+    history = fit_run(
+        trainer, out, state, data.train, data.val,
+        epochs=config.epochs, batch_size=config.batch_size, num_samples=task.num_samples(data.train),
+    )  # fmt: skip
     best = best_epoch(trainer.callbacks)
     save_history(out, history, best, title=f"{config.model} {config.task} on {data.record.get('name')}")
     test = trainer.evaluate(data.test)

@@ -11,7 +11,6 @@ engine (``SegmentationTrainer``, ``MaskRCNNTrainer``).
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import time
 from collections.abc import Callable
@@ -23,7 +22,6 @@ import torch
 from torch import nn
 
 from ..engine.device import pick_device
-from ..engine.perf import pick_num_threads, set_threads
 from ..engine.trainer import Trainer, seed_everything
 from ..errors import UsageError
 from ..io.weights import load_state_dict_file, load_strict
@@ -35,15 +33,16 @@ from .folder import (
     METRICS_FILE,
     RunInfo,
     best_epoch,
-    machine_info,
+    fit_run,
     open_folder,
     read_run,
     run_callbacks,
+    run_record,
     save_history,
-    versions,
     write_json,
     write_report_safely,
 )
+from .session import prepare_device
 
 
 @dataclass
@@ -88,37 +87,31 @@ def train_segment(
     scenes_with(config.scenes)  # unknown or impossible scene settings fail before anything is written
     out = Path(out)
     state = open_folder(out, resume)
-    device = pick_device(config.device)
-    if device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
-        # On a shared machine, threads that wait for busy cores stall every op (docs/performance.md).
-        set_threads(pick_num_threads())
-    if state is not None and "num_threads" in state:  # bit-identical only with the run's own count
-        set_threads(int(state["num_threads"]))
+    device = prepare_device(config.device, state)
     build = _instance_parts if config.head in INSTANCE_HEADS else _semantic_parts
     parts = build(config, out, device, progress)
     trainer = parts.trainer
-    record = {
-        "task": "segment",
-        "kind": "instance" if config.head in INSTANCE_HEADS else "semantic",
-        "model": config.model,
-        "head": config.head,
-        "run": config.to_dict(),
-        "class_names": parts.class_names,
-        "num_classes": len(parts.class_names),
-        "in_chans": parts.in_chans,
-        "input_shape": parts.data_info["input_shape"],
-        "canvas": parts.data_info.get("canvas"),
-        "data": parts.data_info,
-        "num_parameters": sum(p.numel() for p in trainer.model.parameters()),
-        "versions": versions(),
-        "machine": machine_info(device),
-    }
+    record = run_record(
+        "segment",
+        config.to_dict(),
+        device,
+        kind="instance" if config.head in INSTANCE_HEADS else "semantic",
+        model=config.model,
+        head=config.head,
+        class_names=parts.class_names,
+        num_classes=len(parts.class_names),
+        in_chans=parts.in_chans,
+        input_shape=parts.data_info["input_shape"],
+        canvas=parts.data_info.get("canvas"),
+        data=parts.data_info,
+        num_parameters=sum(p.numel() for p in trainer.model.parameters()),
+    )
     write_json(out / CONFIG_FILE, record)
-    if state is not None:
-        steps = config.epochs * math.ceil(len(parts.train) / config.batch_size)
-        trainer.load_state(state, total_steps=steps, source=str(out / LAST_CHECKPOINT))
     start, cpu_start = time.perf_counter(), time.process_time()
-    history = trainer.fit(parts.train, parts.val, epochs=config.epochs, batch_size=config.batch_size)
+    history = fit_run(
+        trainer, out, state, parts.train, parts.val,
+        epochs=config.epochs, batch_size=config.batch_size, num_samples=len(parts.train),
+    )  # fmt: skip
     wall = time.perf_counter() - start
     cpu = time.process_time() - cpu_start
     best = best_epoch(trainer.callbacks)
@@ -149,14 +142,12 @@ def train_segment(
     return metrics
 
 
-def _semantic_parts(config: SegmentConfig, out: Path, device: torch.device, progress: bool) -> _Parts:
+def semantic_splits(config: SegmentConfig) -> tuple[Any, Any, Any, dict[str, Any]]:
+    """(train, val, test, data description) of a semantic segmentation run, as it trained and
+    as ``cnnkit evaluate`` rebuilds its test split."""
     from ..tasks.segmentation.data import load_segmentation_data, scenes_with
-    from ..tasks.segmentation.heads import build_segmenter
-    from ..tasks.segmentation.losses import SegmentationLoss
-    from ..tasks.segmentation.task import SegmentTask
-    from ..tasks.segmentation.train import SegmentationTrainer
 
-    train, val, test, info = load_segmentation_data(
+    return load_segmentation_data(
         config.data,
         scenes=scenes_with(config.scenes),
         limit_train=config.limit_train,
@@ -164,6 +155,31 @@ def _semantic_parts(config: SegmentConfig, out: Path, device: torch.device, prog
         seed=config.seed,
         image_size=config.image_size,
     )
+
+
+def _trainer_options(
+    config: SegmentConfig, out: Path, monitor: str, device: torch.device, progress: bool
+) -> dict[str, Any]:
+    """The engine options both heads' trainers take from a run's config and folder."""
+    return {
+        "optimizer": config.optimizer,
+        "lr": config.lr,
+        "weight_decay": config.weight_decay,
+        "callbacks": run_callbacks(out, monitor, config.patience, progress, mode="max"),
+        "device": device,
+        "seed": config.seed,
+        "checkpoint_path": out / LAST_CHECKPOINT,
+        "max_grad_norm": config.max_grad_norm,
+    }
+
+
+def _semantic_parts(config: SegmentConfig, out: Path, device: torch.device, progress: bool) -> _Parts:
+    from ..tasks.segmentation.heads import build_segmenter
+    from ..tasks.segmentation.losses import SegmentationLoss
+    from ..tasks.segmentation.task import SegmentTask
+    from ..tasks.segmentation.train import SegmentationTrainer
+
+    train, val, test, info = semantic_splits(config)
     seed_everything(config.seed, config.deterministic)
     model = build_segmenter(
         config.model,
@@ -176,14 +192,7 @@ def _semantic_parts(config: SegmentConfig, out: Path, device: torch.device, prog
     trainer = SegmentationTrainer(
         model,
         loss=SegmentationLoss(config.dice_weight, train.ignore_index),
-        optimizer=config.optimizer,
-        lr=config.lr,
-        weight_decay=config.weight_decay,
-        callbacks=run_callbacks(out, SegmentTask.monitor, config.patience, progress, mode="max"),
-        device=device,
-        seed=config.seed,
-        checkpoint_path=out / LAST_CHECKPOINT,
-        max_grad_norm=config.max_grad_norm,
+        **_trainer_options(config, out, SegmentTask.monitor, device, progress),
     )
 
     def scores(report: dict[str, Any]) -> dict[str, Any]:
@@ -232,17 +241,7 @@ def _instance_parts(config: SegmentConfig, out: Path, device: torch.device, prog
         "sizes": {"train": len(train), "val": len(val), "test": len(test)},
         "input_shape": list(train.images.shape[1:]),
     }
-    trainer = MaskRCNNTrainer(
-        model,
-        optimizer=config.optimizer,
-        lr=config.lr,
-        weight_decay=config.weight_decay,
-        callbacks=run_callbacks(out, MaskRCNNTask.monitor, config.patience, progress, mode="max"),
-        device=device,
-        seed=config.seed,
-        checkpoint_path=out / LAST_CHECKPOINT,
-        max_grad_norm=config.max_grad_norm,
-    )
+    trainer = MaskRCNNTrainer(model, **_trainer_options(config, out, MaskRCNNTask.monitor, device, progress))
 
     def scores(report: dict[str, Any]) -> dict[str, Any]:
         return {
@@ -298,4 +297,4 @@ def load_segment_run(
     return model.to(dev).eval(), record
 
 
-__all__ = ["load_segment_run", "segment_config", "train_segment"]
+__all__ = ["load_segment_run", "segment_config", "semantic_splits", "train_segment"]

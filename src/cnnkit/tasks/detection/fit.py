@@ -80,15 +80,17 @@ def fit_task(
     lr: float,
     device: torch.device,
     weight_decay: float,
-    patience: int | None,
-    amp: str | None,
-    seed: int,
-    on_epoch_end: Callable[[int, dict[str, float]], None] | None,
+    patience: int | None = None,
+    amp: str | None = None,
+    seed: int = 0,
+    on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
     resume_from: str | os.PathLike[str] | None = None,
     **engine_options: Any,
 ) -> dict[str, Any]:
     """Train ``task`` with the engine: AdamW, PyTorch's one-cycle defaults, and early stopping
     on ``task.monitor`` (higher is better) that puts the best epoch's weights back.
+
+    ``amp='bf16'`` runs the training forward passes under bf16 autocast.
 
     Args:
         patience: stop after this many epochs without a better ``task.monitor`` (None: never).
@@ -100,7 +102,12 @@ def fit_task(
             ``callbacks`` run after the early stopping, ``max_grad_norm``, ...).
 
     Returns:
-        ``{"history": [per-epoch dict], "best_epoch": int, "epochs_run": int, "train_seconds": float}``.
+        ``{"history": [per-epoch dict], "best_epoch": int, "epochs_run": int, "train_seconds": float}``;
+        the model holds the best weights afterwards.
+
+    Raises:
+        TrainingError: the loss, a gradient (with ``max_grad_norm``) or the weights became NaN or
+            infinite; no checkpoint of that epoch is written.
     """
     stopping = EarlyStopping(task.monitor, mode="max", patience=patience, restore_best_weights=True)
     callbacks: list[Callback] = [stopping]

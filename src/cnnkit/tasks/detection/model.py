@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -115,42 +116,19 @@ class YoloDetector(nn.Module):
         return torch.cat(boxes, 1), torch.cat(objectness, 1), torch.cat(classes, 1)
 
     @torch.no_grad()
-    def predict(
-        self,
-        x: torch.Tensor,
-        score_threshold: float = 0.001,
-        nms_iou: float = 0.5,
-        max_detections: int = 100,
-        pre_nms_top_k: int = 1000,
-        class_agnostic: bool = False,
-    ) -> list[dict[str, torch.Tensor]]:
+    def predict(self, x: torch.Tensor, **options: Any) -> list[dict[str, torch.Tensor]]:
         """Detections per image after score filtering and non-maximum suppression.
-
-        The score of (anchor, class) is sigmoid(objectness) × softmax(class logits)[class]. Every
-        (anchor, class) pair above ``score_threshold`` is a candidate, so an anchor torn between
-        two classes offers both (as COCO evaluation expects); ``class_agnostic`` keeps only the
-        best class per anchor and suppresses across classes, one box per object, for display.
 
         Args:
             x: Tensor[N, C, H, W] (floats 0..1).
-            score_threshold: drop candidates scoring lower.
-            nms_iou: IoU above which the lower-scoring box is suppressed (torchvision's NMS).
-            max_detections: most boxes kept per image.
-            pre_nms_top_k: most candidates per image going into NMS.
-            class_agnostic: see above.
+            options: ``select_detections``'s (``score_threshold``, ``nms_iou``,
+                ``max_detections``, ``pre_nms_top_k``, ``class_agnostic``).
 
         Returns:
             One ``{"boxes": Tensor[D, 4], "scores": Tensor[D], "labels": Tensor[D]}`` per image.
         """
         boxes, objectness, classes = self.decode(self(x))
         boxes = clip_boxes_to_image(boxes, tuple(x.shape[-2:]))
-        options = {
-            "score_threshold": score_threshold,
-            "nms_iou": nms_iou,
-            "max_detections": max_detections,
-            "pre_nms_top_k": pre_nms_top_k,
-            "class_agnostic": class_agnostic,
-        }
         return [select_detections(boxes[b], objectness[b], classes[b], **options) for b in range(len(x))]
 
 
@@ -164,12 +142,22 @@ def select_detections(
     pre_nms_top_k: int = 1000,
     class_agnostic: bool = False,
 ) -> dict[str, torch.Tensor]:
-    """Score, filter and suppress one image's anchor predictions (see ``YoloDetector.predict``).
+    """Score, filter and suppress one image's anchor predictions (``YoloDetector.predict``).
+
+    The score of (anchor, class) is sigmoid(objectness) × softmax(class logits)[class]. Every
+    (anchor, class) pair above ``score_threshold`` is a candidate, so an anchor torn between
+    two classes offers both (as COCO evaluation expects); ``class_agnostic`` keeps only the
+    best class per anchor and suppresses across classes, one box per object, for display.
 
     Args:
         boxes: Tensor[K, 4] ``xyxy`` boxes of all anchors.
         objectness: Tensor[K] objectness logits.
         class_logits: Tensor[K, C] class logits.
+        score_threshold: drop candidates scoring lower.
+        nms_iou: IoU above which the lower-scoring box is suppressed (torchvision's NMS).
+        max_detections: most boxes kept per image.
+        pre_nms_top_k: most candidates per image going into NMS.
+        class_agnostic: see above.
 
     Returns:
         ``{"boxes": Tensor[D, 4], "scores": Tensor[D], "labels": Tensor[D]}``, best first.

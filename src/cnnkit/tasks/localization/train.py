@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import sys
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -37,52 +35,27 @@ def fit_localizer(
     train: SceneDataset,
     val: SceneDataset,
     *,
-    epochs: int,
-    batch_size: int,
-    lr: float,
-    device: torch.device,
     box_loss: str = "giou",
     box_weight: float | None = None,
     weight_decay: float = 1e-4,
-    patience: int | None = None,
     flip: bool = True,
-    amp: str | None = None,
-    seed: int = 0,
-    on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
-    resume_from: str | os.PathLike[str] | None = None,
-    **engine_options: Any,
+    **options: Any,
 ) -> dict[str, Any]:
-    """Train ``LocalizeTask`` through the engine's Trainer: AdamW, a one-cycle learning rate, the
-    weights of the best validation epoch kept.
+    """Train ``LocalizeTask`` through the engine's Trainer (``detection.fit.fit_task``): AdamW, a
+    one-cycle learning rate, the weights of the best validation epoch kept.
 
     The best epoch has the highest validation ``accuracy_iou50`` (right class and IoU >= 0.5).
     Horizontal flips (``flip``) are the only augmentation: scenes already vary position and scale.
-    ``amp='bf16'`` runs the training forward passes under bf16 autocast.
 
     Args:
-        patience: stop after this many epochs without a better ``accuracy_iou50`` (None: never).
-        seed: the engine's seed (batch order and flips of every epoch).
-        on_epoch_end: called with (epoch from 1, logs) after every epoch.
-        resume_from: the ``last.ckpt`` of an interrupted call with the same arguments.
-        engine_options: more ``cnnkit.engine.Trainer`` options (``checkpoint_path``, extra
-            ``callbacks``, ``max_grad_norm``, ...); see ``detection.fit.fit_task``.
-
-    Returns:
-        ``{"history": [per-epoch dict], "best_epoch": int, "epochs_run": int, "train_seconds": float}``;
-        the model holds the best weights afterwards.
-
-    Raises:
-        TrainingError: the loss, a gradient (with ``max_grad_norm``) or the weights became NaN or
-            infinite; no checkpoint of that epoch is written.
+        options: ``fit_task``'s: ``epochs``, ``batch_size``, ``lr``, ``device`` (all required),
+            ``patience`` (epochs without a better ``accuracy_iou50``), ``amp``, ``seed``,
+            ``on_epoch_end``, ``resume_from`` and the engine's options; its return value and errors too.
     """
     from .task import LocalizeTask  # task.py builds on this module's evaluation
 
     task = LocalizeTask(box_loss=box_loss, box_weight=box_weight, flip=flip)
-    return fit_task(
-        model, task, train, val, epochs=epochs, batch_size=batch_size, lr=lr, device=device,
-        weight_decay=weight_decay, patience=patience, amp=amp, seed=seed, on_epoch_end=on_epoch_end,
-        resume_from=resume_from, **engine_options,
-    )  # fmt: skip
+    return fit_task(model, task, train, val, weight_decay=weight_decay, **options)
 
 
 @torch.no_grad()
