@@ -26,24 +26,8 @@ from ..io.weights import load_state_dict_file, load_strict
 from ..models import create_model, model_entry
 from ..tasks.classify.presets import trainer_extras
 from ..tasks.classify.task import ClassifyTrainer
+from . import folder
 from .config import RunConfig
-from .folder import (
-    BEST_WEIGHTS,
-    CONFIG_FILE,
-    LAST_CHECKPOINT,
-    METRICS_FILE,
-    SHIPPED_WEIGHTS,
-    RunInfo,
-    best_epoch,
-    fit_run,
-    open_folder,
-    read_run,
-    run_callbacks,
-    run_record,
-    save_history,
-    write_json,
-    write_report_safely,
-)
 from .session import prepare_device
 
 FASHION_NAMES = ("fashion-mnist", "fashion_mnist", "fashion")
@@ -218,7 +202,7 @@ def model_options(config: RunConfig) -> dict[str, Any]:
 
 
 def make_trainer(config: RunConfig, model: nn.Module, out: Path, progress: bool = True) -> ClassifyTrainer:
-    callbacks = run_callbacks(out, config.monitor, config.patience, progress)
+    callbacks = folder.run_callbacks(out, config.monitor, config.patience, progress)
     return ClassifyTrainer(
         model,
         optimizer=config.optimizer,
@@ -230,7 +214,7 @@ def make_trainer(config: RunConfig, model: nn.Module, out: Path, progress: bool 
         seed=config.seed,
         amp=config.amp,
         channels_last=config.channels_last,
-        checkpoint_path=out / LAST_CHECKPOINT,
+        checkpoint_path=out / folder.LAST_CHECKPOINT,
         max_grad_norm=config.max_grad_norm,
         compile=config.compile,
         **trainer_extras(config.preset, config.lr, config.max_shift),  # augmentation, LR schedule, TTA
@@ -251,7 +235,7 @@ def train_classify(
     """
     config.validate()
     out = Path(out)
-    resume_state = open_folder(out, resume)
+    resume_state = folder.open_folder(out, resume)
     model_entry(config.model)  # unknown names fail before the data is loaded
     seed_everything(config.seed, config.deterministic)
     if data_kind(config.data) == "image-folder":  # the settings the images are loaded at, saved
@@ -263,7 +247,7 @@ def train_classify(
     device = prepare_device(config.device, resume_state, pick_threads=config.preset == "fast")
     model = build_model(config, train.num_classes, train.input_shape[0])
     trainer = make_trainer(config, model, out, progress)
-    record = run_record(
+    record = folder.run_record(
         "classify",
         config.to_dict(),
         device,
@@ -276,16 +260,16 @@ def train_classify(
     )
     if data_info["kind"] == "image-folder":  # `cnnkit predict` prepares images the same way
         record["preprocess"] = {"resize": data_info["resize"]}
-    write_json(out / CONFIG_FILE, record)
+    folder.write_json(out / folder.CONFIG_FILE, record)
     start = time.perf_counter()
-    history = fit_run(
+    history = folder.fit_run(
         trainer, out, resume_state, train, val,
         epochs=config.epochs, batch_size=config.batch_size, num_samples=len(train),
     )  # fmt: skip
     wall = time.perf_counter() - start
     early = next(cb for cb in trainer.callbacks if isinstance(cb, EarlyStopping))
-    best = best_epoch(trainer.callbacks)
-    save_history(out, history, best, title=f"{config.model} on {config.data}")
+    best = folder.best_epoch(trainer.callbacks)
+    folder.save_history(out, history, best, title=f"{config.model} on {config.data}")
     report = trainer.evaluate(test)
     metrics = {
         "test_accuracy": report["accuracy"],
@@ -305,8 +289,8 @@ def train_classify(
         # The first compiled steps (compiling included: the model with --compile, else the fast
         # preset's max-pool kernels), also inside train_seconds.
         metrics["compile_seconds"] = trainer.compile_seconds
-    write_json(out / METRICS_FILE, metrics)
-    write_report_safely(out, trainer.model, test)
+    folder.write_json(out / folder.METRICS_FILE, metrics)
+    folder.write_report_safely(out, trainer.model, test)
     return metrics
 
 
@@ -316,16 +300,18 @@ def read_run_config(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     Raises:
         UsageError: not a run folder.
     """
-    return read_run(run_dir).record
+    return folder.read_run(run_dir).record
 
 
-def load_classify_run(run: RunInfo, device: str | torch.device | None = None) -> tuple[nn.Module, dict]:
+def load_classify_run(
+    run: folder.RunInfo, device: str | torch.device | None = None
+) -> tuple[nn.Module, dict]:
     """Rebuild a classification (or fine-tuned) run's model with its best weights, in eval mode."""
     record = run.record
     config = RunConfig.from_dict(record["run"])
-    weights = run.path / (SHIPPED_WEIGHTS if run.shipped else BEST_WEIGHTS)
+    weights = run.path / (folder.SHIPPED_WEIGHTS if run.shipped else folder.BEST_WEIGHTS)
     if not weights.is_file():
-        raise UsageError(f"{run.path} has no {BEST_WEIGHTS} (did training finish an epoch?)")
+        raise UsageError(f"{run.path} has no {folder.BEST_WEIGHTS} (did training finish an epoch?)")
     model = build_model(config, record["num_classes"], record["input_shape"][0])
     load_strict(model, load_state_dict_file(weights), source=str(weights))
     model.class_names = record.get("class_names")  # type: ignore[assignment]

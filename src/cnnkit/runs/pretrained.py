@@ -17,7 +17,8 @@ from ..errors import UsageError
 from ..io.weights import load_state_dict_file, load_strict
 from ..models import create_model
 from ..models.surgery import head_parameter_names
-from .classify import BEST_WEIGHTS, read_run_config
+from .classify import read_run_config
+from .folder import BEST_WEIGHTS
 
 __all__ = ["WEIGHT_SUFFIXES", "pretrained_model"]
 

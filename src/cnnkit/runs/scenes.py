@@ -27,22 +27,8 @@ from ..engine.task import Task
 from ..engine.trainer import seed_everything
 from ..errors import DataError, UsageError
 from ..io.weights import load_state_dict_file, load_strict
+from . import folder
 from .config import SceneConfig
-from .folder import (
-    BEST_WEIGHTS,
-    CONFIG_FILE,
-    LAST_CHECKPOINT,
-    METRICS_FILE,
-    RunInfo,
-    best_epoch,
-    fit_run,
-    open_folder,
-    run_callbacks,
-    run_record,
-    save_history,
-    write_json,
-    write_report_safely,
-)
 from .session import prepare_device
 
 SCENE_TASKS = ("localize", "detect")
@@ -174,7 +160,7 @@ def scene_record(config: SceneConfig, data: Any, device: torch.device, amp: str 
         head: dict[str, Any] = {"strides": list(config.strides), "width": config.head_width, "depth": 2}
     else:
         head = {"width": config.head_width}
-    record = run_record(
+    record = folder.run_record(
         config.task,
         config.to_dict(),
         device,
@@ -198,7 +184,7 @@ def scene_record(config: SceneConfig, data: Any, device: torch.device, amp: str 
 def _previous_amp(out: Path) -> tuple[bool, str | None]:
     """(found, amp) of the run's own config.json: a resumed run trains at the precision it began with."""
     try:
-        perf = json.loads((out / CONFIG_FILE).read_text(encoding="utf-8")).get("perf")
+        perf = json.loads((out / folder.CONFIG_FILE).read_text(encoding="utf-8")).get("perf")
     except (OSError, ValueError, AttributeError):
         return False, None
     return (True, perf.get("amp")) if isinstance(perf, dict) else (False, None)
@@ -236,7 +222,7 @@ def train_scenes(
     wall = time.perf_counter()
     out = Path(out)
     found, amp = _previous_amp(out) if resume else (False, None)
-    state = open_folder(out, resume)  # the checkpoint is verified before anything is rewritten
+    state = folder.open_folder(out, resume)  # the checkpoint is verified before anything is rewritten
     model_entry(config.model)  # unknown names fail with close matches, before the data is made
     device = prepare_device(config.device, state)
     tune_cpu_allocator(device)
@@ -252,12 +238,12 @@ def train_scenes(
     # A resumed run's weights come from last.ckpt: the backbone file need not be there any more.
     start = config if state is None else dataclasses.replace(config, backbone_weights=None)
     model = build_task_model(record, build_backbone(start, record["in_chans"]))
-    write_json(out / CONFIG_FILE, record)
+    folder.write_json(out / folder.CONFIG_FILE, record)
 
     from ..tasks.detection.fit import EpochEndCall, scene_trainer
 
     task = build_task(config, record)
-    callbacks = run_callbacks(out, task.monitor, config.patience, progress, mode="max")
+    callbacks = folder.run_callbacks(out, task.monitor, config.patience, progress, mode="max")
     if not progress:
         callbacks.append(EpochEndCall(_epoch_printer(config.task)))
     trainer = scene_trainer(
@@ -269,15 +255,17 @@ def train_scenes(
         amp=amp,
         seed=config.seed,
         callbacks=callbacks,
-        checkpoint_path=out / LAST_CHECKPOINT,
+        checkpoint_path=out / folder.LAST_CHECKPOINT,
         max_grad_norm=config.max_grad_norm,
     )
-    history = fit_run(
+    history = folder.fit_run(
         trainer, out, state, data.train, data.val,
         epochs=config.epochs, batch_size=config.batch_size, num_samples=task.num_samples(data.train),
     )  # fmt: skip
-    best = best_epoch(trainer.callbacks)
-    save_history(out, history, best, title=f"{config.model} {config.task} on {data.record.get('name')}")
+    best = folder.best_epoch(trainer.callbacks)
+    folder.save_history(
+        out, history, best, title=f"{config.model} {config.task} on {data.record.get('name')}"
+    )
     test = trainer.evaluate(data.test)
     metrics = {
         "test": test,
@@ -287,9 +275,9 @@ def train_scenes(
         "train_seconds": round(sum(row["seconds"] for row in history.epochs), 1),
         "wall_seconds_this_session": round(time.perf_counter() - wall, 1),
     }
-    write_json(out / METRICS_FILE, metrics)
+    folder.write_json(out / folder.METRICS_FILE, metrics)
     save_samples(trainer.model, config.task, data.test, device, out / SAMPLES_FILE)
-    write_report_safely(out, trainer.model)
+    folder.write_report_safely(out, trainer.model)
     return metrics
 
 
@@ -337,7 +325,7 @@ def save_samples(model: nn.Module, task: str, test: Any, device: torch.device, p
 
 # ---------------------------------------------------------------------- reading a run
 def load_scene_run(
-    run: RunInfo, device: str | torch.device | None = None
+    run: folder.RunInfo, device: str | torch.device | None = None
 ) -> tuple[nn.Module, dict[str, Any]]:
     """(the run's model with its best weights, in eval mode; its ``config.json`` record).
 
@@ -354,12 +342,13 @@ def load_scene_run(
     ]
     if missing:
         raise DataError(
-            f"{run.path / CONFIG_FILE} has no {missing[0]!r}; it was not written by cnnkit train {run.task}"
+            f"{run.path / folder.CONFIG_FILE} has no {missing[0]!r}; "
+            f"it was not written by cnnkit train {run.task}"
         )
     model = build_task_model(record)
-    path = run.path / BEST_WEIGHTS
+    path = run.path / folder.BEST_WEIGHTS
     if not path.is_file():
-        raise UsageError(f"{run.path} has no {BEST_WEIGHTS}; the run did not finish an epoch")
+        raise UsageError(f"{run.path} has no {folder.BEST_WEIGHTS}; the run did not finish an epoch")
     load_strict(model, load_state_dict_file(path), str(path))
     dev = device if isinstance(device, torch.device) else pick_device(device)
     return model.to(dev).eval(), record

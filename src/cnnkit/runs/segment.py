@@ -25,23 +25,8 @@ from ..engine.device import pick_device
 from ..engine.trainer import Trainer, seed_everything
 from ..errors import UsageError
 from ..io.weights import load_state_dict_file, load_strict
+from . import folder
 from .config import INSTANCE_HEADS, SegmentConfig
-from .folder import (
-    BEST_WEIGHTS,
-    CONFIG_FILE,
-    LAST_CHECKPOINT,
-    METRICS_FILE,
-    RunInfo,
-    best_epoch,
-    fit_run,
-    open_folder,
-    read_run,
-    run_callbacks,
-    run_record,
-    save_history,
-    write_json,
-    write_report_safely,
-)
 from .session import prepare_device
 
 
@@ -86,12 +71,12 @@ def train_segment(
     config.validate()
     scenes_with(config.scenes)  # unknown or impossible scene settings fail before anything is written
     out = Path(out)
-    state = open_folder(out, resume)
+    state = folder.open_folder(out, resume)
     device = prepare_device(config.device, state)
     build = _instance_parts if config.head in INSTANCE_HEADS else _semantic_parts
     parts = build(config, out, device, progress)
     trainer = parts.trainer
-    record = run_record(
+    record = folder.run_record(
         "segment",
         config.to_dict(),
         device,
@@ -106,16 +91,16 @@ def train_segment(
         data=parts.data_info,
         num_parameters=sum(p.numel() for p in trainer.model.parameters()),
     )
-    write_json(out / CONFIG_FILE, record)
+    folder.write_json(out / folder.CONFIG_FILE, record)
     start, cpu_start = time.perf_counter(), time.process_time()
-    history = fit_run(
+    history = folder.fit_run(
         trainer, out, state, parts.train, parts.val,
         epochs=config.epochs, batch_size=config.batch_size, num_samples=len(parts.train),
     )  # fmt: skip
     wall = time.perf_counter() - start
     cpu = time.process_time() - cpu_start
-    best = best_epoch(trainer.callbacks)
-    save_history(out, history, best, title=f"{config.model} + {config.head} on {config.data}")
+    best = folder.best_epoch(trainer.callbacks)
+    folder.save_history(out, history, best, title=f"{config.model} + {config.head} on {config.data}")
     start = time.perf_counter()
     report = trainer.evaluate(parts.test)
     try:
@@ -137,8 +122,8 @@ def train_segment(
         "amp": trainer.amp,
         "load_average_at_end": load,
     }
-    write_json(out / METRICS_FILE, metrics)
-    write_report_safely(out, trainer.model)
+    folder.write_json(out / folder.METRICS_FILE, metrics)
+    folder.write_report_safely(out, trainer.model)
     return metrics
 
 
@@ -165,10 +150,10 @@ def _trainer_options(
         "optimizer": config.optimizer,
         "lr": config.lr,
         "weight_decay": config.weight_decay,
-        "callbacks": run_callbacks(out, monitor, config.patience, progress, mode="max"),
+        "callbacks": folder.run_callbacks(out, monitor, config.patience, progress, mode="max"),
         "device": device,
         "seed": config.seed,
-        "checkpoint_path": out / LAST_CHECKPOINT,
+        "checkpoint_path": out / folder.LAST_CHECKPOINT,
         "max_grad_norm": config.max_grad_norm,
     }
 
@@ -257,7 +242,7 @@ def _instance_parts(config: SegmentConfig, out: Path, device: torch.device, prog
 
 
 def load_segment_run(
-    run: str | os.PathLike[str] | RunInfo, device: str | torch.device | None = None
+    run: str | os.PathLike[str] | folder.RunInfo, device: str | torch.device | None = None
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild a segmentation run's model with its best weights, in eval mode, with its record.
 
@@ -268,14 +253,14 @@ def load_segment_run(
     from ..tasks.segmentation.heads import build_segmenter
     from ..tasks.segmentation.instance import build_mask_rcnn
 
-    run = run if isinstance(run, RunInfo) else read_run(run)
+    run = run if isinstance(run, folder.RunInfo) else folder.read_run(run)
     if run.task != "segment":
         raise UsageError(f"{run.describe()}, not a segmentation run (train one with `cnnkit train segment`)")
     record = run.record
     config = segment_config(record)
-    weights = run.path / BEST_WEIGHTS
+    weights = run.path / folder.BEST_WEIGHTS
     if not weights.is_file():
-        raise UsageError(f"{run.path} has no {BEST_WEIGHTS} (did training finish an epoch?)")
+        raise UsageError(f"{run.path} has no {folder.BEST_WEIGHTS} (did training finish an epoch?)")
     if config.head in INSTANCE_HEADS:
         model: nn.Module = build_mask_rcnn(
             config.model,
