@@ -24,10 +24,10 @@ from PIL import Image
 
 from cnnkit.data.masks import MaskDataset, default_palette
 from cnnkit.engine.device import pick_device
+from cnnkit.runs.segment import load_segment_run
 from cnnkit.tasks.segmentation.data import DEFAULT_SCENES, DEFAULT_SIZES
 from cnnkit.tasks.segmentation.instance import to_model_inputs
 from cnnkit.tasks.segmentation.overlay import blend, instance_label_map, legend_handles
-from cnnkit.runs.segment import load_segment_run
 
 
 def _test_scenes(record: dict) -> object:

@@ -134,7 +134,7 @@ def _check_up_front(config: Any) -> Any:
 
 
 def _scene_names() -> tuple[str, ...]:
-    from ..tasks.detection.datasets import SCENE_NAMES
+    from ..tasks.detection.data import SCENE_NAMES
 
     return SCENE_NAMES
 

@@ -17,7 +17,7 @@ from .folder import RunInfo, load_run
 def scene_test_set(run: RunInfo, limit_test: int | None = None) -> Any:
     """The test scenes a localize / detect run was scored on (generated again, or re-split)."""
     from ..data.scenes import FashionScenes
-    from ..tasks.detection.datasets import load_task_data
+    from ..tasks.detection.data import load_task_data
 
     record = run.record
     data = record["data"]

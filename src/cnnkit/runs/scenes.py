@@ -49,7 +49,7 @@ def load_data(config: SceneConfig) -> Any:
         DataError: localize data with an image of 0 or 2+ objects.
     """
     from ..data.scenes import FashionScenes
-    from ..tasks.detection.datasets import SCENE_NAMES, load_task_data
+    from ..tasks.detection.data import SCENE_NAMES, load_task_data
 
     try:
         scenes = FashionScenes(

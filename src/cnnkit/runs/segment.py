@@ -160,7 +160,7 @@ def _trainer_options(
 
 def _semantic_parts(config: SegmentConfig, out: Path, device: torch.device, progress: bool) -> _Parts:
     from ..tasks.segmentation.heads import build_segmenter
-    from ..tasks.segmentation.losses import SegmentationLoss
+    from ..tasks.segmentation.loss import SegmentationLoss
     from ..tasks.segmentation.task import SegmentTask
     from ..tasks.segmentation.train import SegmentationTrainer
 

@@ -15,7 +15,7 @@ from .heads import (
     build_segmenter,
 )
 from .instance_task import MaskRCNNTask, MaskRCNNTrainer
-from .losses import SegmentationLoss, soft_dice_loss
+from .loss import SegmentationLoss, soft_dice_loss
 from .metrics import SegmentationMetrics
 from .task import SegmentTask
 from .train import SegmentationTrainer

@@ -14,7 +14,7 @@ from torch.optim.lr_scheduler import LambdaLR, LRScheduler
 from ...data.masks import MaskDataset
 from ...engine.task import StepOutput, Task
 from ...engine.trainer import Trainer
-from .losses import SegmentationLoss
+from .loss import SegmentationLoss
 from .metrics import SegmentationMetrics
 
 
