@@ -434,3 +434,39 @@ def test_finetune_interrupted_and_resumed_ends_bit_identical(
     assert a.keys() == b.keys() and all(torch.equal(a[n], b[n]) for n in a)
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     assert [row["phase"] for row in history] == [1.0, 1.0, 2.0, 2.0]
+
+
+def test_a_nan_loss_stops_fine_tuning_with_no_checkpoint_of_that_epoch(
+    pretrained_run, idx_folder, tmp_path, monkeypatch
+):
+    import torch.nn.functional as F
+
+    from cnnkit.engine.checkpoint import load_checkpoint
+    from cnnkit.errors import TrainingError
+
+    config = FinetuneConfig(
+        weights=str(pretrained_run),
+        data=str(idx_folder),
+        head_epochs=1,
+        full_epochs=2,
+        limit_train=200,
+        seed=0,
+    )
+    real, steps = F.cross_entropy, []
+
+    def poisoned(logits, *args, **kwargs):  # NaN from the 8th training step on (epoch 2, phase 2)
+        loss = real(logits, *args, **kwargs)
+        if torch.is_grad_enabled():
+            steps.append(1)
+            if len(steps) >= 8:
+                return loss * float("nan")
+        return loss
+
+    monkeypatch.setattr("cnnkit.tasks.classify.task.F.cross_entropy", poisoned)
+    with pytest.raises(TrainingError, match="loss became nan"):
+        finetune_run(config, tmp_path / "run", progress=False)
+    body = load_checkpoint(tmp_path / "run" / "last.ckpt")
+    assert body["epoch"] == 1 and all(
+        torch.isfinite(t).all() for t in body["model"].values() if t.is_floating_point()
+    )
+    assert not (tmp_path / "run" / "metrics.json").exists()
