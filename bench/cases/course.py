@@ -92,7 +92,7 @@ def course_train(ctx: Context) -> list[dict]:
                     threads=torch.get_num_threads(),
                     load=[before, load()],
                     val_accuracy=round(trainer.history.epochs[-1]["val_accuracy"], 4),
-                    fused_pool=trainer._fused_now,
+                    fused_pool=trainer.forward.fused_pool,
                     compile_s=round(trainer.compile_seconds, 2),
                     **_ratios(ctx, "train", rate),
                 )

@@ -67,7 +67,7 @@ def time_to_accuracy(ctx: Context) -> list[dict]:
             "curve": curve,
             "final_test_accuracy": curve[-1]["test_accuracy"],
             "threads": torch.get_num_threads(),
-            "fused_pool": trainer._fused_now,
+            "fused_pool": trainer.forward.fused_pool,
             "compile_s": round(trainer.compile_seconds, 2),
             "note": "wall time counts from process start: imports, data loading, training, evaluation",
         }
@@ -185,7 +185,7 @@ def _budget_recipe(
             "wall_to_95": next((p["wall_s"] for p in curve if p["test_accuracy"] >= 0.95), None),
             "wall_s": curve[-1]["wall_s"],
             "threads": torch.get_num_threads(),
-            "fused_pool": trainer._fused_now,
+            "fused_pool": trainer.forward.fused_pool,
             "compile_s": round(trainer.compile_seconds, 2),
         }
     ]
