@@ -14,7 +14,6 @@ from PIL import Image
 from cnnkit.cli.__main__ import main
 from cnnkit.data.masks import IGNORE_INDEX, write_mask
 from cnnkit.data.scenes import FashionScenes
-from cnnkit.engine.perf import pick_num_threads
 from cnnkit.tasks.segmentation import (
     HEADS,
     BilinearConvTranspose2d,
@@ -30,15 +29,7 @@ from cnnkit.tasks.segmentation.instance import (
     instance_targets,
 )
 
-
-@pytest.fixture(scope="module", autouse=True)
-def free_cores():
-    # On a shared machine, OpenMP threads waiting for busy cores stall every op; use the cores
-    # other processes leave free (see cnnkit.engine.perf), and restore torch's setting after.
-    before = torch.get_num_threads()
-    torch.set_num_threads(pick_num_threads())
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("free_cores")
 
 
 @pytest.fixture(scope="module")

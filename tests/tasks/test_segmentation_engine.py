@@ -12,7 +12,6 @@ from cnnkit.data.masks import MaskDataset
 from cnnkit.data.scenes import FashionScenes
 from cnnkit.engine import Callback, EarlyStopping, Trainer
 from cnnkit.engine.checkpoint import load_checkpoint
-from cnnkit.engine.perf import pick_num_threads
 from cnnkit.errors import TrainingError
 from cnnkit.tasks.segmentation import (
     MaskRCNNTask,
@@ -29,13 +28,7 @@ CANVAS = 32
 SCENES = FashionScenes(canvas=CANVAS, min_size=16, max_size=24, min_objects=1, max_objects=2)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def free_cores():
-    # As in test_segmentation.py: the cores other processes leave free, restored after.
-    before = torch.get_num_threads()
-    torch.set_num_threads(pick_num_threads())
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("free_cores")
 
 
 @pytest.fixture(scope="module")
