@@ -12,6 +12,11 @@ cd "$here"
 python_bin="${PYTHON:-python3}"
 # Versions this platform provides; override with CNNKIT_TORCH="torch==X torchvision==Y".
 torch_spec="${CNNKIT_TORCH:-torch==2.14.1 torchvision==0.29.1}"
+# Optional parts of the package the set-up installs (pyproject's [project.optional-dependencies]).
+extras="test"
+# Debian packages the set-up adds where apt works (as root); each is optional, and what needs
+# one says so when it is missing.
+apt_packages=""
 deps_hash="$(cat pyproject.toml run.sh | sha256sum | cut -c1-16)"
 venv="${CNNKIT_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/cnnkit/venv-$deps_hash}"
 
@@ -36,11 +41,27 @@ setup_venv() {
       "$venv/bin/pip" install -q "torch>=2.6" "torchvision>=0.21"
     fi
     # The package's own dependencies (torch is already satisfied, so nothing is re-downloaded).
-    "$venv/bin/pip" install -q -e ".[test]"
+    "$venv/bin/pip" install -q -e ".[$extras]"
     touch "$venv/.complete"
   fi
   # Always point the env at this checkout (cheap; a cached env may come from another clone).
   "$venv/bin/pip" install -q --no-deps --no-build-isolation -e . >/dev/null
+}
+
+setup_apt() {
+  [ -n "$apt_packages" ] || return 0
+  command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = "0" ] || return 0
+  local missing="" pkg
+  for pkg in $apt_packages; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || missing="$missing $pkg"
+  done
+  [ -n "$missing" ] || return 0
+  log "installing Debian packages:$missing"
+  # shellcheck disable=SC2086
+  if ! apt-get install -y -qq $missing >/dev/null 2>&1; then
+    apt-get update -qq >/dev/null 2>&1 || true
+    apt-get install -y -qq $missing >/dev/null 2>&1 || log "apt could not install:$missing"
+  fi
 }
 
 setup_data() {
@@ -64,18 +85,18 @@ cmd="${1:-help}"
 [ $# -gt 0 ] && shift
 case "$cmd" in
   setup)
-    setup_venv; setup_data ;;
+    setup_apt; setup_venv; setup_data ;;
   demo)
-    setup_venv; setup_data
+    setup_apt; setup_venv; setup_data
     out="runs/demo-$(date +%Y%m%d-%H%M%S)"
     exec "$venv/bin/cnnkit" train --model hongong_cnn --data fashion-mnist --out "$out" "$@" ;;
   test)
-    setup_venv; setup_data
+    setup_apt; setup_venv; setup_data
     "$venv/bin/ruff" check src tests bench
     "$venv/bin/ruff" format --check src tests bench
     exec "$venv/bin/python" -m pytest -q "$@" ;;
   cnnkit)
-    setup_venv; setup_data
+    setup_apt; setup_venv; setup_data
     exec "$venv/bin/cnnkit" "$@" ;;
   *)
     sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'
