@@ -41,6 +41,7 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "MAX_FILE_BYTES",
     "MAX_PIXELS",
+    "decode_image",
     "find_images",
     "load_image",
     "open_image",
@@ -188,9 +189,38 @@ def open_image(
         ValueError: a limit or format list that cannot be used.
     """
     _check_limits(max_bytes, max_pixels)
-    chosen = _check_formats(formats)
     path = Path(path)
     data = _read_bytes(path, max_bytes)
+    return decode_image(data, str(path), max_bytes=max_bytes, max_pixels=max_pixels, formats=formats)
+
+
+def decode_image(
+    data: bytes,
+    name: str,
+    *,
+    max_bytes: int = MAX_FILE_BYTES,
+    max_pixels: int = MAX_PIXELS,
+    formats: Sequence[str] = ALLOWED_FORMATS,
+) -> Image.Image:
+    """Decode an image held in memory (an upload), with the checks and limits of :func:`open_image`.
+
+    Args:
+        data: the encoded file.
+        name: what to call it in error messages.
+        max_bytes: refuse more bytes than this.
+        max_pixels: see :func:`open_image`.
+        formats: see :func:`open_image`.
+
+    Raises:
+        DataError: empty, too large, not an allowed format, truncated or corrupt; the message
+            starts with ``name``.
+    """
+    _check_limits(max_bytes, max_pixels)
+    chosen = _check_formats(formats)
+    if not data:
+        raise DataError(f"{name}: is empty (0 bytes), not an image")
+    if len(data) > max_bytes:
+        raise DataError(f"{name}: {len(data):,} bytes is over the {max_bytes:,}-byte limit for one image")
     with warnings.catch_warnings():
         # Pillow's notes on damaged metadata ("Corrupt EXIF data") would interleave with a
         # batch's output; the pixels decide whether the file is usable.
@@ -200,19 +230,19 @@ def open_image(
         try:
             image = Image.open(io.BytesIO(data), formats=chosen)
         except UnidentifiedImageError:
-            raise DataError(f"{path}: {_describe_unknown(data, chosen)}") from None
+            raise DataError(f"{name}: {_describe_unknown(data, chosen)}") from None
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise DataError(
-                f"{path}: refused before decoding by the decompression-bomb check ({exc})"
+                f"{name}: refused before decoding by the decompression-bomb check ({exc})"
             ) from None
         except _DECODE_ERRORS as exc:
-            raise DataError(f"{path}: truncated or corrupt {_guess(data)} header ({_reason(exc)})") from None
+            raise DataError(f"{name}: truncated or corrupt {_guess(data)} header ({_reason(exc)})") from None
         width, height = image.size
         if width < 1 or height < 1:
-            raise DataError(f"{path}: header declares an empty {width}×{height} image")
+            raise DataError(f"{name}: header declares an empty {width}×{height} image")
         if width * height > max_pixels:
             raise DataError(
-                f"{path}: header declares {width:,}×{height:,} = {width * height:,} pixels, "
+                f"{name}: header declares {width:,}×{height:,} = {width * height:,} pixels, "
                 f"over the {max_pixels:,}-pixel limit (pass a larger max_pixels if the file "
                 "is trusted)"
             )
@@ -221,7 +251,7 @@ def open_image(
             # exif_transpose returns a new image without the orientation tag (or a copy).
             result = ImageOps.exif_transpose(image)
         except _DECODE_ERRORS as exc:
-            raise DataError(f"{path}: truncated or corrupt {image.format} data ({_reason(exc)})") from None
+            raise DataError(f"{name}: truncated or corrupt {image.format} data ({_reason(exc)})") from None
     if result is None:  # only with in_place=True, which is not used; keeps type checkers honest
         result = image
     return result

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..engine.callbacks import Callback, EarlyStopping, History, ModelCheckpoint, ProgressBar
+from ..engine.callbacks import Callback, EarlyStopping, History, HistoryFile, ModelCheckpoint, ProgressBar
 from ..engine.checkpoint import load_checkpoint
 from ..engine.trainer import Trainer
 from ..errors import UsageError
@@ -246,10 +246,12 @@ def run_callbacks(
     out: Path, monitor: str, patience: int | None, progress: bool, mode: str = "auto"
 ) -> list[Callback]:
     """What every run folder's training has: early stopping with the best weights restored
-    (``patience`` None: never stop), ``best.safetensors`` on improvement, and progress if asked."""
+    (``patience`` None: never stop), ``best.safetensors`` on improvement, ``history.json`` after
+    every epoch, and progress if asked."""
     callbacks: list[Callback] = [
         EarlyStopping(monitor, patience=patience, restore_best_weights=True, mode=mode),
         ModelCheckpoint(out / BEST_WEIGHTS, monitor=monitor, save_best_only=True, mode=mode),
+        HistoryFile(out),  # history.json after every epoch: `cnnkit studio` draws it live
     ]
     if progress:
         callbacks.append(ProgressBar())

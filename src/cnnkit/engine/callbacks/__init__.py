@@ -3,7 +3,8 @@
 from .base import Callback
 from .early_stopping import EarlyStopping
 from .history import History
+from .history_file import HistoryFile
 from .model_checkpoint import ModelCheckpoint
 from .progress import ProgressBar
 
-__all__ = ["Callback", "EarlyStopping", "History", "ModelCheckpoint", "ProgressBar"]
+__all__ = ["Callback", "EarlyStopping", "History", "HistoryFile", "ModelCheckpoint", "ProgressBar"]

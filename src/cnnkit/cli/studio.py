@@ -1,0 +1,82 @@
+"""`cnnkit studio [RUN_OR_MODEL ...]`: look inside models in the browser, for images you choose.
+
+Starts a local web page (no internet needed) where you upload a photo or draw, see the top
+classes, walk the layers (shapes, parameters, receptive fields, feature maps; click a map to see
+the kernel and the input window behind one pixel), a convolution's filters and weight
+histogram, Grad-CAM for any class, and a run's training curves, updated while `cnnkit train`
+writes them. RUN_OR_MODEL is ``fashion`` (the shipped Fashion-MNIST model), a run folder, or a
+registered model name (freshly initialised: untrained). Only what is named here (and the runs
+under --runs) is served; the page is reachable from this machine only unless --host says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import sys
+
+from ..errors import UsageError
+
+HELP = "look inside models and runs in the browser (a local web page)"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "targets",
+        metavar="RUN_OR_MODEL",
+        nargs="*",
+        help="'fashion', run folders, registered model names (default: fashion)",
+    )
+    p.add_argument("--runs", metavar="DIR", help="also serve every run folder directly under DIR")
+    p.add_argument("--port", type=int, default=8765, help="TCP port (default 8765; 0: any free port)")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1: this machine only)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    if not 0 <= args.port <= 65535:
+        raise UsageError(f"--port must be in 0..65535, got {args.port}")
+    try:
+        import uvicorn
+
+        from ..studio import create_app, load_catalog
+        from ..studio.app import LOCAL_HOSTS
+    except ImportError as exc:
+        raise UsageError(
+            f"cnnkit studio needs the studio extra ({exc.name} is missing): pip install 'cnnkit[studio]'"
+        ) from None
+    targets = args.targets or ([] if args.runs else ["fashion"])
+    catalog = load_catalog(targets, args.runs)
+    local = args.host in LOCAL_HOSTS
+    if not local:
+        print(
+            f"cnnkit: warning: listening on {args.host}: anyone who can reach this machine can use the "
+            "studio and its models; use the default --host 127.0.0.1 unless you mean that",
+            file=sys.stderr,
+        )
+    app = create_app(catalog, allowed_hosts=LOCAL_HOSTS if local else None)
+    sock = _listen(args.host, args.port)
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    names = ", ".join(entry.name for entry in catalog)
+    url = f"http://{host}:{sock.getsockname()[1]}/"
+    print(f"cnnkit studio: serving {names} at {url} (Ctrl+C stops)", flush=True)
+    config = uvicorn.Config(app, log_level="warning", access_log=False)
+    uvicorn.Server(config).run(sockets=[sock])
+    return 0
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host``:``port`` (port 0: a free one), bound before the URL is shown."""
+    try:
+        info = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(info[0], socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(info[4])
+        sock.listen(128)
+    except OSError as exc:
+        reason = exc.strerror or exc
+        raise UsageError(f"cannot listen on {host}:{port} ({reason}); try another --port") from None
+    return sock
