@@ -154,7 +154,7 @@ def pixel(entry: Entry, item: Input, index: int, channel: int, row: int, col: in
         patch = patch[first : first + per_group]
         kernel = weight[channel].detach().float()
         bias = getattr(module, "bias", None)
-        bias_value = float(bias[channel]) if isinstance(bias, torch.Tensor) else 0.0
+        bias_value = float(bias[channel].detach()) if isinstance(bias, torch.Tensor) else 0.0
         pre = float((patch * kernel).sum()) + bias_value
         activation = getattr(module, "activation", None)
         act_name = type(activation).__name__ if isinstance(activation, nn.Module) else "Identity"

@@ -1,0 +1,48 @@
+"""Fixtures of the studio tests: the shipped model and one tiny real run, served once per module."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("fastapi", reason="the studio extra is not installed: pip install 'cnnkit[studio]'")
+
+
+@dataclass
+class Items:
+    """Real Fashion-MNIST test items: pixels uint8 [N, 28, 28], labels [N], PNG bytes of each."""
+
+    pixels: np.ndarray
+    labels: np.ndarray
+    png: list[bytes]
+    class_names: list[str]
+
+
+@pytest.fixture(scope="session")
+def items(fashion) -> Items:
+    _, test = fashion
+    index = list(range(8))
+    pixels = test.images[index, 0].numpy()
+    png = []
+    for image in pixels:
+        buffer = io.BytesIO()
+        Image.fromarray(image).save(buffer, format="PNG")
+        png.append(buffer.getvalue())
+    return Items(pixels, test.labels[index].numpy(), png, list(test.class_names))
+
+
+@pytest.fixture(scope="session")
+def tiny_run_dir(tmp_path_factory) -> Path:
+    """hongong_cnn trained two epochs on 400 real Fashion-MNIST images (a real run folder)."""
+    from cnnkit.runs.config import RunConfig
+    from cnnkit.runs.train import train_run
+
+    out = tmp_path_factory.mktemp("studio") / "tiny-run"
+    config = RunConfig(limit_train=400, limit_test=100, epochs=2, patience=None, device="cpu")
+    train_run(config, out, progress=False)
+    return out
