@@ -215,16 +215,16 @@ async function showPixel(channel, row, col) {
   const box = $("pixel-info");
   const parts = [el("p", {}, `${layer.name}, channel ${channel}, pixel (${row}, ${col}) = ${p.value.toFixed(4)}; ` +
     `receptive field ${p.receptive_field.join("×")} input pixels (red box on the input)`)];
+  if (p.conv) {
+    const more = p.conv.in_channels > p.conv.shown ? ` (${p.conv.shown} of ${p.conv.in_channels} input channels shown below)` : "";
+    parts.push(el("p", { class: "sum" }, `Σ window × kernel over ${p.conv.in_channels} input channels + bias ${p.conv.bias.toFixed(4)} = ${p.conv.sum.toFixed(4)}` +
+      ` → ${p.conv.activation} → ${p.conv.result.toFixed(4)}${more}; stride ${p.stride.join("×")}`));
+  }
   if (p.conv && p.conv.window[0].length <= 7) {
     for (let s = 0; s < p.conv.shown; s++) {
       const ch = p.conv.first_in_channel + s;
-      parts.push(el("div", {}, numberTable(`input channel ${ch}: window`, p.conv.window[s]), numberTable(`kernel [${channel}, ${ch}]`, p.conv.kernel[s])));
+      parts.push(el("div", { class: "slice" }, numberTable(`input ch ${ch}: window`, p.conv.window[s]), numberTable(`kernel [${channel}, ${ch}]`, p.conv.kernel[s])));
     }
-  }
-  if (p.conv) {
-    const more = p.conv.in_channels > p.conv.shown ? ` (${p.conv.shown} of ${p.conv.in_channels} input channels shown)` : "";
-    parts.push(el("p", { class: "sum" }, `Σ window × kernel over ${p.conv.in_channels} input channels + bias ${p.conv.bias.toFixed(4)} = ${p.conv.sum.toFixed(4)}` +
-      ` → ${p.conv.activation} → ${p.conv.result.toFixed(4)}${more}; stride ${p.stride.join("×")}`));
   }
   if (p.pool) {
     parts.push(numberTable(`input channel ${channel}: window`, p.pool.window));

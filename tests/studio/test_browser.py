@@ -1,0 +1,150 @@
+"""`cnnkit studio fashion` in Debian's Chromium, driven by Playwright: upload a real Fashion-MNIST
+test image, read the predicted class, open a layer and count its maps, click a map, show
+Grad-CAM, filters and a drawing; no request leaves 127.0.0.1 and the page logs no error.
+
+Screenshots go to the test's temporary folder; with CNNKIT_UPDATE_FIGURES=1 also to
+docs/figures/studio-*.png (the ones docs/studio.md shows).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+import torch
+
+CHROMIUM = "/usr/bin/chromium"
+FIGURES = Path(__file__).resolve().parents[2] / "docs" / "figures"
+
+
+def _browser_or_skip() -> str:
+    pytest.importorskip("playwright.sync_api", reason="playwright is not installed (the studio extra)")
+    path = shutil.which("chromium") or (CHROMIUM if Path(CHROMIUM).exists() else None)
+    if path is None:
+        print("skipping the browser test: no chromium here (apt-get install chromium)")
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    return path
+
+
+@pytest.fixture(scope="module")
+def server():
+    """`cnnkit studio fashion` on a free port of 127.0.0.1, in a thread."""
+    import uvicorn
+
+    from cnnkit.studio import create_app, load_catalog
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    app = create_app(load_catalog(["fashion"]))
+    srv = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not srv.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert srv.started, "the studio server did not start"
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}/"
+    srv.should_exit = True
+    thread.join(timeout=10)
+    sock.close()
+
+
+def test_studio_in_chromium(server, items, tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    from cnnkit.models import create_model
+    from cnnkit.runs.folder import shipped_weights
+
+    chromium = _browser_or_skip()
+    image = tmp_path / "ankle-boot.png"
+    image.write_bytes(items.png[0])  # test item 0, labelled "Ankle boot"
+    reference = create_model("hongong_cnn", weights=str(shipped_weights())).eval()
+    x = torch.from_numpy(items.pixels[:1]).float()[:, None] / 255
+    with torch.no_grad():
+        expected = int(reference(x).argmax())
+        conv2 = reference.features.conv2(reference.features.pool1(reference.features.conv1(x)))[0, 5]
+    row, col = divmod(int(conv2.argmax()), 14)  # the strongest pixel of conv2's map 5
+    shots = tmp_path / "shots"
+    shots.mkdir()
+
+    requests: list[str] = []
+    problems: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.set_default_timeout(60_000)  # shared, busy cores: the first Grad-CAM imports its package
+        expect.set_options(timeout=60_000)
+        page.on("request", lambda r: requests.append(r.url))
+        page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: problems.append(str(e)))
+        page.goto(server)
+        page.wait_for_selector("#layers tbody tr")
+
+        page.set_input_files("#file", str(image))
+        page.wait_for_selector("#top li .name")
+        predicted = page.inner_text("#top li:first-child .name")
+        assert predicted == items.class_names[expected] == items.class_names[items.labels[0]] == "Ankle boot"
+        assert page.locator("#top li").count() == 5
+
+        page.click('#layers tbody tr[data-index="0"]')
+        page.wait_for_selector("#maps canvas.tile")
+        assert page.locator("#maps canvas.tile").count() == reference.features.conv1.weight.shape[0] == 32
+        page.click('#layers tbody tr[data-index="2"]')  # conv2: 64 maps of 14 x 14
+        # (Locator waits, not wait_for_function: the page's CSP forbids the eval that one uses.)
+        expect(page.locator("#maps canvas.tile")).to_have_count(64)
+        tile = page.locator("#maps canvas.tile").nth(5)
+        size = tile.bounding_box()["width"] - 2  # 1 px border on each side
+        tile.click(position={"x": 1 + (col + 0.5) * size / 14, "y": 1 + (row + 0.5) * size / 14})
+        page.wait_for_selector("#pixel-info .sum")
+        shown = f"channel 5, pixel ({row}, {col}) = {float(conv2[row, col]):.4f}"
+        assert shown in page.inner_text("#pixel-info")
+        assert "over 32 input channels" in page.inner_text("#pixel-info .sum")
+        assert "ReLU" in page.inner_text("#pixel-info .sum")
+        page.evaluate("window.scrollTo(0, 0)")
+        page.screenshot(path=str(shots / "studio-layers.png"))
+
+        page.click("#cam-run")
+        expect(page.locator("#cam-info")).to_contain_text("Grad-CAM")
+        assert "Ankle boot" in page.inner_text("#cam-info")
+        painted = page.evaluate(
+            "(() => { const c = document.getElementById('overlay');"
+            " const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
+            " let n = 0; for (let i = 3; i < d.length; i += 4) n += d[i] > 0; return [c.width, n]; })()"
+        )
+        assert painted == [28, 28 * 28]  # the heat map covers the whole input
+        page.evaluate("window.scrollTo(0, 0)")
+        page.screenshot(path=str(shots / "studio-gradcam.png"))
+
+        page.click('#layers tbody tr[data-index="0"]')
+        page.click("#tab-weights")
+        expect(page.locator("#filters canvas")).to_have_count(32)
+        assert "freshly initialised" in page.inner_text("#hist-info")
+        page.screenshot(path=str(shots / "studio-filters.png"))
+
+        page.click("#tab-maps")
+        box = page.locator("#draw").bounding_box()
+        page.mouse.move(box["x"] + 60, box["y"] + 40)
+        page.mouse.down()
+        for x, y in ((60, 190), (160, 190), (160, 40)):
+            page.mouse.move(box["x"] + x, box["y"] + y, steps=8)
+        page.mouse.up()
+        first_input = page.evaluate("document.getElementById('seen-info').textContent")
+        page.click("#draw-use")
+        expect(page.locator("#cam-info")).to_have_text("")  # a new input clears the old heat map
+        expect(page.locator("#maps canvas.tile")).to_have_count(32)
+        assert page.locator("#top li").count() == 5 and first_input
+        browser.close()
+
+    hosts = {urlsplit(u).hostname for u in requests if not u.startswith(("data:", "blob:"))}
+    assert hosts == {"127.0.0.1"}, requests
+    assert not problems, problems
+    if os.environ.get("CNNKIT_UPDATE_FIGURES") == "1":
+        for shot in shots.iterdir():
+            shutil.copy(shot, FIGURES / shot.name)
