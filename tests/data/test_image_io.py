@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from PIL import Image, ImageFile
 from sklearn.datasets import load_sample_image
 
-from cnnkit.data.image_io import MAX_PIXELS, find_images, load_image, open_image
+from cnnkit.data.image_io import MAX_PIXELS, decode_image, find_images, load_image, open_image, to_array
 from cnnkit.errors import DataError
 
 H, W = 48, 72  # small but real: the photos resized, aspect ratio 2:3 like china.jpg
@@ -236,6 +236,22 @@ def test_huge_png_header_rejected_before_decoding(tmp_path):
     with pytest.raises(DataError, match=r"big\.png: header declares 9,000×9,000.*pixel limit"):
         load_image(path)
     assert MAX_PIXELS < 9000 * 9000
+
+
+def test_bytes_in_memory_decode_like_the_file(tmp_path, china):
+    path = tmp_path / "china.png"
+    Image.fromarray(china).save(path)
+    data = path.read_bytes()
+    assert np.array_equal(to_array(decode_image(data, "upload")), china)
+    assert np.array_equal(to_array(decode_image(data, "upload")), load_image(path))
+    with pytest.raises(DataError, match=r"^upload: header declares 9,000×9,000"):
+        decode_image(_png(9000, 9000, 8, 2, b"\x00" * 10), "upload")
+    with pytest.raises(DataError, match=r"^upload: .*over the 100-byte limit"):
+        decode_image(data, "upload", max_bytes=100)
+    with pytest.raises(DataError, match=r"^upload: is empty"):
+        decode_image(b"", "upload")
+    with pytest.raises(DataError, match=r"^upload: is PDF"):
+        decode_image(b"%PDF-1.7\n", "upload")
 
 
 def test_bomb_warning_is_an_error_and_limits_are_checked(tmp_path, china, monkeypatch):
