@@ -68,6 +68,13 @@ def print_table(rows: list[dict]) -> None:
                 f"94 %: {row['wall_to_94']} s, 95 %: {row['wall_to_95']} s"
             )
             continue
+        if row["case"].startswith("studio"):
+            print(
+                f"{row['case']:<34} {row['ms_best']} ms best, {row['ms_median']} ms median, "
+                f"{row['ms_p90']} ms p90 of {row['repeats']}; page {row['page_bytes']:,} bytes; "
+                f"load {row['load'][0]}"
+            )
+            continue
         if row["case"].startswith("time_to_accuracy"):
             print(
                 f"{row['case']:<34} 92 %: {row['wall_to_92']} s, 94 %: {row['wall_to_94']} s, "

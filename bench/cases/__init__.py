@@ -13,6 +13,7 @@ from .compiled import compiled
 from .course import course_infer, course_train
 from .recipes import best_recipe, recipe_5min, time_to_accuracy
 from .reference import reference
+from .studio import studio
 from .threads import profile, threads
 from .zoo import resnet18_train, resnet50_infer
 
@@ -31,6 +32,7 @@ CASES = {
     "profile": profile,
     "best_recipe": best_recipe,
     "recipe_5min": recipe_5min,
+    "studio": studio,
 }
 DEFAULT_CASES = [
     "threads",

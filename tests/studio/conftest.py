@@ -13,6 +13,17 @@ from PIL import Image
 pytest.importorskip("fastapi", reason="the studio extra is not installed: pip install 'cnnkit[studio]'")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One intra-op thread: on shared, busy cores a second OpenMP thread only waits (10x slower)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @dataclass
 class Items:
     """Real Fashion-MNIST test items: pixels uint8 [N, 28, 28], labels [N], PNG bytes of each."""

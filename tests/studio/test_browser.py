@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import threading
-import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -35,25 +32,12 @@ def _browser_or_skip() -> str:
 @pytest.fixture(scope="module")
 def server():
     """`cnnkit studio fashion` on a free port of 127.0.0.1, in a thread."""
-    import uvicorn
-
     from cnnkit.studio import create_app, load_catalog
+    from cnnkit.studio.server import serve_in_thread
 
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(16)
-    app = create_app(load_catalog(["fashion"]))
-    srv = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not srv.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert srv.started, "the studio server did not start"
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}/"
-    srv.should_exit = True
-    thread.join(timeout=10)
-    sock.close()
+    url, stop = serve_in_thread(create_app(load_catalog(["fashion"])))
+    yield url + "/"
+    stop()
 
 
 def test_studio_in_chromium(server, items, tmp_path):

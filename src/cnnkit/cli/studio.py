@@ -12,7 +12,6 @@ under --runs) is served; the page is reachable from this machine only unless --h
 from __future__ import annotations
 
 import argparse
-import socket
 import sys
 
 from ..errors import UsageError
@@ -40,10 +39,11 @@ def run(args: argparse.Namespace) -> int:
     if not 0 <= args.port <= 65535:
         raise UsageError(f"--port must be in 0..65535, got {args.port}")
     try:
-        import uvicorn
+        import uvicorn  # noqa: F401  (needed by serve; missing means the extra is missing)
 
         from ..studio import create_app, load_catalog
         from ..studio.app import LOCAL_HOSTS
+        from ..studio.server import listen, serve
     except ImportError as exc:
         raise UsageError(
             f"cnnkit studio needs the studio extra ({exc.name} is missing): pip install 'cnnkit[studio]'"
@@ -58,25 +58,10 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     app = create_app(catalog, allowed_hosts=LOCAL_HOSTS if local else None)
-    sock = _listen(args.host, args.port)
+    sock = listen(args.host, args.port)
     host = f"[{args.host}]" if ":" in args.host else args.host
     names = ", ".join(entry.name for entry in catalog)
     url = f"http://{host}:{sock.getsockname()[1]}/"
     print(f"cnnkit studio: serving {names} at {url} (Ctrl+C stops)", flush=True)
-    config = uvicorn.Config(app, log_level="warning", access_log=False)
-    uvicorn.Server(config).run(sockets=[sock])
+    serve(app, sock)
     return 0
-
-
-def _listen(host: str, port: int) -> socket.socket:
-    """A listening socket on ``host``:``port`` (port 0: a free one), bound before the URL is shown."""
-    try:
-        info = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-        sock = socket.socket(info[0], socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(info[4])
-        sock.listen(128)
-    except OSError as exc:
-        reason = exc.strerror or exc
-        raise UsageError(f"cannot listen on {host}:{port} ({reason}); try another --port") from None
-    return sock

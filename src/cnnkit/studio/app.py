@@ -122,9 +122,12 @@ def create_app(catalog: Catalog, *, allowed_hosts: tuple[str, ...] | None = LOCA
             body += chunk
             if len(body) > MAX_UPLOAD_BYTES:
                 return _error(413, f"request body over the {MAX_UPLOAD_BYTES:,}-byte limit")
-        pixels, tensor = await run_in_threadpool(prepare_upload, entry, bytes(body), "upload")
-        item = store.add(entry.id, pixels, tensor)
-        return await run_in_threadpool(views.predict, entry, item, max(1, min(top, 20)))
+
+        def answer() -> dict[str, Any]:  # one trip to the worker threads: each costs a wake-up
+            pixels, tensor = prepare_upload(entry, bytes(body), "upload")
+            return views.predict(entry, store.add(entry.id, pixels, tensor), max(1, min(top, 20)))
+
+        return await run_in_threadpool(answer)
 
     @app.get("/api/models/{model_id}/inputs/{input_id}/predict")
     def predict(model_id: str, input_id: str, top: int = 5) -> dict[str, Any]:

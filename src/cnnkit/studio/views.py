@@ -44,7 +44,7 @@ def u8(values: np.ndarray | torch.Tensor, low: float | None = None, high: float 
 
 
 def _forward(entry: Entry, x: torch.Tensor) -> torch.Tensor:
-    with entry.lock, torch.inference_mode():
+    with entry.busy(), torch.inference_mode():
         out = entry.model(x)
     return out if isinstance(out, torch.Tensor) else torch.as_tensor([])
 
@@ -66,7 +66,7 @@ def predict(entry: Entry, item: Input, top: int = 5) -> dict[str, Any]:
 
 
 def _layer_output(entry: Entry, item: Input, name: str) -> torch.Tensor:
-    with entry.lock:
+    with entry.busy():
         return capture_outputs(entry.model, item.tensor, [name])[name][0]
 
 
@@ -233,7 +233,7 @@ def gradcam(entry: Entry, item: Input, target: int | None, index: int | None) ->
         raise LookupError(f"class must be in 0..{len(entry.classes) - 1}, got {target}")
     if target is None:
         target = int(_forward(entry, item.tensor).argmax(1)[0])
-    with entry.lock:
+    with entry.busy():
         cam = grad_cam(entry.model, item.tensor, target, layer)
     return {"layer": layer, "target": target, "class": entry.classes[target], "cam": u8(cam, 0.0, 1.0)}
 
