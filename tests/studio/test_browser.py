@@ -1,6 +1,7 @@
 """`cnnkit studio fashion` in Debian's Chromium, driven by Playwright: upload a real Fashion-MNIST
 test image, read the predicted class, open a layer and count its maps, click a map, show
-Grad-CAM, filters and a drawing; no request leaves 127.0.0.1 and the page logs no error.
+Grad-CAM, filters and a drawing, then a run's curves as its history.json grows; no request
+leaves 127.0.0.1 and the page logs no error.
 
 Screenshots go to the test's temporary folder; with CNNKIT_UPDATE_FIGURES=1 also to
 docs/figures/studio-*.png (the ones docs/studio.md shows).
@@ -8,6 +9,7 @@ docs/figures/studio-*.png (the ones docs/studio.md shows).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -30,17 +32,23 @@ def _browser_or_skip() -> str:
 
 
 @pytest.fixture(scope="module")
-def server():
-    """`cnnkit studio fashion` on a free port of 127.0.0.1, in a thread."""
+def run_copy(tiny_run_dir, tmp_path_factory) -> Path:
+    """A copy of the tiny run whose history.json the test extends, as `cnnkit train` would."""
+    return Path(shutil.copytree(tiny_run_dir, tmp_path_factory.mktemp("live") / "tiny-run"))
+
+
+@pytest.fixture(scope="module")
+def server(run_copy):
+    """`cnnkit studio fashion RUN` on a free port of 127.0.0.1, in a thread."""
     from cnnkit.studio import create_app, load_catalog
     from cnnkit.studio.server import serve_in_thread
 
-    url, stop = serve_in_thread(create_app(load_catalog(["fashion"])))
+    url, stop = serve_in_thread(create_app(load_catalog(["fashion", str(run_copy)])))
     yield url + "/"
     stop()
 
 
-def test_studio_in_chromium(server, items, tmp_path):
+def test_studio_in_chromium(server, run_copy, items, tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
     from cnnkit.models import create_model
@@ -114,9 +122,9 @@ def test_studio_in_chromium(server, items, tmp_path):
 
         page.click("#tab-maps")
         box = page.locator("#draw").bounding_box()
-        page.mouse.move(box["x"] + 60, box["y"] + 40)
+        page.mouse.move(box["x"] + 45, box["y"] + 30)  # a "U": trousers seen from below, roughly
         page.mouse.down()
-        for x, y in ((60, 190), (160, 190), (160, 40)):
+        for x, y in ((45, 140), (125, 140), (125, 30)):
             page.mouse.move(box["x"] + x, box["y"] + y, steps=8)
         page.mouse.up()
         first_input = page.evaluate("document.getElementById('seen-info').textContent")
@@ -124,6 +132,15 @@ def test_studio_in_chromium(server, items, tmp_path):
         expect(page.locator("#cam-info")).to_have_text("")  # a new input clears the old heat map
         expect(page.locator("#maps canvas.tile")).to_have_count(32)
         assert page.locator("#top li").count() == 5 and first_input
+
+        page.select_option("#model", "2-tiny-run")  # the run: its curves, polled every 2 s
+        expect(page.locator("#curves-live")).to_contain_text("2 epochs")
+        page.screenshot(path=str(shots / "studio-curves.png"))
+        history = json.loads((run_copy / "history.json").read_text())
+        history.append({**history[-1], "epoch": 3, "loss": history[-1]["loss"] * 0.9})
+        (run_copy / "history.json.tmp").write_text(json.dumps(history))
+        os.replace(run_copy / "history.json.tmp", run_copy / "history.json")  # as training writes it
+        expect(page.locator("#curves-live")).to_contain_text("3 epochs · updating live")
         browser.close()
 
     hosts = {urlsplit(u).hostname for u in requests if not u.startswith(("data:", "blob:"))}
