@@ -277,3 +277,22 @@ def test_cli_refuses_what_it_cannot_serve(capsys, tmp_path):
     assert main(["studio", "--runs", str(tmp_path / "none")]) == 2
     assert "no such folder" in capsys.readouterr().err
     assert main(["studio", "fashion", "--port", "70000"]) == 2
+
+
+def test_runs_folder_serves_classification_runs_and_names_the_rest(tiny_run_dir, tmp_path):
+    import json
+    import shutil
+
+    from cnnkit.errors import UsageError
+    from cnnkit.studio import load_catalog
+
+    root = tmp_path / "runs"
+    shutil.copytree(tiny_run_dir, root / "a-run")
+    (root / "b-segment").mkdir()
+    (root / "b-segment" / "config.json").write_text(json.dumps({"task": "segment", "run": {}}))
+    (root / "c-notes").mkdir()  # not a run: not listed
+    catalog = load_catalog([], root)
+    assert [e.name for e in catalog] == ["a-run"] and [e.id for e in catalog] == ["1-a-run"]
+    assert len(catalog.skipped) == 1 and "cnnkit segment" in catalog.skipped[0]
+    with pytest.raises(UsageError, match="shows classification runs.*cnnkit segment"):
+        load_catalog([str(root / "b-segment")])

@@ -50,6 +50,8 @@ def run(args: argparse.Namespace) -> int:
         ) from None
     targets = args.targets or ([] if args.runs else ["fashion"])
     catalog = load_catalog(targets, args.runs)
+    for line in catalog.skipped:
+        print(f"cnnkit studio: skipped {line}", file=sys.stderr)
     local = args.host in LOCAL_HOSTS
     if not local:
         print(

@@ -19,11 +19,11 @@ import torch
 from torch import nn
 
 from ..data.preprocess import Preprocess
-from ..errors import UsageError
+from ..errors import CnnkitError, UsageError
 from ..inspect.features import conv_layer_names
 from ..inspect.receptive import LayerWindow, layer_windows
 from ..inspect.summary import Summary, summary
-from ..runs.folder import CONFIG_FILE, SHIPPED, load_run, read_run
+from ..runs.folder import CONFIG_FILE, SHIPPED, load_run, read_run, require_task
 
 __all__ = ["Catalog", "Entry", "display_names", "load_catalog"]
 
@@ -57,7 +57,7 @@ class Entry:
         model: the module, in eval mode on the CPU.
         record: the run's ``config.json`` record (empty for zoo models).
         preprocess: how an upload becomes the model's input.
-        classes: display names of the outputs (empty for non-classification runs).
+        classes: display names of the outputs.
         summary: layer table at the model's input size.
         windows: receptive fields of the layers with image-shaped outputs.
         run_dir: the run folder whose ``history.json`` holds its curves (None otherwise).
@@ -155,10 +155,16 @@ def _has_weight(model: nn.Module, name: str) -> bool:
 
 
 class Catalog:
-    """The entries by id, in the order they were named."""
+    """The entries by id, in the order they were named.
 
-    def __init__(self, entries: Sequence[Entry]) -> None:
+    Attributes:
+        entries: id -> Entry.
+        skipped: one line for each run under ``--runs`` that the studio cannot show.
+    """
+
+    def __init__(self, entries: Sequence[Entry], skipped: Sequence[str] = ()) -> None:
         self.entries = {e.id: e for e in entries}
+        self.skipped = list(skipped)
 
     def get(self, entry_id: str) -> Entry:
         """Raises LookupError: an id the server did not give."""
@@ -196,7 +202,7 @@ def _entry(index: int, name: str, kind: str, task: str, model: nn.Module, record
         model=model,
         record=record,
         preprocess=_preprocess_for(record, shape, fashion),
-        classes=display_names(names, num) if task in CLASSIFY_TASKS else [],
+        classes=display_names(names, num),
         summary=summary(model, shape, name=name),
         windows=layer_windows(model, shape),
         **kw,
@@ -208,6 +214,7 @@ def _load_target(index: int, target: str) -> Entry:
 
     if target == SHIPPED or Path(target).is_dir():
         run = read_run(target)
+        require_task(run, "cnnkit studio", CLASSIFY_TASKS, "shows classification runs and models")
         model, record = load_run(run, device="cpu")
         record = dict(record)
         if "input_shape" not in record:
@@ -240,12 +247,23 @@ def load_catalog(targets: Sequence[str], runs_dir: str | os.PathLike[str] | None
             neither a run folder nor a model name.
         ValueError: an unknown model name (with close matches).
     """
-    targets = list(targets)
+    named = list(dict.fromkeys(targets))
+    found: list[str] = []
     if runs_dir is not None:
         root = Path(runs_dir)
         if not root.is_dir():
             raise UsageError(f"--runs {runs_dir}: no such folder")
-        targets += [str(p) for p in sorted(root.iterdir()) if (p / CONFIG_FILE).is_file()]
-    if not targets:
+        found = [str(p) for p in sorted(root.iterdir()) if (p / CONFIG_FILE).is_file()]
+        found = [p for p in found if p not in named]
+    if not named and not found:
         raise UsageError("name at least one model or run (e.g. `cnnkit studio fashion`), or --runs DIR")
-    return Catalog([_load_target(i, t) for i, t in enumerate(dict.fromkeys(targets), start=1)])
+    entries = [_load_target(i, t) for i, t in enumerate(named, start=1)]
+    skipped = []
+    for target in found:  # a folder of runs may hold some the studio cannot show: say so, go on
+        try:
+            entries.append(_load_target(len(entries) + 1, target))
+        except CnnkitError as exc:
+            skipped.append(str(exc))
+    if not entries:
+        raise UsageError(f"no run under --runs {runs_dir} can be shown: {'; '.join(skipped)}")
+    return Catalog(entries, skipped)

@@ -18,10 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import UsageError
 from ..inspect.features import capture_outputs, conv_layer_names, default_cam_layer, get_layer
 from ..viz.filters import filter_tiles, layer_weight, weight_stats
-from .catalog import CLASSIFY_TASKS, Entry
+from .catalog import Entry
 from .inputs import Input
 
 __all__ = ["feature_maps", "gradcam", "history", "pixel", "predict", "u8", "weights"]
@@ -52,9 +51,6 @@ def _forward(entry: Entry, x: torch.Tensor) -> torch.Tensor:
 def predict(entry: Entry, item: Input, top: int = 5) -> dict[str, Any]:
     """Top-``top`` classes with softmax probabilities, and the input as the model sees it."""
     result: dict[str, Any] = {"input_id": item.id, "pixels": u8(item.pixels, 0, 255), "top": []}
-    if entry.task not in CLASSIFY_TASKS:
-        result["note"] = f"a {entry.task} run: no class scores; its layers can be explored"
-        return result
     logits = _forward(entry, item.tensor)
     probs = torch.softmax(logits.float(), dim=1)[0]
     values, indices = probs.topk(min(top, probs.numel()))
@@ -226,8 +222,6 @@ def gradcam(entry: Entry, item: Input, target: int | None, index: int | None) ->
     (default: the model's last stage)."""
     from ..viz.gradcam import grad_cam
 
-    if entry.task not in CLASSIFY_TASKS:
-        raise UsageError(f"Grad-CAM explains class scores; {entry.name} is a {entry.task} run")
     layer = default_cam_layer(entry.model) if index is None else entry.layer_name(index)
     if target is not None and not 0 <= target < len(entry.classes):
         raise LookupError(f"class must be in 0..{len(entry.classes) - 1}, got {target}")
