@@ -65,3 +65,15 @@ def write_fashion_folders(fashion):
         return {**folders, "items": items}
 
     return write
+
+
+@pytest.fixture(scope="module")
+def one_intra_op_thread():
+    """One intra-op thread for a module: on shared, busy cores a second OpenMP thread only waits
+    (10x slower). Use it from an autouse fixture of a module or folder."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

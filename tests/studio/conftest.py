@@ -14,14 +14,8 @@ pytest.importorskip("fastapi", reason="the studio extra is not installed: pip in
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: on shared, busy cores a second OpenMP thread only waits (10x slower)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _studio_one_thread(one_intra_op_thread):
+    """The studio's tests run on one intra-op thread (see tests/conftest.py)."""
 
 
 @dataclass
