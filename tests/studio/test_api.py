@@ -296,3 +296,42 @@ def test_runs_folder_serves_classification_runs_and_names_the_rest(tiny_run_dir,
     assert len(catalog.skipped) == 1 and "cnnkit segment" in catalog.skipped[0]
     with pytest.raises(UsageError, match="shows classification runs.*cnnkit segment"):
         load_catalog([str(root / "b-segment")])
+
+
+def test_a_zoo_model_on_a_colour_photo(tmp_path):
+    """resnet18 (freshly initialised, torchvision-style nn.Conv2d, batch norm, residual sums) on
+    scikit-learn's china.jpg: the pixel arithmetic of its 7x7 stride-2 conv1 against F.conv2d."""
+    import io
+
+    from fastapi.testclient import TestClient
+    from PIL import Image
+    from sklearn.datasets import load_sample_image
+
+    from cnnkit.studio import create_app, load_catalog
+
+    catalog = load_catalog(["resnet18"])
+    entry = next(iter(catalog))
+    buffer = io.BytesIO()
+    Image.fromarray(load_sample_image("china.jpg")).save(buffer, format="JPEG", quality=90)
+    with TestClient(create_app(catalog), base_url="http://127.0.0.1") as client:
+        info = client.get("/api/models/1-resnet18").json()
+        assert not info["trained"] and info["input"] == {"channels": 3, "height": 224, "width": 224}
+        assert info["classes"][:2] == ["class 0", "class 1"] and len(info["classes"]) == 1000
+        layers = {layer["name"]: layer for layer in info["layers"]}
+        assert layers["layer4.1.bn2"]["receptive_field"] == [435, 435]
+        result = upload(client, buffer.getvalue(), model="1-resnet18")
+        assert result["pixels"]["shape"] == [224, 224, 3] and len(result["top"]) == 5
+        base = f"/api/models/1-resnet18/inputs/{result['input_id']}"
+        maps = client.get(f"{base}/layers/0/maps").json()
+        assert (maps["channels"], maps["height"], maps["width"]) == (64, 112, 112)
+        p = client.get(f"{base}/layers/0/pixel?channel=7&row=0&col=50").json()
+        cam = client.get(f"{base}/gradcam").json()
+    x = entry.preprocess.normalize(np.asarray(decode(result["pixels"]).round(), dtype=np.uint8))[None]
+    conv = entry.model.conv1
+    with torch.no_grad():
+        want = F.conv2d(x, conv.weight, None, stride=2, padding=3)[0, 7, 0, 50]
+    window = F.pad(x, (3, 3, 3, 3))[0, :, 0:7, 100:107]
+    assert np.allclose(p["conv"]["window"], window.numpy(), atol=1e-5)
+    assert p["conv"]["sum"] == pytest.approx(float(want), abs=1e-4) == pytest.approx(p["value"], abs=1e-4)
+    assert p["box"] == [-3, 97, 3, 103] and p["box_clipped"] == [0, 97, 3, 103]
+    assert cam["layer"] == "layer4" and cam["cam"]["shape"] == [224, 224]
