@@ -187,17 +187,24 @@ function renderMaps(maps) {
   const data = bytes(maps.u8);
   const size = maps.height * maps.width;
   const tiles = [];
+  const repaint = (c) => paint(tiles[c], data.subarray(c * size, (c + 1) * size), maps.height, maps.width, 1, "viridis");
+  let picked = null;
   for (let c = 0; c < maps.shown; c++) {
     const canvas = el("canvas", { class: "tile", title: `channel ${c}: ${maps.min[c].toFixed(3)} … ${maps.max[c].toFixed(3)}`, "data-channel": c });
-    paint(canvas, data.subarray(c * size, (c + 1) * size), maps.height, maps.width, 1, "viridis");
+    tiles.push(canvas);
+    repaint(c);
     canvas.onclick = (e) => {
       const r = canvas.getBoundingClientRect();
       const row = Math.min(maps.height - 1, Math.floor((e.clientY - r.top) / r.height * maps.height));
       const col = Math.min(maps.width - 1, Math.floor((e.clientX - r.left) / r.width * maps.width));
       for (const t of grid.children) t.classList.toggle("picked", t === canvas);
+      if (picked !== null) repaint(picked);
+      picked = c;
+      const ctx = canvas.getContext("2d");
+      ctx.fillStyle = "#e53935";
+      ctx.fillRect(col, row, 1, 1);  // the pixel explained below
       showPixel(c, row, col).catch(() => {});
     };
-    tiles.push(canvas);
   }
   grid.replaceChildren(...tiles);
   $("maps-info").textContent = `${maps.channels} maps of ${maps.height}×${maps.width}` +
