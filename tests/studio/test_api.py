@@ -5,6 +5,7 @@ Grad-CAM; bad uploads, unknown ids and foreign hosts are refused with JSON messa
 from __future__ import annotations
 
 import base64
+import socket
 import struct
 import zlib
 from importlib import resources
@@ -272,11 +273,17 @@ def test_page_is_offline_light_and_locked_to_its_host(client):
 def test_cli_refuses_what_it_cannot_serve(capsys, tmp_path):
     from cnnkit.cli.__main__ import main
 
-    assert main(["studio", "resnet99"]) == 2
+    assert main(["studio", "resnet99", "--port", "0"]) == 2
     assert "did you mean" in capsys.readouterr().err
-    assert main(["studio", "--runs", str(tmp_path / "none")]) == 2
+    assert main(["studio", "--runs", str(tmp_path / "none"), "--port", "0"]) == 2
     assert "no such folder" in capsys.readouterr().err
     assert main(["studio", "fashion", "--port", "70000"]) == 2
+    assert "--port must be in 0..65535" in capsys.readouterr().err
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        assert main(["studio", "fashion", "--port", str(taken.getsockname()[1])]) == 2
+    assert "cannot listen on 127.0.0.1" in capsys.readouterr().err
 
 
 def test_runs_folder_serves_classification_runs_and_names_the_rest(tiny_run_dir, tmp_path):

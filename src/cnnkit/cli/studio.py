@@ -49,7 +49,12 @@ def run(args: argparse.Namespace) -> int:
             f"cnnkit studio needs the studio extra ({exc.name} is missing): pip install 'cnnkit[studio]'"
         ) from None
     targets = args.targets or ([] if args.runs else ["fashion"])
-    catalog = load_catalog(targets, args.runs)
+    sock = listen(args.host, args.port)  # a port in use fails now, before the models load
+    try:
+        catalog = load_catalog(targets, args.runs)
+    except BaseException:
+        sock.close()
+        raise
     for line in catalog.skipped:
         print(f"cnnkit studio: skipped {line}", file=sys.stderr)
     local = args.host in LOCAL_HOSTS
@@ -60,7 +65,6 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     app = create_app(catalog, allowed_hosts=LOCAL_HOSTS if local else None)
-    sock = listen(args.host, args.port)
     host = f"[{args.host}]" if ":" in args.host else args.host
     names = ", ".join(entry.name for entry in catalog)
     url = f"http://{host}:{sock.getsockname()[1]}/"
