@@ -51,3 +51,18 @@ def tiny_run_dir(tmp_path_factory) -> Path:
     config = RunConfig(limit_train=400, limit_test=100, epochs=2, patience=None, device="cpu")
     train_run(config, out, progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def detect_run_dir(tmp_path_factory) -> Path:
+    """A real detection run: one epoch on 48 tiny FashionScenes canvases (32 x 32)."""
+    from cnnkit.cli.__main__ import main
+
+    root = tmp_path_factory.mktemp("studio-detect")
+    argv = ["train", "detect", "--canvas", "32", "--item-sizes", "12,24", "--train-images", "48"]
+    argv += ["--limit-test", "4", "--epochs", "1", "--batch-size", "8", "--head-width", "16"]
+    argv += ["--anchors", "2", "--max-objects", "2", "--no-progress", "--out", str(root / "detect-run")]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CNNKIT_CACHE", str(root / "cache"))  # the generated scenes stay in the test's folder
+        assert main(argv) == 0
+    return root / "detect-run"

@@ -301,7 +301,7 @@ def test_runs_folder_serves_classification_runs_and_names_the_rest(tiny_run_dir,
     catalog = load_catalog([], root)
     assert [e.name for e in catalog] == ["a-run"] and [e.id for e in catalog] == ["1-a-run"]
     assert len(catalog.skipped) == 1 and "cnnkit segment" in catalog.skipped[0]
-    with pytest.raises(UsageError, match="shows classification runs.*cnnkit segment"):
+    with pytest.raises(UsageError, match="shows classification and detection runs.*cnnkit segment"):
         load_catalog([str(root / "b-segment")])
 
 
@@ -342,3 +342,34 @@ def test_a_zoo_model_on_a_colour_photo(tmp_path):
     assert p["conv"]["sum"] == pytest.approx(float(want), abs=1e-4) == pytest.approx(p["value"], abs=1e-4)
     assert p["box"] == [-3, 97, 3, 103] and p["box_clipped"] == [0, 97, 3, 103]
     assert cam["layer"] == "layer4" and cam["cam"]["shape"] == [224, 224]
+
+
+def test_a_detection_run_shows_its_boxes(detect_run_dir, items, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from cnnkit.data.annotations import read_image, resize_for_model
+    from cnnkit.runs.folder import load_run
+    from cnnkit.studio import create_app, load_catalog
+    from cnnkit.tasks.detection.inputs import to_input
+
+    catalog = load_catalog([str(detect_run_dir)])
+    with TestClient(create_app(catalog), base_url="http://127.0.0.1") as client:
+        info = client.get("/api/models/1-detect-run").json()
+        assert info["task"] == "detect" and info["input"] == {"channels": 1, "height": 32, "width": 32}
+        result = upload(client, items.png[1], model="1-detect-run")
+        base = f"/api/models/1-detect-run/inputs/{result['input_id']}"
+        assert client.get(f"{base}/layers/0/maps").json()["shape"] == [32, 32, 32]
+        cam = client.get(f"{base}/gradcam")
+        assert cam.status_code == 400 and "detection run" in cam.json()["error"]
+    # As `cnnkit detect` reads, resizes and scores an image, independently of the studio's path.
+    path = tmp_path / "item.png"
+    path.write_bytes(items.png[1])
+    model, record = load_run(detect_run_dir, device="cpu")
+    x = to_input(torch.from_numpy(resize_for_model(read_image(path, 1), 32))[None], torch.device("cpu"))
+    with torch.no_grad():
+        want = model.predict(x, score_threshold=0.001, nms_iou=0.5, class_agnostic=True)[0]
+    got = result["detections"]
+    assert len(got) == len(want["scores"]) > 0 and result["top"] == []
+    assert np.allclose([d["box"] for d in got], want["boxes"].numpy(), atol=1e-4)
+    assert np.allclose([d["score"] for d in got], want["scores"].numpy(), atol=1e-6)
+    assert [d["class"] for d in got] == [record["class_names"][i] for i in want["labels"]]

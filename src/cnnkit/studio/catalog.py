@@ -28,6 +28,7 @@ from ..runs.folder import CONFIG_FILE, SHIPPED, load_run, read_run, require_task
 __all__ = ["Catalog", "Entry", "display_names", "load_catalog"]
 
 CLASSIFY_TASKS = ("classify", "finetune")
+TASKS = (*CLASSIFY_TASKS, "detect")  # what the studio shows; localize and segment runs: not yet
 # Inputs up to this many pixels run on one thread: on maps this small a second OpenMP thread
 # costs more than it saves (on 2 busy cores, 40x: 96 ms instead of 2.6 ms for the shipped model).
 ONE_THREAD_PIXELS = 64 * 64
@@ -180,6 +181,8 @@ class Catalog:
 
 
 def _preprocess_for(record: dict[str, Any], shape: Sequence[int], fashion: bool) -> Preprocess:
+    if record.get("task") == "detect":  # stretched to the square canvas, 0..1, as `cnnkit detect` does
+        return Preprocess.preset("unit", size=tuple(shape[1:]), channels=shape[0], resize="resize")
     config = {k: record[k] for k in ("normalize",) if k in record}
     config.update(record.get("preprocess") or {})
     config["input_shape"] = list(shape)
@@ -214,9 +217,14 @@ def _load_target(index: int, target: str) -> Entry:
 
     if target == SHIPPED or Path(target).is_dir():
         run = read_run(target)
-        require_task(run, "cnnkit studio", CLASSIFY_TASKS, "shows classification runs and models")
+        require_task(run, "cnnkit studio", TASKS, "shows classification and detection runs and models")
         model, record = load_run(run, device="cpu")
         record = dict(record)
+        if run.task == "detect":
+            size = int(record["image_size"])
+            record.update(
+                input_shape=[int(record["in_chans"]), size, size], num_classes=len(record["class_names"])
+            )
         if "input_shape" not in record:
             raise UsageError(f"{target}: its config.json records no input_shape; the studio needs one")
         name = SHIPPED if run.shipped else Path(target).resolve().name

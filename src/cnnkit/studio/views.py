@@ -18,12 +18,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import UsageError
 from ..inspect.features import capture_outputs, conv_layer_names, default_cam_layer, get_layer
 from ..viz.filters import filter_tiles, layer_weight, weight_stats
 from .catalog import Entry
 from .inputs import Input
 
-__all__ = ["feature_maps", "gradcam", "history", "pixel", "predict", "u8", "weights"]
+__all__ = ["detections", "feature_maps", "gradcam", "history", "pixel", "predict", "u8", "weights"]
 
 MAX_TILES = 256  # feature maps sent per layer (the rest are counted, not sent)
 MAX_SLICES = 16  # kernel slices shown for one output pixel (the sum uses them all)
@@ -51,6 +52,9 @@ def _forward(entry: Entry, x: torch.Tensor) -> torch.Tensor:
 def predict(entry: Entry, item: Input, top: int = 5) -> dict[str, Any]:
     """Top-``top`` classes with softmax probabilities, and the input as the model sees it."""
     result: dict[str, Any] = {"input_id": item.id, "pixels": u8(item.pixels, 0, 255), "top": []}
+    if entry.task == "detect":
+        result["detections"] = detections(entry, item)
+        return result
     logits = _forward(entry, item.tensor)
     probs = torch.softmax(logits.float(), dim=1)[0]
     values, indices = probs.topk(min(top, probs.numel()))
@@ -59,6 +63,23 @@ def predict(entry: Entry, item: Input, top: int = 5) -> dict[str, Any]:
         for p, i in zip(values, indices)
     ]
     return result
+
+
+def detections(entry: Entry, item: Input, floor: float = 0.001) -> list[dict[str, Any]]:
+    """A detection run's boxes (x1, y1, x2, y2 in input pixels) scoring ``floor`` or more, one class
+    per box, after non-maximum suppression as `cnnkit detect` keeps them; the page's slider
+    hides those below its threshold."""
+    with entry.busy(), torch.inference_mode():
+        found = entry.model.predict(item.tensor, score_threshold=floor, nms_iou=0.5, class_agnostic=True)[0]
+    return [
+        {
+            "box": [float(v) for v in box],
+            "score": float(score),
+            "index": int(label),
+            "class": entry.classes[int(label)],
+        }
+        for box, score, label in zip(found["boxes"], found["scores"], found["labels"])
+    ]
 
 
 def _layer_output(entry: Entry, item: Input, name: str) -> torch.Tensor:
@@ -222,6 +243,8 @@ def gradcam(entry: Entry, item: Input, target: int | None, index: int | None) ->
     (default: the model's last stage)."""
     from ..viz.gradcam import grad_cam
 
+    if entry.task == "detect":
+        raise UsageError(f"Grad-CAM explains a classifier's class scores; {entry.name} is a detection run")
     layer = default_cam_layer(entry.model) if index is None else entry.layer_name(index)
     if target is not None and not 0 <= target < len(entry.classes):
         raise LookupError(f"class must be in 0..{len(entry.classes) - 1}, got {target}")

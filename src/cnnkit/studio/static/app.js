@@ -2,7 +2,7 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { model: null, info: null, input: null, layer: null, seen: null, pick: null, historyTimer: null, historyMtime: null };
+const state = { detections: [], model: null, info: null, input: null, layer: null, seen: null, pick: null, historyTimer: null, historyMtime: null };
 
 function status(text, error) {
   const el = $("status");
@@ -82,6 +82,12 @@ async function openModel(id) {
   $("model-info").textContent = `${info.task} · input ${height}×${width}×${channels} · ${info.params.toLocaleString()} parameters` +
     (info.trained ? "" : " · untrained (freshly initialised)");
   $("draw-box").hidden = !info.drawable;
+  const detect = info.task === "detect";
+  $("cam-box").hidden = detect;
+  $("det-box").hidden = !detect;
+  $("top-title").hidden = detect;
+  $("det-list").replaceChildren();
+  state.detections = [];
   $("top").replaceChildren();
   $("seen-info").textContent = "";
   clearCanvas($("seen")); clearCanvas($("overlay"));
@@ -137,7 +143,30 @@ function showInput(result) {
     bar.style.width = `${(100 * t.probability).toFixed(1)}%`;
     return el("li", {}, el("span", { class: "name" }, t.class), el("span", { class: "p" }, `${(100 * t.probability).toFixed(1)} %`), bar);
   }));
-  if (result.note) top.replaceChildren(el("li", {}, result.note));
+  if (result.detections) { state.detections = result.detections; drawDetections(); }
+}
+
+// ------------------------------------------------------------------ detection runs
+const BOX_COLORS = ["#e53935", "#1e88e5", "#43a047", "#fb8c00", "#8e24aa", "#00acc1", "#fdd835", "#6d4c41"];
+function drawDetections() {
+  const threshold = Number($("score").value);
+  $("score-value").textContent = threshold.toFixed(2);
+  const shown = state.detections.filter((d) => d.score >= threshold);
+  const canvas = $("overlay");
+  const ctx = canvas.getContext("2d");
+  ctx.clearRect(0, 0, canvas.width, canvas.height);
+  ctx.lineWidth = Math.max(0.4, canvas.width / 160);
+  shown.forEach((d, i) => {
+    const [x1, y1, x2, y2] = d.box;
+    ctx.strokeStyle = BOX_COLORS[i % BOX_COLORS.length];
+    ctx.strokeRect(x1, y1, x2 - x1, y2 - y1);
+  });
+  $("det-list").replaceChildren(...shown.map((d, i) => {
+    const item = el("li", { class: "det" }, `${d.class} ${(100 * d.score).toFixed(1)} %`);
+    item.style.color = BOX_COLORS[i % BOX_COLORS.length];
+    return item;
+  }));
+  if (!shown.length) $("det-list").replaceChildren(el("li", { class: "none" }, `no box scores ${threshold.toFixed(2)} or more (${state.detections.length} above 0.001)`));
 }
 
 function setupDrawing() {
@@ -365,6 +394,7 @@ function setTab(weights) {
 window.addEventListener("DOMContentLoaded", () => {
   $("file").onchange = (e) => { if (e.target.files[0]) upload(e.target.files[0]).catch(() => {}); e.target.value = ""; };
   $("cam-run").onclick = () => showCam().catch(() => {});
+  $("score").oninput = drawDetections;
   $("cam-clear").onclick = () => { clearCanvas($("overlay")); $("cam-info").textContent = ""; };
   $("tab-maps").onclick = () => setTab(false);
   $("tab-weights").onclick = () => { setTab(true); if (state.layer !== null) showWeights().catch(() => {}); };
