@@ -11,6 +11,8 @@ from cnnkit.inspect.receptive import layer_windows, window_of
 from cnnkit.layers import Conv2D, MaxPool2D
 from cnnkit.models import create_model
 
+pytestmark = pytest.mark.usefixtures("one_intra_op_thread")  # many tiny ops: see tests/conftest.py
+
 
 @pytest.mark.parametrize(
     ("name", "shape", "published"),
@@ -34,10 +36,8 @@ def test_resnet18_follows_the_widest_branch():
     assert windows["layer4.1.bn2"].jump == (32, 32)
 
 
-def _gradient_box(model: nn.Module, shape, row: int, col: int) -> tuple[int, int, int, int]:
-    x = torch.ones(1, *shape, requires_grad=True)
-    out = model(x)
-    (grad,) = torch.autograd.grad(out[0, 0, row, col], x)
+def _gradient_box(x: torch.Tensor, out: torch.Tensor, row: int, col: int) -> tuple[int, int, int, int]:
+    (grad,) = torch.autograd.grad(out[0, 0, row, col], x, retain_graph=True)
     rows = torch.nonzero(grad[0].abs().sum(0).sum(1)).flatten()
     cols = torch.nonzero(grad[0].abs().sum(0).sum(0)).flatten()
     return int(rows[0]), int(cols[0]), int(rows[-1]), int(cols[-1])
@@ -59,13 +59,14 @@ def test_boxes_match_the_gradient_of_a_linear_network():
     shape = (1, 61, 67)
     windows = layer_windows(model, shape)
     last = windows["5"]
-    out = model(torch.zeros(1, *shape))
+    x = torch.ones(1, *shape, requires_grad=True)
+    out = model(x)
     _, _, height, width = out.shape
     for row in range(height):
         for col in range(width):
             top, left, bottom, right = last.box(row, col)
             clipped = (max(0, top), max(0, left), min(shape[1] - 1, bottom), min(shape[2] - 1, right))
-            assert _gradient_box(model, shape, row, col) == clipped, (row, col)
+            assert _gradient_box(x, out, row, col) == clipped, (row, col)
     assert last.field[0] != last.field[1]  # the (3, 1) kernel made rows and columns differ
 
 
