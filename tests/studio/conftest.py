@@ -66,3 +66,18 @@ def detect_run_dir(tmp_path_factory) -> Path:
         patch.setenv("CNNKIT_CACHE", str(root / "cache"))  # the generated scenes stay in the test's folder
         assert main(argv) == 0
     return root / "detect-run"
+
+
+@pytest.fixture(scope="session")
+def segment_run_dir(tmp_path_factory) -> Path:
+    """A real semantic segmentation run: FCN-8s, one epoch on 16 tiny FashionScenes canvases."""
+    from cnnkit.cli.__main__ import main
+
+    root = tmp_path_factory.mktemp("studio-segment")
+    argv = ["train", "segment", "--head", "fcn8s", "--canvas", "32", "--item-sizes", "12,24"]
+    argv += ["--train-images", "16", "--limit-test", "4", "--epochs", "1", "--batch-size", "8"]
+    argv += ["--no-progress", "--out", str(root / "segment-run")]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CNNKIT_CACHE", str(root / "cache"))
+        assert main(argv) == 0
+    return root / "segment-run"

@@ -301,7 +301,7 @@ def test_runs_folder_serves_classification_runs_and_names_the_rest(tiny_run_dir,
     catalog = load_catalog([], root)
     assert [e.name for e in catalog] == ["a-run"] and [e.id for e in catalog] == ["1-a-run"]
     assert len(catalog.skipped) == 1 and "cnnkit segment" in catalog.skipped[0]
-    with pytest.raises(UsageError, match="shows classification and detection runs.*cnnkit segment"):
+    with pytest.raises(UsageError, match="semantic segmentation runs.*cnnkit segment"):
         load_catalog([str(root / "b-segment")])
 
 
@@ -373,3 +373,32 @@ def test_a_detection_run_shows_its_boxes(detect_run_dir, items, tmp_path):
     assert np.allclose([d["box"] for d in got], want["boxes"].numpy(), atol=1e-4)
     assert np.allclose([d["score"] for d in got], want["scores"].numpy(), atol=1e-6)
     assert [d["class"] for d in got] == [record["class_names"][i] for i in want["labels"]]
+
+
+def test_a_segmentation_run_labels_every_pixel(segment_run_dir, items, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from cnnkit.data.image_io import load_image
+    from cnnkit.data.preprocess import resize_image
+    from cnnkit.runs.folder import load_run
+    from cnnkit.studio import create_app, load_catalog
+
+    catalog = load_catalog([str(segment_run_dir)])
+    with TestClient(create_app(catalog), base_url="http://127.0.0.1") as client:
+        result = upload(client, items.png[2], model="1-segment-run")
+        cam = client.get(f"/api/models/1-segment-run/inputs/{result['input_id']}/gradcam")
+        assert cam.status_code == 400 and "segment run" in cam.json()["error"]
+    path = tmp_path / "item.png"
+    path.write_bytes(items.png[2])
+    model, record = load_run(segment_run_dir, device="cpu")
+    pixels = resize_image(load_image(path, channels=1), 32, mode="resize")
+    x = torch.from_numpy(pixels.copy()).permute(2, 0, 1)[None].float() / 255
+    with torch.no_grad():
+        want = model(x)[0].argmax(0).numpy()
+    seg = result["segmentation"]
+    got = np.frombuffer(base64.b64decode(seg["labels"]), np.uint8).reshape(seg["shape"])
+    assert seg["shape"] == [32, 32] and np.array_equal(got, want)
+    counts = np.bincount(want.ravel(), minlength=len(record["class_names"]))
+    assert [(c["class"], c["share"]) for c in seg["classes"]] == [
+        (record["class_names"][i], n / want.size) for i, n in enumerate(counts) if n
+    ]

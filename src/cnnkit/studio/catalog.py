@@ -28,7 +28,7 @@ from ..runs.folder import CONFIG_FILE, SHIPPED, load_run, read_run, require_task
 __all__ = ["Catalog", "Entry", "display_names", "load_catalog"]
 
 CLASSIFY_TASKS = ("classify", "finetune")
-TASKS = (*CLASSIFY_TASKS, "detect")  # what the studio shows; localize and segment runs: not yet
+TASKS = (*CLASSIFY_TASKS, "detect", "segment")  # what the studio shows (not yet: localize, Mask R-CNN)
 # Inputs up to this many pixels run on one thread: on maps this small a second OpenMP thread
 # costs more than it saves (on 2 busy cores, 40x: 96 ms instead of 2.6 ms for the shipped model).
 ONE_THREAD_PIXELS = 64 * 64
@@ -181,7 +181,7 @@ class Catalog:
 
 
 def _preprocess_for(record: dict[str, Any], shape: Sequence[int], fashion: bool) -> Preprocess:
-    if record.get("task") == "detect":  # stretched to the square canvas, 0..1, as `cnnkit detect` does
+    if record.get("task") in ("detect", "segment"):  # stretched to the square canvas, 0..1
         return Preprocess.preset("unit", size=tuple(shape[1:]), channels=shape[0], resize="resize")
     config = {k: record[k] for k in ("normalize",) if k in record}
     config.update(record.get("preprocess") or {})
@@ -217,7 +217,12 @@ def _load_target(index: int, target: str) -> Entry:
 
     if target == SHIPPED or Path(target).is_dir():
         run = read_run(target)
-        require_task(run, "cnnkit studio", TASKS, "shows classification and detection runs and models")
+        require_task(run, "cnnkit studio", TASKS, "shows classification, detection and segmentation runs")
+        if run.task == "segment" and run.record.get("kind") != "semantic":
+            raise UsageError(
+                f"{run.describe()}; `cnnkit studio` shows semantic segmentation runs (FCN, U-Net), not "
+                f"instance ones yet; for this run use `cnnkit segment {target} IMAGE...`"
+            )
         model, record = load_run(run, device="cpu")
         record = dict(record)
         if run.task == "detect":

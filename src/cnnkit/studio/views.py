@@ -24,7 +24,17 @@ from ..viz.filters import filter_tiles, layer_weight, weight_stats
 from .catalog import Entry
 from .inputs import Input
 
-__all__ = ["detections", "feature_maps", "gradcam", "history", "pixel", "predict", "u8", "weights"]
+__all__ = [
+    "detections",
+    "feature_maps",
+    "gradcam",
+    "segmentation",
+    "history",
+    "pixel",
+    "predict",
+    "u8",
+    "weights",
+]
 
 MAX_TILES = 256  # feature maps sent per layer (the rest are counted, not sent)
 MAX_SLICES = 16  # kernel slices shown for one output pixel (the sum uses them all)
@@ -55,6 +65,9 @@ def predict(entry: Entry, item: Input, top: int = 5) -> dict[str, Any]:
     if entry.task == "detect":
         result["detections"] = detections(entry, item)
         return result
+    if entry.task == "segment":
+        result["segmentation"] = segmentation(entry, item)
+        return result
     logits = _forward(entry, item.tensor)
     probs = torch.softmax(logits.float(), dim=1)[0]
     values, indices = probs.topk(min(top, probs.numel()))
@@ -80,6 +93,23 @@ def detections(entry: Entry, item: Input, floor: float = 0.001) -> list[dict[str
         }
         for box, score, label in zip(found["boxes"], found["scores"], found["labels"])
     ]
+
+
+def segmentation(entry: Entry, item: Input) -> dict[str, Any]:
+    """A semantic segmentation run's class of every input pixel (``labels``, row-major bytes) and
+    each class's share of the image, as `cnnkit segment` computes them."""
+    logits = _forward(entry, item.tensor)[0]
+    labels = logits.argmax(0).to(torch.uint8)  # one byte a pixel: up to 256 classes
+    counts = torch.bincount(labels.flatten().long(), minlength=len(entry.classes)).tolist()
+    return {
+        "shape": list(labels.shape),
+        "labels": base64.b64encode(labels.numpy().tobytes()).decode(),
+        "classes": [
+            {"index": i, "class": entry.classes[i], "share": n / labels.numel()}
+            for i, n in enumerate(counts)
+            if n
+        ],
+    }
 
 
 def _layer_output(entry: Entry, item: Input, name: str) -> torch.Tensor:
@@ -243,8 +273,8 @@ def gradcam(entry: Entry, item: Input, target: int | None, index: int | None) ->
     (default: the model's last stage)."""
     from ..viz.gradcam import grad_cam
 
-    if entry.task == "detect":
-        raise UsageError(f"Grad-CAM explains a classifier's class scores; {entry.name} is a detection run")
+    if entry.task not in ("classify", "finetune"):
+        raise UsageError(f"Grad-CAM explains a classifier's class scores; {entry.name} is a {entry.task} run")
     layer = default_cam_layer(entry.model) if index is None else entry.layer_name(index)
     if target is not None and not 0 <= target < len(entry.classes):
         raise LookupError(f"class must be in 0..{len(entry.classes) - 1}, got {target}")

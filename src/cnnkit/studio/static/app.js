@@ -2,7 +2,7 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { detections: [], model: null, info: null, input: null, layer: null, seen: null, pick: null, historyTimer: null, historyMtime: null };
+const state = { detections: [], segmentation: null, model: null, info: null, input: null, layer: null, seen: null, pick: null, historyTimer: null, historyMtime: null };
 
 function status(text, error) {
   const el = $("status");
@@ -82,12 +82,15 @@ async function openModel(id) {
   $("model-info").textContent = `${info.task} · input ${height}×${width}×${channels} · ${info.params.toLocaleString()} parameters` +
     (info.trained ? "" : " · untrained (freshly initialised)");
   $("draw-box").hidden = !info.drawable;
-  const detect = info.task === "detect";
-  $("cam-box").hidden = detect;
+  const detect = info.task === "detect", segment = info.task === "segment";
+  $("cam-box").hidden = detect || segment;
   $("det-box").hidden = !detect;
-  $("top-title").hidden = detect;
+  $("seg-box").hidden = !segment;
+  $("top-title").hidden = detect || segment;
   $("det-list").replaceChildren();
+  $("seg-list").replaceChildren();
   state.detections = [];
+  state.segmentation = null;
   $("top").replaceChildren();
   $("seen-info").textContent = "";
   clearCanvas($("seen")); clearCanvas($("overlay"));
@@ -144,6 +147,34 @@ function showInput(result) {
     return el("li", {}, el("span", { class: "name" }, t.class), el("span", { class: "p" }, `${(100 * t.probability).toFixed(1)} %`), bar);
   }));
   if (result.detections) { state.detections = result.detections; drawDetections(); }
+  if (result.segmentation) { state.segmentation = result.segmentation; drawSegmentation(); }
+}
+
+// ------------------------------------------------------------------ segmentation runs
+function classColor(index) {  // background (0) stays clear; the others get distinct hues
+  return index === 0 ? null : BOX_COLORS[(index - 1) % BOX_COLORS.length];
+}
+function drawSegmentation() {
+  const seg = state.segmentation;
+  if (!seg) return;
+  const [h, w] = seg.shape;
+  const labels = bytes(seg.labels);
+  const canvas = $("overlay");
+  canvas.width = w; canvas.height = h;
+  const ctx = canvas.getContext("2d");
+  const img = ctx.createImageData(w, h);
+  const alpha = Math.round(255 * Number($("seg-alpha").value));
+  const rgb = (hex) => [1, 3, 5].map((i) => parseInt(hex.slice(i, i + 2), 16));
+  for (let p = 0; p < h * w; p++) {
+    const hex = classColor(labels[p]);
+    if (hex) img.data.set([...rgb(hex), alpha], 4 * p);
+  }
+  ctx.putImageData(img, 0, 0);
+  $("seg-list").replaceChildren(...seg.classes.map((c) => {
+    const item = el("li", { class: "seg" }, `${c.class}: ${(100 * c.share).toFixed(1)} % of the pixels`);
+    if (classColor(c.index)) item.style.color = classColor(c.index);
+    return item;
+  }));
 }
 
 // ------------------------------------------------------------------ detection runs
@@ -395,6 +426,7 @@ window.addEventListener("DOMContentLoaded", () => {
   $("file").onchange = (e) => { if (e.target.files[0]) upload(e.target.files[0]).catch(() => {}); e.target.value = ""; };
   $("cam-run").onclick = () => showCam().catch(() => {});
   $("score").oninput = drawDetections;
+  $("seg-alpha").oninput = drawSegmentation;
   $("cam-clear").onclick = () => { clearCanvas($("overlay")); $("cam-info").textContent = ""; };
   $("tab-maps").onclick = () => setTab(false);
   $("tab-weights").onclick = () => { setTab(true); if (state.layer !== null) showWeights().catch(() => {}); };
