@@ -1,7 +1,8 @@
 """`cnnkit studio fashion` in Debian's Chromium, driven by Playwright: upload a real Fashion-MNIST
 test image, read the predicted class, open a layer and count its maps, click a map, show
-Grad-CAM, filters and a drawing, then a run's curves as its history.json grows, then a detection
-run's boxes under a score slider; no request leaves 127.0.0.1 and the page logs no error.
+Grad-CAM, filters and a drawing, then a run's curves as its history.json grows, a detection run's
+boxes under a score slider and a segmentation run's classes; no request leaves 127.0.0.1 and
+the page logs no error.
 
 Screenshots go to the test's temporary folder; with CNNKIT_UPDATE_FIGURES=1 also to
 docs/figures/studio-*.png (the ones docs/studio.md shows).
@@ -38,12 +39,13 @@ def run_copy(tiny_run_dir, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(run_copy, detect_run_dir):
-    """`cnnkit studio fashion RUN DETECT_RUN` on a free port of 127.0.0.1, in a thread."""
+def server(run_copy, detect_run_dir, segment_run_dir):
+    """`cnnkit studio fashion RUN DETECT_RUN SEGMENT_RUN` on a free port of 127.0.0.1, in a thread."""
     from cnnkit.studio import create_app, load_catalog
     from cnnkit.studio.server import serve_in_thread
 
-    url, stop = serve_in_thread(create_app(load_catalog(["fashion", str(run_copy), str(detect_run_dir)])))
+    targets = ["fashion", str(run_copy), str(detect_run_dir), str(segment_run_dir)]
+    url, stop = serve_in_thread(create_app(load_catalog(targets)))
     yield url + "/"
     stop()
 
@@ -155,7 +157,14 @@ def test_studio_in_chromium(server, run_copy, items, tmp_path):
             " const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
             " let n = 0; for (let i = 3; i < d.length; i += 4) n += d[i] > 0; return n; })()"
         )
-        assert boxes > 0  # outlines drawn on the input        browser.close()
+        assert boxes > 0  # outlines drawn on the input
+
+        page.select_option("#model", "4-segment-run")  # every pixel's class
+        expect(page.locator("#seg-box")).to_be_visible()
+        expect(page.locator("#det-box")).to_be_hidden()
+        page.set_input_files("#file", str(image))
+        expect(page.locator("#seg-list li").first).to_contain_text("% of the pixels")
+        browser.close()
 
     hosts = {urlsplit(u).hostname for u in requests if not u.startswith(("data:", "blob:"))}
     assert hosts == {"127.0.0.1"}, requests
