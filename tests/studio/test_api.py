@@ -360,7 +360,7 @@ def test_a_detection_run_shows_its_boxes(detect_run_dir, items, tmp_path):
         base = f"/api/models/1-detect-run/inputs/{result['input_id']}"
         assert client.get(f"{base}/layers/0/maps").json()["shape"] == [32, 32, 32]
         cam = client.get(f"{base}/gradcam")
-        assert cam.status_code == 400 and "detection run" in cam.json()["error"]
+        assert cam.status_code == 400 and "is a detect run" in cam.json()["error"]
     # As `cnnkit detect` reads, resizes and scores an image, independently of the studio's path.
     path = tmp_path / "item.png"
     path.write_bytes(items.png[1])
