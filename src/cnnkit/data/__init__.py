@@ -1,25 +1,36 @@
 """Data: the validating IDX reader, Fashion-MNIST, and in-memory datasets."""
 
-from .arrays import ArrayDataset, iterate_batches, num_batches
-from .fashion_mnist import (
-    CLASS_NAMES,
-    CLASS_NAMES_KO,
-    find_data_dir,
-    load_fashion_mnist,
-    load_split,
-)
-from .idx import read_idx, read_idx_pair, write_idx
+from __future__ import annotations
 
-__all__ = [
-    "CLASS_NAMES",
-    "CLASS_NAMES_KO",
-    "ArrayDataset",
-    "find_data_dir",
-    "iterate_batches",
-    "load_fashion_mnist",
-    "load_split",
-    "num_batches",
-    "read_idx",
-    "read_idx_pair",
-    "write_idx",
-]
+import importlib
+from typing import Any
+
+# Public name -> the module that defines it, imported on first use (PEP 562): image_io and
+# preprocess must stay importable without PyTorch (cnnkit.runtime uses them).
+_EXPORTS = {
+    "ArrayDataset": ".arrays",
+    "iterate_batches": ".arrays",
+    "num_batches": ".arrays",
+    "CLASS_NAMES": ".fashion_mnist",
+    "CLASS_NAMES_KO": ".fashion_mnist",
+    "find_data_dir": ".fashion_mnist",
+    "load_fashion_mnist": ".fashion_mnist",
+    "load_split": ".fashion_mnist",
+    "read_idx": ".idx",
+    "read_idx_pair": ".idx",
+    "write_idx": ".idx",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})
