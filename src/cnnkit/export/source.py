@@ -20,6 +20,7 @@ from ..data.preprocess import Preprocess
 from ..errors import UsageError
 from ..runtime.metadata import FORMAT, INPUT_NAME, OUTPUTS, PREPROCESS_FIELDS
 
+CALIBRATION_IMAGES = 2000  # training images int8 calibration sees (as `cnnkit evaluate --int8`)
 # Where each task's test score sits in metrics.json (the first key present is used).
 TEST_METRICS = {
     "classify": [("test_accuracy",)],
@@ -159,8 +160,8 @@ def _from_run(target: str, limit: int) -> ExportSource:
     run = read_run(target)
     if run.task == "segment" and run.record.get("kind") == "instance":
         raise UsageError(
-            f"{run.describe()}; Mask R-CNN does not export here (torchvision's detection models need "
-            "their own exporter set-up); export an FCN-8s or U-Net segmentation run instead"
+            f"{run.describe()}; Mask R-CNN does not export: torch.export cannot trace torchvision's "
+            "data-dependent proposal and mask stages; export an FCN-8s or U-Net segmentation run instead"
         )
     model, record = load_run(run, "cpu")
     model.eval()
@@ -179,9 +180,13 @@ def _from_run(target: str, limit: int) -> ExportSource:
 def _classify_run(run: Any, model: nn.Module, record: dict[str, Any], limit: int) -> ExportSource:
     config = {k: record[k] for k in ("input_shape", "normalize") if k in record}
     config.update(record.get("preprocess") or {})
-    info = getattr(model, "pretrained_info", None)
-    if run.shipped and info is not None:  # photos become Fashion-MNIST-like first, as `predict fashion`
-        config = info.preprocess_config()
+    if run.shipped:  # the asset's own preprocessing (photos made Fashion-MNIST-like), as `predict fashion`
+        from ..models import create_model
+        from ..runs.folder import shipped_weights
+
+        config = create_model(
+            run.model_name, weights=str(shipped_weights())
+        ).pretrained_info.preprocess_config()
     pp = Preprocess.from_config(config)
     calibration = None
     if run.task == "finetune":
@@ -193,7 +198,7 @@ def _classify_run(run: Any, model: nn.Module, record: dict[str, Any], limit: int
 
         spec = (record.get("run") or {}).get("data", "fashion-mnist")
         train, test = load_dataset(spec, **run_data_options(record))
-        calibration = train.take(min(2000, len(train)), seed=0).images
+        calibration = train.take(min(CALIBRATION_IMAGES, len(train)), seed=0).images
     test = test.take(min(limit, len(test)), seed=0) if limit < len(test) else test
     names = list(record.get("class_names") or getattr(model, "class_names", None) or test.class_names)
     meta = _metadata("classify", names, pp, "", "")
