@@ -177,7 +177,11 @@ class OnnxModel:
             source
             if isinstance(source, np.ndarray)
             else load_image(
-                source, background=pp.background, max_bytes=pp.max_bytes, max_pixels=pp.max_pixels
+                source,
+                channels=None,
+                background=pp.background,
+                max_bytes=pp.max_bytes,
+                max_pixels=pp.max_pixels,
             )
         )
         return pp.normalize_array(pp.pixels(pixels)), (pixels.shape[0], pixels.shape[1])
