@@ -170,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
     if args.model.lower().endswith(".onnx"):
         from .predict_onnx import run_onnx
 
-        return run_onnx(args, _read_names, _report)
+        return run_onnx(args)
     device = pick_device(args.device)
     model, config = load_model(args, device)
     preprocess = _preprocess(args, config)
@@ -211,6 +211,11 @@ def run(args: argparse.Namespace) -> int:
         if sum(t is not None for _, t, _ in pending) >= args.batch_size:
             flush()
     flush()
+    return _exit_code(failed, done)
+
+
+def _exit_code(failed: int, done: int) -> int:
+    """1 (after saying how many) if some inputs could not be predicted, else 0."""
     if failed:
         print(
             f"cnnkit: {failed} of {failed + done} input(s) could not be predicted (listed above)",

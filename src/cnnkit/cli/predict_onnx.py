@@ -17,12 +17,13 @@ from typing import Any
 import numpy as np
 
 
-def run_onnx(args: argparse.Namespace, read_names: Any, report: Any) -> int:
-    """``cnnkit predict`` for an ``.onnx`` MODEL_OR_RUN; ``read_names`` and ``report`` are predict's."""
+def run_onnx(args: argparse.Namespace) -> int:
+    """``cnnkit predict`` for an ``.onnx`` MODEL_OR_RUN."""
     from ..data.image_io import find_images
     from ..errors import DataError, UsageError
     from ..models._weights import Prediction as Ranked
     from ..runtime import OnnxModel
+    from .predict import _exit_code, _read_names, _report, _report_failure
 
     for flag, value in (
         ("--weights", args.weights),
@@ -31,7 +32,7 @@ def run_onnx(args: argparse.Namespace, read_names: Any, report: Any) -> int:
     ):
         if value is not None:
             raise UsageError(f"{args.model} is an exported model; {flag} does not apply to it")
-    names = read_names(args.class_names) if args.class_names else None
+    names = _read_names(args.class_names) if args.class_names else None
     model = OnnxModel(args.model, class_names=names, preprocess=args.preprocess)
     outputs = model.session.get_outputs()[0].shape
     if (
@@ -49,26 +50,18 @@ def run_onnx(args: argparse.Namespace, read_names: Any, report: Any) -> int:
             except DataError as exc:
                 problem = str(exc)
         if problem is not None:
-            print(f"cnnkit: error: {problem}", file=sys.stderr)
-            if args.json:
-                print(json.dumps({"file": str(path), "error": problem}, ensure_ascii=False))
+            _report_failure(path, problem, args.json)
             failed += 1
             continue
         pred = model.decide(model.run(x[None]), [size], top=args.top)[0]
         done += 1
         if model.task == "classify":
             ranked = [Ranked(r + 1, k, name, p) for r, (k, name, p) in enumerate(pred.top)]
-            report(path, ranked, args.json)
+            _report(path, ranked, args.json)
         else:
             _report_scene(path, model, pred, args.json)
         sys.stdout.flush()
-    if failed:
-        print(
-            f"cnnkit: {failed} of {failed + done} input(s) could not be predicted (listed above)",
-            file=sys.stderr,
-        )
-        return 1
-    return 0
+    return _exit_code(failed, done)
 
 
 def _report_scene(path: Path, model: Any, pred: Any, as_json: bool) -> None:

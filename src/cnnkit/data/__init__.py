@@ -1,9 +1,6 @@
 """Data: the validating IDX reader, Fashion-MNIST, and in-memory datasets."""
 
-from __future__ import annotations
-
-import importlib
-from typing import Any
+from .._lazy import lazy_exports
 
 # Public name -> the module that defines it, imported on first use (PEP 562): image_io and
 # preprocess must stay importable without PyTorch (cnnkit.runtime uses them).
@@ -22,15 +19,4 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_EXPORTS})
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -55,10 +55,7 @@ def onnx_model_proto(source: ExportSource) -> Any:
     """
     import onnx
 
-    example = source.inputs(source.images[:EXAMPLE_BATCH])
-    if len(example) < EXAMPLE_BATCH:
-        example = example.repeat(EXAMPLE_BATCH, 1, 1, 1)[:EXAMPLE_BATCH]
-    batch = torch.export.Dim("batch", min=1, max=65536)
+    example, batch = example_inputs(source)
     chatter = io.StringIO()
     try:
         # The exporter prints its progress and hints to stdout; a command keeps its own output.
@@ -75,11 +72,7 @@ def onnx_model_proto(source: ExportSource) -> Any:
                 report=False,
             )
     except Exception as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UsageError(
-            f"{source.meta['source']}: torch.onnx.export cannot export this model ({type(exc).__name__}: "
-            f"{reason[:300]})"
-        ) from None
+        raise export_failure(source, "torch.onnx.export cannot export this model", exc) from None
     proto = program.model_proto
     meta = {
         **source.meta,
@@ -90,6 +83,20 @@ def onnx_model_proto(source: ExportSource) -> Any:
     set_metadata(proto, meta)
     onnx.checker.check_model(proto)
     return proto
+
+
+def example_inputs(source: ExportSource) -> tuple[torch.Tensor, Any]:
+    """(an example batch of ``EXAMPLE_BATCH`` prepared test images, the dynamic batch dimension)."""
+    example = source.inputs(source.images[:EXAMPLE_BATCH])
+    if len(example) < EXAMPLE_BATCH:
+        example = example.repeat(EXAMPLE_BATCH, 1, 1, 1)[:EXAMPLE_BATCH]
+    return example, torch.export.Dim("batch", min=1, max=65536)
+
+
+def export_failure(source: ExportSource, what: str, exc: BaseException) -> UsageError:
+    """One line for an exporter's failure: the source, ``what`` failed, and the exporter's reason."""
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return UsageError(f"{source.meta['source']}: {what} ({type(exc).__name__}: {reason[:300]})")
 
 
 def set_metadata(proto: Any, meta: dict[str, Any]) -> None:

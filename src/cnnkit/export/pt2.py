@@ -11,9 +11,8 @@ import os
 
 import torch
 
-from ..errors import UsageError
 from ..runtime.metadata import encode_metadata
-from .onnx_file import EXAMPLE_BATCH, writable_destination, write_checked
+from .onnx_file import example_inputs, export_failure, writable_destination, write_checked
 from .parity import ParityReport, check_parity
 from .source import ExportSource
 
@@ -30,18 +29,11 @@ def export_pt2(source: ExportSource, out: str | os.PathLike[str]) -> ParityRepor
     from .. import __version__
 
     path = writable_destination(out)
-    example = source.inputs(source.images[:EXAMPLE_BATCH])
-    if len(example) < EXAMPLE_BATCH:
-        example = example.repeat(EXAMPLE_BATCH, 1, 1, 1)[:EXAMPLE_BATCH]
-    batch = torch.export.Dim("batch", min=1, max=65536)
+    example, batch = example_inputs(source)
     try:
         program = torch.export.export(source.graph, (example,), dynamic_shapes=({0: batch},))
     except Exception as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UsageError(
-            f"{source.meta['source']}: torch.export cannot capture this model "
-            f"({type(exc).__name__}: {reason[:300]})"
-        ) from None
+        raise export_failure(source, "torch.export cannot capture this model", exc) from None
     meta = {
         **source.meta,
         "versions": {"cnnkit": __version__, "torch": torch.__version__},
