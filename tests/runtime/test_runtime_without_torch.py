@@ -29,10 +29,9 @@ print(json.dumps({"predictions": found, "torch_modules": loaded}))
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory, fashion):
+def exported(tmp_path_factory, fashion, fashion_onnx):
     """The shipped course model as ONNX, and four real test items (one as a 3× larger RGB photo)."""
     root = tmp_path_factory.mktemp("runtime")
-    assert main(["export", "fashion", "--out", str(root / "fashion.onnx"), "--check-images", "50"]) == 0
     _, test = fashion
     files = []
     for i in range(3):
@@ -41,7 +40,7 @@ def exported(tmp_path_factory, fashion):
     big = Image.fromarray(test.images[3, 0].numpy()).resize((84, 84)).convert("RGB")
     files.append(root / "item3.jpg")
     big.save(files[-1], quality=95)
-    return root / "fashion.onnx", files
+    return fashion_onnx, files
 
 
 def test_predict_runs_where_importing_torch_fails(exported, capsys):
