@@ -120,6 +120,7 @@ def test_export_onnx_matches_the_run_on_its_own_test_images(runs, kind, tmp_path
     import numpy as np
     import onnxruntime
     import torch
+    from PIL import Image
 
     from cnnkit.export import resolve_source
     from cnnkit.runs.folder import load_run
@@ -138,7 +139,16 @@ def test_export_onnx_matches_the_run_on_its_own_test_images(runs, kind, tmp_path
     recorded = _get(json.loads((runs[kind] / "metrics.json").read_text()), SCORE[kind][0])
     assert meta["test_metric"]["value"] == pytest.approx(recorded)
     model, _ = load_run(runs[kind], "cpu")
-    x = resolve_source(str(runs[kind]), limit=3).inputs()
+    source = resolve_source(str(runs[kind]), limit=3)
+    x = source.inputs()
+    assert len(x) == min(3, len(source.images)) > 0
+    # `cnnkit predict` runs the file of any task; the commands for runs name it.
+    image = tmp_path / "test.png"
+    Image.fromarray(source.images[0].permute(1, 2, 0).squeeze(-1).numpy()).save(image)
+    assert main(["predict", str(out), str(image), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["file"] == str(image)
+    assert main(["evaluate", str(out)]) == 2
+    assert "`cnnkit predict" in capsys.readouterr().err
     with torch.inference_mode():
         expected = model(x)
     ours = session.run(None, {"images": x.numpy()})

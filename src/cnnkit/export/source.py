@@ -199,7 +199,7 @@ def _classify_run(run: Any, model: nn.Module, record: dict[str, Any], limit: int
         spec = (record.get("run") or {}).get("data", "fashion-mnist")
         train, test = load_dataset(spec, **run_data_options(record))
         calibration = train.take(min(CALIBRATION_IMAGES, len(train)), seed=0).images
-    test = test.take(min(limit, len(test)), seed=0) if limit < len(test) else test
+    test = test.subset(slice(0, limit))  # the first test images: the same ones for any limit
     names = list(record.get("class_names") or getattr(model, "class_names", None) or test.class_names)
     meta = _metadata("classify", names, pp, "", "")
     return ExportSource(
