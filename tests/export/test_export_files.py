@@ -145,3 +145,19 @@ def test_a_damaged_file_is_refused_in_one_line(fashion_onnx, tmp_path, damage, m
     damage(fashion_onnx, damaged)
     assert main(["predict", str(damaged), str(image)]) == 2
     assert message in _one_line_error(capsys)
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["no/such/run"], "does not exist"),
+        (["resnt18", "--untrained"], "resnet18"),  # an unknown name, with the close match
+        (["fashion", "--int8", "--format", "pt2"], "use --format onnx"),
+        (["fashion", "--weights", "DEFAULT"], "brings its own weights"),
+        (["fashion", "--out", "model.pt2"], "ends in .onnx"),
+        (["fashion", "--check-images", "0"], "--check-images must be >= 1"),
+    ],
+)
+def test_export_usage_errors_are_one_line(argv, message, capsys):
+    assert main(["export", *argv]) == 2
+    assert message in _one_line_error(capsys)

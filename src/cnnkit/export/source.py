@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -60,14 +61,8 @@ class ExportSource:
         images = self.images if images is None else images
         pixels = images.permute(0, 2, 3, 1).numpy()
         if tuple(pixels.shape[1:3]) != self.preprocess.size or pixels.shape[3] != self.preprocess.channels:
-            pixels = [self.preprocess.pixels(p) for p in pixels]  # resized as a file would be
-        return self.preprocess.normalize(pixels if not isinstance(pixels, list) else _stack(pixels))
-
-
-def _stack(arrays: list) -> Any:
-    import numpy as np
-
-    return np.stack(arrays)
+            pixels = np.stack([self.preprocess.pixels(p) for p in pixels])  # resized as a file would be
+        return self.preprocess.normalize(pixels)
 
 
 class _Tupled(nn.Module):
@@ -151,6 +146,11 @@ def resolve_source(
         if untrained:
             raise UsageError(f"{target} is trained; --untrained is only for a zoo model name")
         return _from_run(target, limit)
+    if Path(target).exists() or any(sep in target for sep in ("/", "\\")):
+        what = "is a file" if Path(target).exists() else "does not exist"
+        raise UsageError(
+            f"{target} {what}; give a run folder, {SHIPPED!r} or a zoo model name (`cnnkit models`)"
+        )
     return _from_zoo(target, weights, untrained, limit)
 
 
