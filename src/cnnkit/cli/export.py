@@ -5,9 +5,10 @@ FCN / U-Net segmentation), ``fashion`` (the shipped model), or a zoo model name 
 
 ONNX files carry their metadata (task, class names, preprocessing, opset, versions, the run's
 test score) and run with ONNX Runtime alone: ``cnnkit predict model.onnx IMAGE...``. ``pt2`` is a
-``torch.export`` program (load it with ``torch.export.load``). After writing, the export is run
-on real test images next to PyTorch: the max abs difference of the outputs and the agreement of
-decisions are printed; past the tolerances (float: 1e-4 and 99.9 %) nothing is written, exit 1.
+``torch.export`` program (load it with ``torch.export.load``). Before the file replaces --out, it
+is run on real test images next to PyTorch: the max abs difference of the outputs and the
+agreement of decisions are printed; past the tolerances (float: 1e-4 and 99.9 %) nothing is
+written and the exit code is 1.
 """
 
 from __future__ import annotations
