@@ -197,11 +197,13 @@ class OnnxModel:
         sizes: Sequence[tuple[int, int]],
         *,
         top: int = 5,
-        score_threshold: float = 0.25,
-        nms_iou: float = 0.5,
+        score_threshold: float | None = None,
+        nms_iou: float | None = None,
     ) -> list[Prediction]:
-        """Decisions per image from :meth:`run`'s outputs; ``sizes`` are the images' own (height, width)."""
+        """Decisions per image from :meth:`run`'s outputs; ``sizes`` are the images' own (height, width).
+        Detection thresholds default to the ones stored in the file (0.25 and 0.5 if none)."""
         names = self.class_names
+        post = self.meta.get("postprocess") or {}  # detection: the thresholds stored at export
         height, width = self.preprocess.size
         results = []
         for b, (h, w) in enumerate(sizes):
@@ -215,7 +217,11 @@ class OnnxModel:
                 pred.labels, pred.scores = order[:1], probs[order[:1]]
             elif self.task == "detect":
                 det = select_detections(
-                    outputs[0][b], outputs[1][b], score_threshold, nms_iou, class_agnostic=True
+                    outputs[0][b],
+                    outputs[1][b],
+                    score_threshold if score_threshold is not None else post.get("score_threshold", 0.25),
+                    nms_iou if nms_iou is not None else post.get("nms_iou", 0.5),
+                    class_agnostic=True,
                 )
                 pred.boxes = det["boxes"] * np.array([w / width, h / height] * 2, np.float32)
                 pred.scores, pred.labels = det["scores"], det["labels"]
