@@ -104,9 +104,9 @@ def test_an_unexportable_model_is_refused_in_one_line(tmp_path):
     from cnnkit.errors import UsageError
     from cnnkit.export import export_onnx, resolve_source
 
-    class DataDependent(torch.nn.Module):  # output shape depends on the values: no static graph
+    class DataDependent(torch.nn.Module):  # Python branching on a value: no graph holds both paths
         def forward(self, x):
-            return (x[x > 0.5],)
+            return (x.flatten(1) * 2,) if x.sum() > 0 else (x.flatten(1),)
 
     source = resolve_source("fashion", limit=4)
     source.graph = DataDependent().eval()

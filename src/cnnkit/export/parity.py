@@ -114,7 +114,11 @@ def check_parity(
         shapes = [b.shape for b in exported], [a.shape for a in torch_out]
         raise RuntimeError(f"the exported model's outputs are {shapes[0]}, PyTorch's {shapes[1]}")
     diff = max(float(np.abs(a - b).max()) if a.size else 0.0 for a, b in zip(torch_out, exported))
-    agreement, decisions = _agreement(source.task, torch_out, exported, reference)
+    try:
+        agreement, decisions = _agreement(source.task, torch_out, exported, reference)
+    except (IndexError, ValueError) as exc:  # numpy's AxisError is both
+        shapes = [a.shape for a in torch_out]
+        raise RuntimeError(f"outputs of shapes {shapes} are not a {source.task} model's ({exc})") from None
     accuracy = None
     if source.labels is not None and source.task == "classify":
         labels = source.labels.numpy()[: len(x)]
