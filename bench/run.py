@@ -94,7 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="JSON file (default bench/results/<date-time>.json)")
     args = parser.parse_args(argv)
     cases = args.cases or DEFAULT_CASES
-    if "reference" not in cases and any(c in cases for c in ("course_train", "course_infer", "compile")):
+    if "reference" not in cases and any(
+        c in cases for c in ("course_train", "course_infer", "compile", "export_infer")
+    ):
         cases = ["reference", *cases]  # ratios need the reference loop of the same run
 
     start_load = load()

@@ -11,6 +11,7 @@ from __future__ import annotations
 from ._common import Context, _ratios
 from .compiled import compiled
 from .course import course_infer, course_train
+from .export import export_infer
 from .recipes import best_recipe, recipe_5min, time_to_accuracy
 from .reference import reference
 from .threads import profile, threads
@@ -27,6 +28,7 @@ CASES = {
     "resnet50_infer": resnet50_infer,
     "time_to_accuracy": time_to_accuracy,
     "compile": compiled,
+    "export_infer": export_infer,
     "threads": threads,
     "profile": profile,
     "best_recipe": best_recipe,

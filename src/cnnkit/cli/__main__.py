@@ -26,6 +26,7 @@ COMMANDS = [
     "viz",
     "report",
     "segment",
+    "export",
 ]
 
 

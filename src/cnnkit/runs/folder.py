@@ -110,6 +110,11 @@ def read_run(run_dir: str | os.PathLike[str]) -> RunInfo:
     if str(run_dir) == SHIPPED and not Path(run_dir).exists():
         return _shipped_run()
     path = Path(run_dir) / CONFIG_FILE
+    if Path(run_dir).suffix in (".onnx", ".pt2") and Path(run_dir).is_file():
+        raise UsageError(
+            f"{run_dir} is an exported model, not a run folder; `cnnkit predict {run_dir} IMAGE...` "
+            "runs an .onnx file of any task"
+        )
     if not path.is_file():
         raise UsageError(
             f"{run_dir} is not a cnnkit run folder ({CONFIG_FILE} is missing); give a folder written "
