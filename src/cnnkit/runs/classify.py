@@ -217,6 +217,7 @@ def make_trainer(config: RunConfig, model: nn.Module, out: Path, progress: bool 
         checkpoint_path=out / folder.LAST_CHECKPOINT,
         max_grad_norm=config.max_grad_norm,
         compile=config.compile,
+        sync_bn=config.sync_bn,
         **trainer_extras(config.preset, config.lr, config.max_shift),  # augmentation, LR schedule, TTA
     )
 

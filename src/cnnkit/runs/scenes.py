@@ -257,6 +257,7 @@ def train_scenes(
         callbacks=callbacks,
         checkpoint_path=out / folder.LAST_CHECKPOINT,
         max_grad_norm=config.max_grad_norm,
+        sync_bn=config.sync_bn,
     )
     history = folder.fit_run(
         trainer, out, state, data.train, data.val,
