@@ -70,7 +70,8 @@ class SyncBatchNormCPU(_BatchNorm):
             with torch.no_grad():
                 n = float(count)
                 unbiased = var.detach() * (n / max(n - 1.0, 1.0))
-                self.running_mean.mul_(1 - factor).add_(mean.detach().to(self.running_mean.dtype), alpha=factor)
+                mean = mean.detach().to(self.running_mean.dtype)
+                self.running_mean.mul_(1 - factor).add_(mean, alpha=factor)
                 self.running_var.mul_(1 - factor).add_(unbiased.to(self.running_var.dtype), alpha=factor)
         return out.to(input.dtype)
 

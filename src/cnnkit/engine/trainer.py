@@ -16,9 +16,9 @@ import torch
 from torch import nn
 
 from ..errors import TrainingError
+from . import distributed
 from .callbacks import Callback, History
 from .checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from . import distributed
 from .compiled import CompiledForward
 from .device import pick_device
 from .perf import tune_cpu_allocator
