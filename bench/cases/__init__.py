@@ -9,6 +9,7 @@ load average while it ran, and the settings used.
 from __future__ import annotations
 
 from ._common import Context, _ratios
+from .allreduce import allreduce
 from .compiled import compiled
 from .course import course_infer, course_train
 from .recipes import best_recipe, recipe_5min, time_to_accuracy
@@ -31,6 +32,7 @@ CASES = {
     "profile": profile,
     "best_recipe": best_recipe,
     "recipe_5min": recipe_5min,
+    "allreduce": allreduce,
 }
 DEFAULT_CASES = [
     "threads",
