@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -214,6 +214,16 @@ def gather_objects(obj: Any) -> list[Any]:
     return out
 
 
+def map_shared(items: Sequence[Any], fn: Callable[[Any], Any]) -> list[Any]:
+    """``[fn(item) for item in items]`` with each rank computing its ``shard_range`` (decoding
+    its share of an image folder's files); every rank receives all results, in order."""
+    world = current()
+    if not world.active:
+        return [fn(item) for item in items]
+    start, stop = shard_range(len(items), world.rank, world.size)
+    return [result for part in gather_objects([fn(item) for item in items[start:stop]]) for result in part]
+
+
 def broadcast_buffers(model: nn.Module) -> None:
     """Rank 0's buffers (BatchNorm running statistics) on every rank, so that validation and the
     saved model agree everywhere; with SyncBatchNorm they are equal already."""
@@ -342,6 +352,7 @@ __all__ = [
     "gather_rows",
     "init_from_env",
     "launch",
+    "map_shared",
     "rank_log",
     "shard_batch",
     "shard_range",
