@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import socket
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -256,7 +257,13 @@ def wrap_model(model: nn.Module, device: torch.device) -> nn.Module:
     ids = None
     if device.type == "cuda":
         ids = [device.index if device.index is not None else torch.cuda.current_device()]
-    return DistributedDataParallel(model, device_ids=ids, forward_sync_buffers=False)
+    # Some tasks' models hold parameters their loss does not use (a localizer's spare head):
+    # DDP then has to look for them every step, or it waits for their gradients forever.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*find_unused_parameters=True.*")
+        return DistributedDataParallel(
+            model, device_ids=ids, forward_sync_buffers=False, find_unused_parameters=True
+        )
 
 
 def convert_sync_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
