@@ -387,6 +387,12 @@ class Trainer:
             raise CheckpointError(f"{source} is not a training checkpoint: it lacks {missing}")
         if body.get("task", self.task.name) != self.task.name:
             raise TrainingError(f"{source} was written by task {body['task']!r}, not {self.task.name!r}")
+        saved_world = int(body.get("world_size", 1))  # absent in single-process files
+        if saved_world != self.world.size:
+            raise TrainingError(
+                f"{source} was trained by {saved_world} process(es), this run has {self.world.size}: "
+                f"resume it with the same number (--nproc {saved_world})"
+            )
         self.model.load_state_dict(body["model"])
         if body["scheduler"] is not None and self.scheduler is None:
             if self.scheduler_factory is None or total_steps is None:
@@ -410,12 +416,6 @@ class Trainer:
         self.global_step = int(body["global_step"])
         self.seed = int(body["seed"])
         self._stopped_at_checkpoint = bool(body.get("stop_training", False))  # absent in older files
-        saved_world = int(body.get("world_size", 1))  # absent in single-process files
-        if saved_world != self.world.size:
-            raise TrainingError(
-                f"{source} was trained by {saved_world} process(es), this run has {self.world.size}: "
-                f"resume it with the same number (--nproc {saved_world})"
-            )
         set_rng_state(body["rng_ranks"][self.world.rank] if self.world.active else body["rng"])
 
 
