@@ -113,7 +113,18 @@ def init_from_env(device: torch.device) -> World:
             f"WORLD_SIZE is set but {', '.join(missing)} is not; start workers with torchrun or "
             "`cnnkit train --nproc N`"
         )
-    dist.init_process_group(backend=backend_for(device))
+    # The elastic agent keeps one store across restarts of the group: keys of an earlier attempt
+    # (a dead worker's address) must not be read by the next, so each attempt has its own prefix.
+    agent_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    store = dist.TCPStore(
+        os.environ["MASTER_ADDR"],
+        int(os.environ["MASTER_PORT"]),
+        world_size=env.size,
+        is_master=env.rank == 0 and not agent_store,
+        multi_tenant=True,
+    )
+    store = dist.PrefixStore(f"cnnkit/attempt_{env.restart}", store)
+    dist.init_process_group(backend=backend_for(device), store=store, rank=env.rank, world_size=env.size)
     return current()
 
 
