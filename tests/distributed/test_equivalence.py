@@ -66,7 +66,7 @@ def test_two_ranks_train_like_one_process_with_their_global_batch(runs, case):
         assert any("running_var" in k for k in one["state"])
     (row1,), (row2,) = one["history"], two["history"]
     assert row1.keys() == row2.keys()
-    # Accuracies count the same images once (train: 37 or 101; validation: 40).
+    # Accuracies count the same images once (train: 37 or 101; validation: 41).
     assert row1["accuracy"] == row2["accuracy"] and row1["val_accuracy"] == row2["val_accuracy"]
     for key in ("loss", "val_loss"):
         assert row2[key] == pytest.approx(row1[key], rel=LOSS_RTOL[case])
@@ -85,3 +85,10 @@ def test_shares_of_a_global_batch_cover_it_once_as_evenly_as_possible():
             assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))  # contiguous, in rank order
             sizes = [stop - start for start, stop in ranges]
             assert max(sizes) - min(sizes) <= 1 and sizes == sorted(sizes, reverse=True)
+
+
+def test_map_shared_has_each_rank_compute_its_share_and_all_receive_everything(runs):
+    one, two = runs[0]["map_shared"], runs[1]["map_shared"]
+    assert one["values"] == two["values"] == [v * v for v in range(7)]
+    assert one["computed"] == [list(range(7))]
+    assert two["computed"] == [[0, 1, 2, 3], [4, 5, 6]]  # shard_range(7, rank, 2)
