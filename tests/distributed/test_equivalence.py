@@ -36,12 +36,15 @@ def _env() -> dict[str, str]:
 def runs(tmp_path_factory) -> tuple[dict, dict]:
     tmp = tmp_path_factory.mktemp("equivalence")
     one, two = tmp / "one.pt", tmp / "two.pt"
-    single = subprocess.Popen([sys.executable, str(WORKER), str(one)], env=_env())
+    single = subprocess.Popen(
+        [sys.executable, str(WORKER), str(one)], env=_env(), stderr=subprocess.PIPE, text=True
+    )
     launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
     pair = subprocess.run(
         [*launch, str(WORKER), str(two)], env=_env(), capture_output=True, text=True, timeout=300
     )
-    assert single.wait(timeout=300) == 0
+    _, single_err = single.communicate(timeout=300)
+    assert single.returncode == 0, single_err[-3000:]
     assert pair.returncode == 0, pair.stderr[-3000:]
     return torch.load(one, weights_only=True), torch.load(two, weights_only=True)
 
