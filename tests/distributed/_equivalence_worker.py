@@ -3,8 +3,8 @@ test_equivalence.py); rank 0 saves every case's final state dict and history to 
 
 Each case: one epoch of SGD (momentum 0.9, lr 0.01) with a global batch of 32 on the first real
 Fashion-MNIST training images, whose last batch is uneven (5 images: two ranks share 3 / 2),
-with validation on 41 test images (shares of 21 and 20): the course CNN for 4 steps (101 images), ResNet-18 for 2
-(37 images).
+with validation on 41 test images (shares of 21 and 20): the course CNN for 4 steps (101
+images), ResNet-18 for 2 (37 images).
 """
 
 from __future__ import annotations
