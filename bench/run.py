@@ -61,6 +61,13 @@ def print_table(rows: list[dict]) -> None:
             ops = ", ".join(f"{op['op']} {op['share']:.0%}" for op in row["top_ops"][:6])
             print(f"{row['case']:<34} {row['total_cpu_ms']:.0f} ms CPU: {ops}")
             continue
+        if row["case"].startswith("allreduce"):
+            print(
+                f"{row['case']:<34} {row['megabytes']} MB: all-reduce {row['allreduce_s_best']} s best, "
+                f"{row['allreduce_s_median']} s median ({row['gbit_per_s']} Gbit/s); one step of "
+                f"batch 32 on 1 thread {row['step_s_batch32_1thread']} s"
+            )
+            continue
         if row["case"].startswith(("best_recipe", "recipe_5min")):
             print(
                 f"{row['case']:<34} {row['epochs']} epochs in {row['wall_s']} s: final "

@@ -9,6 +9,7 @@ load average while it ran, and the settings used.
 from __future__ import annotations
 
 from ._common import Context, _ratios
+from .allreduce import allreduce
 from .compiled import compiled
 from .course import course_infer, course_train
 from .export import export_infer
@@ -33,6 +34,7 @@ CASES = {
     "profile": profile,
     "best_recipe": best_recipe,
     "recipe_5min": recipe_5min,
+    "allreduce": allreduce,
 }
 DEFAULT_CASES = [
     "threads",

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..engine import distributed
 from ..engine.callbacks import Callback, EarlyStopping, History, ModelCheckpoint, ProgressBar
 from ..engine.checkpoint import load_checkpoint
 from ..engine.trainer import Trainer
@@ -34,6 +35,7 @@ CONFIG_FILE = "config.json"
 BEST_WEIGHTS = "best.safetensors"
 LAST_CHECKPOINT = "last.ckpt"
 METRICS_FILE = "metrics.json"
+RANK_LOGS = "logs"  # rank-N.log of the other ranks of a data-parallel run (rank 0 writes the rest)
 TASKS = ("classify", "finetune", "localize", "detect", "segment")
 SHIPPED = "fashion"  # the Fashion-MNIST model that ships with cnnkit
 SHIPPED_WEIGHTS = "fashion_hongong_cnn.safetensors"
@@ -218,6 +220,9 @@ def open_folder(out: Path, resume: bool, create: bool = True) -> dict[str, Any] 
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
+    """``data`` as JSON, atomically; only rank 0 of a data-parallel run writes."""
+    if not distributed.current().main:
+        return
     atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False, default=float) + "\n")
 
 
@@ -232,7 +237,11 @@ def versions() -> dict[str, str]:
 def run_record(task: str, run: dict[str, Any], device: torch.device, **fields: Any) -> dict[str, Any]:
     """The ``config.json`` record of a run: its ``task`` and resolved config (``run``) first, the
     task's own ``fields`` next, then the ``versions`` and ``machine`` it was trained with."""
-    return {"task": task, "run": run, **fields, "versions": versions(), "machine": machine_info(device)}
+    record = {"task": task, "run": run, **fields, "versions": versions(), "machine": machine_info(device)}
+    world = distributed.current()
+    if world.active:  # a data-parallel run: its global batch is processes × batch_size
+        record["distributed"] = {"processes": world.size, "backend": distributed.backend_for(device)}
+    return record
 
 
 def machine_info(device: torch.device) -> dict[str, Any]:
@@ -251,12 +260,17 @@ def run_callbacks(
     out: Path, monitor: str, patience: int | None, progress: bool, mode: str = "auto"
 ) -> list[Callback]:
     """What every run folder's training has: early stopping with the best weights restored
-    (``patience`` None: never stop), ``best.safetensors`` on improvement, and progress if asked."""
+    (``patience`` None: never stop), ``best.safetensors`` on improvement, and progress if asked
+    (the other ranks of a data-parallel run write theirs to ``logs/rank-N.log`` always)."""
     callbacks: list[Callback] = [
         EarlyStopping(monitor, patience=patience, restore_best_weights=True, mode=mode),
         ModelCheckpoint(out / BEST_WEIGHTS, monitor=monitor, save_best_only=True, mode=mode),
     ]
-    if progress:
+    world = distributed.current()
+    if not world.main:
+        log = distributed.rank_log(out / RANK_LOGS / f"rank-{world.rank}.log", world)
+        callbacks.append(ProgressBar(stream=log, bar=False))
+    elif progress:
         callbacks.append(ProgressBar())
     return callbacks
 
@@ -288,7 +302,9 @@ def best_epoch(callbacks: list[Callback]) -> int | None:
 
 
 def save_history(out: Path, history: History, best: int | None, title: str) -> None:
-    """``history.csv``, ``history.json`` and ``curves.png`` (the best epoch marked)."""
+    """``history.csv``, ``history.json`` and ``curves.png`` (the best epoch marked; rank 0 only)."""
+    if not distributed.current().main:
+        return
     from ..viz.curves import plot_history
 
     history.save(out)
@@ -296,7 +312,9 @@ def save_history(out: Path, history: History, best: int | None, title: str) -> N
 
 
 def write_report_safely(out: Path, model: nn.Module, test: Any = None) -> None:
-    """``report.html``; a failure only warns: the run is complete on disk without it."""
+    """``report.html``; a failure only warns: the run is complete on disk without it (rank 0 only)."""
+    if not distributed.current().main:
+        return
     try:
         from ..viz.report import write_report
 

@@ -100,7 +100,8 @@ class MaskRCNNTask(Task):
 
     def train_step(self, trainer: Trainer, batch: Batch) -> StepOutput:
         images, targets = batch
-        losses = trainer.model(images, targets)
+        # Through the engine's forward: under data-parallel training it averages the gradients.
+        losses = trainer.forward(images, lambda net, x: net(x, targets))
         parts = {k: float(v.detach()) for k, v in losses.items()}
         return {"loss": sum(losses.values()), "n": len(images), **parts}
 
