@@ -61,6 +61,13 @@ def print_table(rows: list[dict]) -> None:
             ops = ", ".join(f"{op['op']} {op['share']:.0%}" for op in row["top_ops"][:6])
             print(f"{row['case']:<34} {row['total_cpu_ms']:.0f} ms CPU: {ops}")
             continue
+        if row["case"].startswith("allreduce"):
+            print(
+                f"{row['case']:<34} {row['megabytes']} MB: all-reduce {row['allreduce_s_best']} s best, "
+                f"{row['allreduce_s_median']} s median ({row['gbit_per_s']} Gbit/s); one step of "
+                f"batch 32 on 1 thread {row['step_s_batch32_1thread']} s"
+            )
+            continue
         if row["case"].startswith(("best_recipe", "recipe_5min")):
             print(
                 f"{row['case']:<34} {row['epochs']} epochs in {row['wall_s']} s: final "
@@ -101,7 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="JSON file (default bench/results/<date-time>.json)")
     args = parser.parse_args(argv)
     cases = args.cases or DEFAULT_CASES
-    if "reference" not in cases and any(c in cases for c in ("course_train", "course_infer", "compile")):
+    if "reference" not in cases and any(
+        c in cases for c in ("course_train", "course_infer", "compile", "export_infer")
+    ):
         cases = ["reference", *cases]  # ratios need the reference loop of the same run
 
     start_load = load()

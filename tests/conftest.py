@@ -67,6 +67,16 @@ def write_fashion_folders(fashion):
     return write
 
 
+@pytest.fixture(scope="session")
+def fashion_onnx(tmp_path_factory):
+    """The shipped course model exported by `cnnkit export` (parity-checked on 500 test images)."""
+    from cnnkit.cli.__main__ import main
+
+    path = tmp_path_factory.mktemp("export") / "fashion.onnx"
+    assert main(["export", "fashion", "--out", str(path), "--check-images", "500"]) == 0
+    return path
+
+
 @pytest.fixture(scope="module")
 def one_intra_op_thread():
     """One intra-op thread for a module: on shared, busy cores a second OpenMP thread only waits

@@ -9,8 +9,10 @@ load average while it ran, and the settings used.
 from __future__ import annotations
 
 from ._common import Context, _ratios
+from .allreduce import allreduce
 from .compiled import compiled
 from .course import course_infer, course_train
+from .export import export_infer
 from .recipes import best_recipe, recipe_5min, time_to_accuracy
 from .reference import reference
 from .studio import studio
@@ -28,10 +30,12 @@ CASES = {
     "resnet50_infer": resnet50_infer,
     "time_to_accuracy": time_to_accuracy,
     "compile": compiled,
+    "export_infer": export_infer,
     "threads": threads,
     "profile": profile,
     "best_recipe": best_recipe,
     "recipe_5min": recipe_5min,
+    "allreduce": allreduce,
     "studio": studio,
 }
 DEFAULT_CASES = [

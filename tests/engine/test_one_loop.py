@@ -63,7 +63,7 @@ def test_only_the_engine_runs_backward_and_steps_the_optimizer():
 def test_library_code_never_imports_the_command_line():
     offenders = []
     for path in SRC.rglob("*.py"):
-        if path.relative_to(SRC).parts[0] == "cli":
+        if path.relative_to(SRC).parts[0] in ("cli", "__main__.py"):  # `python -m cnnkit` is the CLI
             continue
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.ImportFrom):

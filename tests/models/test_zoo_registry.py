@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import re
 
@@ -26,6 +27,16 @@ def test_builders_are_keyword_only_and_declare_every_option(name):
     params = inspect.signature(model_entry(name).builder).parameters.values()
     assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in params), name
     assert {"num_classes", "in_chans"} <= {p.name for p in params}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_each_builder_is_importable_under_its_registered_name(name):
+    # Family variants (ResNet, VGG) are registered from a table and unpacked into module names:
+    # a name in the wrong position would give e.g. `resnet50` the ResNet-34 builder.
+    builder = model_entry(name).builder
+    module = importlib.import_module(builder.__module__)
+    assert getattr(module, name) is builder
+    assert builder.__name__ == name
 
 
 @pytest.mark.parametrize("name", NAMES)

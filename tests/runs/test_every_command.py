@@ -110,3 +110,79 @@ def test_the_shipped_model_works_where_a_run_does(tmp_path, capsys, monkeypatch)
     assert main(["viz", "filters", "fashion"]) == 0
     assert main(["report", "fashion"]) == 0
     assert (tmp_path / "runs" / "fashion" / "report.html").is_file()
+
+
+EXPORTED = ("classify", "finetune", "localize", "detect", "segment")
+
+
+@pytest.mark.parametrize("kind", EXPORTED)
+def test_export_onnx_matches_the_run_on_its_own_test_images(runs, kind, tmp_path, capsys):
+    import numpy as np
+    import onnxruntime
+    import torch
+    from PIL import Image
+
+    from cnnkit.export import resolve_source
+    from cnnkit.runs.folder import load_run
+
+    out = tmp_path / "model.onnx"
+    capsys.readouterr()
+    assert main(["export", str(runs[kind]), "--out", str(out), "--check-images", "200", "--json"]) == 0
+    parity = json.loads(capsys.readouterr().out)["parity"]
+    assert parity["passed"] and parity["max_abs_diff"] <= 1e-4 and parity["agreement"] >= 0.999
+    # Independently of cnnkit's runtime: ONNX Runtime itself against the run's model, at batch 3
+    # (exported at batch 2: the batch axis is dynamic).
+    session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    meta = json.loads(session.get_modelmeta().custom_metadata_map["cnnkit"])
+    record = json.loads((runs[kind] / "config.json").read_text())
+    assert meta["class_names"] == record["class_names"] and meta["opset"] == 18
+    recorded = _get(json.loads((runs[kind] / "metrics.json").read_text()), SCORE[kind][0])
+    assert meta["test_metric"]["value"] == pytest.approx(recorded)
+    model, _ = load_run(runs[kind], "cpu")
+    source = resolve_source(str(runs[kind]), limit=3)
+    x = source.inputs()
+    assert len(x) == min(3, len(source.images)) > 0
+    # `cnnkit predict` runs the file of any task; the commands for runs name it.
+    image = tmp_path / "test.png"
+    Image.fromarray(source.images[0].permute(1, 2, 0).squeeze(-1).numpy()).save(image)
+    assert main(["predict", str(out), str(image), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["file"] == str(image)
+    assert main(["evaluate", str(out)]) == 2
+    assert "`cnnkit predict" in capsys.readouterr().err
+    with torch.inference_mode():
+        expected = model(x)
+    ours = session.run(None, {"images": x.numpy()})
+    if kind == "detect":
+        expected = model.decode(expected)[0]  # the boxes before clipping agree where not clipped
+        inside = ((expected >= 0) & (expected <= x.shape[-1])).numpy()
+        np.testing.assert_allclose(ours[0][inside], expected.numpy()[inside], atol=1e-4)
+    else:
+        expected = expected if isinstance(expected, tuple) else (expected,)
+        for got, want in zip(ours, expected):
+            np.testing.assert_allclose(got, want.numpy(), atol=1e-4)
+
+
+def test_export_pt2_of_a_run_loads_with_torch_export(runs, tmp_path, capsys):
+    import torch
+
+    from cnnkit.export import resolve_source
+    from cnnkit.runs.folder import load_run
+
+    out = tmp_path / "model.pt2"
+    assert main(["export", str(runs["classify"]), "--format", "pt2", "--out", str(out)]) == 0
+    assert "max abs diff" in capsys.readouterr().out
+    extra = {"cnnkit.json": ""}
+    program = torch.export.load(out, extra_files=extra)
+    assert json.loads(extra["cnnkit.json"])["task"] == "classify"
+    x = resolve_source(str(runs["classify"]), limit=5).inputs()
+    model, _ = load_run(runs["classify"], "cpu")
+    with torch.inference_mode():
+        torch.testing.assert_close(program.module()(x)[0], model(x), atol=1e-5, rtol=0)
+
+
+def test_export_refuses_a_mask_rcnn_run_in_one_line(runs, tmp_path, capsys):
+    out = tmp_path / "m.onnx"
+    assert main(["export", str(runs["maskrcnn"]), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Mask R-CNN does not export" in err
+    assert not out.exists()

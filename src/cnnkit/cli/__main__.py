@@ -26,6 +26,7 @@ COMMANDS = [
     "viz",
     "report",
     "segment",
+    "export",
     "studio",
 ]
 
@@ -82,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         args = parse_command_line(sys.argv[1:] if argv is None else argv, parser)
     except SystemExit as exc:  # argparse's usage errors: one line on stderr, exit code 2
         return int(exc.code or 0)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # `train --nproc` passes it on to workers
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

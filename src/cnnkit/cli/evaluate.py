@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +31,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--int8",
         action="store_true",
-        help="run the model in int8 on the CPU: post-training quantization calibrated on "
+        help="(deprecated: see `cnnkit export --int8`) run the model in int8 on the CPU: post-training "
+        "quantization calibrated on "
         f"{CALIBRATION_IMAGES:,} training images (faster, predictions may differ slightly)",
     )
     p.add_argument(
@@ -92,6 +94,11 @@ def run(args: argparse.Namespace) -> int:
     cl = bool(config.get("channels_last"))
     int8 = None
     if args.int8:
+        print(
+            "cnnkit: warning: --int8 runs eager torch.ao.quantization, which PyTorch deprecates; "
+            f"`cnnkit export {args.run_dir} --int8` writes a static int8 ONNX file (ONNX Runtime)",
+            file=sys.stderr,
+        )
         model, int8 = _int8(model, train, normalize)
         amp, cl = None, False
     trainer = ClassifyTrainer(

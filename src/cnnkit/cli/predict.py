@@ -5,6 +5,8 @@ MODEL_OR_RUN is one of:
 - ``fashion``: the Fashion-MNIST CNN shipped with cnnkit (photos of clothing are converted to
   28 × 28 light-on-dark grayscale first; see docs/pretrained.md);
 - a run folder written by ``cnnkit train``;
+- an ``.onnx`` file written by ``cnnkit export`` (run by ONNX Runtime from the metadata inside;
+  a file from elsewhere needs ``--classes`` and ``--preprocess``);
 - a registered model name with ``--weights``: a torchvision weights name (IMAGENET1K_V2),
   a .safetensors / .pth state dict, or a run folder.
 
@@ -34,7 +36,11 @@ HELP = "classify image files with a pretrained model or a run folder"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", metavar="MODEL_OR_RUN", help="'fashion', a run folder or a model name")
+    p.add_argument(
+        "model",
+        metavar="MODEL_OR_RUN",
+        help="'fashion', a run folder, an exported .onnx file or a model name",
+    )
     p.add_argument("paths", metavar="PATH", nargs="+", help="image files or folders")
     p.add_argument("--weights", help="torchvision weights name, .safetensors/.pth file, or run folder")
     p.add_argument("--top", type=int, default=5, help="classes shown per image (default 5)")
@@ -45,11 +51,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--preprocess",
-        choices=["imagenet", "caffe", "tf", "unit"],
+        choices=["imagenet", "caffe", "tf", "unit", "fashion"],
         help="override the weights' normalisation (caffe: BGR minus the ImageNet mean, as Keras)",
     )
     p.add_argument("--num-classes", type=int, help="outputs of a state-dict file's classifier")
-    p.add_argument("--class-names", metavar="FILE", help="text file with one class name per line")
+    p.add_argument(
+        "--class-names", "--classes", metavar="FILE", help="text file with one class name per line"
+    )
     p.add_argument("--batch-size", type=int, default=16, help="images per forward pass")
     p.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: best available)")
     p.add_argument("--json", action="store_true", help="one JSON object per image on stdout")
@@ -159,6 +167,10 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--top must be >= 1, got {args.top}")
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.model.lower().endswith(".onnx"):
+        from .predict_onnx import run_onnx
+
+        return run_onnx(args)
     device = pick_device(args.device)
     model, config = load_model(args, device)
     preprocess = _preprocess(args, config)
@@ -199,6 +211,11 @@ def run(args: argparse.Namespace) -> int:
         if sum(t is not None for _, t, _ in pending) >= args.batch_size:
             flush()
     flush()
+    return _exit_code(failed, done)
+
+
+def _exit_code(failed: int, done: int) -> int:
+    """1 (after saying how many) if some inputs could not be predicted, else 0."""
     if failed:
         print(
             f"cnnkit: {failed} of {failed + done} input(s) could not be predicted (listed above)",

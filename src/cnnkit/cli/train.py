@@ -4,12 +4,18 @@ TASK is classify (the default), localize, detect or segment; each has its own op
 (`cnnkit train TASK --help`). The older spelling `cnnkit train --task TASK ...` works too.
 Without --out the run goes to runs/<model>-<date-time>. `cnnkit train --resume RUN_DIR`
 continues an interrupted run of any task exactly where its last finished epoch left it.
+
+`--nproc N` trains data-parallel in N local processes (torch.distributed's elastic launcher,
+as `torchrun`): the global batch is N × --batch-size. Across machines, start
+`torchrun --nnodes M --nproc-per-node N ... -m cnnkit train ... --out SHARED_DIR` on each
+(docs/distributed.md).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -32,7 +38,10 @@ TASK_HELP = {
     "segment": "FCN / U-Net per-pixel classes, or Mask R-CNN instances (FashionScenes, mask folders)",
 }
 # Given with --resume, these are not run settings (the run folder holds those).
-NOT_SETTINGS = {"resume", "no_progress", "debug", "func", "command", "task", "task_parser", "device"}
+NOT_SETTINGS = {
+    *("resume", "no_progress", "debug", "func", "command", "task", "task_parser", "device"),
+    *("argv", "nproc", "max_restarts"),
+}
 
 
 def task_first(argv: list[str]) -> list[str]:
@@ -109,6 +118,26 @@ def common_options() -> argparse.ArgumentParser:
     )
     p.add_argument("--config", help="JSON file with run settings (flags override it)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run (any task)")
+    p.add_argument(
+        "--nproc",
+        type=int,
+        metavar="N",
+        help="train data-parallel in N local processes; the global batch is N x --batch-size",
+    )
+    p.add_argument(
+        "--max-restarts",
+        type=int,
+        default=0,
+        metavar="K",
+        help="with --nproc: restart the group up to K times after a worker fails; it resumes "
+        "from the last checkpoint (default 0)",
+    )
+    p.add_argument(
+        "--sync-bn",
+        action="store_true",
+        default=None,
+        help="data-parallel runs: BatchNorm with the global batch's statistics (SyncBatchNorm)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress output")
     p.add_argument(
         "--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks on errors"
@@ -162,6 +191,7 @@ def common_settings(args: argparse.Namespace) -> dict[str, Any]:
         "device": args.device,
         "deterministic": args.deterministic or None,
         "max_grad_norm": args.max_grad_norm,
+        "sync_bn": args.sync_bn,
         "model_kwargs": kwargs or None,
     }
 
@@ -241,11 +271,20 @@ def _resume_config(args: argparse.Namespace) -> tuple[Any, Path]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..engine import distributed
     from ..runs.folder import default_run_dir
     from ..runs.train import train_run
 
+    worker = distributed.env_world()
+    if worker is None and args.nproc is not None and args.nproc != 1:
+        return _launch(args)
     if hasattr(TASKS[args.task], "legacy_main") and not args.resume:
         return TASKS[args.task].legacy_main(args)
+    if worker is not None and not (args.out or args.resume):
+        raise UsageError(
+            "under torchrun every process must write to the same run folder: give --out DIR "
+            "(on a filesystem all machines share)"
+        )
     if args.resume:
         config, out = _resume_config(args)
         module = TASKS[config.task]
@@ -253,13 +292,66 @@ def run(args: argparse.Namespace) -> int:
         module = TASKS[args.task]
         config = module.config_from_args(args, args.task)
         out = Path(args.out or default_run_dir(config.task, config.model))
-    print(f"run folder: {out}", file=sys.stderr)
+    resume = bool(args.resume) or _restarted(worker, out)
+    main = worker is None or worker.rank == 0
+    if main:
+        print(f"run folder: {out}", file=sys.stderr)
     try:
-        metrics = train_run(config, out, resume=bool(args.resume), progress=not args.no_progress)
+        metrics = train_run(config, out, resume=resume, progress=not args.no_progress)
     except KeyboardInterrupt:
         if not report_interrupted(out, "cnnkit train"):
             print("cnnkit: interrupted before training started; nothing to resume", file=sys.stderr)
         return 130
-    for line in module.summary(metrics, config, out):
-        print(line)
+    finally:
+        distributed.shutdown()
+    if main:
+        for line in module.summary(metrics, config, out):
+            print(line)
     return 0
+
+
+def _restarted(worker: Any, out: Path) -> bool:
+    """A worker the elastic launcher restarted resumes the run folder's last checkpoint."""
+    from ..runs.folder import LAST_CHECKPOINT
+
+    if worker is None or worker.restart == 0 or not (out / LAST_CHECKPOINT).is_file():
+        return False
+    if worker.rank == 0:
+        print(f"cnnkit: restart {worker.restart}: resuming from {out / LAST_CHECKPOINT}", file=sys.stderr)
+    return True
+
+
+def _launch(args: argparse.Namespace) -> int:
+    """``--nproc N``: the same command in N workers under torch's elastic launcher."""
+    from ..engine import distributed
+    from ..engine.perf import pick_num_threads
+    from ..runs.folder import default_run_dir
+
+    if args.nproc < 1:
+        raise UsageError(f"--nproc must be >= 1, got {args.nproc}")
+    if args.max_restarts < 0:
+        raise UsageError(f"--max-restarts must be >= 0, got {args.max_restarts}")
+    argv = _without_launch_flags(args.argv)
+    if not args.resume and not args.out:
+        config = TASKS[args.task].config_from_args(args, args.task)  # bad settings fail here, once
+        argv += ["--out", str(default_run_dir(config.task, config.model))]
+    threads = None
+    if "OMP_NUM_THREADS" not in os.environ:  # workers × threads never exceed the free cores
+        threads = max(1, pick_num_threads() // args.nproc)
+    distributed.launch(argv, args.nproc, max_restarts=args.max_restarts, threads=threads)
+    return 0
+
+
+def _without_launch_flags(argv: list[str]) -> list[str]:
+    """The command line without ``--nproc`` and ``--max-restarts`` (the launcher's, not the workers')."""
+    out, skip = [], False
+    for token in argv:
+        if skip:
+            skip = False
+            continue
+        name = token.partition("=")[0]
+        if name in ("--nproc", "--max-restarts"):
+            skip = "=" not in token
+            continue
+        out.append(token)
+    return out

@@ -1,25 +1,22 @@
 """Data: the validating IDX reader, Fashion-MNIST, and in-memory datasets."""
 
-from .arrays import ArrayDataset, iterate_batches, num_batches
-from .fashion_mnist import (
-    CLASS_NAMES,
-    CLASS_NAMES_KO,
-    find_data_dir,
-    load_fashion_mnist,
-    load_split,
-)
-from .idx import read_idx, read_idx_pair, write_idx
+from .._lazy import lazy_exports
 
-__all__ = [
-    "CLASS_NAMES",
-    "CLASS_NAMES_KO",
-    "ArrayDataset",
-    "find_data_dir",
-    "iterate_batches",
-    "load_fashion_mnist",
-    "load_split",
-    "num_batches",
-    "read_idx",
-    "read_idx_pair",
-    "write_idx",
-]
+# Public name -> the module that defines it, imported on first use (PEP 562): image_io and
+# preprocess must stay importable without PyTorch (cnnkit.runtime uses them).
+_EXPORTS = {
+    "ArrayDataset": ".arrays",
+    "iterate_batches": ".arrays",
+    "num_batches": ".arrays",
+    "CLASS_NAMES": ".fashion_mnist",
+    "CLASS_NAMES_KO": ".fashion_mnist",
+    "find_data_dir": ".fashion_mnist",
+    "load_fashion_mnist": ".fashion_mnist",
+    "load_split": ".fashion_mnist",
+    "read_idx": ".idx",
+    "read_idx_pair": ".idx",
+    "write_idx": ".idx",
+}
+
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

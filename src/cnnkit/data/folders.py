@@ -17,7 +17,7 @@ stops at the first one, ``"skip"`` leaves it out and lists every bad file at the
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -143,6 +143,7 @@ def load_image_folder(
     max_bytes: int = MAX_FILE_BYTES,
     max_pixels: int = MAX_PIXELS,
     formats: Sequence[str] = ALLOWED_FORMATS,
+    map_files: Callable[[Sequence, Callable], Iterable] | None = None,
 ) -> FolderDataset:
     """Decode every image of a class-per-folder tree into memory.
 
@@ -158,6 +159,9 @@ def load_image_folder(
         max_bytes: per-file size limit.
         max_pixels: per-image pixel limit.
         formats: accepted formats (subset of ``ALLOWED_FORMATS``).
+        map_files: ``map_files(samples, decode)`` yields ``decode`` of every (path, label)
+            sample in order (default: one after the other here); data-parallel runs pass one
+            that has each process decode its share (``engine.distributed.map_shared``).
 
     Returns:
         FolderDataset whose ``data`` has uint8 images [N, channels, H, W] (N × C × H × W
@@ -179,10 +183,12 @@ def load_image_folder(
     images = np.empty((len(scan.samples), height, width, channels), dtype=np.uint8)
     labels: list[int] = []
     bad: list[BadFile] = []
-    for path, label in scan.samples:
+
+    def decode(sample: tuple[Path, int]) -> np.ndarray | str:
+        """The resized pixels, or why the file is bad (so that every process gets that far)."""
         try:
             pixels = load_image(
-                path,
+                sample[0],
                 channels=channels,
                 background=background,
                 max_bytes=max_bytes,
@@ -190,14 +196,20 @@ def load_image_folder(
                 formats=formats,
             )
         except DataError as exc:
+            return str(exc)
+        return resize_image(pixels, (height, width), resize, fill=fill)
+
+    decoded = map_files(scan.samples, decode) if map_files is not None else map(decode, scan.samples)
+    for (path, label), result in zip(scan.samples, decoded):
+        if isinstance(result, str):
             if on_error == "raise":
                 raise DataError(
-                    f"{exc} (stopped at the first bad file; on_error='skip' leaves bad files out "
+                    f"{result} (stopped at the first bad file; on_error='skip' leaves bad files out "
                     "and lists them)"
-                ) from None
-            bad.append(BadFile(path, str(exc)))
+                )
+            bad.append(BadFile(path, result))
             continue
-        images[len(labels)] = resize_image(pixels, (height, width), resize, fill=fill)
+        images[len(labels)] = result
         labels.append(label)
     label_tensor = torch.tensor(labels, dtype=torch.int64)
     empty = [name for i, name in enumerate(scan.class_names) if not (label_tensor == i).any()]

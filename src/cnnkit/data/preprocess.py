@@ -14,13 +14,15 @@ import math
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from PIL import Image
 
 from .image_io import MAX_FILE_BYTES, MAX_PIXELS, _check_limits, _luma, load_image, to_array
+
+if TYPE_CHECKING:  # torch is imported where tensors are made: cnnkit.runtime uses this without it
+    import torch
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -372,15 +374,27 @@ class Preprocess:
 
     def normalize(self, pixels: np.ndarray | torch.Tensor) -> torch.Tensor:
         """uint8 [H, W, C] (or [N, H, W, C]) pixels -> float32 Tensor[C, H, W] (or [N, C, H, W])."""
-        # np.array copies: Pillow's arrays are read-only and torch wants writable memory.
-        x = torch.from_numpy(np.array(pixels)) if isinstance(pixels, np.ndarray) else pixels
-        x = x.movedim(-1, -3).to(torch.float32) * self.scale
+        import torch
+
+        if isinstance(pixels, np.ndarray):
+            return torch.from_numpy(self.normalize_array(pixels))
+        x = pixels.movedim(-1, -3).to(torch.float32) * self.scale
         if self.channel_order == "BGR":
             x = x.flip(-3)
         shape = (-1, 1, 1)
         mean = torch.tensor(self.mean, dtype=torch.float32).view(shape)
         std = torch.tensor(self.std, dtype=torch.float32).view(shape)
         return ((x - mean) / std).contiguous()
+
+    def normalize_array(self, pixels: np.ndarray) -> np.ndarray:
+        """uint8 [H, W, C] (or [N, H, W, C]) pixels -> float32 [C, H, W] (or [N, C, H, W]), in NumPy
+        (the same float32 steps as :meth:`normalize`)."""
+        x = np.moveaxis(np.asarray(pixels), -1, -3).astype(np.float32) * np.float32(self.scale)
+        if self.channel_order == "BGR":
+            x = np.flip(x, -3)
+        mean = np.asarray(self.mean, dtype=np.float32).reshape(-1, 1, 1)
+        std = np.asarray(self.std, dtype=np.float32).reshape(-1, 1, 1)
+        return np.ascontiguousarray((x - mean) / std)
 
     def __call__(self, source: str | os.PathLike[str] | Image.Image | np.ndarray) -> torch.Tensor:
         """One image (file, PIL image or uint8 pixels) -> float32 Tensor[channels, H, W].

@@ -21,7 +21,7 @@ as ``cnnkit predict``).
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -123,6 +123,7 @@ def load_image_splits(
     seed: int = 42,
     resize: str = "crop",
     on_error: str = "raise",
+    map_files: Callable[[Sequence, Callable], Iterable] | None = None,
 ) -> ImageSplits:
     """(train, val, test) of an image folder in either layout (see the module docstring).
 
@@ -136,6 +137,7 @@ def load_image_splits(
         seed: seed of the stratified hold-outs; the same seed gives the same splits.
         resize: ``"crop"``, ``"resize"`` or ``"pad"`` (see ``images.resize_image``).
         on_error: ``"raise"`` or ``"skip"`` (see :func:`~cnnkit.data.folders.load_image_folder`).
+        map_files: how the files are decoded (see :func:`~cnnkit.data.folders.load_image_folder`).
 
     Raises:
         DataError: a missing folder, no class sub-folders, a class without images, a bad file
@@ -146,6 +148,7 @@ def load_image_splits(
     root = Path(root)
     layout, classes = scan_image_splits(root)
     kwargs: dict[str, Any] = {"channels": channels, "resize": resize, "on_error": on_error}
+    kwargs["map_files"] = map_files
     if layout == "classes":
         loaded = load_image_folder(root, size, **kwargs)
         train, val, test = split_three_ways(loaded.data, val_fraction, test_fraction, seed=seed)

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from .distributed import World, shard_batch
+
 if TYPE_CHECKING:
     from .trainer import Trainer
 
@@ -56,6 +58,17 @@ class Task(ABC):
             ``{"loss": Tensor[] to minimise, "n": samples in the batch, **parts}``: parts are
             floats (averaged over the epoch, weighted by ``n``) or (numerator, denominator) pairs.
         """
+
+    def shard(self, batch: Any, world: World) -> tuple[Any, int, int]:
+        """This rank's share of a global training batch under data-parallel training.
+
+        The default slices every tensor and list of the batch along its first dimension (one
+        entry per sample); a task whose batch holds other rows (boxes of all images) overrides it.
+
+        Returns:
+            (the local batch, its samples, the global batch's samples).
+        """
+        return shard_batch(batch, world)
 
     def validate(self, trainer: Trainer, data: Any) -> dict[str, float]:
         """Validation metrics (the engine logs them with a ``val_`` prefix)."""

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ..errors import TrainingError
+from . import distributed
 from .callbacks import Callback, History
 from .checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .compiled import CompiledForward
@@ -105,6 +106,8 @@ class Trainer:
             turns them on for a ``fit`` of at least FUSED_POOL_MIN_IMAGES samples (epochs ×
             samples) and keeps that choice for the inference after it. Ignored with ``compile``,
             on other devices and with ``CNNKIT_FUSED_POOL=0`` in the environment.
+        sync_bn: under data-parallel training, BatchNorm layers normalise with the global batch's
+            statistics (SyncBatchNorm) instead of each rank's own (engine/distributed.py).
     """
 
     def __init__(
@@ -126,6 +129,7 @@ class Trainer:
         max_grad_norm: float | None = None,
         compile: bool = False,
         fused_pool: bool | str = False,
+        sync_bn: bool = False,
     ) -> None:
         if not isinstance(task, Task):
             raise TypeError(f"task must be a cnnkit.engine.Task, got {type(task).__name__}")
@@ -142,6 +146,11 @@ class Trainer:
         self.channels_last = channels_last
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        self.world = distributed.current()
+        if sync_bn and self.world.active:
+            self.model = distributed.convert_sync_batchnorm(self.model, self.device)
+        if self.world.rank:  # dropout and other draws differ between ranks (order does not)
+            seed_everything(seed * 1_000_003 + self.world.rank)
         if isinstance(optimizer, str):
             optimizer = make_optimizer(
                 optimizer, [p for p in model.parameters() if p.requires_grad], lr, weight_decay
@@ -159,7 +168,8 @@ class Trainer:
         self._stopped_at_checkpoint = False  # the loaded checkpoint was written after an early stop
         self.compile = compile
         self.fused_pool = fused_pool
-        self.forward = CompiledForward(self.model, compile=compile, freeze=optimizer is None)
+        net = distributed.wrap_model(self.model, self.device) if optimizer is not None else self.model
+        self.forward = CompiledForward(net, compile=compile, freeze=optimizer is None)
         self.forward.fused_pool = fused_pool is True and self.device.type == "cpu"
         self.epoch = 0  # epochs completed
         self.global_step = 0
@@ -200,7 +210,7 @@ class Trainer:
         if num == 0:
             raise ValueError(f"{getattr(train, 'name', 'the training set')} has no samples to train on")
         self.epochs = epochs
-        self.steps_per_epoch = math.ceil(num / batch_size)
+        self.steps_per_epoch = math.ceil(num / (batch_size * self.world.size))
         if self.fused_pool == "auto":
             self.forward.fused_pool = (
                 self.device.type == "cpu" and (epochs - self.epoch) * num >= FUSED_POOL_MIN_IMAGES
@@ -222,6 +232,7 @@ class Trainer:
             start = time.perf_counter()
             with self.forward.pool_clock():
                 logs = self._train_epoch(data, batch_size, epoch)
+            distributed.broadcast_buffers(self.model)
             self._check_finite_weights(epoch)
             if val is not None and self.task.num_samples(val):
                 val_logs = self.task.validate(self, val)
@@ -251,13 +262,27 @@ class Trainer:
         # One generator per epoch, derived from the seed: order and augmentation need no saved state.
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         sums: dict[str, list[float]] = {}
-        for step, batch in enumerate(self.task.batches(self, data, batch_size, generator)):
+        world = self.world
+        # Under data-parallel training the task makes the global batch of world.size × batch_size
+        # and each rank keeps its share: the samples and augmentation draws of one process.
+        for step, batch in enumerate(self.task.batches(self, data, batch_size * world.size, generator)):
+            share = 1.0
+            if world.active:
+                batch, n_local, n_global = self.task.shard(batch, world)
+                if n_global < world.size:  # too few samples to give every rank one: skipped
+                    continue
+                # DDP averages the ranks' gradients; a share's weight makes a last, uneven batch's
+                # average the gradient of the global batch's mean loss.
+                share = n_local * world.size / n_global
             clock = self.forward.train_clock()
             with self.autocast():
                 out = self.task.train_step(self, batch)
             loss = out.pop("loss")
             n = out.pop("n", 1)
             value = float(loss.detach())
+            if world.active:  # every rank sees the global batch's loss and stops together
+                total, count = distributed.sum_across([value * n, n])
+                value = total / count
             where = f"epoch {epoch + 1}, step {step + 1} (global step {self.global_step + 1})"
             if self.check_finite and not math.isfinite(value):
                 raise TrainingError(
@@ -265,7 +290,7 @@ class Trainer:
                     "for it. Try a lower --lr"
                 )
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss * share if share != 1.0 else loss).backward()
             self.forward.after_backward(clock)
             if self.max_grad_norm is not None:
                 params = [p for group in self.optimizer.param_groups for p in group["params"]]
@@ -287,6 +312,7 @@ class Trainer:
             batch_logs = {k: num / max(den, 1e-12) for k, (num, den) in sums.items()}
             for cb in self.callbacks:
                 cb.on_batch_end(step, batch_logs)
+        sums = distributed.sum_dict(sums)  # the epoch over all ranks' samples
         return {k: num / den if den else 0.0 for k, (num, den) in sums.items()}
 
     def _check_finite_weights(self, epoch: int) -> None:
@@ -326,6 +352,9 @@ class Trainer:
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "callbacks": {cb_key(i, cb): cb.state_dict() for i, cb in enumerate(self._stateful())},
             "rng": rng_state(),
+            # One state per rank (rank order) and the group's size: resume needs the same size.
+            "rng_ranks": distributed.gather_objects(rng_state()) if self.world.active else [],
+            "world_size": self.world.size,
             "stop_training": self.stop_training,
             # CPU sums split over another number of threads round differently; resume reuses this.
             "num_threads": torch.get_num_threads(),
@@ -336,8 +365,10 @@ class Trainer:
         return [cb for cb in self.callbacks if not getattr(cb, "display_only", False)]
 
     def save_checkpoint(self, path: str | os.PathLike[str]) -> None:
-        """Everything exact resume needs, written atomically."""
-        save_checkpoint(path, self.state())
+        """Everything exact resume needs, written atomically (by rank 0; every rank must call it)."""
+        state = self.state()
+        if self.world.main:
+            save_checkpoint(path, state)
 
     def load_checkpoint(self, path: str | os.PathLike[str], total_steps: int | None = None) -> None:
         """Restore model, optimizer moments, scheduler, counters, callback states and RNGs.
@@ -356,6 +387,12 @@ class Trainer:
             raise CheckpointError(f"{source} is not a training checkpoint: it lacks {missing}")
         if body.get("task", self.task.name) != self.task.name:
             raise TrainingError(f"{source} was written by task {body['task']!r}, not {self.task.name!r}")
+        saved_world = int(body.get("world_size", 1))  # absent in single-process files
+        if saved_world != self.world.size:
+            raise TrainingError(
+                f"{source} was trained by {saved_world} process(es), this run has {self.world.size}: "
+                f"resume it with the same number (--nproc {saved_world})"
+            )
         self.model.load_state_dict(body["model"])
         if body["scheduler"] is not None and self.scheduler is None:
             if self.scheduler_factory is None or total_steps is None:
@@ -379,7 +416,7 @@ class Trainer:
         self.global_step = int(body["global_step"])
         self.seed = int(body["seed"])
         self._stopped_at_checkpoint = bool(body.get("stop_training", False))  # absent in older files
-        set_rng_state(body["rng"])
+        set_rng_state(body["rng_ranks"][self.world.rank] if self.world.active else body["rng"])
 
 
 def cb_key(index: int, cb: Callback | None, saved: str | None = None) -> str:

@@ -53,6 +53,44 @@ def register_model(
     return decorate
 
 
+def register_variant(
+    name: str,
+    build: Callable[..., nn.Module],
+    *,
+    input_size: tuple[int, int, int],
+    description: str,
+    doc: str,
+) -> Callable[..., nn.Module]:
+    """Registers ``name`` as one variant of a model family and returns its builder.
+
+    The builder is keyword-only, ``builder(*, num_classes=1000, in_chans=3, small_input=False)``,
+    and calls ``build(name, num_classes, in_chans, small_input)``: a family (ResNet, VGG) keeps
+    its variants in a config table and one class, with one line per public builder.
+    """
+
+    def builder(*, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False) -> nn.Module:
+        return build(name, num_classes, in_chans, small_input)
+
+    builder.__name__ = builder.__qualname__ = name
+    builder.__module__ = build.__module__
+    builder.__doc__ = doc
+    return register_model(input_size=input_size, description=description)(builder)
+
+
+def register_family(
+    build: Callable[..., nn.Module],
+    variants: dict[str, tuple[str, str]],
+    *,
+    input_size: tuple[int, int, int],
+) -> tuple[Callable[..., nn.Module], ...]:
+    """Registers every variant of ``variants`` (name: (description, docstring)) with
+    :func:`register_variant`; returns their builders in the table's order."""
+    return tuple(
+        register_variant(name, build, input_size=input_size, description=description, doc=doc)
+        for name, (description, doc) in variants.items()
+    )
+
+
 def list_models(pattern: str | None = None) -> list[str]:
     """Registered model names, sorted; ``pattern`` is a shell wildcard like ``'resnet*'``."""
     names = sorted(_MODELS)

@@ -19,7 +19,7 @@ from torch import nn
 
 from ..layers import SqueezeExcite
 from ._base import Backbone, FeatureInfo, check_bool, check_in_chans, check_num_classes, init_relu_weights
-from ._registry import register_model
+from ._registry import register_family
 
 __all__ = ["BasicBlock", "Bottleneck", "ResNet", "ResNetConfig"]
 
@@ -67,7 +67,26 @@ def _projection(in_channels: int, out_channels: int, stride: int) -> nn.Module:
     )
 
 
-class BasicBlock(nn.Module):
+class _Unit(nn.Module):
+    """What every residual unit has: its convs (``_build``), an optional SE block and the
+    projection of the skip path when the shape changes."""
+
+    expansion: int
+
+    def __init__(
+        self, in_channels: int, width: int, stride: int = 1, se_reduction: int | None = None
+    ) -> None:
+        super().__init__()
+        out_channels = width * self.expansion
+        self._build(in_channels, width, stride, out_channels)
+        self.se = SqueezeExcite(out_channels, se_reduction) if se_reduction else nn.Identity()
+        self.downsample = _projection(in_channels, out_channels, stride)
+
+    def _build(self, in_channels: int, width: int, stride: int, out_channels: int) -> None:
+        raise NotImplementedError
+
+
+class BasicBlock(_Unit):
     """The course's residual unit: 3×3 conv-BN-ReLU, 3×3 conv-BN, add the skip path, ReLU.
 
     Args:
@@ -82,18 +101,12 @@ class BasicBlock(nn.Module):
 
     expansion = 1
 
-    def __init__(
-        self, in_channels: int, width: int, stride: int = 1, se_reduction: int | None = None
-    ) -> None:
-        super().__init__()
-        out_channels = width * self.expansion
+    def _build(self, in_channels: int, width: int, stride: int, out_channels: int) -> None:
         self.conv1 = nn.Conv2d(in_channels, width, 3, stride=stride, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
         self.relu = nn.ReLU(inplace=True)
         self.conv2 = nn.Conv2d(width, out_channels, 3, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(out_channels)
-        self.se = SqueezeExcite(out_channels, se_reduction) if se_reduction else nn.Identity()
-        self.downsample = _projection(in_channels, out_channels, stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
@@ -101,7 +114,7 @@ class BasicBlock(nn.Module):
         return self.relu(out + self.downsample(x))
 
 
-class Bottleneck(nn.Module):
+class Bottleneck(_Unit):
     """Bottleneck unit: 1×1 reduce to ``width``, 3×3 (carries the stride), 1×1 expand to 4×width.
 
     The stride sits on the 3×3 conv (torchvision's "ResNet v1.5"); the paper puts it on the
@@ -119,11 +132,7 @@ class Bottleneck(nn.Module):
 
     expansion = 4
 
-    def __init__(
-        self, in_channels: int, width: int, stride: int = 1, se_reduction: int | None = None
-    ) -> None:
-        super().__init__()
-        out_channels = width * self.expansion
+    def _build(self, in_channels: int, width: int, stride: int, out_channels: int) -> None:
         self.conv1 = nn.Conv2d(in_channels, width, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
         self.conv2 = nn.Conv2d(width, width, 3, stride=stride, padding=1, bias=False)
@@ -131,8 +140,6 @@ class Bottleneck(nn.Module):
         self.conv3 = nn.Conv2d(width, out_channels, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(out_channels)
         self.relu = nn.ReLU(inplace=True)
-        self.se = SqueezeExcite(out_channels, se_reduction) if se_reduction else nn.Identity()
-        self.downsample = _projection(in_channels, out_channels, stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
@@ -228,79 +235,61 @@ _HE = "He et al. 2015, 'Deep Residual Learning for Image Recognition'"
 _HU = "Hu et al. 2018, 'Squeeze-and-Excitation Networks'"
 
 
-@register_model(input_size=(3, 224, 224), description=f"ResNet-18 ({_HE}): basic units [2, 2, 2, 2]")
-def resnet18(*, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False) -> ResNet:
-    """ResNet-18, 11,689,512 parameters. Arguments as in :class:`ResNet`."""
-    return _build("resnet18", num_classes, in_chans, small_input)
+# name: (description for `cnnkit models`, docstring)
+_VARIANTS: dict[str, tuple[str, str]] = {
+    "resnet18": (
+        f"ResNet-18 ({_HE}): basic units [2, 2, 2, 2]",
+        "ResNet-18, 11,689,512 parameters. Arguments as in :class:`ResNet`.",
+    ),
+    "resnet34": (
+        f"ResNet-34 ({_HE}): the course's ResNet-34, basic units [3, 4, 6, 3]",
+        "ResNet-34 as the course builds it, 21,797,672 parameters. Arguments as in :class:`ResNet`.",
+    ),
+    "resnet50": (
+        f"ResNet-50 ({_HE}): bottleneck units [3, 4, 6, 3]",
+        "ResNet-50, 25,557,032 parameters. Arguments as in :class:`ResNet`.",
+    ),
+    "resnet101": (
+        f"ResNet-101 ({_HE}): bottleneck units [3, 4, 23, 3]",
+        "ResNet-101, 44,549,160 parameters. Arguments as in :class:`ResNet`.",
+    ),
+    "resnet152": (
+        f"ResNet-152 ({_HE}): bottleneck units [3, 8, 36, 3]",
+        "ResNet-152, 60,192,808 parameters. Arguments as in :class:`ResNet`.",
+    ),
+    "seresnet18": (
+        f"SE-ResNet-18 ({_HU}): ResNet-18 with an SE block (reduction 16) in every unit",
+        "SE-ResNet-18, 11,778,592 parameters. Arguments as in :class:`ResNet`.",
+    ),
+    "seresnet34": (
+        f"SE-ResNet-34 ({_HU}): ResNet-34 with an SE block (reduction 16) in every unit",
+        "SE-ResNet-34, 21,958,868 parameters. Arguments as in :class:`ResNet`.",
+    ),
+    "seresnet50": (
+        f"SE-ResNet-50 ({_HU}): ResNet-50 with an SE block (reduction 16) in every unit",
+        "SE-ResNet-50, 28,088,024 parameters. Arguments as in :class:`ResNet`.",
+    ),
+    "seresnet101": (
+        f"SE-ResNet-101 ({_HU}): ResNet-101 with an SE block (reduction 16) in every unit",
+        "SE-ResNet-101, 49,326,872 parameters. Arguments as in :class:`ResNet`.",
+    ),
+    "seresnet152": (
+        f"SE-ResNet-152 ({_HU}): ResNet-152 with an SE block (reduction 16) in every unit",
+        "SE-ResNet-152, 66,821,848 parameters. Arguments as in :class:`ResNet`.",
+    ),
+}
 
 
-@register_model(
-    input_size=(3, 224, 224),
-    description=f"ResNet-34 ({_HE}): the course's ResNet-34, basic units [3, 4, 6, 3]",
-)
-def resnet34(*, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False) -> ResNet:
-    """ResNet-34 as the course builds it, 21,797,672 parameters. Arguments as in :class:`ResNet`."""
-    return _build("resnet34", num_classes, in_chans, small_input)
-
-
-@register_model(input_size=(3, 224, 224), description=f"ResNet-50 ({_HE}): bottleneck units [3, 4, 6, 3]")
-def resnet50(*, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False) -> ResNet:
-    """ResNet-50, 25,557,032 parameters. Arguments as in :class:`ResNet`."""
-    return _build("resnet50", num_classes, in_chans, small_input)
-
-
-@register_model(input_size=(3, 224, 224), description=f"ResNet-101 ({_HE}): bottleneck units [3, 4, 23, 3]")
-def resnet101(*, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False) -> ResNet:
-    """ResNet-101, 44,549,160 parameters. Arguments as in :class:`ResNet`."""
-    return _build("resnet101", num_classes, in_chans, small_input)
-
-
-@register_model(input_size=(3, 224, 224), description=f"ResNet-152 ({_HE}): bottleneck units [3, 8, 36, 3]")
-def resnet152(*, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False) -> ResNet:
-    """ResNet-152, 60,192,808 parameters. Arguments as in :class:`ResNet`."""
-    return _build("resnet152", num_classes, in_chans, small_input)
-
-
-@register_model(
-    input_size=(3, 224, 224),
-    description=f"SE-ResNet-18 ({_HU}): ResNet-18 with an SE block (reduction 16) in every unit",
-)
-def seresnet18(*, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False) -> ResNet:
-    """SE-ResNet-18, 11,778,592 parameters. Arguments as in :class:`ResNet`."""
-    return _build("seresnet18", num_classes, in_chans, small_input)
-
-
-@register_model(
-    input_size=(3, 224, 224),
-    description=f"SE-ResNet-34 ({_HU}): ResNet-34 with an SE block (reduction 16) in every unit",
-)
-def seresnet34(*, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False) -> ResNet:
-    """SE-ResNet-34, 21,958,868 parameters. Arguments as in :class:`ResNet`."""
-    return _build("seresnet34", num_classes, in_chans, small_input)
-
-
-@register_model(
-    input_size=(3, 224, 224),
-    description=f"SE-ResNet-50 ({_HU}): ResNet-50 with an SE block (reduction 16) in every unit",
-)
-def seresnet50(*, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False) -> ResNet:
-    """SE-ResNet-50, 28,088,024 parameters. Arguments as in :class:`ResNet`."""
-    return _build("seresnet50", num_classes, in_chans, small_input)
-
-
-@register_model(
-    input_size=(3, 224, 224),
-    description=f"SE-ResNet-101 ({_HU}): ResNet-101 with an SE block (reduction 16) in every unit",
-)
-def seresnet101(*, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False) -> ResNet:
-    """SE-ResNet-101, 49,326,872 parameters. Arguments as in :class:`ResNet`."""
-    return _build("seresnet101", num_classes, in_chans, small_input)
-
-
-@register_model(
-    input_size=(3, 224, 224),
-    description=f"SE-ResNet-152 ({_HU}): ResNet-152 with an SE block (reduction 16) in every unit",
-)
-def seresnet152(*, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False) -> ResNet:
-    """SE-ResNet-152, 66,821,848 parameters. Arguments as in :class:`ResNet`."""
-    return _build("seresnet152", num_classes, in_chans, small_input)
+# The public builders, in _VARIANTS' order (a test checks each name).
+(
+    resnet18,
+    resnet34,
+    resnet50,
+    resnet101,
+    resnet152,
+    seresnet18,
+    seresnet34,
+    seresnet50,
+    seresnet101,
+    seresnet152,
+) = register_family(_build, _VARIANTS, input_size=(3, 224, 224))

@@ -10,7 +10,7 @@ from __future__ import annotations
 from torch import nn
 
 from ._base import DenseHeadCNN, FeatureInfo, check_bool, check_in_chans, check_num_classes, init_relu_weights
-from ._registry import register_model
+from ._registry import register_family
 
 __all__ = ["VGG", "VGG_LAYERS"]
 
@@ -104,49 +104,27 @@ def _build(name: str, num_classes: int, in_chans: int, small_input: bool) -> VGG
 _PAPER = "Simonyan & Zisserman 2014, 'Very Deep Convolutional Networks for Large-Scale Image Recognition'"
 
 
-@register_model(input_size=(3, 224, 224), description=f"VGG-11 ({_PAPER}): 8 convs + 3 dense")
-def vgg11(*, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False) -> VGG:
-    """VGG-11 (configuration A), 132,863,336 parameters. Arguments as in :class:`VGG`."""
-    return _build("vgg11", num_classes, in_chans, small_input)
+# name: (title, parameters with 1000 classes); `cnnkit models` and the docstrings say them.
+_COUNTS = {
+    "vgg11": ("VGG-11 (configuration A)", 132_863_336),
+    "vgg13": ("VGG-13 (configuration B)", 133_047_848),
+    "vgg16": ("VGG-16 (configuration D)", 138_357_544),
+    "vgg19": ("VGG-19 (configuration E)", 143_667_240),
+    "vgg11_bn": ("VGG-11 with batch norm after every conv", 132_868_840),
+    "vgg13_bn": ("VGG-13 with batch norm after every conv", 133_053_736),
+    "vgg16_bn": ("VGG-16 with batch norm after every conv", 138_365_992),
+    "vgg19_bn": ("VGG-19 with batch norm after every conv", 143_678_248),
+}
+_VARIANTS = {
+    name: (
+        f"{title} ({_PAPER}): {sum(x != POOL for x in VGG_LAYERS[name.split('_')[0]])} convs + 3 dense",
+        f"{title}, {count:,} parameters. Arguments as in :class:`VGG`.",
+    )
+    for name, (title, count) in _COUNTS.items()
+}
 
 
-@register_model(input_size=(3, 224, 224), description=f"VGG-13 ({_PAPER}): 10 convs + 3 dense")
-def vgg13(*, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False) -> VGG:
-    """VGG-13 (configuration B), 133,047,848 parameters. Arguments as in :class:`VGG`."""
-    return _build("vgg13", num_classes, in_chans, small_input)
-
-
-@register_model(input_size=(3, 224, 224), description=f"VGG-16 ({_PAPER}): 13 convs + 3 dense")
-def vgg16(*, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False) -> VGG:
-    """VGG-16 (configuration D), 138,357,544 parameters. Arguments as in :class:`VGG`."""
-    return _build("vgg16", num_classes, in_chans, small_input)
-
-
-@register_model(input_size=(3, 224, 224), description=f"VGG-19 ({_PAPER}): 16 convs + 3 dense")
-def vgg19(*, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False) -> VGG:
-    """VGG-19 (configuration E), 143,667,240 parameters. Arguments as in :class:`VGG`."""
-    return _build("vgg19", num_classes, in_chans, small_input)
-
-
-@register_model(input_size=(3, 224, 224), description=f"VGG-11 with batch norm after every conv ({_PAPER})")
-def vgg11_bn(*, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False) -> VGG:
-    """VGG-11 with batch norm, 132,868,840 parameters. Arguments as in :class:`VGG`."""
-    return _build("vgg11_bn", num_classes, in_chans, small_input)
-
-
-@register_model(input_size=(3, 224, 224), description=f"VGG-13 with batch norm after every conv ({_PAPER})")
-def vgg13_bn(*, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False) -> VGG:
-    """VGG-13 with batch norm, 133,053,736 parameters. Arguments as in :class:`VGG`."""
-    return _build("vgg13_bn", num_classes, in_chans, small_input)
-
-
-@register_model(input_size=(3, 224, 224), description=f"VGG-16 with batch norm after every conv ({_PAPER})")
-def vgg16_bn(*, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False) -> VGG:
-    """VGG-16 with batch norm, 138,365,992 parameters. Arguments as in :class:`VGG`."""
-    return _build("vgg16_bn", num_classes, in_chans, small_input)
-
-
-@register_model(input_size=(3, 224, 224), description=f"VGG-19 with batch norm after every conv ({_PAPER})")
-def vgg19_bn(*, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False) -> VGG:
-    """VGG-19 with batch norm, 143,678,248 parameters. Arguments as in :class:`VGG`."""
-    return _build("vgg19_bn", num_classes, in_chans, small_input)
+# The public builders, in _VARIANTS' order (a test checks each name).
+(vgg11, vgg13, vgg16, vgg19, vgg11_bn, vgg13_bn, vgg16_bn, vgg19_bn) = register_family(
+    _build, _VARIANTS, input_size=(3, 224, 224)
+)

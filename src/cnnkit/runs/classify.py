@@ -109,6 +109,7 @@ def _image_splits(
     spec: str, size: list[int], channels: int, val_fraction: float, test_fraction: float, seed: int
 ):
     from ..data.splits import load_image_splits
+    from ..engine.distributed import map_shared
 
     try:
         return load_image_splits(
@@ -119,6 +120,7 @@ def _image_splits(
             test_fraction=test_fraction,
             seed=seed,
             resize=IMAGE_FOLDER_RESIZE,
+            map_files=map_shared,  # a data-parallel run's processes decode a share each
         )
     except DataError:
         raise
@@ -217,6 +219,7 @@ def make_trainer(config: RunConfig, model: nn.Module, out: Path, progress: bool 
         checkpoint_path=out / folder.LAST_CHECKPOINT,
         max_grad_norm=config.max_grad_norm,
         compile=config.compile,
+        sync_bn=config.sync_bn,
         **trainer_extras(config.preset, config.lr, config.max_shift),  # augmentation, LR schedule, TTA
     )
 
@@ -242,9 +245,10 @@ def train_classify(
         size, channels = image_settings(config)
         config = dataclasses.replace(config, image_size=size, channels=channels)
         model_options(config)  # a size the model cannot take fails before the images are read
-    train, val, test, data_info = load_splits(config)
-    # The course preset keeps torch's own thread count; the fast one takes the free cores.
+    # The course preset keeps torch's own thread count; the fast one takes the free cores. A
+    # data-parallel run's processes join here, before they decode an image folder's shares.
     device = prepare_device(config.device, resume_state, pick_threads=config.preset == "fast")
+    train, val, test, data_info = load_splits(config)
     model = build_model(config, train.num_classes, train.input_shape[0])
     trainer = make_trainer(config, model, out, progress)
     record = folder.run_record(

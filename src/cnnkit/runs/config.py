@@ -36,6 +36,7 @@ class TrainConfig:
         device: device name, or None for the best available.
         deterministic: deterministic algorithms only.
         max_grad_norm: clip the gradient norm (and stop on a non-finite one).
+        sync_bn: data-parallel runs: BatchNorm with the global batch's statistics.
     """
 
     task: str = "classify"
@@ -54,6 +55,7 @@ class TrainConfig:
     device: str | None = None
     deterministic: bool = False
     max_grad_norm: float | None = None
+    sync_bn: bool = False
 
     def _common_checks(self) -> list[tuple[bool, str]]:
         return [

@@ -270,25 +270,15 @@ def finetune_run(
     normalize = _normalization(config, source, channels)
     device = prepare_device(config.device, resume_state, pick_threads=False)
     out.mkdir(parents=True, exist_ok=True)
+    # The classification run this fine-tuning is, in the settings both configs share.
+    shared = ("data", "batch_size", "lr", "optimizer", "weight_decay", "label_smoothing", "patience")
+    shared += ("monitor", "seed", "val_fraction", "limit_train", "limit_test", "device", "deterministic")
     run_config = RunConfig(
         model=name,
-        data=config.data,
         model_kwargs=kwargs,
         epochs=config.head_epochs + config.full_epochs,
-        batch_size=config.batch_size,
-        lr=config.lr,
-        optimizer=config.optimizer,
-        weight_decay=config.weight_decay,
-        label_smoothing=config.label_smoothing,
-        patience=config.patience,
-        monitor=config.monitor,
-        seed=config.seed,
-        val_fraction=config.val_fraction,
         stratify=True,
-        limit_train=config.limit_train,
-        limit_test=config.limit_test,
-        device=config.device,
-        deterministic=config.deterministic,
+        **{key: getattr(config, key) for key in shared},
     ).validate()
     splits = {"train": train, "val": val, "test": test}
     if report is not None:

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..engine import distributed
 from ..engine.callbacks import Callback, EarlyStopping, History, HistoryFile, ModelCheckpoint, ProgressBar
 from ..engine.checkpoint import load_checkpoint
 from ..engine.trainer import Trainer
@@ -34,6 +35,7 @@ CONFIG_FILE = "config.json"
 BEST_WEIGHTS = "best.safetensors"
 LAST_CHECKPOINT = "last.ckpt"
 METRICS_FILE = "metrics.json"
+RANK_LOGS = "logs"  # rank-N.log of the other ranks of a data-parallel run (rank 0 writes the rest)
 TASKS = ("classify", "finetune", "localize", "detect", "segment")
 SHIPPED = "fashion"  # the Fashion-MNIST model that ships with cnnkit
 SHIPPED_WEIGHTS = "fashion_hongong_cnn.safetensors"
@@ -110,6 +112,11 @@ def read_run(run_dir: str | os.PathLike[str]) -> RunInfo:
     if str(run_dir) == SHIPPED and not Path(run_dir).exists():
         return _shipped_run()
     path = Path(run_dir) / CONFIG_FILE
+    if Path(run_dir).suffix in (".onnx", ".pt2") and Path(run_dir).is_file():
+        raise UsageError(
+            f"{run_dir} is an exported model, not a run folder; `cnnkit predict {run_dir} IMAGE...` "
+            "runs an .onnx file of any task"
+        )
     if not path.is_file():
         raise UsageError(
             f"{run_dir} is not a cnnkit run folder ({CONFIG_FILE} is missing); give a folder written "
@@ -213,6 +220,9 @@ def open_folder(out: Path, resume: bool, create: bool = True) -> dict[str, Any] 
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
+    """``data`` as JSON, atomically; only rank 0 of a data-parallel run writes."""
+    if not distributed.current().main:
+        return
     atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False, default=float) + "\n")
 
 
@@ -227,7 +237,11 @@ def versions() -> dict[str, str]:
 def run_record(task: str, run: dict[str, Any], device: torch.device, **fields: Any) -> dict[str, Any]:
     """The ``config.json`` record of a run: its ``task`` and resolved config (``run``) first, the
     task's own ``fields`` next, then the ``versions`` and ``machine`` it was trained with."""
-    return {"task": task, "run": run, **fields, "versions": versions(), "machine": machine_info(device)}
+    record = {"task": task, "run": run, **fields, "versions": versions(), "machine": machine_info(device)}
+    world = distributed.current()
+    if world.active:  # a data-parallel run: its global batch is processes × batch_size
+        record["distributed"] = {"processes": world.size, "backend": distributed.backend_for(device)}
+    return record
 
 
 def machine_info(device: torch.device) -> dict[str, Any]:
@@ -247,13 +261,19 @@ def run_callbacks(
 ) -> list[Callback]:
     """What every run folder's training has: early stopping with the best weights restored
     (``patience`` None: never stop), ``best.safetensors`` on improvement, ``history.json`` after
-    every epoch, and progress if asked."""
+    every epoch (by the main process), and progress if asked (the other ranks of a data-parallel
+    run write theirs to ``logs/rank-N.log`` always)."""
     callbacks: list[Callback] = [
         EarlyStopping(monitor, patience=patience, restore_best_weights=True, mode=mode),
         ModelCheckpoint(out / BEST_WEIGHTS, monitor=monitor, save_best_only=True, mode=mode),
-        HistoryFile(out),  # history.json after every epoch: `cnnkit studio` draws it live
     ]
-    if progress:
+    world = distributed.current()
+    if world.main:
+        callbacks.append(HistoryFile(out))  # history.json after every epoch: `cnnkit studio` draws it live
+    if not world.main:
+        log = distributed.rank_log(out / RANK_LOGS / f"rank-{world.rank}.log", world)
+        callbacks.append(ProgressBar(stream=log, bar=False))
+    elif progress:
         callbacks.append(ProgressBar())
     return callbacks
 
@@ -285,7 +305,9 @@ def best_epoch(callbacks: list[Callback]) -> int | None:
 
 
 def save_history(out: Path, history: History, best: int | None, title: str) -> None:
-    """``history.csv``, ``history.json`` and ``curves.png`` (the best epoch marked)."""
+    """``history.csv``, ``history.json`` and ``curves.png`` (the best epoch marked; rank 0 only)."""
+    if not distributed.current().main:
+        return
     from ..viz.curves import plot_history
 
     history.save(out)
@@ -293,7 +315,9 @@ def save_history(out: Path, history: History, best: int | None, title: str) -> N
 
 
 def write_report_safely(out: Path, model: nn.Module, test: Any = None) -> None:
-    """``report.html``; a failure only warns: the run is complete on disk without it."""
+    """``report.html``; a failure only warns: the run is complete on disk without it (rank 0 only)."""
+    if not distributed.current().main:
+        return
     try:
         from ..viz.report import write_report
 

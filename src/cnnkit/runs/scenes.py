@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..engine import distributed
 from ..engine.device import pick_device
 from ..engine.perf import pick_perf_settings, tune_cpu_allocator
 from ..engine.task import Task
@@ -244,7 +245,7 @@ def train_scenes(
 
     task = build_task(config, record)
     callbacks = folder.run_callbacks(out, task.monitor, config.patience, progress, mode="max")
-    if not progress:
+    if not progress and distributed.current().main:  # one line per epoch, from rank 0
         callbacks.append(EpochEndCall(_epoch_printer(config.task)))
     trainer = scene_trainer(
         model,
@@ -257,6 +258,7 @@ def train_scenes(
         callbacks=callbacks,
         checkpoint_path=out / folder.LAST_CHECKPOINT,
         max_grad_norm=config.max_grad_norm,
+        sync_bn=config.sync_bn,
     )
     history = folder.fit_run(
         trainer, out, state, data.train, data.val,

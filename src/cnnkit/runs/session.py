@@ -1,4 +1,5 @@
-"""What every run does before it builds its model: pick the device and the CPU threads."""
+"""What every run does before it builds its model: pick the device, join the process group of a
+data-parallel run, and set the CPU threads."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ from typing import Any
 
 import torch
 
+from ..engine import distributed
 from ..engine.device import pick_device
 from ..engine.perf import pick_num_threads, set_threads
+from ..errors import UsageError
 
 
 def prepare_device(
@@ -21,12 +24,27 @@ def prepare_device(
         resume_state: the verified ``last.ckpt`` of a resumed run; its thread count is put back,
             since a run resumes bit-identical only with its own count.
         pick_threads: on the CPU, take the cores other processes leave free (an explicit
-            ``OMP_NUM_THREADS`` is the user's choice and wins).
+            ``OMP_NUM_THREADS`` is the user's choice and wins). Workers of a data-parallel run
+            on one machine share those cores (``free // workers``, at least one each).
+
+    Raises:
+        UsageError: a resumed run trained by another number of processes.
     """
     device = pick_device(spec)
-    if pick_threads and device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
-        # On a shared machine, threads that wait for busy cores stall every op (docs/performance.md).
-        set_threads(pick_num_threads())
+    world = distributed.init_from_env(device)
+    if resume_state is not None:
+        saved = int(resume_state.get("world_size", 1))
+        if saved != world.size:
+            raise UsageError(
+                f"this run was trained by {saved} process(es) and its checkpoint holds one random "
+                f"state per process; resume it with --nproc {saved} (not {world.size})"
+            )
+    if device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
+        if world.active:
+            set_threads(max(1, pick_num_threads() // world.local_size))
+        elif pick_threads:
+            # On a shared machine, threads that wait for busy cores stall every op (docs/performance.md).
+            set_threads(pick_num_threads())
     if resume_state is not None and "num_threads" in resume_state:
         set_threads(int(resume_state["num_threads"]))
     return device

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ...io.weights import save_weights
+from .. import distributed
 from .base import Callback, improved, monitor_mode
 
 
@@ -48,6 +49,8 @@ class ModelCheckpoint(Callback):
             if not improved(value, self.best, self.mode):
                 return
             self.best, self.best_epoch = value, epoch
+        if not distributed.current().main:  # one writer per run: rank 0 (all ranks hold the same weights)
+            return
         meta = {"epoch": str(epoch), "logs": json.dumps({k: float(v) for k, v in logs.items()})}
         save_weights(self.trainer.model.state_dict(), self.path, metadata=meta)
 

@@ -11,6 +11,10 @@ Int8 changes the numbers: on the course CNN it agrees with the float32 predictio
 99 % of the test images and moves the accuracy by a few hundredths of a point
 (docs/performance.md). It is therefore an explicit choice (``cnnkit evaluate --int8``), never a
 default.
+
+Deprecated: PyTorch marks eager ``torch.ao.quantization`` for removal. The maintained path is
+``cnnkit export RUN --int8`` (ONNX Runtime static QDQ quantization, :mod:`cnnkit.export.int8`);
+this one stays until that is measured at least as fast on an idle machine (docs/export.md).
 """
 
 from __future__ import annotations

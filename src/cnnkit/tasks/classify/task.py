@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...data.arrays import ArrayDataset, iterate_batches
+from ...engine.distributed import gather_rows, shard_range
 from ...engine.task import StepOutput, Task
 from ...engine.trainer import Trainer
 from .augment import flip_tta
@@ -91,9 +92,20 @@ class ClassifyTask(Task):
     def logits(
         self, trainer: Trainer, data: ArrayDataset | torch.Tensor, batch_size: int = 256
     ) -> torch.Tensor:
-        """Logits Tensor[N, K] on the CPU, in eval mode (with flip TTA when asked)."""
+        """Logits Tensor[N, K] on the CPU, in eval mode (with flip TTA when asked).
+
+        Under data-parallel training each rank computes its ``shard_range`` of the images and all
+        ranks receive all N rows (every rank must call it): each image is counted once.
+        """
         trainer.model.eval()
         images = data.images if isinstance(data, ArrayDataset) else data
+        world = trainer.world
+        if world.active:
+            start, stop = shard_range(len(images), world.rank, world.size)
+            return gather_rows(self._logits(trainer, images[start:stop], batch_size), len(images))
+        return self._logits(trainer, images, batch_size)
+
+    def _logits(self, trainer: Trainer, images: torch.Tensor, batch_size: int) -> torch.Tensor:
         outs = []
         with trainer.forward.inference():
             for start in range(0, len(images), batch_size):
@@ -106,7 +118,9 @@ class ClassifyTask(Task):
                 with trainer.autocast():
                     out = trainer.forward(x, flip_tta if self.tta else None)
                 outs.append(out[:n].float().cpu())
-        return torch.cat(outs) if outs else torch.empty(0)
+        if not outs:  # an empty share still has the logits' shape, for gather_rows
+            return torch.empty(0, getattr(trainer.model, "num_classes", 0) or 0)
+        return torch.cat(outs)
 
     def validate(self, trainer: Trainer, data: ArrayDataset) -> dict[str, float]:
         logits = self.logits(trainer, data)

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from ...data.scenes import SceneDataset
+from ...engine.distributed import World, shard_range
 from ...engine.task import StepOutput, Task
 from ...engine.trainer import Trainer
 from .inputs import to_input
@@ -50,6 +51,13 @@ class DetectTask(Task):
                 mask = torch.rand(len(idx), generator=generator).to(device) < 0.5
                 x, boxes = flip_batch(x, boxes, batch, mask)
             yield x, boxes, labels, batch
+
+    def shard(self, batch: DetectBatch, world: World) -> tuple[DetectBatch, int, int]:
+        """Rank's images and the objects in them (image indices counted from its first image)."""
+        x, boxes, labels, index = batch
+        start, stop = shard_range(len(x), world.rank, world.size)
+        keep = (index >= start) & (index < stop)
+        return (x[start:stop], boxes[keep], labels[keep], index[keep] - start), stop - start, len(x)
 
     def train_step(self, trainer: Trainer, batch: DetectBatch) -> StepOutput:
         x, boxes, labels, index = batch

@@ -8,7 +8,7 @@ their sum, and the epoch logs show each one. Validation scores are COCO mask and
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 import torch
@@ -16,7 +16,7 @@ from torch.optim.lr_scheduler import LambdaLR, LRScheduler
 from torchvision.models import detection
 
 from ...data.scenes import SceneDataset
-from ...engine.callbacks import Callback, History
+from ...engine.callbacks import History
 from ...engine.schedules import SchedulerFactory
 from ...engine.task import StepOutput, Task
 from ...engine.trainer import Trainer
@@ -100,7 +100,8 @@ class MaskRCNNTask(Task):
 
     def train_step(self, trainer: Trainer, batch: Batch) -> StepOutput:
         images, targets = batch
-        losses = trainer.model(images, targets)
+        # Through the engine's forward: under data-parallel training it averages the gradients.
+        losses = trainer.forward(images, lambda net, x: net(x, targets))
         parts = {k: float(v.detach()) for k, v in losses.items()}
         return {"loss": sum(losses.values()), "n": len(images), **parts}
 
@@ -174,47 +175,22 @@ class MaskRCNNTrainer(Trainer):
     Args:
         model: from ``build_mask_rcnn``.
         task: a ready MaskRCNNTask (default: one for the model's ``in_chans``).
-        optimizer: a name from ``cnnkit.engine.trainer.OPTIMIZERS`` or a ready optimizer.
-        lr: peak learning rate (linear warm-up over the first 100 steps, then cosine decay).
-        weight_decay: passed to the optimizer.
-        callbacks: extra callbacks; a History is always kept in ``self.history``.
-        device: a device name or None to pick CUDA / MPS / CPU.
-        seed: seeds the batch order (torchvision's RoI sampling draws from torch's global RNG,
-            which checkpoints keep too).
-        **engine_options: the engine's other options (``checkpoint_path``, ``max_grad_norm``,
-            ``check_finite``, ``amp``, ``scheduler`` to replace the warm-up + cosine, ...), see
-            ``cnnkit.engine.Trainer``.
+        **engine_options: ``cnnkit.engine.Trainer``'s options, with Mask R-CNN's defaults:
+            ``optimizer="adamw"``, ``weight_decay=1e-4`` and, as ``scheduler``, a linear warm-up
+            over the first 100 steps to ``lr`` then cosine decay. ``seed`` seeds the batch
+            order (torchvision's RoI sampling draws from torch's global RNG, which checkpoints
+            keep too).
     """
 
     task: MaskRCNNTask
 
     def __init__(
-        self,
-        model: detection.MaskRCNN,
-        task: MaskRCNNTask | None = None,
-        *,
-        optimizer: str | torch.optim.Optimizer = "adamw",
-        lr: float = 1e-3,
-        weight_decay: float = 1e-4,
-        callbacks: Sequence[Callback] = (),
-        device: str | torch.device | None = None,
-        seed: int = 42,
-        **engine_options: Any,
+        self, model: detection.MaskRCNN, task: MaskRCNNTask | None = None, **engine_options: Any
     ) -> None:
         if task is None:
             task = MaskRCNNTask(in_chans=int(getattr(model, "in_chans", 3)))
-        engine_options.setdefault("scheduler", self._warmup_cosine)
-        super().__init__(
-            model,
-            task,
-            optimizer=optimizer,
-            lr=lr,
-            weight_decay=weight_decay,
-            callbacks=callbacks,
-            device=device,
-            seed=seed,
-            **engine_options,
-        )
+        defaults = {"optimizer": "adamw", "weight_decay": 1e-4, "scheduler": self._warmup_cosine}
+        super().__init__(model, task, **{**defaults, **engine_options})
 
     @property
     def in_chans(self) -> int:

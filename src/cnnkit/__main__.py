@@ -1,0 +1,8 @@
+"""``python -m cnnkit ...``: the ``cnnkit`` command (what ``torchrun -m cnnkit`` starts in each worker)."""
+
+import sys
+
+from .cli.__main__ import main
+
+if __name__ == "__main__":
+    sys.exit(main())

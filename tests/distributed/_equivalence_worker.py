@@ -1,0 +1,58 @@
+"""Trains the equivalence cases in one process or as one rank of a torchrun group (see
+test_equivalence.py); rank 0 saves every case's final state dict and history to ``argv[1]``.
+
+Each case: one epoch of SGD (momentum 0.9, lr 0.01) with a global batch of 32 on the first real
+Fashion-MNIST training images, whose last batch is uneven (5 images: two ranks share 3 / 2),
+with validation on 41 test images (shares of 21 and 20): the course CNN for 4 steps (101
+images), ResNet-18 for 2 (37 images).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import torch
+from torch import nn
+
+from cnnkit.data import load_fashion_mnist
+from cnnkit.engine import distributed, seed_everything
+from cnnkit.models import create_model
+from cnnkit.tasks.classify.task import ClassifyTrainer
+
+GLOBAL_BATCH = 32
+CASES = {  # name: (model, sync_bn, training images)
+    "hongong_cnn": ("hongong_cnn", False, 101),
+    "resnet18_sync_bn": ("resnet18", True, 37),
+    "resnet18_local_bn": ("resnet18", False, 37),
+}
+
+
+def main(out: str) -> None:
+    torch.set_num_threads(1)
+    world = distributed.init_from_env(torch.device("cpu"))
+    train, test = load_fashion_mnist()
+    val = test.subset(slice(0, 41))
+    results = {}
+    for name, (model_name, sync_bn, samples) in CASES.items():
+        seed_everything(0)
+        model = create_model(model_name, num_classes=10, in_chans=1)
+        for module in model.modules():
+            if isinstance(module, nn.Dropout):
+                module.p = 0.0  # dropout masks are drawn per rank: not the one-process masks
+        trainer = ClassifyTrainer(model, device="cpu", seed=0, optimizer="sgd", lr=0.01, sync_bn=sync_bn)
+        data = train.subset(slice(0, samples))
+        history = trainer.fit(data, val, epochs=1, batch_size=GLOBAL_BATCH // world.size)
+        rows = [{k: v for k, v in row.items() if k != "seconds"} for row in history.epochs]
+        state = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+        results[name] = {"state": state, "history": rows, "steps": trainer.global_step}
+    # map_shared, as an image folder's files are decoded: each rank computes its share only.
+    computed: list[int] = []
+    values = distributed.map_shared(list(range(7)), lambda v: computed.append(v) or v * v)
+    results["map_shared"] = {"values": values, "computed": distributed.gather_objects(computed)}
+    if world.main:
+        torch.save(results, out)
+    distributed.shutdown()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
