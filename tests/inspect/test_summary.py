@@ -93,3 +93,16 @@ def test_training_estimate_against_cuda_allocator():
         opt.step()
     peak = torch.cuda.max_memory_allocated()
     assert 0.5 * s.training_bytes < peak < 3 * s.training_bytes
+
+
+def test_receptive_field_through_residual_sums():
+    # ResNet-18's last unit sees 435 input pixels (worked by hand in tests/inspect/test_receptive.py);
+    # the RF column must follow the residual sum's widest branch, as the studio's windows do.
+    from cnnkit.inspect.receptive import layer_windows
+
+    model = create_model("resnet18", num_classes=10)
+    rows = summary(model, (3, 64, 64)).rows
+    last = {r.name: r.receptive_field for r in rows if r.receptive_field is not None}
+    assert last["layer4.1.conv2"] == 435
+    windows = layer_windows(model, (3, 64, 64))
+    assert last == {name: w.field[0] for name, w in windows.items()}

@@ -213,7 +213,7 @@ def summary(
     itemsize = torch.empty((), dtype=dtype).element_size()
     rows: list[LayerRow] = []
     field_of: dict[int, tuple[int, int]] = {}  # id(tensor) -> (receptive field, jump)
-    last: list[tuple[int, int]] = [(1, 1)]
+    keep: list[torch.Tensor] = []  # tensor ids are only unique while the tensors live
     hooks = []
 
     def make_hook(layer_name: str):
@@ -222,13 +222,15 @@ def summary(
             if not isinstance(tensor, torch.Tensor):
                 return
             known = [field_of[id(t)] for t in inputs if isinstance(t, torch.Tensor) and id(t) in field_of]
-            rf, jump = max(known) if known else last[0]
+            # An input made between layers (a residual sum) is not known: it comes from the
+            # widest field so far, as fields only grow along the way.
+            rf, jump = max(known) if known else max(field_of.values())
             window = _kernel_stride_dilation(module)
             if window:
                 k, s, d = window
                 rf, jump = rf + (k - 1) * d * jump, jump * s
             field_of[id(tensor)] = (rf, jump)
-            last[0] = (rf, jump)
+            keep.append(tensor)
             params = sum(p.numel() for p in module.parameters())
             act = 0 if isinstance(module, _VIEW_TYPES) else tensor[:1].numel() * itemsize
             rows.append(
