@@ -11,6 +11,7 @@ import argparse
 import importlib
 import sys
 
+from .. import __version__
 from ..errors import CnnkitError, TrainingError
 
 # Module names under cnnkit.cli, in the order `cnnkit --help` lists them.
@@ -39,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="cnnkit", description="Convolutional neural networks, the way the course teaches them."
     )
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    parser.add_argument("--version", action="version", version=f"cnnkit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name in COMMANDS:
         module = importlib.import_module(f"{__package__}.{name}")
