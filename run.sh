@@ -16,7 +16,7 @@ torch_spec="${CNNKIT_TORCH:-torch==2.14.1 torchvision==0.29.1}"
 extras="test"
 # Debian packages the set-up adds where apt works (as root); each is optional, and what needs
 # one says so when it is missing.
-apt_packages=""
+apt_packages="fonts-nanum"
 deps_hash="$(cat pyproject.toml run.sh | sha256sum | cut -c1-16)"
 venv="${CNNKIT_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/cnnkit/venv-$deps_hash}"
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from .. import __version__
@@ -28,6 +29,9 @@ COMMANDS = [
     "report",
     "segment",
 ]
+
+# Commands that show class names (figures, reports, predictions) and take --lang.
+LANG_COMMANDS = ("viz", "report", "predict", "evaluate")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -60,6 +64,14 @@ def build_parser() -> argparse.ArgumentParser:
                 default=argparse.SUPPRESS,
                 help="show full tracebacks on errors",
             )
+        if name in LANG_COMMANDS:
+            command.add_argument(
+                "--lang",
+                choices=("en", "ko"),
+                default=argparse.SUPPRESS,
+                help="language of class names (default: $CNNKIT_LANG, else en); ko needs a Korean font "
+                "for figures (fonts-nanum), else they stay in English",
+            )
     return parser
 
 
@@ -86,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    if getattr(args, "lang", None):
+        os.environ["CNNKIT_LANG"] = args.lang  # the setting figures, reports and predictions read
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

@@ -144,6 +144,9 @@ def predict_proba(
 
 
 def class_label(index: int, class_names: Sequence[str] | None) -> str:
+    """The name of class ``index`` as a figure shows it (in ``CNNKIT_LANG``, see ``viz.lang``)."""
     if class_names and 0 <= index < len(class_names):
-        return str(class_names[index])
+        from .lang import figure_names
+
+        return figure_names([class_names[index]])[0]
     return str(index)
