@@ -21,7 +21,7 @@ from cnnkit.viz.lang import translate
 
 train_all, test = load_fashion_mnist()
 if SMALL:
-    train_all, test = train_all.take(1000, seed=0), test.take(300, seed=0)
+    train_all, test = train_all.take(500, seed=0), test.take(200, seed=0)
 train, val = train_all.split(0.2, seed=42)
 print(len(train), len(val), len(test), tuple(train.images.shape[1:]))
 
@@ -49,7 +49,7 @@ print(report.total_params == 320 + 18_496 + 313_700 + 1_010 == 333_526)
 best = Path(tempfile.mkdtemp()) / "best-cnn-model.safetensors"
 trainer = Trainer(model)
 callbacks = [EarlyStopping(patience=2, restore_best_weights=True), ModelCheckpoint(best, save_best_only=True)]
-history = trainer.fit(train, val, epochs=3 if SMALL else 20, batch_size=32, callbacks=callbacks)
+history = trainer.fit(train, val, epochs=2 if SMALL else 20, batch_size=32, callbacks=callbacks)
 print({k: [round(v, 4) for v in values] for k, values in history.history.items() if "loss" in k})
 
 # %%

@@ -44,8 +44,8 @@ def shoes(data, n):
     return part
 
 
-train, val = shoes(train_all, 600 if SMALL else 6000).split(0.2, seed=42)
-shoe_test = shoes(test, 300 if SMALL else 3000)
+train, val = shoes(train_all, 300 if SMALL else 6000).split(0.2, seed=42)
+shoe_test = shoes(test, 150 if SMALL else 3000)
 weights = files("cnnkit") / "assets" / "fashion_hongong_cnn.safetensors"
 base = pretrained_model("hongong_cnn", str(weights), num_classes=3)
 result = finetune(base, train, val, head_epochs=1 if SMALL else 3, full_epochs=1 if SMALL else 3, lr=1e-3)
