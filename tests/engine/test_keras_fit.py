@@ -104,6 +104,8 @@ def test_contradictions_are_refused(arrays):
     x, y = arrays
     with pytest.raises(ValueError, match="labels y"):
         make().fit(x)
+    with pytest.raises(ValueError, match="val must be an ArrayDataset"):
+        make().fit(ArrayDataset.from_arrays(x, y), y)
     with pytest.raises(ValueError, match="one of"):
         make().fit(x, y, validation_data=(x, y), validation_split=0.2)
     with pytest.raises(ValueError, match="validation_split must be between 0 and 1"):

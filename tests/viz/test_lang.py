@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import warnings
 
 import numpy as np
@@ -68,3 +69,6 @@ def test_predict_prints_korean_names_with_lang_ko(tmp_path, fashion, capsys, mon
     assert main(["predict", "fashion", str(tmp_path / "boot.png"), "--top", "1", "--lang", "ko"]) == 0
     out = capsys.readouterr().out
     assert "앵클 부츠" in out and CLASS_NAMES[int(test.labels[0])] == "Ankle boot"
+    assert "CNNKIT_LANG" not in os.environ  # --lang holds for that command only
+    assert main(["predict", "fashion", str(tmp_path / "boot.png"), "--top", "1"]) == 0
+    assert "Ankle boot" in capsys.readouterr().out

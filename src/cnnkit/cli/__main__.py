@@ -8,9 +8,11 @@ exit code 2 for usage and bad input, 1 for failures while running; ``--debug`` s
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import sys
+from collections.abc import Iterator
 
 from .. import __version__
 from ..errors import CnnkitError, TrainingError
@@ -98,10 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    if getattr(args, "lang", None):
-        os.environ["CNNKIT_LANG"] = args.lang  # the setting figures, reports and predictions read
     try:
-        return int(args.func(args) or 0)
+        with _language(getattr(args, "lang", None)):
+            return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("cnnkit: interrupted", file=sys.stderr)
         return 130
@@ -115,6 +116,21 @@ def main(argv: list[str] | None = None) -> int:
         prefix = "" if code == 2 or isinstance(exc, CnnkitError) else f"{type(exc).__name__}: "
         print(f"cnnkit: error: {prefix}{message}", file=sys.stderr)
         return code
+
+
+@contextlib.contextmanager
+def _language(lang: str | None) -> Iterator[None]:
+    """``--lang`` as the setting figures, reports and predictions read (CNNKIT_LANG), for one command."""
+    before = os.environ.get("CNNKIT_LANG")
+    if lang:
+        os.environ["CNNKIT_LANG"] = lang
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("CNNKIT_LANG", None)
+        else:
+            os.environ["CNNKIT_LANG"] = before
 
 
 def exit_code(exc: BaseException) -> int | None:

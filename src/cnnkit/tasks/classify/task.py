@@ -178,6 +178,8 @@ class ClassifyTrainer(Trainer):
             History: ``history.history`` is Keras' dict of per-epoch lists.
         """
         if isinstance(x, ArrayDataset):
+            if y is not None and not isinstance(y, ArrayDataset):
+                raise ValueError("fit(train, val): val must be an ArrayDataset (the labels are in train)")
             train, val = x, y
         elif y is None:
             raise ValueError("fit(x, y): give the labels y of the images x (or an ArrayDataset as x)")
