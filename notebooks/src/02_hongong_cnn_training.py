@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt
 from cnnkit import Trainer, create_model, decode_predictions, load_fashion_mnist, summary
 from cnnkit.engine import EarlyStopping, ModelCheckpoint
 from cnnkit.viz import plot_history
-from cnnkit.viz.lang import translate
+from cnnkit.viz.lang import figure_names
 
 train_all, test = load_fashion_mnist()
 if SMALL:
@@ -66,7 +66,7 @@ plt.show()
 print("validation:", trainer.evaluate_loss(val))
 print("test accuracy:", round(trainer.evaluate(test)["accuracy"], 4))
 probs = trainer.predict(test.images[:1])
-names = translate(train.class_names)
+names = figure_names(train.class_names)
 for p in decode_predictions(probs, top=3, class_names=names)[0]:
     print(f"{p.name}: {p.probability:.3f}")
 plt.imshow(test.images[0, 0], cmap="gray_r")

@@ -16,7 +16,7 @@ from torchvision.ops import box_iou
 from cnnkit.data.scenes import FashionScenes
 from cnnkit.runs.folder import load_run
 from cnnkit.tasks.fully_conv import to_fully_convolutional
-from cnnkit.viz.lang import translate
+from cnnkit.viz.lang import figure_names
 
 scenes = FashionScenes(split="test", num_images=8 if SMALL else 64, canvas=96, max_objects=4).load()
 target = scenes.target(0)
@@ -27,7 +27,7 @@ print(target)
 # %% [markdown] en
 # ## Bounding boxes and the segmentation mask
 # %%
-names = translate(scenes.class_names)
+names = figure_names(scenes.class_names)
 fig, axes = plt.subplots(1, 2, figsize=(8, 4))
 axes[0].imshow(scenes.images[0, 0], cmap="gray_r")
 for box, label in zip(target["boxes"].tolist(), target["labels"].tolist()):

@@ -64,6 +64,7 @@ def test_notebook_runs_and_shows_the_worked_numbers(source, lang, tmp_path, monk
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]))
     nb = build.execute(build.build(source, lang), tmp_path, timeout=600)
     text = text_of(nb)
+    assert "missing from font" not in text, "boxes instead of glyphs: use cnnkit.viz.lang.figure_names"
     missing = [s for s in SHOWN[source.stem] if s not in text]
     assert not missing, f"{source.stem} ({lang}) does not show {missing}"
     if lang == "ko" and source.stem in ("02_hongong_cnn_training", "05_pretrained_transfer"):
