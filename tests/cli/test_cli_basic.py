@@ -54,16 +54,16 @@ def test_shape_calculator_walkthrough(capsys):
         "flatten",
     )
     assert code == 0
-    assert "(2, 1, 80)" in out and "(160,)" in out
+    assert "(80, 2, 1)" in out and "(160,)" in out
     code, out, _ = run(capsys, "shape", "70x120x3", "conv:32:7:2:same")
-    assert "(35, 60, 32)" in out
+    assert "(32, 35, 60)" in out
 
 
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
         (["summary", "hongong_cn"], "did you mean hongong_cnn"),
-        (["summary", "hongong_cnn", "--input", "28x28"], "HxWxC"),
+        (["summary", "hongong_cnn", "--input", "28x28x1x1"], "HxWxC"),
         (["shape", "28x28x1", "conv:x:3"], "expected integers"),
         (["shape", "28x28x1", "blur:3"], "unknown layer"),
         (["train", "--model", "nope_net", "--out", "unused"], "unknown model 'nope_net'"),
@@ -143,7 +143,7 @@ def test_train_then_evaluate_a_tiny_run(capsys, tmp_path):
         str(out_dir),
         "--no-progress",
     )
-    assert code == 0 and "test accuracy" in out
+    assert code == 0 and "test accuracy" in out and "after 1 epoch (" in out
     for name in (
         "config.json",
         "best.safetensors",

@@ -73,7 +73,7 @@ def test_batchnorm_buffers_counted_apart():
 def test_bad_shapes():
     assert parse_input_shape("28x28x1") == (1, 28, 28)
     assert parse_input_shape("224×224×3") == (3, 224, 224)
-    for bad in ("28x28", "axbxc", "0x28x1"):
+    for bad in ("28", "28x28x1x1", "axbxc", "0x28x1"):
         with pytest.raises(UsageError, match="HxWxC"):
             parse_input_shape(bad)
     with pytest.raises(UsageError, match="cannot take input"):

@@ -47,7 +47,7 @@ USAGE_ERRORS = [
     (["train", "--preset", "slow"], "invalid choice: 'slow'"),
     (["train", "--config", "/no/such/run.json"], "No such file"),
     (["train", "--resume", "/no/such/run"], "/no/such/run is not a cnnkit run folder"),
-    (["summary", "hongong_cnn", "--input", "28x28"], "--input must look like HxWxC"),
+    (["summary", "hongong_cnn", "--input", "28x"], "--input must look like HxWxC"),
     (["summary", "no_such_model"], "unknown model 'no_such_model'"),
     (["shape", "28x28x1", "conv:a:3"], "expected integers"),
     (["evaluate", "/no/such/run"], "/no/such/run is not a cnnkit run folder"),

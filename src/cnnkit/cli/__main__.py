@@ -8,9 +8,13 @@ exit code 2 for usage and bad input, 1 for failures while running; ``--debug`` s
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import os
 import sys
+from collections.abc import Iterator
 
+from .. import __version__
 from ..errors import CnnkitError, TrainingError
 
 # Module names under cnnkit.cli, in the order `cnnkit --help` lists them.
@@ -30,6 +34,9 @@ COMMANDS = [
     "studio",
 ]
 
+# Commands that show class names (figures, reports, predictions) and take --lang.
+LANG_COMMANDS = ("viz", "report", "predict", "evaluate")
+
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit 2, no usage dump
@@ -41,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="cnnkit", description="Convolutional neural networks, the way the course teaches them."
     )
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    parser.add_argument("--version", action="version", version=f"cnnkit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name in COMMANDS:
         module = importlib.import_module(f"{__package__}.{name}")
@@ -59,6 +67,14 @@ def build_parser() -> argparse.ArgumentParser:
                 action="store_true",
                 default=argparse.SUPPRESS,
                 help="show full tracebacks on errors",
+            )
+        if name in LANG_COMMANDS:
+            command.add_argument(
+                "--lang",
+                choices=("en", "ko"),
+                default=argparse.SUPPRESS,
+                help="language of class names (default: $CNNKIT_LANG, else en); ko needs a Korean font "
+                "for figures (fonts-nanum), else they stay in English",
             )
     return parser
 
@@ -88,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
+        with _language(getattr(args, "lang", None)):
+            return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("cnnkit: interrupted", file=sys.stderr)
         return 130
@@ -102,6 +119,21 @@ def main(argv: list[str] | None = None) -> int:
         prefix = "" if code == 2 or isinstance(exc, CnnkitError) else f"{type(exc).__name__}: "
         print(f"cnnkit: error: {prefix}{message}", file=sys.stderr)
         return code
+
+
+@contextlib.contextmanager
+def _language(lang: str | None) -> Iterator[None]:
+    """``--lang`` as the setting figures, reports and predictions read (CNNKIT_LANG), for one command."""
+    before = os.environ.get("CNNKIT_LANG")
+    if lang:
+        os.environ["CNNKIT_LANG"] = lang
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("CNNKIT_LANG", None)
+        else:
+            os.environ["CNNKIT_LANG"] = before
 
 
 def exit_code(exc: BaseException) -> int | None:

@@ -128,9 +128,12 @@ def run(args: argparse.Namespace) -> int:
         f"loss {report['loss']:.4f}, {report['num_samples']:,} images"
         + (f" ({how}{'' if int8 else ', as in training'})" if how else "")
     )
-    width = max(len(n) for n in report["per_class"])
+    from ..viz.lang import translate
+
+    names = translate(list(report["per_class"]))  # CNNKIT_LANG / --lang
+    width = max(len(n) for n in names)
     print(f"{'class':<{width}}  precision  recall     f1  support")
-    for name, row in report["per_class"].items():
+    for name, row in zip(names, report["per_class"].values()):
         scores = f"{row['precision']:9.4f}  {row['recall']:6.4f}  {row['f1']:5.4f}"
         print(f"{name:<{width}}  {scores}  {row['support']:7d}")
     if args.compile:

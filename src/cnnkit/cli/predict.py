@@ -175,6 +175,10 @@ def run(args: argparse.Namespace) -> int:
     model, config = load_model(args, device)
     preprocess = _preprocess(args, config)
     names = getattr(model, "class_names", None)
+    if names:
+        from ..viz.lang import translate
+
+        names = translate(names)  # CNNKIT_LANG / --lang
 
     failed = 0
     done = 0

@@ -5,13 +5,16 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+import sys
 
 HELP = "per-layer table with shapes, parameters, MACs and memory"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="a registered model name or a run folder")
-    p.add_argument("--input", help="input as HxWxC, e.g. 28x28x1 (default: the model's own)")
+    p.add_argument(
+        "--input", help="input as HxWxC (28x28x1), HxW (one channel) or CxHxW (default: the model's own)"
+    )
     p.add_argument("--batch", type=int, default=1, help="batch size for the training-memory estimate")
     p.add_argument("--optimizer", default="adam", help="optimizer for the training-memory estimate")
     p.add_argument("--num-classes", type=int, help="classifier outputs (default: the model's own)")
@@ -24,7 +27,7 @@ def resolve_model(spec: str, num_classes: int | None = None, small_input: bool =
     from pathlib import Path
 
     from ..errors import UsageError
-    from ..inspect import parse_input_shape
+    from ..inspect import read_input_shape
     from ..models import create_model, model_entry
 
     if Path(spec).is_dir():
@@ -33,7 +36,9 @@ def resolve_model(spec: str, num_classes: int | None = None, small_input: bool =
         model, record = load_run(spec, device="cpu")
         return model, tuple(record["input_shape"]), record["run"]["model"]
     entry = model_entry(spec)
-    shape = parse_input_shape(input_shape) if input_shape else entry.input_size
+    shape, note = read_input_shape(input_shape) if input_shape else (entry.input_size, None)
+    if note:
+        print(f"cnnkit: {note}", file=sys.stderr)
     kwargs = {}
     if small_input:
         if not entry.small_input:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
+from ._text import count
 
 PRESETS = ("course", "fast")
 
@@ -130,7 +131,7 @@ def _check_up_front(config):
 
 def summary(metrics: dict[str, Any], config: Any, out: Path) -> Iterator[str]:
     yield (
-        f"test accuracy {metrics['test_accuracy']:.4f} after {metrics['epochs_run']} epochs "
+        f"test accuracy {metrics['test_accuracy']:.4f} after {count(metrics['epochs_run'], 'epoch')} "
         f"(best epoch {metrics['best_epoch']}, {metrics['train_seconds']:.0f} s of training); "
         f"run folder: {out}"
     )

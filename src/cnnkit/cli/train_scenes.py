@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
+from ._text import count
 from .scene_options import add_scene_arguments
 
 DEFAULT_MODEL = "hongong_cnn"
@@ -149,7 +150,7 @@ def summary(metrics: dict[str, Any], config: Any, out: Path) -> Iterator[str]:
             f"accuracy at IoU>=0.5 {test['accuracy_iou50']:.3f}"
         )
     yield (
-        f"{scores} on {metrics['test_images']} images after {metrics['epochs_run']} epochs (best "
+        f"{scores} on {metrics['test_images']} images after {count(metrics['epochs_run'], 'epoch')} (best "
         f"{metrics['best_epoch']}, {metrics['train_seconds']:.0f} s of training, "
         f"{metrics['wall_seconds_this_session']:.0f} s in all); run folder: {out}"
     )

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
+from ._text import count
 from .scene_options import add_scene_arguments
 
 # The FashionScenes options and the SegmentConfig.scenes key each one sets.
@@ -127,12 +128,12 @@ def summary(metrics: dict[str, Any], config: Any, out: Path) -> Iterator[str]:
     if config.head == "maskrcnn":
         yield (
             f"test mask mAP {metrics['test_segm_map']:.4f} (mAP@0.5 {metrics['test_segm_map_50']:.4f}), "
-            f"box mAP {metrics['test_bbox_map']:.4f} after {metrics['epochs_run']} epochs "
+            f"box mAP {metrics['test_bbox_map']:.4f} after {count(metrics['epochs_run'], 'epoch')} "
             f"({metrics['train_seconds']:.0f} s of training); run folder: {out}"
         )
     else:
         yield (
             f"test mIoU {metrics['test_miou']:.4f}, pixel accuracy "
-            f"{metrics['test_pixel_accuracy']:.4f} after {metrics['epochs_run']} epochs "
+            f"{metrics['test_pixel_accuracy']:.4f} after {count(metrics['epochs_run'], 'epoch')} "
             f"({metrics['train_seconds']:.0f} s of training); run folder: {out}"
         )

@@ -290,7 +290,9 @@ def _first_conv(model: torch.nn.Module, conv_layer_names) -> str:
 
 
 def _label(index: int, names: list[str] | None) -> str:
-    return names[index] if names and 0 <= index < len(names) else str(index)
+    from ..viz._common import class_label
+
+    return class_label(index, names)
 
 
 def _fresh_model(target: _Target) -> torch.nn.Module:

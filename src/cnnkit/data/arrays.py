@@ -46,6 +46,38 @@ class ArrayDataset:
                 f"{self.name}: label {int(self.labels.max())} but only {len(self.class_names)} class names"
             )
 
+    @classmethod
+    def from_arrays(
+        cls, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor, name: str = "arrays"
+    ) -> ArrayDataset:
+        """Images and labels from NumPy arrays or tensors, as Keras' ``fit(x, y)`` takes them.
+
+        Args:
+            x: images [N, H, W], [N, C, H, W] or Keras' channels-last [N, H, W, C] (read as such
+                when the last axis is 1 or 3 and the second is not); uint8 (0..255, scaled to
+                [0, 1] by the classify task) or floats (used as they are).
+            y: integer class labels [N].
+        """
+        images = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(x))
+        if images.dim() == 4 and images.shape[-1] in (1, 3) and images.shape[1] not in (1, 3):
+            images = images.permute(0, 3, 1, 2).contiguous()
+        labels = y if isinstance(y, torch.Tensor) else torch.from_numpy(np.asarray(y).astype(np.int64))
+        return cls(images, labels, name=name)
+
+    def split_last(self, fraction: float) -> tuple[ArrayDataset, ArrayDataset]:
+        """(first part, last ``fraction``), unshuffled: Keras' ``validation_split``, which holds
+        out the last ``floor``-rounded share of the samples as given.
+
+        Raises:
+            ValueError: ``fraction`` not in (0, 1), or a part left empty.
+        """
+        if not 0.0 < fraction < 1.0:
+            raise ValueError(f"validation_split must be between 0 and 1, got {fraction!r}")
+        split_at = math.floor(len(self) * (1.0 - fraction))
+        if split_at in (0, len(self)):
+            raise ValueError(f"a validation_split of {fraction} leaves an empty part of {len(self)} samples")
+        return self.subset(slice(0, split_at)), self.subset(slice(split_at, len(self)), f"{self.name}/val")
+
     def __len__(self) -> int:
         return len(self.labels)
 

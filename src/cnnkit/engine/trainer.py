@@ -17,7 +17,7 @@ from torch import nn
 
 from ..errors import TrainingError
 from . import distributed
-from .callbacks import Callback, History
+from .callbacks import Callback, History, ProgressBar
 from .checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .compiled import CompiledForward
 from .device import pick_device
@@ -192,8 +192,27 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=dtype)
 
     # ----------------------------------------------------------------- training
-    def fit(self, train: Any, val: Any = None, *, epochs: int = 20, batch_size: int = 32) -> History:
+    def fit(
+        self,
+        train: Any,
+        val: Any = None,
+        *,
+        epochs: int = 20,
+        batch_size: int = 32,
+        verbose: int = 1,
+        callbacks: Sequence[Callback] = (),
+    ) -> History:
         """Train for up to ``epochs`` (counting epochs already done when resuming).
+
+        Args:
+            train: the task's training data.
+            val: the task's validation data, or None.
+            epochs: the last epoch to reach (Keras' ``epochs``).
+            batch_size: samples per training step.
+            verbose: as in Keras: 0 silent, 1 a progress bar per epoch (one line per epoch when
+                the output is not a terminal or notebook), 2 one line per epoch. Ignored when a
+                ProgressBar is among the callbacks already.
+            callbacks: callbacks for this call only, after the Trainer's own.
 
         Returns:
             The History (per-epoch training parts, ``val_`` metrics, ``lr``, ``seconds``).
@@ -201,8 +220,22 @@ class Trainer:
         Raises:
             TrainingError: a non-finite loss, gradient, weight or validation loss (training
                 stops there and no checkpoint is written for it).
-            ValueError: no training samples, or epochs / batch size below 1.
+            ValueError: no training samples, epochs / batch size below 1, or an unknown verbose.
         """
+        if verbose not in (0, 1, 2):
+            raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}")
+        extra = list(callbacks)
+        if verbose and not any(isinstance(cb, ProgressBar) for cb in [*self.callbacks, *extra]):
+            extra.append(ProgressBar(bar=None if verbose == 1 else False))
+        for cb in extra:
+            cb.set_trainer(self)
+        self.callbacks += extra
+        try:
+            return self._fit(train, val, epochs, batch_size)
+        finally:
+            self.callbacks = [cb for cb in self.callbacks if all(cb is not e for e in extra)]
+
+    def _fit(self, train: Any, val: Any, epochs: int, batch_size: int) -> History:
         self._need_optimizer("fit")
         if epochs < 1 or batch_size < 1:
             raise ValueError(f"epochs and batch_size must be >= 1, got {epochs} and {batch_size}")

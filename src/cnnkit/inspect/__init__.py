@@ -1,5 +1,21 @@
 """Inspection: summaries (shapes, parameters, MACs, memory) and forward hooks."""
 
-from .summary import LayerRow, Summary, format_summary, human_bytes, parse_input_shape, summary
+from .summary import (
+    LayerRow,
+    Summary,
+    format_summary,
+    human_bytes,
+    parse_input_shape,
+    read_input_shape,
+    summary,
+)
 
-__all__ = ["LayerRow", "Summary", "format_summary", "human_bytes", "parse_input_shape", "summary"]
+__all__ = [
+    "LayerRow",
+    "Summary",
+    "format_summary",
+    "human_bytes",
+    "parse_input_shape",
+    "read_input_shape",
+    "summary",
+]

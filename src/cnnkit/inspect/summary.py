@@ -17,6 +17,9 @@ from torch import nn
 
 from ..errors import UsageError
 
+# The one display convention of shapes in `cnnkit summary`, `cnnkit shape` and the diagram.
+SHAPES_NOTE = "output shapes (C, H, W), as PyTorch tensors hold them"
+
 # Modules whose output is a view of their input: they cost no activation memory.
 _VIEW_TYPES = (nn.Flatten, nn.Identity, nn.Unflatten)
 
@@ -89,21 +92,33 @@ class Summary:
 def parse_input_shape(text: str | tuple[int, ...] | list[int]) -> tuple[int, int, int]:
     """Parse ``'28x28x1'`` (rows x cols x channels, as Keras writes it) into (C, H, W).
 
-    Tuples/lists are taken as (C, H, W) already.
+    ``'28x28'`` is one channel; ``'1x28x28'`` (PyTorch's C x H x W) is read as such when the first
+    number is 1 or 3 and the last is not (``read_input_shape`` also says so). Tuples/lists are
+    taken as (C, H, W) already.
 
     Raises:
-        UsageError: for anything that is not three positive integers.
+        UsageError: for anything that is not two or three positive integers.
     """
+    return read_input_shape(text)[0]
+
+
+def read_input_shape(text: str | tuple[int, ...] | list[int]) -> tuple[tuple[int, int, int], str | None]:
+    """``parse_input_shape`` and a one-line note when the text was read as C x H x W (else None)."""
     if isinstance(text, tuple | list):
         dims = tuple(int(v) for v in text)
         if len(dims) != 3 or min(dims) < 1:
             raise UsageError(f"input shape must be (C, H, W) with positive sizes, got {text!r}")
-        return dims  # type: ignore[return-value]
-    match = re.fullmatch(r"\s*(\d+)\s*[x×,]\s*(\d+)\s*[x×,]\s*(\d+)\s*", str(text))
-    if not match or min(int(g) for g in match.groups()) < 1:
-        raise UsageError(f"--input must look like HxWxC, e.g. 28x28x1 or 224x224x3; got {text!r}")
-    h, w, c = (int(g) for g in match.groups())
-    return c, h, w
+        return dims, None  # type: ignore[return-value]
+    match = re.fullmatch(r"\s*(\d+)\s*[x×,]\s*(\d+)\s*(?:[x×,]\s*(\d+)\s*)?", str(text))
+    if not match or min(int(g) for g in match.groups() if g is not None) < 1:
+        raise UsageError(f"--input must look like HxWxC or HxW, e.g. 28x28x1 or 224x224x3; got {text!r}")
+    a, b, c = (int(g) if g is not None else None for g in match.groups())
+    if c is None:
+        return (1, a, b), None
+    if a in (1, 3) and c not in (1, 3):
+        # 1x28x28 as HxWxC would be one row of 28 pixels with 28 channels: the C x H x W habit.
+        return (a, b, c), f"read --input {text} as CxHxW (PyTorch's order), that is {b}x{c}x{a} (HxWxC)"
+    return (c, a, b), None
 
 
 def _layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -161,24 +176,53 @@ def _dry_run(
 
     Afterwards the ``hooks`` handles are removed and the training mode is restored; a
     RuntimeError or ValueError raised in the block (an input the model cannot take) becomes a
-    UsageError naming the model and the input.
+    UsageError naming the model, the input, the layer that refused it and an input that works.
     """
     was_training = model.training
     model.eval()
+    entered: list[tuple[str, nn.Module, tuple[int, ...]]] = []
+
+    def note_entry(layer: str):
+        def pre_hook(module: nn.Module, inputs: tuple) -> None:
+            first = inputs[0] if inputs and isinstance(inputs[0], torch.Tensor) else None
+            entered.append((layer, module, tuple(first.shape[1:]) if first is not None else ()))
+
+        return pre_hook
+
+    own = [m.register_forward_pre_hook(note_entry(n)) for n, m in _layers(model)]
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
     try:
-        param = next(model.parameters(), None)
-        device = param.device if param is not None else torch.device("cpu")
         with torch.no_grad():
             yield torch.zeros((1, *shape), device=device)
     except (RuntimeError, ValueError) as exc:
+        for h in own + hooks:
+            h.remove()
+        where = ""
+        if entered:
+            layer, module, got = entered[-1]
+            where = f" at layer {layer} ({type(module).__name__}, input shape {got})"
         raise UsageError(
-            f"{name or type(model).__name__} cannot take input {shape[1]}x{shape[2]}x{shape[0]}: "
-            f"{str(exc).splitlines()[0]}"
+            f"{name or type(model).__name__} cannot take input {shape[1]}x{shape[2]}x{shape[0]}{where}: "
+            f"{str(exc).splitlines()[0]}; {_input_fix(model, shape, device)}"
         ) from None
     finally:
-        for h in hooks:
+        for h in own + hooks:
             h.remove()
         model.train(was_training)
+
+
+def _input_fix(model: nn.Module, shape: tuple[int, int, int], device: torch.device) -> str:
+    """The fix to suggest: the smallest larger input (x2, x4, ... x32) that the model takes."""
+    c, h, w = shape
+    for factor in (2, 4, 8, 16, 32):
+        try:
+            with torch.no_grad():
+                model(torch.zeros((1, c, h * factor, w * factor), device=device))
+        except (RuntimeError, ValueError):
+            continue
+        return f"a larger input works, e.g. --input {h * factor}x{w * factor}x{c}"
+    return "give the input size (HxWxC) and channels the model was built for"
 
 
 def summary(
@@ -311,7 +355,7 @@ def format_summary(s: Summary) -> str:
     def fmt(row: tuple[str, ...]) -> str:
         return "  ".join(v.ljust(wd) if i < 3 else v.rjust(wd) for i, (v, wd) in enumerate(zip(row, widths)))
 
-    out = [f'Model: "{s.model}"   input {h}x{w}x{c} (HxWxC; tensors are NCHW)', line, fmt(header), line]
+    out = [f'Model: "{s.model}"   input {h}x{w}x{c} (HxWxC)   {SHAPES_NOTE}', line, fmt(header), line]
     out += [fmt(row) for row in table[1:]]
     out.append(line)
     out += [

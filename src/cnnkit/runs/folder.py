@@ -295,7 +295,7 @@ def fit_run(
     if resume_state is not None:
         steps = epochs * math.ceil(num_samples / batch_size)
         trainer.load_state(resume_state, total_steps=steps, source=str(out / LAST_CHECKPOINT))
-    return trainer.fit(train, val, epochs=epochs, batch_size=batch_size)
+    return trainer.fit(train, val, epochs=epochs, batch_size=batch_size, verbose=0)
 
 
 def best_epoch(callbacks: list[Callback]) -> int | None:

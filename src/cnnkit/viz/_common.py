@@ -6,13 +6,15 @@ import base64
 import io
 import math
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import matplotlib
 
-matplotlib.use("Agg")  # files only; never needs a display
+if "ipykernel" not in sys.modules:  # notebooks keep their inline figures; elsewhere files only
+    matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
@@ -144,6 +146,9 @@ def predict_proba(
 
 
 def class_label(index: int, class_names: Sequence[str] | None) -> str:
+    """The name of class ``index`` as a figure shows it (in ``CNNKIT_LANG``, see ``viz.lang``)."""
     if class_names and 0 <= index < len(class_names):
-        return str(class_names[index])
+        from .lang import figure_names
+
+        return figure_names([class_names[index]])[0]
     return str(index)

@@ -23,6 +23,7 @@ from matplotlib.patches import FancyBboxPatch
 from torch import nn
 
 from ..inspect.features import GraphNode, LayerGraph, trace_graph
+from ..inspect.summary import SHAPES_NOTE
 from ._common import save_figure
 
 __all__ = ["DiagramLayout", "layout_graph", "plot_diagram", "plot_model_diagram", "save_diagram"]
@@ -203,7 +204,7 @@ def plot_diagram(graph: LayerGraph, title: str | None = None) -> Figure:
             lane_end.append(layout.rank[c])
     total = sum(n.params for n in graph.nodes if n.kind == "layer")
     c, h, w = graph.input_shape
-    title = title or f"{graph.model}   input {h}x{w}x{c}   {total:,} parameters"
+    title = title or f"{graph.model}   input {h}x{w}x{c} (HxWxC)   {total:,} parameters\n{SHAPES_NOTE}"
     width = 0.6 + (hi - lo) * step + box_w + 0.3 + 0.18 * len(lane_end)
     height = 0.9 + rows * _ROW
     fig = plt.figure(figsize=(width, height))

@@ -22,7 +22,7 @@ from torch import nn
 
 from ..inspect import summary as model_summary
 from ..inspect.features import conv_layer_names
-from ._common import close, figure_png_base64, predict_proba, to_model_input
+from ._common import class_label, close, figure_png_base64, predict_proba, to_model_input
 from .confusion import confusion_counts, most_confident_errors, plot_confusion_matrix, plot_mistakes
 from .curves import plot_history
 from .diagram import diagram_dpi, plot_model_diagram
@@ -224,7 +224,7 @@ class _Report:
         layers = list(dict.fromkeys([convs[0], convs[-1]]))
         image = self.test.images[self.sample_index]
         label = int(self.test.labels[self.sample_index])
-        name = self.class_names[label] if self.class_names else str(label)
+        name = class_label(label, self.class_names)
         x = to_model_input(image, self.normalize, next(self.model.parameters()).device)
         fig = plot_layer_maps(
             self.model, x, layers, image=image, max_maps=32, title=f"test image {self.sample_index} ({name})"

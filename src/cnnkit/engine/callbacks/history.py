@@ -26,6 +26,17 @@ class History(Callback):
     def on_epoch_end(self, epoch: int, logs: dict[str, Any]) -> None:
         self.epochs.append({"epoch": epoch + 1, **{k: float(v) for k, v in logs.items()}})
 
+    @property
+    def history(self) -> dict[str, list[float]]:
+        """Keras' ``History.history``: each logged key (``loss``, ``val_loss``, ...) -> per-epoch list."""
+        keys = dict.fromkeys(k for row in self.epochs for k in row if k != "epoch")
+        return {k: self.series(k) for k in keys}
+
+    @property
+    def epoch(self) -> list[int]:
+        """Keras' ``History.epoch``: the epochs run, counted from 0."""
+        return [int(row["epoch"]) - 1 for row in self.epochs]
+
     def series(self, key: str) -> list[float]:
         return [row[key] for row in self.epochs if key in row]
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ...data.arrays import ArrayDataset, iterate_batches
+from ...engine.callbacks import Callback, History
 from ...engine.distributed import gather_rows, shard_range
 from ...engine.task import StepOutput, Task
 from ...engine.trainer import Trainer
@@ -164,6 +166,52 @@ class ClassifyTrainer(Trainer):
                 label_smoothing=label_smoothing, normalize=normalize, augment=augment, tta=tta
             )
         super().__init__(model, task, **engine_options)
+
+    def fit(  # type: ignore[override]
+        self,
+        x: ArrayDataset | np.ndarray | torch.Tensor,
+        y: ArrayDataset | np.ndarray | torch.Tensor | None = None,
+        *,
+        epochs: int = 20,
+        batch_size: int = 32,
+        verbose: int = 1,
+        callbacks: Sequence[Callback] = (),
+        validation_data: ArrayDataset | tuple[Any, Any] | None = None,
+        validation_split: float = 0.0,
+    ) -> History:
+        """Keras' ``fit``: ``fit(train, val)`` on ArrayDatasets, or ``fit(x, y, ...)`` on arrays.
+
+        Args:
+            x: an ArrayDataset, or images as NumPy arrays or tensors (see ``ArrayDataset.from_arrays``).
+            y: the labels of array images; the validation ArrayDataset after a training one.
+            validation_data: an ArrayDataset or an ``(x_val, y_val)`` pair.
+            validation_split: hold out the last share of ``x`` for validation, as Keras does.
+            epochs, batch_size, verbose, callbacks: as ``cnnkit.engine.Trainer.fit``.
+
+        Returns:
+            History: ``history.history`` is Keras' dict of per-epoch lists.
+        """
+        if isinstance(x, ArrayDataset):
+            if y is not None and not isinstance(y, ArrayDataset):
+                raise ValueError("fit(train, val): val must be an ArrayDataset (the labels are in train)")
+            train, val = x, y
+        elif y is None:
+            raise ValueError("fit(x, y): give the labels y of the images x (or an ArrayDataset as x)")
+        else:
+            train, val = ArrayDataset.from_arrays(x, y), None
+        if validation_data is not None:
+            if val is not None or validation_split:
+                raise ValueError("give one of a validation set, validation_data or validation_split")
+            val = validation_data
+            if not isinstance(val, ArrayDataset):
+                val = ArrayDataset.from_arrays(*val, name="validation_data")
+        elif validation_split:
+            if val is not None:
+                raise ValueError("give one of a validation set or validation_split")
+            train, val = train.split_last(validation_split)
+        return super().fit(
+            train, val, epochs=epochs, batch_size=batch_size, verbose=verbose, callbacks=callbacks
+        )
 
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
         return self.task.prepare(self, images)

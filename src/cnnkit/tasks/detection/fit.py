@@ -122,7 +122,7 @@ def fit_task(
         steps = epochs * math.ceil(task.num_samples(train) / batch_size)
         trainer.load_checkpoint(resume_from, total_steps=steps)
     start = time.perf_counter()
-    trainer.fit(train, val, epochs=epochs, batch_size=batch_size)
+    trainer.fit(train, val, epochs=epochs, batch_size=batch_size, verbose=0)
     return {
         "history": trainer.history.epochs,
         "best_epoch": 0 if stopping.best_epoch is None else stopping.best_epoch + 1,

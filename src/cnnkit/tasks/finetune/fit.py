@@ -201,7 +201,7 @@ def finetune(
             trainer = trainer_for(opt, early)
             if resume_state is not None:
                 trainer.load_state(dict(resume_state), source="last.ckpt")
-            trainer.fit(train, val, epochs=head_epochs, batch_size=batch_size)
+            trainer.fit(train, val, epochs=head_epochs, batch_size=batch_size, verbose=0)
         marker.head_run = trainer.epoch
         marker.rows = [{**row, "phase": 1.0} for row in trainer.history.epochs]
         stopped = early.stopped_epoch is not None
@@ -227,7 +227,7 @@ def finetune(
             trainer.epoch = head_run  # epochs count on from phase 1 (history, checkpoints, progress)
             if resume_state is not None and FinetunePhase.of(resume_state).phase == 2:
                 trainer.load_state(dict(resume_state), source="last.ckpt")  # early stopping's state too
-            trainer.fit(train, val, epochs=head_run + full_epochs, batch_size=batch_size)
+            trainer.fit(train, val, epochs=head_run + full_epochs, batch_size=batch_size, verbose=0)
         full_run = trainer.epoch - head_run
         rows += [{**row, "phase": 2.0} for row in trainer.history.epochs]
         stopped = stopped or early.stopped_epoch is not None

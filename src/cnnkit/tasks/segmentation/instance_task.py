@@ -208,13 +208,14 @@ class MaskRCNNTrainer(Trainer):
         epochs: int = 4,
         batch_size: int = 8,
         max_steps: int | None = None,
+        **fit_options: Any,
     ) -> History:
         """Train for ``epochs`` (or ``max_steps`` batches in all, if fewer); see ``Trainer.fit``."""
         if max_steps is not None:
             if max_steps < 1:
                 raise ValueError(f"max_steps must be >= 1 or None, got {max_steps!r}")
             self.task.max_steps = max_steps
-        return super().fit(train, val, epochs=epochs, batch_size=batch_size)
+        return super().fit(train, val, epochs=epochs, batch_size=batch_size, **fit_options)
 
     def predict(self, images: torch.Tensor, batch_size: int = 16) -> list[dict[str, torch.Tensor]]:
         """Detections for uint8 Tensor[N, C, H, W], on the CPU (see ``MaskRCNNTask.predict``)."""

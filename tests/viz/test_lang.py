@@ -1,0 +1,74 @@
+"""Korean class names in figures (혼공머신's names), the font that draws them, and the fallback."""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+
+import numpy as np
+import pytest
+from fontTools.ttLib import TTFont
+from PIL import Image
+
+from cnnkit.cli.__main__ import main
+from cnnkit.data import CLASS_NAMES, CLASS_NAMES_KO
+from cnnkit.viz import lang, plot_confusion_matrix, save_figure  # noqa: F401
+
+
+def render(names_lang: str, monkeypatch) -> tuple[np.ndarray, list[str], list[str]]:
+    """A confusion matrix of Fashion-MNIST classes as pixels, its tick labels and the warnings."""
+    monkeypatch.setenv("CNNKIT_LANG", names_lang)
+    matrix = np.diag(np.arange(10, 20))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fig = plot_confusion_matrix(matrix, CLASS_NAMES)
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=60)
+    labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    return np.asarray(Image.open(buf)), labels, [str(w.message) for w in caught]
+
+
+def test_korean_names_are_drawn_with_real_glyphs(monkeypatch):
+    path = lang.korean_font()
+    if path is None:  # the set-up installs fonts-nanum (run.sh apt_packages)
+        pytest.fail("no Korean font installed: apt-get install fonts-nanum")
+    # An independent reader of the font file: every character of every name has a glyph.
+    cmap = TTFont(path, fontNumber=0).getBestCmap()
+    assert all(ord(ch) in cmap for ch in "".join(CLASS_NAMES_KO) if not ch.isspace())
+    english, en_labels, _ = render("en", monkeypatch)
+    korean, ko_labels, caught = render("ko", monkeypatch)
+    assert en_labels == CLASS_NAMES
+    # 혼공머신 ch. 8's names of the ten classes
+    hongong = ["티셔츠", "바지", "스웨터", "드레스", "코트", "샌달", "셔츠", "스니커즈", "가방"]
+    assert ko_labels == [*hongong, "앵클 부츠"]
+    assert not [w for w in caught if "missing from" in w]  # matplotlib's warning for boxes (tofu)
+    assert english.shape == korean.shape and (english != korean).any()
+
+
+def test_without_a_korean_font_figures_stay_in_english(monkeypatch):
+    english, _, _ = render("en", monkeypatch)
+    monkeypatch.setattr(lang, "korean_font", lambda: None)
+    fallback, labels, caught = render("ko", monkeypatch)
+    assert labels == CLASS_NAMES and any("no Korean font found" in w for w in caught)
+    assert np.array_equal(fallback, english)  # the same figure, no boxes
+
+
+def test_translate_and_the_setting(monkeypatch):
+    assert lang.translate(["Bag", "cat"], "ko") == ["가방", "cat"]  # unknown names stay
+    monkeypatch.setenv("CNNKIT_LANG", "fr")
+    with pytest.raises(ValueError, match="CNNKIT_LANG must be one of en, ko"):
+        lang.current_lang()
+
+
+def test_predict_prints_korean_names_with_lang_ko(tmp_path, fashion, capsys, monkeypatch):
+    monkeypatch.delenv("CNNKIT_LANG", raising=False)
+    _, test = fashion
+    image = test.images[0, 0].numpy()  # the first test image: an ankle boot
+    Image.fromarray(image).save(tmp_path / "boot.png")
+    assert main(["predict", "fashion", str(tmp_path / "boot.png"), "--top", "1", "--lang", "ko"]) == 0
+    out = capsys.readouterr().out
+    assert "앵클 부츠" in out and CLASS_NAMES[int(test.labels[0])] == "Ankle boot"
+    assert "CNNKIT_LANG" not in os.environ  # --lang holds for that command only
+    assert main(["predict", "fashion", str(tmp_path / "boot.png"), "--top", "1"]) == 0
+    assert "Ankle boot" in capsys.readouterr().out
