@@ -324,8 +324,9 @@ def test_detect_command_draws_boxes_and_prints_json_lines(detect_run, tmp_path, 
 
 def test_detect_command_usage_errors(detect_run, tmp_path, capsys):
     assert cnnkit_main(["detect", str(tmp_path), str(tmp_path / "x.png")]) == 2
-    assert cnnkit_main(["detect", str(detect_run), str(tmp_path / "missing.png")]) == 2
-    assert "missing.png does not exist" in capsys.readouterr().err
+    # A file that cannot be read is reported and the others go on; exit code 1 at the end.
+    assert cnnkit_main(["detect", str(detect_run), str(tmp_path / "missing.png")]) == 1
+    assert "missing.png: no such file or folder" in capsys.readouterr().err
     (tmp_path / "x.png").write_bytes(b"")
     assert cnnkit_main(["detect", str(detect_run), str(tmp_path / "x.png"), "--score-threshold", "2"]) == 2
     err = capsys.readouterr().err

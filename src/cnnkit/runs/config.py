@@ -101,7 +101,21 @@ class TrainConfig:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Any:
-        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+        """The config in a JSON file (a run's ``config.json`` or its ``run`` section alone).
+
+        Raises:
+            FileNotFoundError: no such file.
+            UsageError: not UTF-8 JSON holding an object, or settings that cannot be used.
+        """
+        try:
+            raw = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+            reason = (
+                f"{type(exc).__name__}: {exc}" if not isinstance(exc, RecursionError) else "nested too deeply"
+            )
+            raise UsageError(f"--config {path} is not a JSON config file ({reason})") from None
+        except IsADirectoryError:
+            raise UsageError(f"--config {path} is a folder; give its config.json") from None
         if not isinstance(raw, dict):
             raise UsageError(f"{path}: a config must be a JSON object")
         return cls.from_dict(raw.get("run", raw))

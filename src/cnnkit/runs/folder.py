@@ -10,10 +10,13 @@ reads as a classification run.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import json
 import math
 import os
 import platform
+import socket
 import sys
 import time
 from dataclasses import dataclass
@@ -27,7 +30,7 @@ from torch import nn
 from ..engine.callbacks import Callback, EarlyStopping, History, ModelCheckpoint, ProgressBar
 from ..engine.checkpoint import load_checkpoint
 from ..engine.trainer import Trainer
-from ..errors import UsageError
+from ..errors import DataError, UsageError
 from ..io.atomic import atomic_write_text, clean_stale_temps
 
 CONFIG_FILE = "config.json"
@@ -187,29 +190,168 @@ def default_run_dir(task: str, model: str) -> Path:
 
 
 def open_folder(out: Path, resume: bool, create: bool = True) -> dict[str, Any] | None:
-    """Make ``out`` ready: a new run needs it absent or empty; a resumed one, its ``last.ckpt``.
-    ``create=False`` leaves making the folder to the caller (after its own checks).
+    """Claim ``out`` for this process (``claim_folder``) and make it ready: a new run needs it
+    absent or empty; a resumed one, its ``last.ckpt``. A new folder this call made and that is
+    still empty when released (``create=False``: settings failed before any file was written)
+    is removed again.
 
     Returns:
         With ``resume``, the verified body of ``last.ckpt`` (checked before anything is rewritten,
         so a bad file fails fast and changes nothing); else None.
 
     Raises:
-        UsageError: a non-empty ``out`` without ``resume``, or a ``resume`` without a checkpoint.
+        UsageError: ``out`` is a file, another live process owns it, a non-empty ``out`` without
+            ``resume``, or a ``resume`` without a checkpoint.
     """
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file, not a folder; give a folder path for the run")
+    if resume and not (out / LAST_CHECKPOINT).is_file():
+        raise UsageError(f"{out} has no {LAST_CHECKPOINT} to resume from")
+    claim_folder(out, remove_if_empty=not create)
     state = None
-    if resume:
-        if not (out / LAST_CHECKPOINT).is_file():
-            raise UsageError(f"{out} has no {LAST_CHECKPOINT} to resume from")
-        clean_stale_temps(out)  # temp files of a write that a crash cut short
-        state = load_checkpoint(out / LAST_CHECKPOINT)
-    elif out.exists() and any(out.iterdir()):
-        raise UsageError(
-            f"run folder {out} already exists and is not empty; choose another --out or use --resume"
-        )
-    if create:
-        out.mkdir(parents=True, exist_ok=True)
+    try:
+        if resume:
+            clean_stale_temps(out)  # temp files of a write that a crash cut short
+            state = load_checkpoint(out / LAST_CHECKPOINT)
+        elif any(p.name != LOCK_FILE for p in out.iterdir()):
+            raise UsageError(
+                f"run folder {out} already exists and is not empty; choose another --out or use --resume"
+            )
+    except BaseException:
+        release_folder(out)
+        raise
     return state
+
+
+# ---------------------------------------------------------------------- owning a run folder
+LOCK_FILE = ".cnnkit.lock"
+_held: dict[Path, tuple[Path, bool]] = {}  # resolved folder -> (its lock file, remove if empty)
+
+
+def claim_folder(out: Path, remove_if_empty: bool = False) -> None:
+    """Make ``out`` this process's run folder: an exclusive create of ``out/.cnnkit.lock``
+    (PID, host, start time), as git's and SQLite's lock files do. The lock goes at exit
+    (``release_folder``); one left by a process that no longer runs on this host is taken over
+    with a warning on stderr. A second claim by the same process is a no-op.
+
+    Raises:
+        UsageError: another live process (or one on another host) holds the folder; the message
+            names it and the lock file.
+    """
+    key = out.resolve()
+    if key in _held:
+        return
+    try:
+        made = not out.exists()
+        out.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise UsageError(f"--out {out}: a part of this path is a file, not a folder") from None
+    lock = out / LOCK_FILE
+    mine = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+    for _ in range(3):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            owner = _lock_owner(lock)
+            if not _stale(owner, mine):
+                raise UsageError(_owned_message(out, lock, owner)) from None
+            print(
+                f"cnnkit: warning: {lock} was left by PID {owner['pid']} on {owner['host']}, which "
+                "no longer runs; taking the run folder over",
+                file=sys.stderr,
+            )
+            _remove_stale(lock, owner)
+            continue
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(mine, handle)
+        if not _held:
+            atexit.register(_release_all)
+        _held[key] = (lock, made and remove_if_empty)
+        return
+    raise UsageError(f"run folder {out} is being claimed by other processes; try again")
+
+
+def _remove_stale(lock: Path, owner: dict[str, Any]) -> None:
+    """Move the dead owner's lock aside; if another process claimed the folder in between (the
+    moved file is its fresh lock), put that one back."""
+    aside = lock.with_name(f"{LOCK_FILE}.stale-{os.getpid()}")
+    try:
+        os.replace(lock, aside)
+    except FileNotFoundError:
+        return  # another process took it over first
+    if _lock_owner(aside) != owner:
+        with contextlib.suppress(OSError):
+            os.link(aside, lock)  # fails if yet another claim exists: then that one stands
+    with contextlib.suppress(OSError):
+        aside.unlink()
+
+
+def release_folder(out: Path) -> None:
+    """Give up ``out`` (delete its lock) if this process holds it."""
+    held = _held.pop(out.resolve(), None)
+    if held is None:
+        return
+    lock, remove_if_empty = held
+    with contextlib.suppress(OSError):
+        lock.unlink()
+    if remove_if_empty:
+        with contextlib.suppress(OSError):
+            lock.parent.rmdir()  # only succeeds while empty
+
+
+def _release_all() -> None:
+    for key in list(_held):
+        release_folder(key)
+
+
+def _lock_owner(lock: Path) -> dict[str, Any]:
+    try:
+        owner = json.loads(lock.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        owner = None
+    if not isinstance(owner, dict) or not isinstance(owner.get("pid"), int):
+        return {"pid": None, "host": "?", "since": "?"}
+    return owner
+
+
+def _stale(owner: dict[str, Any], mine: dict[str, Any]) -> bool:
+    """True when the owner is this very process, or a process of this host that has ended."""
+    if owner["pid"] is None or owner.get("host") != mine["host"]:
+        return False  # being written this instant, or on a machine whose processes we cannot see
+    if owner["pid"] == mine["pid"]:
+        return True
+    try:
+        os.kill(owner["pid"], 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # PermissionError: it runs, as another user
+        return False
+    return False
+
+
+def _owned_message(out: Path, lock: Path, owner: dict[str, Any]) -> str:
+    if owner["pid"] is None:
+        who = "another process (its lock file is unreadable or being written)"
+    else:
+        who = f"PID {owner['pid']} on {owner.get('host')} (since {owner.get('since')})"
+    return (
+        f"run folder {out} is in use by {who}; wait for it to finish or choose another --out "
+        f"(if no cnnkit runs there any more, delete {lock})"
+    )
+
+
+def require_samples(source: str, **splits: Any) -> None:
+    """Refuse, before any training, data whose train, validation or test split is empty.
+
+    Raises:
+        DataError: naming the data and the empty split.
+    """
+    for name, part in splits.items():
+        if len(part) == 0:
+            raise DataError(
+                f"{source}: the {name} split is empty; add {name} data (or lower --limit-* / "
+                "change the split fractions) so that every split has samples"
+            )
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
@@ -271,6 +413,12 @@ def fit_run(
     ``last.ckpt``) goes on from where it stopped, its schedule sized for ``num_samples`` training
     samples an epoch."""
     if resume_state is not None:
+        if resume_state.get("seed") != trainer.seed:
+            raise UsageError(
+                f"{out / LAST_CHECKPOINT} was written by a run with seed {resume_state.get('seed')}, "
+                f"but {out / CONFIG_FILE} says seed {trainer.seed}: the files belong to different "
+                "runs; train again into a new folder"
+            )
         steps = epochs * math.ceil(num_samples / batch_size)
         trainer.load_state(resume_state, total_steps=steps, source=str(out / LAST_CHECKPOINT))
     return trainer.fit(train, val, epochs=epochs, batch_size=batch_size)

@@ -231,6 +231,7 @@ def train_scenes(
     seed_everything(config.seed, config.deterministic)
 
     data = load_data(config)
+    folder.require_samples(config.data, train=data.train, validation=data.val, test=data.test)
     record = scene_record(config, data, device, amp)
     if config.task == "detect":
         levels, fit = fit_anchors(config, data.train.boxes)

@@ -75,6 +75,7 @@ def train_segment(
     device = prepare_device(config.device, state)
     build = _instance_parts if config.head in INSTANCE_HEADS else _semantic_parts
     parts = build(config, out, device, progress)
+    folder.require_samples(config.data, train=parts.train, validation=parts.val, test=parts.test)
     trainer = parts.trainer
     record = folder.run_record(
         "segment",
