@@ -1,9 +1,10 @@
 """Callbacks for ``Trainer.fit``, one per file."""
 
 from .base import Callback
+from .divergence import DivergenceGuard
 from .early_stopping import EarlyStopping
 from .history import History
 from .model_checkpoint import ModelCheckpoint
 from .progress import ProgressBar
 
-__all__ = ["Callback", "EarlyStopping", "History", "ModelCheckpoint", "ProgressBar"]
+__all__ = ["Callback", "DivergenceGuard", "EarlyStopping", "History", "ModelCheckpoint", "ProgressBar"]
