@@ -213,6 +213,7 @@ def open_folder(out: Path, resume: bool, create: bool = True) -> dict[str, Any] 
         if resume:
             clean_stale_temps(out)  # temp files of a write that a crash cut short
             state = load_checkpoint(out / LAST_CHECKPOINT)
+            _check_one_run(out, state)
         elif any(p.name != LOCK_FILE for p in out.iterdir()):
             raise UsageError(
                 f"run folder {out} already exists and is not empty; choose another --out or use --resume"
@@ -221,6 +222,22 @@ def open_folder(out: Path, resume: bool, create: bool = True) -> dict[str, Any] 
         release_folder(out)
         raise
     return state
+
+
+def _check_one_run(out: Path, state: dict[str, Any]) -> None:
+    """``config.json`` and ``last.ckpt`` must come from one run (their seeds agree)."""
+    try:
+        record = json.loads((out / CONFIG_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return  # read_run reports a missing or damaged config.json
+    run = record.get("run") if isinstance(record, dict) else None
+    seed = run.get("seed") if isinstance(run, dict) else None
+    if seed is not None and "seed" in state and seed != state["seed"]:
+        raise UsageError(
+            f"{out / LAST_CHECKPOINT} was written by a run with seed {state['seed']}, but "
+            f"{out / CONFIG_FILE} says seed {seed}: the files belong to different runs; train "
+            "again into a new folder"
+        )
 
 
 # ---------------------------------------------------------------------- owning a run folder
@@ -413,12 +430,6 @@ def fit_run(
     ``last.ckpt``) goes on from where it stopped, its schedule sized for ``num_samples`` training
     samples an epoch."""
     if resume_state is not None:
-        if resume_state.get("seed") != trainer.seed:
-            raise UsageError(
-                f"{out / LAST_CHECKPOINT} was written by a run with seed {resume_state.get('seed')}, "
-                f"but {out / CONFIG_FILE} says seed {trainer.seed}: the files belong to different "
-                "runs; train again into a new folder"
-            )
         steps = epochs * math.ceil(num_samples / batch_size)
         trainer.load_state(resume_state, total_steps=steps, source=str(out / LAST_CHECKPOINT))
     return trainer.fit(train, val, epochs=epochs, batch_size=batch_size)
