@@ -127,6 +127,11 @@ def read_run(run_dir: str | os.PathLike[str]) -> RunInfo:
     task = "finetune" if isinstance(record.get("finetune"), dict) else record.get("task")
     if task is None and isinstance(record.get("run"), dict):
         task = "classify"  # classification records written before every run named its task
+    if task is None:
+        raise UsageError(
+            f"{path} names no task: it is not a config.json written by cnnkit (the run folder is "
+            "damaged, or not a run folder)"
+        )
     if task not in TASKS:
         from .. import __version__
 
