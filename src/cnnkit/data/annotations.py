@@ -238,7 +238,10 @@ def read_coco(
         file = inside(root, img["file_name"], where)
         if not file.is_file():
             raise DataError(f"{where}: image file {file} is missing (set image_root to the images folder?)")
-        real = image_size(file)
+        try:
+            real = image_size(file)
+        except DataError as exc:
+            raise DataError(f"{where}: {exc}") from None
         if real != (width, height):
             raise DataError(
                 f"{where}: declares {width}x{height} but the image is {real[0]}x{real[1]} "

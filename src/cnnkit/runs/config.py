@@ -118,7 +118,13 @@ class TrainConfig:
             raise UsageError(f"--config {path} is a folder; give its config.json") from None
         if not isinstance(raw, dict):
             raise UsageError(f"{path}: a config must be a JSON object")
-        return cls.from_dict(raw.get("run", raw))
+        settings = raw.get("run", raw)
+        if not isinstance(settings, dict):
+            raise UsageError(f"{path}: its 'run' section must be a JSON object")
+        try:
+            return cls.from_dict(settings)
+        except UsageError as exc:
+            raise UsageError(f"{path}: {exc}") from None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
