@@ -313,6 +313,7 @@ def train_classify(
         metrics["compile_seconds"] = trainer.compile_seconds
     folder.write_json(out / folder.METRICS_FILE, metrics)
     folder.write_report_safely(out, trainer.model, test)
+    folder.release_folder(out)  # the run is complete on disk: another process may resume or read it
     return metrics
 
 

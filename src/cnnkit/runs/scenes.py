@@ -279,6 +279,7 @@ def train_scenes(
     folder.write_json(out / folder.METRICS_FILE, metrics)
     save_samples(trainer.model, config.task, data.test, device, out / SAMPLES_FILE)
     folder.write_report_safely(out, trainer.model)
+    folder.release_folder(out)  # the run is complete on disk: another process may resume or read it
     return metrics
 
 

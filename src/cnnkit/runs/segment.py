@@ -125,6 +125,7 @@ def train_segment(
     }
     folder.write_json(out / folder.METRICS_FILE, metrics)
     folder.write_report_safely(out, trainer.model)
+    folder.release_folder(out)  # the run is complete on disk: another process may resume or read it
     return metrics
 
 
