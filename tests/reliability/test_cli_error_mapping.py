@@ -35,15 +35,27 @@ def broken_runs(tmp_path):
     (tmp_path / "list" / "config.json").write_text("[1, 2]")
     (tmp_path / "foreign").mkdir()
     (tmp_path / "foreign" / "config.json").write_text('{"foo": 1}')
+    (tmp_path / "norun").mkdir()
+    (tmp_path / "norun" / "config.json").write_text('{"task": "classify"}')
+    (tmp_path / "badkey").mkdir()
+    (tmp_path / "badkey" / "config.json").write_text('{"task": "classify", "run": {"foo": 1}}')
     (tmp_path / "img.png").write_bytes(b"")
     return tmp_path
 
 
+BROKEN = [
+    ("list", "is not a run record", "is not a run record"),
+    ("foreign", "names no task", "names no task"),
+    ("norun", "is damaged or incomplete (no 'run' entry)", "without resumable settings"),
+    ("badkey", "unknown config key 'foo'", "unknown config key 'foo'"),
+]
+
+
 @pytest.mark.parametrize("command", ["predict", "evaluate", "resume"])
-@pytest.mark.parametrize(
-    ("folder", "message"), [("list", "is not a run record"), ("foreign", "names no task")]
-)
-def test_a_config_json_that_is_not_a_run_is_one_line(broken_runs, capsys, command, folder, message):
+@pytest.mark.parametrize(("folder", "message", "resume_message"), BROKEN, ids=[b[0] for b in BROKEN])
+def test_a_config_json_that_is_not_a_run_is_one_line(
+    broken_runs, capsys, command, folder, message, resume_message
+):
     run = str(broken_runs / folder)
     argv = {
         "predict": ["predict", run, str(broken_runs / "img.png")],
@@ -52,7 +64,8 @@ def test_a_config_json_that_is_not_a_run_is_one_line(broken_runs, capsys, comman
     }[command]
     assert _run(argv) == 2
     line = _one_error_line(capsys.readouterr().err)
-    assert str(broken_runs / folder / "config.json") in line and message in line, line
+    assert str(broken_runs / folder) in line, line
+    assert (resume_message if command == "resume" else message) in line, line
 
 
 def test_a_missing_run_folder_is_not_called_an_unknown_model(tmp_path, capsys):

@@ -236,7 +236,10 @@ def _resume_config(args: argparse.Namespace) -> tuple[Any, Path]:
             f"{run.describe()} without resumable settings (written by "
             f"{f'cnnkit {written}' if written else 'an older cnnkit'}); train it again with this version"
         )
-    config = config_class(run.task).from_dict({**settings, "task": run.task})
+    try:
+        config = config_class(run.task).from_dict({**settings, "task": run.task})
+    except UsageError as exc:
+        raise UsageError(f"{run.path / 'config.json'}: {exc}") from None
     return config, run.path
 
 

@@ -69,7 +69,7 @@ class RunInfo:
     @property
     def model_name(self) -> str:
         run = self.record.get("run")
-        return (run or {}).get("model") or self.record.get("model") or "?"
+        return (run if isinstance(run, dict) else {}).get("model") or self.record.get("model") or "?"
 
     @property
     def output_dir(self) -> Path:
@@ -79,7 +79,8 @@ class RunInfo:
     def describe(self) -> str:
         kind = f"{self.task} run"
         if self.task == "segment":
-            head = (self.record.get("run") or {}).get("head") or self.record.get("head")
+            run = self.record.get("run")
+            head = (run if isinstance(run, dict) else {}).get("head") or self.record.get("head")
             kind = f"segment run ({head})" if head else kind
         return f"{self.path if not self.shipped else SHIPPED} is a {kind}"
 
@@ -175,17 +176,28 @@ def load_run(
         WeightsError: weights that do not fit the model the record describes.
     """
     run = run_dir if isinstance(run_dir, RunInfo) else read_run(run_dir)
-    if run.task in ("classify", "finetune"):
-        from .classify import load_classify_run
+    where = run.path / CONFIG_FILE
+    try:
+        if run.task in ("classify", "finetune"):
+            from .classify import load_classify_run
 
-        return load_classify_run(run, device)
-    if run.task in ("localize", "detect"):
-        from .scenes import load_scene_run
+            return load_classify_run(run, device)
+        if run.task in ("localize", "detect"):
+            from .scenes import load_scene_run
 
-        return load_scene_run(run, device)
-    from .segment import load_segment_run
+            return load_scene_run(run, device)
+        from .segment import load_segment_run
 
-    return load_segment_run(run, device)
+        return load_segment_run(run, device)
+    except (KeyError, TypeError, AttributeError, IndexError) as exc:  # a record missing its parts
+        detail = f"no {exc.args[0]!r} entry" if isinstance(exc, KeyError) and exc.args else str(exc)
+        raise UsageError(
+            f"{where} is damaged or incomplete ({detail}); the run cannot be rebuilt from it"
+        ) from None
+    except UsageError as exc:
+        if str(run.path) in str(exc):
+            raise
+        raise UsageError(f"{where}: {exc}") from None
 
 
 # ---------------------------------------------------------------------- writing a run folder
