@@ -18,6 +18,8 @@ from cnnkit.errors import DataError, UsageError
 from cnnkit.runs.config import RunConfig, SceneConfig, SegmentConfig
 from cnnkit.runs.folder import load_run, read_run
 
+from .test_hostile_data import png_header_only
+
 FUZZ = settings(
     max_examples=25,
     deadline=None,
@@ -100,7 +102,9 @@ def test_yolo_reader(tmp_path_factory, lines, raw_label, classes, image):
     folder = tmp_path_factory.mktemp("yolo")
     (folder / "images").mkdir()
     (folder / "labels").mkdir()
-    content = {"png": _png(), "eps": b"%!PS-Adobe-3.0\n", "empty": b"", "big": _png(9000, 9000, "1")}[image]
+    content = {"png": _png(), "eps": b"%!PS-Adobe-3.0\n", "empty": b"", "big": png_header_only(9000, 9000)}[
+        image
+    ]
     (folder / "images" / "a.png").write_bytes(content)
     (folder / "classes.txt").write_bytes(classes)
     label = raw_label if raw_label is not None else "\n".join(lines).encode()

@@ -136,7 +136,8 @@ def read_run(run_dir: str | os.PathLike[str]) -> RunInfo:
     if task not in TASKS:
         from .. import __version__
 
-        written = (record.get("versions") or {}).get("cnnkit", "an unknown version")
+        versions = record.get("versions")
+        written = versions.get("cnnkit", "an unknown version") if isinstance(versions, dict) else "?"
         raise UsageError(
             f"{run_dir} records task {task!r}, which cnnkit {__version__} does not know (written by "
             f"cnnkit {written}); use that version, or train the run again with this one"
