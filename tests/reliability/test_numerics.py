@@ -155,3 +155,13 @@ def test_adam_at_lr_1e6_stops_with_the_epoch_and_a_hint(small_data, tmp_path, ca
     assert not (out / "metrics.json").exists() and not (out / "best.safetensors").exists()
     assert load_checkpoint(out / "last.ckpt")["epoch"] == 0  # the diverged epoch was not saved
     assert json.loads((out / "config.json").read_text())["run"]["lr"] == 1e6
+
+
+def test_on_divergence_warn_trains_on_with_one_warning(small_data, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["train", "--data", str(small_data), "--lr", "1e6", "--epochs", "1", "--out", str(out)]
+    assert main([*argv, "--on-divergence", "warn", "--no-progress"]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "diverged" in line]
+    assert len(warnings) == 1 and warnings[0].startswith("cnnkit: warning: training loss")
+    assert json.loads((out / "config.json").read_text())["run"]["on_divergence"] == "warn"
+    assert (out / "metrics.json").is_file()

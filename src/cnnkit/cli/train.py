@@ -107,6 +107,11 @@ def common_options() -> argparse.ArgumentParser:
     p.add_argument(
         "--max-grad-norm", type=float, help="clip the gradient norm to this and stop on a non-finite one"
     )
+    p.add_argument(
+        "--on-divergence",
+        choices=("stop", "warn", "off"),
+        help="when the loss grows a thousandfold: stop (the default), warn, or off",
+    )
     p.add_argument("--config", help="JSON file with run settings (flags override it)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run (any task)")
     p.add_argument("--no-progress", action="store_true", help="no progress output")
@@ -162,6 +167,7 @@ def common_settings(args: argparse.Namespace) -> dict[str, Any]:
         "device": args.device,
         "deterministic": args.deterministic or None,
         "max_grad_norm": args.max_grad_norm,
+        "on_divergence": args.on_divergence,
         "model_kwargs": kwargs or None,
     }
 

@@ -237,6 +237,7 @@ def make_trainer(config: RunConfig, model: nn.Module, out: Path, progress: bool 
         channels_last=config.channels_last,
         checkpoint_path=out / folder.LAST_CHECKPOINT,
         max_grad_norm=config.max_grad_norm,
+        **config.engine_divergence(),
         compile=config.compile,
         **trainer_extras(config.preset, config.lr, config.max_shift),  # augmentation, LR schedule, TTA
     )

@@ -36,6 +36,8 @@ class TrainConfig:
         device: device name, or None for the best available.
         deterministic: deterministic algorithms only.
         max_grad_norm: clip the gradient norm (and stop on a non-finite one).
+        on_divergence: when an epoch's loss is 1000 times the one training started at:
+            ``"stop"`` (a TrainingError), ``"warn"`` (one line) or ``"off"``.
     """
 
     task: str = "classify"
@@ -54,6 +56,13 @@ class TrainConfig:
     device: str | None = None
     deterministic: bool = False
     max_grad_norm: float | None = None
+    on_divergence: str = "stop"
+
+    def engine_divergence(self) -> dict[str, Any]:
+        """The Trainer's ``divergence`` / ``on_divergence`` options for ``on_divergence``."""
+        if self.on_divergence == "off":
+            return {"divergence": None}
+        return {"on_divergence": self.on_divergence}
 
     def _common_checks(self) -> list[tuple[bool, str]]:
         return [
@@ -72,6 +81,10 @@ class TrainConfig:
             (
                 self.max_grad_norm is None or self.max_grad_norm > 0,
                 f"max_grad_norm must be > 0, got {self.max_grad_norm}",
+            ),
+            (
+                self.on_divergence in ("stop", "warn", "off"),
+                f"on_divergence must be 'stop', 'warn' or 'off', got {self.on_divergence!r}",
             ),
         ]
 

@@ -258,6 +258,7 @@ def train_scenes(
         callbacks=callbacks,
         checkpoint_path=out / folder.LAST_CHECKPOINT,
         max_grad_norm=config.max_grad_norm,
+        **config.engine_divergence(),
     )
     history = folder.fit_run(
         trainer, out, state, data.train, data.val,

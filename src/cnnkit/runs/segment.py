@@ -157,6 +157,7 @@ def _trainer_options(
         "seed": config.seed,
         "checkpoint_path": out / folder.LAST_CHECKPOINT,
         "max_grad_norm": config.max_grad_norm,
+        **config.engine_divergence(),
     }
 
 
