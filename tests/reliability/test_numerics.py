@@ -3,11 +3,14 @@ never reach a checkpoint: last.ckpt and best.safetensors are absent or from befo
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from safetensors.torch import load_file
 from torch import nn
 
+from cnnkit.cli.__main__ import main
 from cnnkit.engine.callbacks import ModelCheckpoint
 from cnnkit.engine.checkpoint import load_checkpoint
 from cnnkit.errors import TrainingError
@@ -140,3 +143,25 @@ def test_nan_validation_loss_stops_before_best_weights_are_saved(tmp_path, data)
     _, message = _fit(tmp_path, data, Faulty("validation"))
     assert "validation loss became nan after epoch 1 (global step 8)" in message
     _assert_on_disk(tmp_path, epoch=0)
+
+
+def test_adam_at_lr_1e6_stops_with_the_epoch_and_a_hint(small_data, tmp_path, capsys):
+    # The case: a finite loss of ~1e28 used to end in exit 0 at 9.5 % accuracy.
+    out = tmp_path / "run"
+    argv = ["train", "--data", str(small_data), "--lr", "1e6", "--epochs", "2", "--out", str(out)]
+    assert main([*argv, "--no-progress"]) == 1
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("cnnkit: error")]
+    assert len(lines) == 1 and "in epoch 1 is" in lines[0] and "lower learning rate (now 1e+06" in lines[0]
+    assert not (out / "metrics.json").exists() and not (out / "best.safetensors").exists()
+    assert load_checkpoint(out / "last.ckpt")["epoch"] == 0  # the diverged epoch was not saved
+    assert json.loads((out / "config.json").read_text())["run"]["lr"] == 1e6
+
+
+def test_on_divergence_warn_trains_on_with_one_warning(small_data, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["train", "--data", str(small_data), "--lr", "1e6", "--epochs", "1", "--out", str(out)]
+    assert main([*argv, "--on-divergence", "warn", "--no-progress"]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "diverged" in line]
+    assert len(warnings) == 1 and warnings[0].startswith("cnnkit: warning: training loss")
+    assert json.loads((out / "config.json").read_text())["run"]["on_divergence"] == "warn"
+    assert (out / "metrics.json").is_file()

@@ -154,3 +154,17 @@ def test_config_file_settings_are_not_overridden_by_flag_defaults(small_data, tm
     args = parse_command_line(["train", "--config", str(tmp_path / "run.json"), "--seed", "42"])
     config = config_from_args(args, "classify")
     assert config.seed == 42  # a flag that is given does override
+
+
+def test_a_run_interrupted_with_progress_resumes_with_no_progress(
+    small_data, reference_run, tmp_path, monkeypatch
+):
+    # F3: the progress bar is display, not state; the resumed run is the uninterrupted one.
+    out = tmp_path / "run"
+    _interrupt_at_epoch(monkeypatch, 2)
+    with pytest.raises(KeyboardInterrupt):
+        train_run(tiny_config(small_data), out, progress=True)
+    monkeypatch.undo()
+    assert not any(key.endswith("ProgressBar") for key in load_checkpoint(out / "last.ckpt")["callbacks"])
+    train_run(tiny_config(small_data), out, resume=True, progress=False)
+    assert_identical(run_snapshot(out), run_snapshot(reference_run))

@@ -59,10 +59,16 @@ def test_cli_resume_refuses_a_malicious_last_ckpt_before_touching_the_run(refere
     result = run_cli("train", "--resume", str(run), "--no-progress")
     assert result.returncode == 2, result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("cnnkit: error")]
-    assert errors == [
+    assert len(errors) == 1, result.stderr
+    # The real reason (the forbidden global) is kept; PyTorch's advice to load unsafely is not.
+    assert errors[0].startswith(
         f"cnnkit: error: refused {run / 'last.ckpt'}: it is damaged or holds objects other than tensors and "
-        "plain values (loading those could run code); only checkpoints written by cnnkit can be used"
-    ], result.stderr
+        "plain values ("
+    ), result.stderr
+    assert "GLOBAL" in errors[0] and "exec" in errors[0], result.stderr
+    assert errors[0].endswith(
+        "; loading those could run code); only checkpoints written by cnnkit can be used"
+    ), result.stderr
     assert "Traceback" not in result.stderr and "weights_only" not in result.stderr
     assert not marker.exists() and not os.path.exists(run / "marker")
     assert sorted((p.name, p.stat().st_mtime_ns) for p in run.iterdir()) == before  # nothing rewritten

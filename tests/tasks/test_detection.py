@@ -322,10 +322,31 @@ def test_detect_command_draws_boxes_and_prints_json_lines(detect_run, tmp_path, 
         assert drawn.mode == "RGB" and drawn.size[0] >= 80
 
 
+def test_detect_takes_folders_and_goes_on_past_bad_files(detect_run, tmp_path, capsys):
+    # F9: as predict and segment do, a bad file is reported and the other images are drawn.
+    import numpy as np
+    from PIL import Image
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    Image.fromarray(np.full((30, 40), 90, dtype=np.uint8)).save(folder / "a.png")
+    (folder / "b.png").write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n")
+    Image.fromarray(np.full((30, 40), 160, dtype=np.uint8)).save(folder / "c.png")
+    capsys.readouterr()
+    code = cnnkit_main(["detect", str(detect_run), str(folder), "--out", str(tmp_path / "out")])
+    captured = capsys.readouterr()
+    assert code == 1
+    drawn = [json.loads(line)["image"] for line in captured.out.strip().splitlines()]
+    assert drawn == [str(folder / "a.png"), str(folder / "c.png")]
+    assert f"cnnkit: skipped {folder / 'b.png'}: {folder / 'b.png'}: is EPS/PostScript" in captured.err
+    assert "1 of 3 input(s) could not be read" in captured.err and "Traceback" not in captured.err
+
+
 def test_detect_command_usage_errors(detect_run, tmp_path, capsys):
     assert cnnkit_main(["detect", str(tmp_path), str(tmp_path / "x.png")]) == 2
-    assert cnnkit_main(["detect", str(detect_run), str(tmp_path / "missing.png")]) == 2
-    assert "missing.png does not exist" in capsys.readouterr().err
+    # A file that cannot be read is reported and the others go on; exit code 1 at the end.
+    assert cnnkit_main(["detect", str(detect_run), str(tmp_path / "missing.png")]) == 1
+    assert "missing.png: no such file or folder" in capsys.readouterr().err
     (tmp_path / "x.png").write_bytes(b"")
     assert cnnkit_main(["detect", str(detect_run), str(tmp_path / "x.png"), "--score-threshold", "2"]) == 2
     err = capsys.readouterr().err

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import json
 import os
 import sys
 from collections.abc import Iterator
@@ -39,6 +40,12 @@ LANG_COMMANDS = ("viz", "report", "predict", "evaluate")
 
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs) -> None:
+        # No abbreviations: `train detect --head unet` (a segment flag) must be refused, not
+        # read as detect's --head-width.
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> None:  # one line, exit 2, no usage dump
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
@@ -115,9 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         code = exit_code(exc)
         if code is None:
             raise
-        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        prefix = "" if code == 2 or isinstance(exc, CnnkitError) else f"{type(exc).__name__}: "
-        print(f"cnnkit: error: {prefix}{message}", file=sys.stderr)
+        print(f"cnnkit: error: {error_line(exc, code)}", file=sys.stderr)
         return code
 
 
@@ -136,15 +141,50 @@ def _language(lang: str | None) -> Iterator[None]:
             os.environ["CNNKIT_LANG"] = before
 
 
+# Bad input that the readers should have named; these codes are the last line of defence.
+_BAD_INPUT = (
+    CnnkitError,
+    ValueError,  # UnicodeDecodeError and json.JSONDecodeError are ValueErrors
+    KeyError,
+    FileNotFoundError,
+    NotADirectoryError,
+    IsADirectoryError,
+    RecursionError,  # deeply nested JSON
+    OverflowError,  # impossible sizes
+)
+
+
 def exit_code(exc: BaseException) -> int | None:
     """2 for usage errors and bad input, 1 for failures while running, None for bugs."""
+    from PIL import Image
+
     if isinstance(exc, TrainingError):
         return 1
-    if isinstance(exc, CnnkitError | ValueError | KeyError | FileNotFoundError):
+    if isinstance(exc, (*_BAD_INPUT, Image.DecompressionBombError)):
         return 2
     if isinstance(exc, RuntimeError | OSError | MemoryError):
         return 1
     return None
+
+
+def error_line(exc: BaseException, code: int) -> str:
+    """The one line printed for ``exc``: cnnkit's own message, else the type, the file (when the
+    exception names one) and the reason."""
+    if isinstance(exc, CnnkitError):
+        return str(exc)
+    if isinstance(exc, KeyError) and exc.args:
+        return str(exc.args[0])
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return f"{exc.filename}: {exc.strerror or exc}"
+    if isinstance(exc, RecursionError):
+        return "input nested too deeply to read (RecursionError); check the JSON or config file"
+    if isinstance(exc, MemoryError):
+        return "not enough memory (MemoryError); use a smaller batch, input or model"
+    # A plain ValueError / FileNotFoundError carries a message written for people; for the
+    # rest (JSONDecodeError, UnicodeDecodeError, OverflowError, ...) the type says what happened.
+    plain = type(exc) in (ValueError, FileNotFoundError) or (code == 2 and type(exc).__module__ != "builtins")
+    prefix = "" if plain and not isinstance(exc, json.JSONDecodeError) else f"{type(exc).__name__}: "
+    return f"{prefix}{exc}"
 
 
 if __name__ == "__main__":

@@ -4,25 +4,28 @@ Each image is resized to the run's training size, run through the model, and its
 scaled back to the image's own pixels. For every image one PNG with labelled boxes and scores
 goes to --out (default RUN/detections) and one JSON line goes to stdout:
 {"image": ..., "output": ..., "detections": [{"label", "class", "score", "box": [x1, y1, x2, y2]}]}.
+Folders are searched for images; a file that cannot be read is reported on stderr and the rest
+go on (exit code 1 at the end if any failed).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..errors import UsageError
+from ..errors import DataError, UsageError
 
 HELP = "draw a detection run's boxes on images"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", metavar="RUN", help="run folder of `cnnkit train --task detect` (or localize)")
-    p.add_argument("images", metavar="IMAGE", nargs="+", help="image files (PNG, JPEG, ...)")
+    p.add_argument("images", metavar="IMAGE", nargs="+", help="image files or folders (PNG, JPEG, ...)")
     p.add_argument("--out", help="folder for the annotated PNGs (default RUN/detections)")
     p.add_argument(
         "--score-threshold", type=float, default=0.3, help="hide boxes scoring lower, 0..1 (default 0.3)"
@@ -35,6 +38,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..data.annotations import read_image, resize_for_model
+    from ..data.image_io import find_images
     from ..engine.device import pick_device
     from ..runs.folder import load_run, read_run, require_task
     from ..tasks.detection.draw import draw_detections, save_png
@@ -45,20 +49,23 @@ def run(args: argparse.Namespace) -> int:
     for flag, value in (("--score-threshold", args.score_threshold), ("--nms-iou", args.nms_iou)):
         if not 0.0 <= value <= 1.0:
             raise UsageError(f"{flag} must be between 0 and 1, got {value}")
-    missing = [p for p in args.images if not Path(p).is_file()]
-    if missing:
-        raise UsageError(
-            f"image file {missing[0]} does not exist"
-            + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
-        )
     device = pick_device(args.device)
     model, config = load_run(run, device)
     names, size, in_chans = config["class_names"], config["image_size"], config["in_chans"]
     out_dir = Path(args.out) if args.out else Path(args.run) / "detections"
     out_dir.mkdir(parents=True, exist_ok=True)
     used: set[str] = set()
-    for path in args.images:
-        original = read_image(path, in_chans)
+    failed = done = 0
+    for path, problem in find_images(args.images):
+        if problem is None:
+            try:
+                original = read_image(path, in_chans)
+            except DataError as exc:
+                problem = str(exc)
+        if problem is not None:  # reported, and the other images go on (as predict and segment)
+            print(f"cnnkit: skipped {path}: {problem}", file=sys.stderr)
+            failed += 1
+            continue
         height, width = original.shape[1:]
         x = to_input(torch.from_numpy(resize_for_model(original, size))[None], device)
         boxes, scores, labels = _predict(model, config["task"], x, args.score_threshold, args.nms_iou)
@@ -83,6 +90,12 @@ def run(args: argparse.Namespace) -> int:
             ],
         }
         print(json.dumps(record, ensure_ascii=False), flush=True)
+        done += 1
+    if failed:
+        print(
+            f"cnnkit: {failed} of {failed + done} input(s) could not be read (listed above)", file=sys.stderr
+        )
+        return 1
     return 0
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from importlib import resources
 from pathlib import Path
@@ -98,6 +99,12 @@ def load_model(args: argparse.Namespace, device: torch.device) -> tuple[torch.nn
         else:
             model, config, _ = _load_run(Path(target), device)
     else:
+        if any(sep in target for sep in ("/", os.sep)) or target in (".", ".."):
+            # A path, not a model name: say what is wrong with it rather than "unknown model".
+            raise UsageError(
+                f"{target}: no such run folder (give a folder written by `cnnkit train`, "
+                "'fashion', or a model name)"
+            )
         entry = model_entry(target)  # unknown names fail here, with close matches
         if not args.weights:
             raise UsageError(

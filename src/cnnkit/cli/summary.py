@@ -24,10 +24,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def resolve_model(spec: str, num_classes: int | None = None, small_input: bool = False, input_shape=None):
     """A model (and its default (C, H, W)) from a registry name or a run folder."""
+    import math
     from pathlib import Path
+
+    import torch
 
     from ..errors import UsageError
     from ..inspect import read_input_shape
+    from ..inspect.summary import META_ABOVE_ELEMENTS, check_input_size
     from ..models import create_model, model_entry
 
     if Path(spec).is_dir():
@@ -39,6 +43,7 @@ def resolve_model(spec: str, num_classes: int | None = None, small_input: bool =
     shape, note = read_input_shape(input_shape) if input_shape else (entry.input_size, None)
     if note:
         print(f"cnnkit: {note}", file=sys.stderr)
+    check_input_size(shape)
     kwargs = {}
     if small_input:
         if not entry.small_input:
@@ -49,6 +54,11 @@ def resolve_model(spec: str, num_classes: int | None = None, small_input: bool =
     takes_size = "input_size" in inspect.signature(entry.builder).parameters
     if input_shape and takes_size and shape[1] == shape[2]:
         kwargs["input_size"] = shape[1]
+    if math.prod(shape) > META_ABOVE_ELEMENTS:
+        # Built without memory: a model sized for a huge input may need more than the machine
+        # has; the summary then says how much instead of failing to allocate it.
+        with torch.device("meta"):
+            return create_model(spec, num_classes=num_classes, **kwargs), shape, spec
     return create_model(spec, num_classes=num_classes, **kwargs), shape, spec
 
 

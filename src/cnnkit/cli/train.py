@@ -116,6 +116,11 @@ def common_options() -> argparse.ArgumentParser:
     p.add_argument(
         "--max-grad-norm", type=float, help="clip the gradient norm to this and stop on a non-finite one"
     )
+    p.add_argument(
+        "--on-divergence",
+        choices=("stop", "warn", "off"),
+        help="when the loss grows a thousandfold: stop (the default), warn, or off",
+    )
     p.add_argument("--config", help="JSON file with run settings (flags override it)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run (any task)")
     p.add_argument(
@@ -192,6 +197,7 @@ def common_settings(args: argparse.Namespace) -> dict[str, Any]:
         "deterministic": args.deterministic or None,
         "max_grad_norm": args.max_grad_norm,
         "sync_bn": args.sync_bn,
+        "on_divergence": args.on_divergence,
         "model_kwargs": kwargs or None,
     }
 
@@ -266,7 +272,10 @@ def _resume_config(args: argparse.Namespace) -> tuple[Any, Path]:
             f"{run.describe()} without resumable settings (written by "
             f"{f'cnnkit {written}' if written else 'an older cnnkit'}); train it again with this version"
         )
-    config = config_class(run.task).from_dict({**settings, "task": run.task})
+    try:
+        config = config_class(run.task).from_dict({**settings, "task": run.task})
+    except UsageError as exc:
+        raise UsageError(f"{run.path / 'config.json'}: {exc}") from None
     return config, run.path
 
 

@@ -7,7 +7,8 @@ contiguous indices 0..C-1 with their names.
 
 COCO: ``{"images": [{id, file_name, width, height}], "annotations": [{id, image_id,
 category_id, bbox: [x, y, w, h]}], "categories": [{id, name}]}``; image files are looked up
-relative to ``image_root`` (default: the JSON file's folder). Crowd annotations (``iscrowd: 1``)
+relative to ``image_root`` (default: the JSON file's folder) and must stay inside it; the declared
+``width`` and ``height`` must be the image's. Crowd annotations (``iscrowd: 1``)
 are skipped, as torchvision's detection references do.
 
 YOLO: ``FOLDER/images/NAME.png`` with ``FOLDER/labels/NAME.txt`` holding one
@@ -26,10 +27,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 
 from ..errors import DataError
-from .image_io import load_image
+from .image_io import image_size, load_image
+from .paths import inside, read_lines
 from .preprocess import resize_image
 from .scenes import SceneDataset
 
@@ -146,14 +147,6 @@ def resize_for_model(image: np.ndarray, size: int) -> np.ndarray:
     return resized.transpose(2, 0, 1).copy()
 
 
-def _image_size(path: Path) -> tuple[int, int]:
-    try:
-        with Image.open(path) as img:  # reads the header only
-            return img.size
-    except (UnidentifiedImageError, OSError) as exc:
-        raise DataError(f"image {path} cannot be read: {exc}") from None
-
-
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -203,6 +196,8 @@ def read_coco(
         raise DataError(f"COCO file {path} does not exist") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise DataError(f"{path}: not a readable JSON file: {exc}") from None
+    except RecursionError:
+        raise DataError(f"{path}: JSON nested too deeply to be a COCO file") from None
     if not isinstance(doc, dict):
         raise DataError(f"{path}: a COCO file is a JSON object, got {type(doc).__name__}")
     for key in ("images", "annotations", "categories"):
@@ -240,9 +235,18 @@ def read_coco(
             raise DataError(
                 f"{where}: width and height must be positive integers, got {width!r} x {height!r}"
             )
-        file = root / img["file_name"]
+        file = inside(root, img["file_name"], where)
         if not file.is_file():
             raise DataError(f"{where}: image file {file} is missing (set image_root to the images folder?)")
+        try:
+            real = image_size(file)
+        except DataError as exc:
+            raise DataError(f"{where}: {exc}") from None
+        if real != (width, height):
+            raise DataError(
+                f"{where}: declares {width}x{height} but the image is {real[0]}x{real[1]} "
+                "(width x height); fix 'width' and 'height' or the file"
+            )
         records[img["id"]] = AnnotatedImage(
             file, width, height, torch.zeros(0, 4), torch.zeros(0, dtype=torch.long)
         )
@@ -301,14 +305,16 @@ def read_yolo(folder: str | os.PathLike[str], class_names: Sequence[str] | None 
         names_file = folder / "classes.txt"
         if not names_file.is_file():
             raise DataError(f"{folder}: no classes.txt; write one class name per line or pass class_names")
-        class_names = [
-            line.strip() for line in names_file.read_text(encoding="utf-8").splitlines() if line.strip()
-        ]
+        class_names = [line.strip() for line in read_lines(names_file) if line.strip()]
     names = list(class_names)
     if not names:
         raise DataError(f"{folder}: the class list is empty")
 
-    images = {p.stem: p for p in sorted(image_dir.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
+    images = {
+        p.stem: inside(folder, p.relative_to(folder), f"{folder}: images/{p.name}")
+        for p in sorted(image_dir.iterdir())
+        if p.suffix.lower() in IMAGE_SUFFIXES
+    }
     label_files = sorted(label_dir.glob("*.txt")) if label_dir.is_dir() else []
     for label_file in label_files:
         if label_file.stem not in images:
@@ -318,12 +324,12 @@ def read_yolo(folder: str | os.PathLike[str], class_names: Sequence[str] | None 
             )
     records = []
     for stem, image_path in images.items():
-        width, height = _image_size(image_path)
+        width, height = image_size(image_path)
         label_file = label_dir / f"{stem}.txt"
         boxes: list[tuple[float, float, float, float]] = []
         labels: list[int] = []
         if label_file.is_file():
-            lines = label_file.read_text(encoding="utf-8").splitlines()
+            lines = read_lines(inside(folder, label_file.relative_to(folder), str(label_file)))
             for number, line in enumerate(lines, start=1):
                 if not line.strip():
                     continue

@@ -110,6 +110,10 @@ def read_idx(path: str | os.PathLike[str], max_bytes: int = MAX_PAYLOAD_BYTES) -
     return np.frombuffer(payload, dtype=dtype).reshape(dims).astype(dtype.newbyteorder("="), copy=False)
 
 
+# 0x0 and 1x1 "images" hold no spatial pattern for a convolution to find.
+MIN_IMAGE_SIDE = 2
+
+
 def read_idx_pair(
     images_path: str | os.PathLike[str], labels_path: str | os.PathLike[str], num_classes: int = 10
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -119,7 +123,8 @@ def read_idx_pair(
         images (uint8 [N, H, W]) and labels (int64 [N]).
 
     Raises:
-        DataError: wrong ranks or types, counts that differ, labels outside [0, num_classes).
+        DataError: wrong ranks or types, float labels, images smaller than 2x2, counts that
+            differ, labels outside [0, num_classes).
     """
     images = read_idx(images_path)
     labels = read_idx(labels_path)
@@ -127,6 +132,16 @@ def read_idx_pair(
         raise DataError(f"{images_path}: expected uint8 images [N, H, W], got {images.dtype} {images.shape}")
     if labels.ndim != 1:
         raise DataError(f"{labels_path}: expected a 1-D label vector, got shape {labels.shape}")
+    if labels.dtype.kind not in "iu":
+        raise DataError(
+            f"{labels_path}: labels are {labels.dtype.name} numbers; class labels must be an integer "
+            "IDX type (0x08 unsigned byte, as in MNIST), so that 1.5 or NaN cannot slip through"
+        )
+    if images.ndim == 3 and min(images.shape[1:]) < MIN_IMAGE_SIDE:
+        raise DataError(
+            f"{images_path}: images are {images.shape[1]}x{images.shape[2]} pixels; an image needs "
+            f"at least {MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE}"
+        )
     if len(images) != len(labels):
         raise DataError(
             f"{images_path} holds {len(images):,} images but {labels_path} holds {len(labels):,} labels"

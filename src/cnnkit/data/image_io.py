@@ -22,13 +22,14 @@ Preparing the pixels for a model (resizing, normalisation) is :mod:`cnnkit.data.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import stat
 import struct
 import warnings
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +44,7 @@ __all__ = [
     "MAX_PIXELS",
     "decode_image",
     "find_images",
+    "image_size",
     "load_image",
     "open_image",
     "to_array",
@@ -75,6 +77,7 @@ _DECODE_ERRORS = (
     Image.DecompressionBombError,
     Image.DecompressionBombWarning,
 )
+_EXIF_ORIENTATION = 0x0112
 # Magic numbers of formats people try that cnnkit refuses, to say what the file is.
 _REFUSED_SIGNATURES: tuple[tuple[int, bytes, str], ...] = (
     (0, b"%!PS", "EPS/PostScript (needs Ghostscript, which can run code)"),
@@ -181,7 +184,7 @@ def open_image(
         formats: Pillow format names to accept, a subset of ``ALLOWED_FORMATS``.
 
     Returns:
-        The decoded image, detached from the file.
+        The decoded image, detached from the file; ``.format`` names its format.
 
     Raises:
         DataError: missing, empty, too large, not an allowed format, truncated or corrupt;
@@ -215,37 +218,8 @@ def decode_image(
         DataError: empty, too large, not an allowed format, truncated or corrupt; the message
             starts with ``name``.
     """
-    _check_limits(max_bytes, max_pixels)
-    chosen = _check_formats(formats)
-    if not data:
-        raise DataError(f"{name}: is empty (0 bytes), not an image")
-    if len(data) > max_bytes:
-        raise DataError(f"{name}: {len(data):,} bytes is over the {max_bytes:,}-byte limit for one image")
-    with warnings.catch_warnings():
-        # Pillow's notes on damaged metadata ("Corrupt EXIF data") would interleave with a
-        # batch's output; the pixels decide whether the file is usable.
-        warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
-        # Pillow warns (and only errors at twice its limit); a warning is an error here.
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            image = Image.open(io.BytesIO(data), formats=chosen)
-        except UnidentifiedImageError:
-            raise DataError(f"{name}: {_describe_unknown(data, chosen)}") from None
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise DataError(
-                f"{name}: refused before decoding by the decompression-bomb check ({exc})"
-            ) from None
-        except _DECODE_ERRORS as exc:
-            raise DataError(f"{name}: truncated or corrupt {_guess(data)} header ({_reason(exc)})") from None
-        width, height = image.size
-        if width < 1 or height < 1:
-            raise DataError(f"{name}: header declares an empty {width}×{height} image")
-        if width * height > max_pixels:
-            raise DataError(
-                f"{name}: header declares {width:,}×{height:,} = {width * height:,} pixels, "
-                f"over the {max_pixels:,}-pixel limit (pass a larger max_pixels if the file "
-                "is trusted)"
-            )
+    with _decoding():
+        image = _open_header(data, name, max_bytes, max_pixels, formats)
         try:
             image.load()
             # exif_transpose returns a new image without the orientation tag (or a copy).
@@ -254,7 +228,76 @@ def decode_image(
             raise DataError(f"{name}: truncated or corrupt {image.format} data ({_reason(exc)})") from None
     if result is None:  # only with in_place=True, which is not used; keeps type checkers honest
         result = image
+    result.format = image.format  # a transposed copy forgets which format it was decoded from
     return result
+
+
+@contextlib.contextmanager
+def _decoding() -> Iterator[None]:
+    with warnings.catch_warnings():
+        # Pillow's notes on damaged metadata ("Corrupt EXIF data") would interleave with a
+        # batch's output; the pixels decide whether the file is usable.
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
+        # Pillow warns (and only errors at twice its limit); a warning is an error here.
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        yield
+
+
+def _open_header(
+    data: bytes, name: str, max_bytes: int, max_pixels: int, formats: Sequence[str]
+) -> Image.Image:
+    """The bytes' header parsed by an allowed plugin (chosen by content), the size and pixel
+    count checked; no pixel decoded yet."""
+    _check_limits(max_bytes, max_pixels)
+    chosen = _check_formats(formats)
+    if not data:
+        raise DataError(f"{name}: is empty (0 bytes), not an image")
+    if len(data) > max_bytes:
+        raise DataError(f"{name}: {len(data):,} bytes is over the {max_bytes:,}-byte limit for one image")
+    try:
+        image = Image.open(io.BytesIO(data), formats=chosen)
+    except UnidentifiedImageError:
+        raise DataError(f"{name}: {_describe_unknown(data, chosen)}") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise DataError(f"{name}: refused before decoding by the decompression-bomb check ({exc})") from None
+    except _DECODE_ERRORS as exc:
+        raise DataError(f"{name}: truncated or corrupt {_guess(data)} header ({_reason(exc)})") from None
+    width, height = image.size
+    if width < 1 or height < 1:
+        raise DataError(f"{name}: header declares an empty {width}×{height} image")
+    if width * height > max_pixels:
+        raise DataError(
+            f"{name}: header declares {width:,}×{height:,} = {width * height:,} pixels, "
+            f"over the {max_pixels:,}-pixel limit (pass a larger max_pixels if the file "
+            "is trusted)"
+        )
+    return image
+
+
+def image_size(
+    path: str | os.PathLike[str],
+    *,
+    max_bytes: int = MAX_FILE_BYTES,
+    max_pixels: int = MAX_PIXELS,
+    formats: Sequence[str] = ALLOWED_FORMATS,
+) -> tuple[int, int]:
+    """(width, height) of an image file as :func:`open_image` would return it (EXIF rotation
+    applied), from its header only, with the same limits and format checks.
+
+    Raises:
+        DataError: the file cannot be used; the message starts with its name.
+    """
+    _check_limits(max_bytes, max_pixels)
+    path = Path(path)
+    data = _read_bytes(path, max_bytes)
+    with _decoding():
+        image = _open_header(data, str(path), max_bytes, max_pixels, formats)
+        try:
+            orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
+        except _DECODE_ERRORS:
+            orientation = 1  # exif_transpose ignores unreadable EXIF the same way
+    width, height = image.size
+    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
 
 
 def _guess(data: bytes) -> str:

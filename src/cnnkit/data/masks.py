@@ -21,9 +21,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from ..errors import DataError
+from .image_io import open_image, to_array
+from .paths import inside, read_lines
 from .scenes import ClassImages, SceneDataset
 
 __all__ = [
@@ -192,7 +194,8 @@ def write_mask(
 
 
 def read_mask(path: str | os.PathLike[str]) -> np.ndarray:
-    """Class indices of one mask PNG.
+    """Class indices of one mask PNG, read through the safe loader (``data.image_io``: size and
+    pixel limits before decoding, format checked by content).
 
     Returns:
         uint8 array [H, W].
@@ -201,22 +204,19 @@ def read_mask(path: str | os.PathLike[str]) -> np.ndarray:
         DataError: unreadable, not a PNG, a colour mask, or a value above 255; naming the file.
     """
     path = Path(path)
-    try:
-        with Image.open(path) as image:
-            if image.format != "PNG":
-                raise DataError(
-                    f"{path}: masks must be PNG (lossless), got {image.format}; lossy formats "
-                    "change class indices at edges"
-                )
-            mode = image.mode
-            if mode not in _INDEX_MODES:
-                raise DataError(
-                    f"{path}: mask mode {mode!r} is not a class-index image; save the class index "
-                    "of each pixel as a grayscale (mode L) or palette (mode P) PNG"
-                )
-            values = np.asarray(image)
-    except (OSError, UnidentifiedImageError) as exc:
-        raise DataError(f"{path}: not a readable PNG mask ({exc})") from None
+    image = open_image(path)
+    if image.format != "PNG":
+        raise DataError(
+            f"{path}: masks must be PNG (lossless), got {image.format}; lossy formats "
+            "change class indices at edges"
+        )
+    mode = image.mode
+    if mode not in _INDEX_MODES:
+        raise DataError(
+            f"{path}: mask mode {mode!r} is not a class-index image; save the class index "
+            "of each pixel as a grayscale (mode L) or palette (mode P) PNG"
+        )
+    values = np.asarray(image)
     if values.dtype != np.uint8:
         top = int(values.max()) if values.size else 0
         if top > 255 or (values.size and int(values.min()) < 0):
@@ -225,29 +225,11 @@ def read_mask(path: str | os.PathLike[str]) -> np.ndarray:
     return values
 
 
-def _read_image(path: Path, channels: int) -> np.ndarray:
-    try:
-        with Image.open(path) as image:
-            converted = image.convert("L" if channels == 1 else "RGB")
-            pixels = np.asarray(converted, dtype=np.uint8)
-    except (OSError, UnidentifiedImageError) as exc:
-        raise DataError(f"{path}: not a readable image ({exc})") from None
-    return pixels[:, :, None] if pixels.ndim == 2 else pixels
-
-
-def _image_mode(path: Path) -> str:
-    try:
-        with Image.open(path) as image:
-            return image.mode
-    except (OSError, UnidentifiedImageError) as exc:
-        raise DataError(f"{path}: not a readable image ({exc})") from None
-
-
 def _read_class_names(folder: Path) -> list[str] | None:
     path = folder / "classes.txt"
     if not path.is_file():
         return None
-    names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    names = [line.strip() for line in read_lines(path)]
     names = [n for n in names if n]
     if len(names) < 2:
         raise DataError(f"{path}: needs at least 2 class names (background first), got {names}")
@@ -286,10 +268,18 @@ def read_mask_folder(
                 f"{folder} is not a mask folder: {sub.name}/ is missing (expected images/ and "
                 "masks/ with files of the same names)"
             )
-    images = sorted(p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    images = sorted(
+        inside(folder, p.relative_to(folder), f"{folder}: images/{p.name}")
+        for p in image_dir.iterdir()
+        if p.suffix.lower() in IMAGE_SUFFIXES
+    )
     if not images:
         raise DataError(f"{image_dir} has no images ({', '.join(IMAGE_SUFFIXES)})")
-    masks = {p.stem: p for p in mask_dir.iterdir() if p.is_file() and not p.name.startswith(".")}
+    masks = {
+        p.stem: inside(folder, p.relative_to(folder), f"{folder}: masks/{p.name}")
+        for p in mask_dir.iterdir()
+        if p.is_file() and not p.name.startswith(".")
+    }
     stems = {p.stem for p in images}
     if len(stems) != len(images):
         raise DataError(f"{image_dir}: two images share a name (e.g. a.jpg and a.png)")
@@ -299,15 +289,16 @@ def read_mask_folder(
     orphans = sorted(set(masks) - stems)
     if orphans:
         raise DataError(f"{masks[orphans[0]]} has no image in {image_dir} ({len(orphans)} in all)")
-    if channels is None:
-        channels = 1 if all(_image_mode(p) in _GRAY_MODES for p in images) else 3
-    if channels not in (1, 3):
+    if channels not in (None, 1, 3):
         raise ValueError(f"channels must be 1, 3 or None, got {channels!r}")
+    decoded = [open_image(p) for p in images]  # one safe decode each, kept until converted
+    if channels is None:
+        channels = 1 if all(image.mode in _GRAY_MODES for image in decoded) else 3
     size = (image_size, image_size) if isinstance(image_size, int) else image_size
     pixels, labels, files = [], [], []
-    for image_path in images:
+    for image_path, opened in zip(images, decoded):
         mask_path = masks[image_path.stem]
-        image = _read_image(image_path, channels)
+        image = to_array(opened, channels=channels, name=str(image_path))
         mask = read_mask(mask_path)
         if mask.shape != image.shape[:2]:
             raise DataError(

@@ -17,6 +17,7 @@ import torch
 
 from ..errors import CnnkitError
 from ..io.atomic import atomic_write
+from ..io.weights import refusal_reason
 
 FORMAT_VERSION = 1
 # A SHA-256 of every byte before it, kept as the zip archive comment at the very end of the file:
@@ -149,11 +150,12 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
         with warnings.catch_warnings():  # torch warns about pickle protocols of foreign files
             warnings.simplefilter("ignore")
             body = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError:
+    except pickle.UnpicklingError as exc:
         # torch's own message offers weights_only=False, which would run the file's code: don't echo it.
         raise CheckpointError(
             f"refused {path}: it is damaged or holds objects other than tensors and plain values "
-            "(loading those could run code); only checkpoints written by cnnkit can be used"
+            f"({refusal_reason(exc)}; loading those could run code); only checkpoints written by "
+            "cnnkit can be used"
         ) from None
     except Exception as exc:  # any other loading failure means: refuse the file
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]

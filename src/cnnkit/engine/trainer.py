@@ -17,7 +17,7 @@ from torch import nn
 
 from ..errors import TrainingError
 from . import distributed
-from .callbacks import Callback, History, ProgressBar
+from .callbacks import Callback, DivergenceGuard, History, ProgressBar
 from .checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .compiled import CompiledForward
 from .device import pick_device
@@ -108,6 +108,10 @@ class Trainer:
             on other devices and with ``CNNKIT_FUSED_POOL=0`` in the environment.
         sync_bn: under data-parallel training, BatchNorm layers normalise with the global batch's
             statistics (SyncBatchNorm) instead of each rank's own (engine/distributed.py).
+        divergence: stop (or warn, ``on_divergence="warn"``) when an epoch's training loss is
+            this many times the loss training started at (``callbacks.DivergenceGuard``);
+            None turns the check off.
+        on_divergence: ``"stop"`` (a TrainingError) or ``"warn"`` (one line on stderr).
     """
 
     def __init__(
@@ -130,6 +134,8 @@ class Trainer:
         compile: bool = False,
         fused_pool: bool | str = False,
         sync_bn: bool = False,
+        divergence: float | None = 1e3,
+        on_divergence: str = "stop",
     ) -> None:
         if not isinstance(task, Task):
             raise TypeError(f"task must be a cnnkit.engine.Task, got {type(task).__name__}")
@@ -159,7 +165,9 @@ class Trainer:
         self.scheduler_factory = scheduler
         self.scheduler: Any = None
         self.history = History()
-        self.callbacks: list[Callback] = [self.history, *callbacks]
+        # The divergence check (for every task) runs before the callbacks that save weights.
+        guard = [] if divergence is None else [DivergenceGuard(divergence, on_divergence)]
+        self.callbacks: list[Callback] = [self.history, *guard, *callbacks]
         self.seed = seed
         self.amp = amp
         self.checkpoint_path = Path(checkpoint_path) if checkpoint_path else None
@@ -395,7 +403,11 @@ class Trainer:
 
     def _stateful(self) -> list[Callback]:
         """The callbacks whose state changes the numbers (display-only ones are left out)."""
-        return [cb for cb in self.callbacks if not getattr(cb, "display_only", False)]
+        return [
+            cb
+            for cb in self.callbacks
+            if not getattr(cb, "display_only", False) and not getattr(cb, "stateless", False)
+        ]
 
     def save_checkpoint(self, path: str | os.PathLike[str]) -> None:
         """Everything exact resume needs, written atomically (by rank 0; every rank must call it)."""

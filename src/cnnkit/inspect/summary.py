@@ -6,6 +6,7 @@ own parameters or have no children; an activation inside a Conv2D belongs to tha
 
 from __future__ import annotations
 
+import copy
 import math
 import re
 from collections.abc import Iterator
@@ -22,6 +23,10 @@ SHAPES_NOTE = "output shapes (C, H, W), as PyTorch tensors hold them"
 
 # Modules whose output is a view of their input: they cost no activation memory.
 _VIEW_TYPES = (nn.Flatten, nn.Identity, nn.Unflatten)
+# Inputs above this many elements (a 2048 x 2048 gray image) are traced on the meta device.
+META_ABOVE_ELEMENTS = 2048 * 2048
+# No input image may need more than this (1 TB): larger sizes are typing errors.
+MAX_INPUT_BYTES = 10**12
 
 OPTIMIZER_STATES = {
     "sgd": 0,
@@ -225,6 +230,30 @@ def _input_fix(model: nn.Module, shape: tuple[int, int, int], device: torch.devi
     return "give the input size (HxWxC) and channels the model was built for"
 
 
+def check_input_size(shape: tuple[int, int, int], itemsize: int = 4) -> None:
+    """Refuse an input (C, H, W) whose one image would need more than MAX_INPUT_BYTES.
+
+    Raises:
+        UsageError: naming the input and the memory it would need.
+    """
+    need = math.prod(shape) * itemsize
+    if need > MAX_INPUT_BYTES:
+        raise UsageError(
+            f"--input {shape[1]}x{shape[2]}x{shape[0]} would need {human_bytes(need)} for one image "
+            f"alone (the limit is {human_bytes(MAX_INPUT_BYTES)}); give a smaller --input"
+        )
+
+
+def _meta_copy(model: nn.Module) -> nn.Module:
+    """The model with every parameter and buffer on the meta device (nothing copied)."""
+    memo: dict[int, object] = {}
+    for p in model.parameters():
+        memo[id(p)] = nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=p.requires_grad)
+    for b in model.buffers():
+        memo[id(b)] = torch.empty_like(b, device="meta")
+    return copy.deepcopy(model, memo)
+
+
 def summary(
     model: nn.Module,
     input_shape: tuple[int, int, int] | str,
@@ -247,7 +276,9 @@ def summary(
         Summary (``str()`` renders the table).
 
     Raises:
-        UsageError: bad shape, batch size or optimizer, or an input the model cannot take.
+        UsageError: bad shape, batch size or optimizer, an input the model cannot take, or one
+            over MAX_INPUT_BYTES (inputs above META_ABOVE_ELEMENTS are measured on the meta
+            device, without allocating their activations).
     """
     shape = parse_input_shape(input_shape)
     if batch_size < 1:
@@ -291,11 +322,15 @@ def summary(
 
         return hook
 
-    for layer_name, module in _layers(model):
+    check_input_size(shape, itemsize)
+    # A large input runs through a copy on the meta device: shapes without memory, so the
+    # summary can say what an input would need instead of trying to allocate it.
+    target = _meta_copy(model) if math.prod(shape) > META_ABOVE_ELEMENTS else model
+    for layer_name, module in _layers(target):
         hooks.append(module.register_forward_hook(make_hook(layer_name)))
-    with _dry_run(model, shape, name, hooks) as x:
+    with _dry_run(target, shape, name, hooks) as x:
         field_of[id(x)] = (1, 1)
-        out = model(x)
+        out = target(x)
 
     s = Summary(name or type(model).__name__, shape, batch_size, optimizer, rows)
     out_t = out[0] if isinstance(out, tuple | list) else out

@@ -15,6 +15,10 @@ torchvision's published weights are resolved by name ("IMAGENET1K_V2") to torchv
 and metadata, looked for in torchvision's cache folder (``$TORCH_HOME/hub/checkpoints``),
 downloaded there when allowed, and checked against the SHA-256 prefix in their file name
 every time they are loaded, not only after a download.
+
+Every safetensors file cnnkit writes carries ``cnnkit_sha256``, a SHA-256 of its tensors (names,
+dtypes, shapes and bytes), in its header metadata; it is checked on every load, so one flipped
+bit is refused naming the file. Files written elsewhere have no such entry and load as they are.
 """
 
 from __future__ import annotations
@@ -38,8 +42,10 @@ from .atomic import atomic_write_bytes
 
 __all__ = [
     "OFFLINE_ENV",
+    "SHA256_KEY",
     "WEIGHTS_SUFFIXES",
     "WeightsError",
+    "tensors_sha256",
     "check_sha256_prefix",
     "downloads_allowed",
     "fetch_torchvision_weights",
@@ -57,6 +63,8 @@ __all__ = [
 WEIGHTS_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
 # Set to 1 to forbid downloads (torchvision weights must then be in the cache already).
 OFFLINE_ENV = "CNNKIT_OFFLINE"
+# Metadata key of the tensors' SHA-256 in every safetensors file cnnkit writes.
+SHA256_KEY = "cnnkit_sha256"
 _HASH_IN_NAME = re.compile(r"-([a-f0-9]+)\.")
 # "IMAGENET1K_V2", "DEFAULT" or "ResNet50_Weights.IMAGENET1K_V2"
 _WEIGHTS_NAME = re.compile(r"^(?:[A-Za-z0-9]+_Weights\.)?[A-Z][A-Z0-9_]*$")
@@ -98,7 +106,18 @@ def save_weights(
     """
     # clone(): safetensors refuses tensors that share storage (tied weights, views).
     tensors = {k: v.detach().cpu().clone().contiguous() for k, v in state_dict.items()}
+    metadata = {**(metadata or {}), SHA256_KEY: tensors_sha256(tensors)}
     atomic_write_bytes(path, save(tensors, metadata=metadata))
+
+
+def tensors_sha256(tensors: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 (hex) over every tensor's name, dtype, shape and bytes, in name order."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def _sniff(path: Path) -> str:
@@ -150,17 +169,29 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
         state = load_file(str(path))
     except errors as exc:
         raise WeightsError(f"{path} is not a valid safetensors file: {exc}") from None
+    expected = metadata.get(SHA256_KEY)
+    if expected is not None and tensors_sha256(state) != expected:
+        raise WeightsError(
+            f"{path} is damaged: its tensors differ from the SHA-256 recorded when cnnkit wrote "
+            "it; restore the file or train the run again"
+        )
     return state, metadata
 
 
-def _refusal_reason(exc: BaseException) -> str:
+def refusal_reason(exc: BaseException) -> str:
     text = str(exc)
     match = re.search(r"WeightsUnpickler error:\s*(.+?)(?: was not an allowed global|\n|$)", text)
     if match:
         return match.group(1).strip().rstrip(".")
+    # PyTorch >= 2.6 puts the reason after its advice to load with weights_only=False (which
+    # would run the file's code): keep the reason, never the advice.
+    match = re.search(r"^(.*(?:GLOBAL|global).*)$", text, re.MULTILINE)
+    if match and "weights_only" not in match.group(1):
+        return match.group(1).strip().rstrip(".")
     if "TorchScript" in text:
         return "it is a TorchScript archive (a program, not a state dict)"
-    first = text.strip().splitlines()[0] if text.strip() else ""
+    lines = [line for line in text.strip().splitlines() if line.strip() and "weights_only" not in line]
+    first = lines[0] if lines else ""
     return f"{type(exc).__name__}: {first[:200]}" if first else type(exc).__name__
 
 
@@ -175,7 +206,7 @@ def _read_torch(path: Path) -> dict[str, torch.Tensor]:
                 obj = torch.load(handle, map_location="cpu", weights_only=True)
     except _TORCH_LOAD_ERRORS as exc:
         raise WeightsError(
-            f"{path} was refused: it is not a plain state dict ({_refusal_reason(exc)}). cnnkit "
+            f"{path} was refused: it is not a plain state dict ({refusal_reason(exc)}). cnnkit "
             "loads only names -> tensors and never unpickles code; re-save the weights with "
             "torch.save(model.state_dict(), path) or as .safetensors"
         ) from None

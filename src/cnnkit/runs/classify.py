@@ -102,6 +102,7 @@ def load_splits(config: RunConfig) -> tuple[ArrayDataset, ArrayDataset, ArrayDat
         info = splits.info()
         info["image_size"], info["channels"], info["resize"] = size, channels, IMAGE_FOLDER_RESIZE
     info["sizes"] = {"train": len(train), "val": len(val), "test": len(test)}
+    folder.require_samples(config.data, train=train, validation=val, test=test)
     return train, val, test, info
 
 
@@ -182,6 +183,26 @@ def build_model(config: RunConfig, num_classes: int, in_chans: int) -> nn.Module
     return create_model(config.model, num_classes=num_classes, in_chans=in_chans, **model_options(config))
 
 
+def check_input_fits(model: nn.Module, shape: tuple[int, int, int], config: RunConfig) -> None:
+    """One zero image through ``model`` (eval mode, no gradients) before any training.
+
+    Raises:
+        DataError: the data's images are a shape the model cannot take, naming both.
+    """
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros((1, *shape)))
+    except (RuntimeError, ValueError) as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise DataError(
+            f"{config.data}: its {shape[1]}x{shape[2]}x{shape[0]} images do not fit {config.model} "
+            f"({reason}); use larger images or another --model"
+        ) from None
+    finally:
+        model.train(was_training)
+
+
 def model_options(config: RunConfig) -> dict[str, Any]:
     """The builder options: ``model_kwargs``, plus ``input_size`` for the builders that size their
     dense layers by it (the course's CNNs) when an image folder is loaded at another size.
@@ -218,6 +239,7 @@ def make_trainer(config: RunConfig, model: nn.Module, out: Path, progress: bool 
         channels_last=config.channels_last,
         checkpoint_path=out / folder.LAST_CHECKPOINT,
         max_grad_norm=config.max_grad_norm,
+        **config.engine_divergence(),
         compile=config.compile,
         sync_bn=config.sync_bn,
         **trainer_extras(config.preset, config.lr, config.max_shift),  # augmentation, LR schedule, TTA
@@ -250,6 +272,7 @@ def train_classify(
     device = prepare_device(config.device, resume_state, pick_threads=config.preset == "fast")
     train, val, test, data_info = load_splits(config)
     model = build_model(config, train.num_classes, train.input_shape[0])
+    check_input_fits(model, train.input_shape, config)
     trainer = make_trainer(config, model, out, progress)
     record = folder.run_record(
         "classify",
@@ -295,6 +318,7 @@ def train_classify(
         metrics["compile_seconds"] = trainer.compile_seconds
     folder.write_json(out / folder.METRICS_FILE, metrics)
     folder.write_report_safely(out, trainer.model, test)
+    folder.release_folder(out)  # the run is complete on disk: another process may resume or read it
     return metrics
 
 

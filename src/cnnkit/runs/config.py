@@ -37,6 +37,8 @@ class TrainConfig:
         deterministic: deterministic algorithms only.
         max_grad_norm: clip the gradient norm (and stop on a non-finite one).
         sync_bn: data-parallel runs: BatchNorm with the global batch's statistics.
+        on_divergence: when an epoch's loss is 1000 times the one training started at:
+            ``"stop"`` (a TrainingError), ``"warn"`` (one line) or ``"off"``.
     """
 
     task: str = "classify"
@@ -56,6 +58,13 @@ class TrainConfig:
     deterministic: bool = False
     max_grad_norm: float | None = None
     sync_bn: bool = False
+    on_divergence: str = "stop"
+
+    def engine_divergence(self) -> dict[str, Any]:
+        """The Trainer's ``divergence`` / ``on_divergence`` options for ``on_divergence``."""
+        if self.on_divergence == "off":
+            return {"divergence": None}
+        return {"on_divergence": self.on_divergence}
 
     def _common_checks(self) -> list[tuple[bool, str]]:
         return [
@@ -74,6 +83,10 @@ class TrainConfig:
             (
                 self.max_grad_norm is None or self.max_grad_norm > 0,
                 f"max_grad_norm must be > 0, got {self.max_grad_norm}",
+            ),
+            (
+                self.on_divergence in ("stop", "warn", "off"),
+                f"on_divergence must be 'stop', 'warn' or 'off', got {self.on_divergence!r}",
             ),
         ]
 
@@ -103,10 +116,30 @@ class TrainConfig:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Any:
-        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+        """The config in a JSON file (a run's ``config.json`` or its ``run`` section alone).
+
+        Raises:
+            FileNotFoundError: no such file.
+            UsageError: not UTF-8 JSON holding an object, or settings that cannot be used.
+        """
+        try:
+            raw = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+            reason = (
+                f"{type(exc).__name__}: {exc}" if not isinstance(exc, RecursionError) else "nested too deeply"
+            )
+            raise UsageError(f"--config {path} is not a JSON config file ({reason})") from None
+        except IsADirectoryError:
+            raise UsageError(f"--config {path} is a folder; give its config.json") from None
         if not isinstance(raw, dict):
             raise UsageError(f"{path}: a config must be a JSON object")
-        return cls.from_dict(raw.get("run", raw))
+        settings = raw.get("run", raw)
+        if not isinstance(settings, dict):
+            raise UsageError(f"{path}: its 'run' section must be a JSON object")
+        try:
+            return cls.from_dict(settings)
+        except UsageError as exc:
+            raise UsageError(f"{path}: {exc}") from None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -30,6 +30,7 @@ from .folder import (
     LAST_CHECKPOINT,
     METRICS_FILE,
     open_folder,
+    release_folder,
     run_record,
     write_json,
     write_report_safely,
@@ -253,6 +254,15 @@ def finetune_run(
     Raises:
         UsageError: a non-empty ``out`` without ``resume``, or settings that cannot be used.
     """
+    try:
+        return _finetune_run(config, Path(out), progress, report, resume)
+    finally:
+        release_folder(Path(out))  # claimed by open_folder; complete on disk, or failed
+
+
+def _finetune_run(
+    config: FinetuneConfig, out: Path, progress: bool, report: Callable[[str], None] | None, resume: bool
+) -> dict[str, Any]:
     config.validate()
     out = Path(out)
     resume_state = open_folder(out, resume, create=False)  # made once the settings are checked

@@ -28,8 +28,11 @@ from ..engine import distributed
 from ..engine.callbacks import Callback, EarlyStopping, History, HistoryFile, ModelCheckpoint, ProgressBar
 from ..engine.checkpoint import load_checkpoint
 from ..engine.trainer import Trainer
-from ..errors import UsageError
+from ..errors import DataError, UsageError
 from ..io.atomic import atomic_write_text, clean_stale_temps
+from .lock import LOCK_FILE as LOCK_FILE
+from .lock import claim_folder
+from .lock import release_folder as release_folder
 
 CONFIG_FILE = "config.json"
 BEST_WEIGHTS = "best.safetensors"
@@ -68,7 +71,7 @@ class RunInfo:
     @property
     def model_name(self) -> str:
         run = self.record.get("run")
-        return (run or {}).get("model") or self.record.get("model") or "?"
+        return (run if isinstance(run, dict) else {}).get("model") or self.record.get("model") or "?"
 
     @property
     def output_dir(self) -> Path:
@@ -78,7 +81,8 @@ class RunInfo:
     def describe(self) -> str:
         kind = f"{self.task} run"
         if self.task == "segment":
-            head = (self.record.get("run") or {}).get("head") or self.record.get("head")
+            run = self.record.get("run")
+            head = (run if isinstance(run, dict) else {}).get("head") or self.record.get("head")
             kind = f"segment run ({head})" if head else kind
         return f"{self.path if not self.shipped else SHIPPED} is a {kind}"
 
@@ -131,10 +135,16 @@ def read_run(run_dir: str | os.PathLike[str]) -> RunInfo:
     task = "finetune" if isinstance(record.get("finetune"), dict) else record.get("task")
     if task is None and isinstance(record.get("run"), dict):
         task = "classify"  # classification records written before every run named its task
+    if task is None:
+        raise UsageError(
+            f"{path} names no task: it is not a config.json written by cnnkit (the run folder is "
+            "damaged, or not a run folder)"
+        )
     if task not in TASKS:
         from .. import __version__
 
-        written = (record.get("versions") or {}).get("cnnkit", "an unknown version")
+        versions = record.get("versions")
+        written = versions.get("cnnkit", "an unknown version") if isinstance(versions, dict) else "?"
         raise UsageError(
             f"{run_dir} records task {task!r}, which cnnkit {__version__} does not know (written by "
             f"cnnkit {written}); use that version, or train the run again with this one"
@@ -174,17 +184,28 @@ def load_run(
         WeightsError: weights that do not fit the model the record describes.
     """
     run = run_dir if isinstance(run_dir, RunInfo) else read_run(run_dir)
-    if run.task in ("classify", "finetune"):
-        from .classify import load_classify_run
+    where = run.path / CONFIG_FILE
+    try:
+        if run.task in ("classify", "finetune"):
+            from .classify import load_classify_run
 
-        return load_classify_run(run, device)
-    if run.task in ("localize", "detect"):
-        from .scenes import load_scene_run
+            return load_classify_run(run, device)
+        if run.task in ("localize", "detect"):
+            from .scenes import load_scene_run
 
-        return load_scene_run(run, device)
-    from .segment import load_segment_run
+            return load_scene_run(run, device)
+        from .segment import load_segment_run
 
-    return load_segment_run(run, device)
+        return load_segment_run(run, device)
+    except (KeyError, TypeError, AttributeError, IndexError) as exc:  # a record missing its parts
+        detail = f"no {exc.args[0]!r} entry" if isinstance(exc, KeyError) and exc.args else str(exc)
+        raise UsageError(
+            f"{where} is damaged or incomplete ({detail}); the run cannot be rebuilt from it"
+        ) from None
+    except UsageError as exc:
+        if str(run.path) in str(exc):
+            raise
+        raise UsageError(f"{where}: {exc}") from None
 
 
 # ---------------------------------------------------------------------- writing a run folder
@@ -194,29 +215,75 @@ def default_run_dir(task: str, model: str) -> Path:
 
 
 def open_folder(out: Path, resume: bool, create: bool = True) -> dict[str, Any] | None:
-    """Make ``out`` ready: a new run needs it absent or empty; a resumed one, its ``last.ckpt``.
-    ``create=False`` leaves making the folder to the caller (after its own checks).
+    """Claim ``out`` for this process (``claim_folder``) and make it ready: a new run needs it
+    absent or empty; a resumed one, its ``last.ckpt``. A new folder this call made and that is
+    still empty when released (``create=False``: settings failed before any file was written)
+    is removed again.
 
     Returns:
         With ``resume``, the verified body of ``last.ckpt`` (checked before anything is rewritten,
         so a bad file fails fast and changes nothing); else None.
 
     Raises:
-        UsageError: a non-empty ``out`` without ``resume``, or a ``resume`` without a checkpoint.
+        UsageError: ``out`` is a file, another live process owns it, a non-empty ``out`` without
+            ``resume``, or a ``resume`` without a checkpoint.
     """
-    state = None
-    if resume:
-        if not (out / LAST_CHECKPOINT).is_file():
-            raise UsageError(f"{out} has no {LAST_CHECKPOINT} to resume from")
-        clean_stale_temps(out)  # temp files of a write that a crash cut short
-        state = load_checkpoint(out / LAST_CHECKPOINT)
-    elif out.exists() and any(out.iterdir()):
-        raise UsageError(
-            f"run folder {out} already exists and is not empty; choose another --out or use --resume"
-        )
-    if create:
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file, not a folder; give a folder path for the run")
+    if resume and not (out / LAST_CHECKPOINT).is_file():
+        raise UsageError(f"{out} has no {LAST_CHECKPOINT} to resume from")
+    world = distributed.env_world()
+    # A data-parallel run's folder belongs to its rank 0 (the other ranks write only their logs).
+    owner = world is None or world.rank == 0
+    if owner:
+        claim_folder(out, remove_if_empty=not create)
+    else:
         out.mkdir(parents=True, exist_ok=True)
+    state = None
+    try:
+        if resume:
+            clean_stale_temps(out)  # temp files of a write that a crash cut short
+            state = load_checkpoint(out / LAST_CHECKPOINT)
+            _check_one_run(out, state)
+        elif any(p.name != LOCK_FILE for p in out.iterdir()):
+            raise UsageError(
+                f"run folder {out} already exists and is not empty; choose another --out or use --resume"
+            )
+    except BaseException:
+        if owner:
+            release_folder(out)
+        raise
     return state
+
+
+def _check_one_run(out: Path, state: dict[str, Any]) -> None:
+    """``config.json`` and ``last.ckpt`` must come from one run (their seeds agree)."""
+    try:
+        record = json.loads((out / CONFIG_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return  # read_run reports a missing or damaged config.json
+    run = record.get("run") if isinstance(record, dict) else None
+    seed = run.get("seed") if isinstance(run, dict) else None
+    if seed is not None and "seed" in state and seed != state["seed"]:
+        raise UsageError(
+            f"{out / LAST_CHECKPOINT} was written by a run with seed {state['seed']}, but "
+            f"{out / CONFIG_FILE} says seed {seed}: the files belong to different runs; train "
+            "again into a new folder"
+        )
+
+
+def require_samples(source: str, **splits: Any) -> None:
+    """Refuse, before any training, data whose train, validation or test split is empty.
+
+    Raises:
+        DataError: naming the data and the empty split.
+    """
+    for name, part in splits.items():
+        if len(part) == 0:
+            raise DataError(
+                f"{source}: the {name} split is empty; add {name} data (or lower --limit-* / "
+                "change the split fractions) so that every split has samples"
+            )
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:

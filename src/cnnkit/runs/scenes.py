@@ -232,6 +232,7 @@ def train_scenes(
     seed_everything(config.seed, config.deterministic)
 
     data = load_data(config)
+    folder.require_samples(config.data, train=data.train, validation=data.val, test=data.test)
     record = scene_record(config, data, device, amp)
     if config.task == "detect":
         levels, fit = fit_anchors(config, data.train.boxes)
@@ -259,6 +260,7 @@ def train_scenes(
         checkpoint_path=out / folder.LAST_CHECKPOINT,
         max_grad_norm=config.max_grad_norm,
         sync_bn=config.sync_bn,
+        **config.engine_divergence(),
     )
     history = folder.fit_run(
         trainer, out, state, data.train, data.val,
@@ -280,6 +282,7 @@ def train_scenes(
     folder.write_json(out / folder.METRICS_FILE, metrics)
     save_samples(trainer.model, config.task, data.test, device, out / SAMPLES_FILE)
     folder.write_report_safely(out, trainer.model)
+    folder.release_folder(out)  # the run is complete on disk: another process may resume or read it
     return metrics
 
 

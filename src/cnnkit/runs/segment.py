@@ -75,6 +75,7 @@ def train_segment(
     device = prepare_device(config.device, state)
     build = _instance_parts if config.head in INSTANCE_HEADS else _semantic_parts
     parts = build(config, out, device, progress)
+    folder.require_samples(config.data, train=parts.train, validation=parts.val, test=parts.test)
     trainer = parts.trainer
     record = folder.run_record(
         "segment",
@@ -124,6 +125,7 @@ def train_segment(
     }
     folder.write_json(out / folder.METRICS_FILE, metrics)
     folder.write_report_safely(out, trainer.model)
+    folder.release_folder(out)  # the run is complete on disk: another process may resume or read it
     return metrics
 
 
@@ -156,6 +158,7 @@ def _trainer_options(
         "checkpoint_path": out / folder.LAST_CHECKPOINT,
         "max_grad_norm": config.max_grad_norm,
         "sync_bn": config.sync_bn,
+        **config.engine_divergence(),
     }
 
 
