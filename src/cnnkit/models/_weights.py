@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
+from ..io.keras_h5 import KERAS_SUFFIXES
 from ..io.weights import (
     WEIGHTS_SUFFIXES,
     WeightsError,
@@ -103,8 +104,8 @@ def load_pretrained(
         model: the freshly built model.
         name: its registry name (to find torchvision's weights for it).
         weights: weights an installed package ships (``"IMAGENET1K"`` / ``"DEFAULT"`` for
-            efficientnet_lite0), a torchvision weights name, a local state-dict file, or a cnnkit
-            run folder.
+            efficientnet_lite0), a torchvision weights name, a local state-dict file, a Keras 3
+            ``.keras`` / ``.weights.h5`` file (course CNNs), or a cnnkit run folder.
         download: for torchvision weights that are not cached: None downloads unless
             ``$CNNKIT_OFFLINE`` is set, False never does.
 
@@ -127,6 +128,10 @@ def load_pretrained(
         state, info = _torchvision(name, text, download)
     elif path.is_dir():
         state, info = _run_folder(name, path)
+    elif path.is_file() and path.suffix in KERAS_SUFFIXES:
+        from .keras_import import keras_state_dict
+
+        state, info = keras_state_dict(model, path), PretrainedInfo(source=str(path))
     elif path.exists():
         state, metadata = read_weights(path)
         info = _info_from_metadata(str(path), metadata, name)
