@@ -21,7 +21,9 @@ cells already there)::
 
     nice -n 10 python scripts/transfer_imagenet.py --out runs/transfer-imagenet
 
-It prints a Markdown table (mean ± std over the seeds, mean wall time per cell).
+It prints a Markdown table (mean ± std over the seeds, mean wall time per cell). Label budgets
+can run as separate processes (``--labels 10 --out runs/transfer-imagenet/l10`` ...); then
+``--table --out runs/transfer-imagenet`` prints the table of all of them.
 """
 
 from __future__ import annotations
@@ -152,6 +154,11 @@ def run_cell(method: str, per_class: int, seed: int, data: dict, args: argparse.
         )
         model = create_model(name, num_classes=10)
         normalize = TF_NORMALIZE if method == "effnet_scratch" else None
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                # TensorFlow's momentum 0.99 needs ~500 steps to forget the initial statistics:
+                # after 80 steps from scratch, eval mode would still use mostly mean 0, var 1.
+                module.momentum = 0.1
         early = EarlyStopping("val_loss", patience=args.patience, restore_best_weights=True)
         trainer = ClassifyTrainer(
             model, lr=1e-3, callbacks=[early], device=args.device, seed=seed, normalize=normalize
@@ -200,7 +207,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: best available)")
     p.add_argument("--limit-test", type=int, help="score on only N test images (quick tries)")
     p.add_argument("--out", default="runs/transfer-imagenet", help="where results.json goes")
+    p.add_argument("--table", action="store_true", help="only print the table of --out/**/results.json")
     args = p.parse_args(argv)
+    if args.table:
+        found = sorted(Path(args.out).glob("**/results.json"))
+        cells = [c for f in found for c in json.loads(f.read_text())["cells"]]
+        print(table(cells, args.seeds))
+        return 0
     args.device = pick_device(args.device)
     if args.device.type == "cpu":
         set_threads(args.threads or pick_num_threads())
