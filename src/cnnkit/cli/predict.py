@@ -93,8 +93,9 @@ def load_model(args: argparse.Namespace, device: torch.device) -> tuple[torch.nn
             model, config, _ = _load_run(Path(target), device)
     else:
         entry = model_entry(target)  # unknown names fail here, with close matches
-        if not args.weights and default_packaged_weights(target) is not None:
-            args.weights = default_packaged_weights(target).name  # weights a package ships
+        packaged = default_packaged_weights(target)
+        if not args.weights and packaged is not None:
+            args.weights = packaged.name  # the weights an installed package ships
         if not args.weights:
             raise UsageError(
                 f"{target} needs --weights: a torchvision weights name such as IMAGENET1K_V1 or "

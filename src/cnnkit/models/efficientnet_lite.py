@@ -88,7 +88,10 @@ def _batch_norm(channels: int) -> nn.BatchNorm2d:
     return nn.BatchNorm2d(channels, eps=1e-3, momentum=0.01)
 
 
-def _conv_bn(in_channels: int, out: int, kernel: int, stride: int = 1, *, groups: int = 1, act: bool = True):
+def _conv_bn(
+    in_channels: int, out: int, kernel: int, stride: int = 1, *, groups: int = 1, act: bool = True
+) -> nn.Sequential:
+    """Conv2D ('same', no bias) -> BatchNorm [-> ReLU6]: the unit every layer is made of."""
     layers: OrderedDict[str, nn.Module] = OrderedDict(
         conv=Conv2D(out, kernel, stride, "same", groups=groups, use_bias=False, in_channels=in_channels),
         bn=_batch_norm(out),
