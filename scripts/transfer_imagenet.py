@@ -21,9 +21,10 @@ cells already there)::
 
     nice -n 10 python scripts/transfer_imagenet.py --out runs/transfer-imagenet
 
-It prints a Markdown table (mean ± std over the seeds, mean wall time per cell). Label budgets
-can run as separate processes (``--labels 10 --out runs/transfer-imagenet/l10`` ...); then
-``--table --out runs/transfer-imagenet`` prints the table of all of them.
+It prints a Markdown table (mean ± std over the seeds, mean wall time per cell). Parts can run
+as separate processes, each with its own --out below one folder (``--methods linear``;
+``--labels 10 --seed 0 --methods finetune effnet_scratch cnn_scratch`` ...); then
+``--table --out FOLDER`` prints the table of all of them.
 """
 
 from __future__ import annotations
@@ -195,12 +196,13 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--labels", type=int, nargs="+", default=[10, 50, 200], help="labels per class")
     p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--seed", type=int, help="run only this one of the seeds (one process per seed)")
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     p.add_argument("--size", type=int, default=48, help="EfficientNet input side (default 48)")
-    p.add_argument("--head-steps", type=int, default=60, help="finetune phase 1 optimizer steps")
+    p.add_argument("--head-steps", type=int, default=40, help="finetune phase 1 optimizer steps")
     p.add_argument("--full-steps", type=int, default=40, help="finetune phase 2 optimizer steps")
-    p.add_argument("--scratch-steps", type=int, default=80, help="EfficientNet from scratch steps")
-    p.add_argument("--cnn-steps", type=int, default=300, help="course CNN from scratch steps")
+    p.add_argument("--scratch-steps", type=int, default=60, help="EfficientNet from scratch steps")
+    p.add_argument("--cnn-steps", type=int, default=200, help="course CNN from scratch steps")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--patience", type=int, default=1000, help="early stopping (default: keep the best)")
     p.add_argument("--threads", type=int, help="CPU threads (default: the cores others leave free)")
@@ -230,7 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.limit_test:
         test_all = test_all.take(args.limit_test, seed=0)
     data: dict = {"small": train_all, "test_small": test_all, "pool_labels": train_all.labels}
-    pools = {seed: labelled_split(train_all.labels, max(args.labels), seed) for seed in range(args.seeds)}
+    seeds = range(args.seeds) if args.seed is None else [args.seed]
+    pools = {seed: labelled_split(train_all.labels, max(args.labels), seed) for seed in seeds}
     data["split"] = {
         (k, seed): labelled_split(train_all.labels, k, seed)
         for k in args.labels
@@ -257,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"data and frozen features ready in {prep_seconds:.0f} s", file=sys.stderr, flush=True)
 
     for per_class in args.labels:
-        for seed in range(args.seeds):
+        for seed in range(args.seeds) if args.seed is None else [args.seed]:
             for method in args.methods:
                 if (per_class, seed, method) in done:
                     continue
