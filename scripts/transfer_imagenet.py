@@ -158,7 +158,7 @@ def run_cell(method: str, per_class: int, seed: int, data: dict, args: argparse.
         for module in model.modules():
             if isinstance(module, torch.nn.BatchNorm2d):
                 # TensorFlow's momentum 0.99 needs ~500 steps to forget the initial statistics:
-                # after 80 steps from scratch, eval mode would still use mostly mean 0, var 1.
+                # after 60 steps from scratch, eval mode would still use mostly mean 0, var 1.
                 module.momentum = 0.1
         early = EarlyStopping("val_loss", patience=args.patience, restore_best_weights=True)
         trainer = ClassifyTrainer(
