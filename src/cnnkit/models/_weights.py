@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
+from ..io.keras_h5 import KERAS_SUFFIXES
 from ..io.weights import (
     WEIGHTS_SUFFIXES,
     WeightsError,
@@ -36,6 +37,7 @@ from ..io.weights import (
     torchvision_weights,
     torchvision_weights_info,
 )
+from ._packaged import PackagedWeights, find_packaged_weights, read_packaged_weights
 
 __all__ = [
     "RUN_CONFIG",
@@ -101,7 +103,9 @@ def load_pretrained(
     Args:
         model: the freshly built model.
         name: its registry name (to find torchvision's weights for it).
-        weights: a torchvision weights name, a local state-dict file, or a cnnkit run folder.
+        weights: weights an installed package ships (``"IMAGENET1K"`` / ``"DEFAULT"`` for
+            efficientnet_lite0), a torchvision weights name, a local state-dict file, a Keras 3
+            ``.keras`` / ``.weights.h5`` file (course CNNs), or a cnnkit run folder.
         download: for torchvision weights that are not cached: None downloads unless
             ``$CNNKIT_OFFLINE`` is set, False never does.
 
@@ -117,10 +121,17 @@ def load_pretrained(
     """
     text = str(weights)
     path = Path(weights)
-    if isinstance(weights, str) and is_torchvision_weights_name(text) and not path.exists():
+    packaged = find_packaged_weights(name, text) if isinstance(weights, str) else None
+    if packaged is not None and not path.exists():
+        state, info = _packaged(packaged, model)
+    elif isinstance(weights, str) and is_torchvision_weights_name(text) and not path.exists():
         state, info = _torchvision(name, text, download)
     elif path.is_dir():
         state, info = _run_folder(name, path)
+    elif path.is_file() and path.suffix in KERAS_SUFFIXES:
+        from .keras_import import keras_state_dict
+
+        state, info = keras_state_dict(model, path), PretrainedInfo(source=str(path))
     elif path.exists():
         state, metadata = read_weights(path)
         info = _info_from_metadata(str(path), metadata, name)
@@ -165,6 +176,21 @@ def _torchvision(
         interpolation=meta["interpolation"],
         details={k: meta[k] for k in ("url", "file", "sha256_prefix", "num_params", "metrics")},
     )
+    return state, info
+
+
+def _packaged(spec: PackagedWeights, model: nn.Module) -> tuple[dict[str, torch.Tensor], PretrainedInfo]:
+    state, file = read_packaged_weights(spec, model)
+    info = PretrainedInfo(
+        source=f"{spec.model}.{spec.name}",
+        class_names=imagenet_class_names(),
+        input_size=list(spec.input_size),
+        normalize={"mean": list(spec.mean), "std": list(spec.std)},
+        crop_fraction=spec.crop_fraction,
+        interpolation=spec.interpolation,
+        details={"file": str(file), "sha256_prefix": spec.sha256_prefix, "package": spec.distribution,
+                 "num_params": spec.num_params, "origin": spec.origin},
+    )  # fmt: skip
     return state, info
 
 
