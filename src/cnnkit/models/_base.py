@@ -38,6 +38,15 @@ class Backbone(nn.Module, metaclass=abc.ABCMeta):
     num_features: int
     default_input: tuple[int, int, int]
 
+    def __init__(self, *, num_classes: int | None = None, in_chans: int | None = None) -> None:
+        """Check the arguments every builder takes, where the subclass has them (``ValueError``
+        echoing a bad value)."""
+        super().__init__()
+        if num_classes is not None:
+            check_num_classes(num_classes)
+        if in_chans is not None:
+            check_in_chans(in_chans)
+
     @abc.abstractmethod
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Final feature map, Tensor[N, C, H, W] -> Tensor[N, num_features', h, w]."""

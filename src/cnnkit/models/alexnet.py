@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from ._base import DenseHeadCNN, FeatureInfo, check_bool, check_in_chans, check_num_classes
+from ._base import DenseHeadCNN, FeatureInfo, check_bool
 from ._registry import register_model
 
 __all__ = ["ALEXNET_CONFIGS", "AlexNet", "AlexNetConfig"]
@@ -72,9 +72,7 @@ class AlexNet(DenseHeadCNN):
         in_chans: int = 3,
         small_input: bool = False,
     ) -> None:
-        super().__init__()
-        check_num_classes(num_classes)
-        check_in_chans(in_chans)
+        super().__init__(num_classes=num_classes, in_chans=in_chans)
         w1, w2, w3, w4, w5 = config.conv_widths
         layers: list[nn.Module] = []
         self.feature_info = []

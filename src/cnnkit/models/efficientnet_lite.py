@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from ..layers import Conv2D, Dense, Dropout, GlobalAvgPool2D
-from ._base import Backbone, FeatureInfo, check_in_chans, check_num_classes, init_relu_weights
+from ._base import Backbone, FeatureInfo, check_num_classes, init_relu_weights
 from ._packaged import PackagedWeights, register_packaged_weights
 from ._registry import register_model
 
@@ -139,9 +139,7 @@ class EfficientNetLite(Backbone):
     """
 
     def __init__(self, variant: LiteVariant, *, num_classes: int = 1000, in_chans: int = 3) -> None:
-        super().__init__()
-        check_num_classes(num_classes)
-        check_in_chans(in_chans)
+        super().__init__(num_classes=num_classes, in_chans=in_chans)
         self.stem = _conv_bn(in_chans, STEM_CHANNELS, 3, 2)
         stages: list[nn.Module] = []
         channels, stride = STEM_CHANNELS, 2

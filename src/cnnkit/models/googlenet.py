@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ._base import Backbone, FeatureInfo, check_bool, check_in_chans, check_num_classes, init_relu_weights
+from ._base import Backbone, FeatureInfo, check_bool, check_num_classes, init_relu_weights
 from ._registry import register_model
 
 __all__ = ["ConvBNReLU", "GoogLeNet", "GoogLeNetOutputs", "Inception", "InceptionAuxHead"]
@@ -189,9 +189,7 @@ class GoogLeNet(Backbone):
         aux_logits: bool = False,
         transform_input: bool = False,
     ) -> None:
-        super().__init__()
-        check_num_classes(num_classes)
-        check_in_chans(in_chans)
+        super().__init__(num_classes=num_classes, in_chans=in_chans)
         if aux_logits and not num_classes:
             raise ValueError("aux_logits=True needs num_classes >= 1: the auxiliary heads classify")
         if transform_input and in_chans != 3:

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..layers import SqueezeExcite
-from ._base import Backbone, FeatureInfo, check_bool, check_in_chans, check_num_classes, init_relu_weights
+from ._base import Backbone, FeatureInfo, check_bool, check_num_classes, init_relu_weights
 from ._registry import register_family
 
 __all__ = ["BasicBlock", "Bottleneck", "ResNet", "ResNetConfig"]
@@ -170,9 +170,7 @@ class ResNet(Backbone):
         in_chans: int = 3,
         small_input: bool = False,
     ) -> None:
-        super().__init__()
-        check_num_classes(num_classes)
-        check_in_chans(in_chans)
+        super().__init__(num_classes=num_classes, in_chans=in_chans)
         block = {"basic": BasicBlock, "bottleneck": Bottleneck}[config.block]
         if small_input:
             self.conv1 = nn.Conv2d(in_chans, 64, 3, stride=1, padding=1, bias=False)

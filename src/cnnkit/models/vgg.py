@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from ._base import DenseHeadCNN, FeatureInfo, check_bool, check_in_chans, check_num_classes, init_relu_weights
+from ._base import DenseHeadCNN, FeatureInfo, check_bool, init_relu_weights
 from ._registry import register_family
 
 __all__ = ["VGG", "VGG_LAYERS"]
@@ -62,9 +62,7 @@ class VGG(DenseHeadCNN):
         in_chans: int = 3,
         small_input: bool = False,
     ) -> None:
-        super().__init__()
-        check_num_classes(num_classes)
-        check_in_chans(in_chans)
+        super().__init__(num_classes=num_classes, in_chans=in_chans)
         modules: list[nn.Module] = []
         self.feature_info = []
         channels, stride = in_chans, 1

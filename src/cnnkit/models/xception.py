@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..layers import Conv2D, Dense, GlobalAvgPool2D, MaxPool2D, SeparableConv2D
-from ._base import Backbone, FeatureInfo, check_bool, check_in_chans, check_num_classes
+from ._base import Backbone, FeatureInfo, check_bool, check_num_classes
 from ._registry import register_model
 
 __all__ = ["Xception", "XceptionBlock"]
@@ -102,9 +102,7 @@ class Xception(Backbone):
     """
 
     def __init__(self, *, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False) -> None:
-        super().__init__()
-        check_num_classes(num_classes)
-        check_in_chans(in_chans)
+        super().__init__(num_classes=num_classes, in_chans=in_chans)
         stem_stride, stem_padding = (1, "same") if small_input else (2, "valid")
         stem = nn.Sequential(
             OrderedDict(
