@@ -60,16 +60,25 @@ def register_variant(
     input_size: tuple[int, int, int],
     description: str,
     doc: str,
+    small_input: bool = True,
 ) -> Callable[..., nn.Module]:
     """Registers ``name`` as one variant of a model family and returns its builder.
 
     The builder is keyword-only, ``builder(*, num_classes=1000, in_chans=3, small_input=False)``,
-    and calls ``build(name, num_classes, in_chans, small_input)``: a family (ResNet, VGG) keeps
-    its variants in a config table and one class, with one line per public builder.
+    and calls ``build(name, num_classes, in_chans, small_input)``; with ``small_input=False`` the
+    family has no 28×28 option: ``builder(*, num_classes=1000, in_chans=3)`` calls
+    ``build(name, num_classes, in_chans)``. A family (ResNet, VGG, EfficientNet-Lite) keeps its
+    variants in a config table and one class, with one line per public builder.
     """
+    if small_input:
 
-    def builder(*, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False) -> nn.Module:
-        return build(name, num_classes, in_chans, small_input)
+        def builder(*, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False) -> nn.Module:
+            return build(name, num_classes, in_chans, small_input)
+
+    else:
+
+        def builder(*, num_classes: int = 1000, in_chans: int = 3) -> nn.Module:  # type: ignore[misc]
+            return build(name, num_classes, in_chans)
 
     builder.__name__ = builder.__qualname__ = name
     builder.__module__ = build.__module__

