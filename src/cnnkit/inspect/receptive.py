@@ -12,91 +12,13 @@ Where branches meet (a residual sum), the branch with the larger field is follow
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
-from ..layers.padding import pad_same_2d
+from ._fields import FieldTracker, LayerWindow, Window, window_of
 from .summary import _dry_run, _layers, parse_input_shape
 
 __all__ = ["LayerWindow", "Window", "layer_windows", "window_of"]
-
-
-@dataclass(frozen=True)
-class Window:
-    """A sliding-window layer's geometry at one input size, per axis (rows, cols).
-
-    Attributes:
-        kernel: taps per axis (``pool_size`` for pooling layers).
-        stride: step per axis.
-        dilation: spacing between taps per axis.
-        pad: zeros (or -inf for max pooling) added before the first row and column.
-    """
-
-    kernel: tuple[int, int]
-    stride: tuple[int, int]
-    dilation: tuple[int, int]
-    pad: tuple[int, int]
-
-    def span(self, axis: int) -> int:
-        return (self.kernel[axis] - 1) * self.dilation[axis] + 1
-
-
-@dataclass(frozen=True)
-class LayerWindow:
-    """Receptive field of one layer's output in the model's input.
-
-    Attributes:
-        name: the layer's summary name.
-        field: receptive field per axis (rows, cols), in input pixels.
-        jump: input pixels between neighbouring output pixels, per axis.
-        start: input coordinate (row, col) of the centre of output pixel (0, 0).
-        window: the layer's own sliding window, or None for a layer that works pixel by pixel.
-    """
-
-    name: str
-    field: tuple[int, int]
-    jump: tuple[int, int]
-    start: tuple[float, float]
-    window: Window | None
-
-    def box(self, row: int, col: int) -> tuple[float, float, float, float]:
-        """(top, left, bottom, right) input pixel span of output pixel (row, col), inclusive;
-        it may reach into the padding (below 0 or past the input's edge)."""
-        top = self.start[0] + row * self.jump[0] - (self.field[0] - 1) / 2
-        left = self.start[1] + col * self.jump[1] - (self.field[1] - 1) / 2
-        return top, left, top + self.field[0] - 1, left + self.field[1] - 1
-
-
-def _pair(value: object) -> tuple[int, int]:
-    if isinstance(value, tuple | list):
-        return (int(value[0]), int(value[-1]))
-    return (int(value), int(value))  # type: ignore[call-overload]
-
-
-def window_of(module: nn.Module, height: int, width: int) -> Window | None:
-    """The sliding window of a conv or pooling layer for an input of ``height`` × ``width``.
-
-    Understands cnnkit's Keras-style layers (``'same'`` resolved as ``layers.padding`` does) and
-    torch's ``nn.Conv2d`` / ``nn.MaxPool2d`` / ``nn.AvgPool2d``. Returns None for other layers.
-    """
-    kernel = getattr(module, "kernel_size", None) or getattr(module, "pool_size", None)
-    if kernel is None or isinstance(module, nn.Conv1d | nn.Conv3d | nn.ConvTranspose2d):
-        return None
-    kernel = _pair(kernel)
-    stride_value = getattr(module, "stride", None) or getattr(module, "strides", None)
-    stride = _pair(stride_value) if stride_value is not None else kernel
-    dilation = _pair(getattr(module, "dilation", None) or getattr(module, "dilation_rate", None) or 1)
-    padding = getattr(module, "padding", 0)
-    if padding == "valid":
-        pad = (0, 0)
-    elif padding == "same":
-        left, _, top, _ = pad_same_2d(height, width, kernel, stride, dilation)
-        pad = (top, left)
-    else:
-        pad = _pair(padding)
-    return Window(kernel, stride, dilation, pad)
 
 
 def layer_windows(model: nn.Module, input_shape: tuple[int, int, int] | str) -> dict[str, LayerWindow]:
@@ -110,37 +32,21 @@ def layer_windows(model: nn.Module, input_shape: tuple[int, int, int] | str) -> 
         layer name -> LayerWindow, in forward order.
     """
     shape = parse_input_shape(input_shape)
-    known: dict[int, tuple[tuple[int, int], tuple[int, int], tuple[float, float]]] = {}
+    fields = FieldTracker()
     found: dict[str, LayerWindow] = {}
-    keep: list[torch.Tensor] = []  # tensor ids are only unique while the tensors live
-    hooks = []
 
     def make_hook(name: str):
         def hook(module: nn.Module, inputs: tuple, output: object) -> None:
             out = output[0] if isinstance(output, tuple | list) else output
-            if not isinstance(out, torch.Tensor):
-                return
-            tensors = [t for t in inputs if isinstance(t, torch.Tensor)]
-            parents = [known[id(t)] for t in tensors if id(t) in known]
-            # An input made between layers (a residual sum) is not known: it comes from the
-            # widest field so far, as fields only grow along the way.
-            field, jump, start = max(parents) if parents else max(known.values())
-            window = window_of(module, *tensors[0].shape[-2:]) if tensors and tensors[0].dim() == 4 else None
-            if window is not None:
-                span = tuple((window.kernel[a] - 1) * window.dilation[a] for a in (0, 1))
-                field = tuple(field[a] + span[a] * jump[a] for a in (0, 1))
-                start = tuple(start[a] + (span[a] / 2 - window.pad[a]) * jump[a] for a in (0, 1))
-                jump = tuple(jump[a] * window.stride[a] for a in (0, 1))
-            known[id(out)] = (field, jump, start)  # type: ignore[assignment]
-            keep.append(out)
-            if out.dim() == 4:
-                found[name] = LayerWindow(name, field, jump, start, window)  # type: ignore[arg-type]
+            if isinstance(out, torch.Tensor):
+                window = fields.step(name, module, inputs, out)
+                if out.dim() == 4:
+                    found[name] = window
 
         return hook
 
-    for layer_name, module in _layers(model):
-        hooks.append(module.register_forward_hook(make_hook(layer_name)))
+    hooks = [module.register_forward_hook(make_hook(name)) for name, module in _layers(model)]
     with _dry_run(model, shape, None, hooks) as x:
-        known[id(x)] = ((1, 1), (1, 1), (0.0, 0.0))
+        fields.start(x)
         model(x)
     return found

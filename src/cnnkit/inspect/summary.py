@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..errors import UsageError
+from ._fields import FieldTracker
 
 # The one display convention of shapes in `cnnkit summary`, `cnnkit shape` and the diagram.
 SHAPES_NOTE = "output shapes (C, H, W), as PyTorch tensors hold them"
@@ -139,26 +140,6 @@ def _layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
         if owns or not any(True for _ in module.children()):
             chosen.append((name, module))
     return chosen
-
-
-def _kernel_stride_dilation(module: nn.Module) -> tuple[int, int, int] | None:
-    """Largest kernel, stride and dilation of a windowed layer (for the receptive field)."""
-
-    def first(v: object) -> int:
-        return int(v[0] if isinstance(v, tuple | list) else v)  # type: ignore[index]
-
-    for k_attr, s_attr, d_attr in (
-        ("kernel_size", "stride", "dilation"),
-        ("kernel_size", "strides", "dilation_rate"),
-        ("pool_size", "strides", None),
-    ):
-        if hasattr(module, k_attr) and hasattr(module, s_attr):
-            kernel = first(getattr(module, k_attr))
-            stride_v = getattr(module, s_attr)
-            stride = first(stride_v if stride_v is not None else kernel)
-            dil = first(getattr(module, d_attr)) if d_attr and hasattr(module, d_attr) else 1
-            return kernel, stride, dil
-    return None
 
 
 def _macs(module: nn.Module, inputs: tuple, output: torch.Tensor) -> int:
@@ -287,8 +268,7 @@ def summary(
         raise UsageError(f"optimizer must be one of {sorted(OPTIMIZER_STATES)}, got {optimizer!r}")
     itemsize = torch.empty((), dtype=dtype).element_size()
     rows: list[LayerRow] = []
-    field_of: dict[int, tuple[int, int]] = {}  # id(tensor) -> (receptive field, jump)
-    keep: list[torch.Tensor] = []  # tensor ids are only unique while the tensors live
+    fields = FieldTracker()
     hooks = []
 
     def make_hook(layer_name: str):
@@ -296,16 +276,7 @@ def summary(
             tensor = output[0] if isinstance(output, tuple | list) else output
             if not isinstance(tensor, torch.Tensor):
                 return
-            known = [field_of[id(t)] for t in inputs if isinstance(t, torch.Tensor) and id(t) in field_of]
-            # An input made between layers (a residual sum) is not known: it comes from the
-            # widest field so far, as fields only grow along the way.
-            rf, jump = max(known) if known else max(field_of.values())
-            window = _kernel_stride_dilation(module)
-            if window:
-                k, s, d = window
-                rf, jump = rf + (k - 1) * d * jump, jump * s
-            field_of[id(tensor)] = (rf, jump)
-            keep.append(tensor)
+            rf = fields.step(layer_name, module, inputs, tensor).field[0]
             params = sum(p.numel() for p in module.parameters())
             act = 0 if isinstance(module, _VIEW_TYPES) else tensor[:1].numel() * itemsize
             rows.append(
@@ -329,7 +300,7 @@ def summary(
     for layer_name, module in _layers(target):
         hooks.append(module.register_forward_hook(make_hook(layer_name)))
     with _dry_run(target, shape, name, hooks) as x:
-        field_of[id(x)] = (1, 1)
+        fields.start(x)
         out = target(x)
 
     s = Summary(name or type(model).__name__, shape, batch_size, optimizer, rows)
