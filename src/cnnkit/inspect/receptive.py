@@ -1,13 +1,7 @@
 """Where a layer's output pixel looks: its window in the layer's input and in the model's input.
 
-The course's convolution arithmetic (Dumoulin & Visin, 2016): a layer with kernel ``k``, stride
-``s``, dilation ``d`` and padding ``p`` maps output pixel ``i`` to the input rows
-``i * s - p ... i * s - p + (k - 1) * d``. Composed from the input on, each layer's output has a
-receptive field ``r``, a jump ``j`` (input pixels between neighbouring outputs) and the input
-coordinate ``c0`` of the centre of its first pixel (Araujo et al., Distill 2019):
-``r' = r + (k - 1) d j``, ``c0' = c0 + ((k - 1) d / 2 - p) j``, ``j' = j s``.
-Where branches meet (a residual sum), the branch with the larger field is followed, as
-``cnnkit summary`` does for its RF column.
+The convolution arithmetic (Dumoulin & Visin 2016; Araujo et al., Distill 2019) is in
+``_fields``, which ``cnnkit summary``'s RF column uses too, so the two always agree.
 """
 
 from __future__ import annotations
