@@ -53,7 +53,7 @@ NOT_RUN = {
     ("pretrained.md", 'load_image_folder("flowers/"'): "reads the reader's own image folder",
     ("see-inside.md", 'load_run("/tmp/runs/hongong-full")'): "needs the full training run",
     ("transfer.md", 'pretrained_model("hongong_cnn", "runs/fashion-run"'): "needs a trained run folder",
-    ("pretrained.md", 'weights="out/course_cnn.weights.h5"'): "needs Keras' file (tests/models/test_keras_import.py)",
+    ("pretrained.md", 'weights="out/course_cnn.weights.h5"'): "needs the Keras file the script writes",
 }
 PLACEHOLDER = re.compile(r"^\[|^[A-Z_]+\]$|\||\.\.\.|^[A-Z][A-Z_]*(\.\.\.)?$|^[A-Z]\[")
 SMALL_TRAIN, SMALL_TEST = 300, 100  # the tiny-data switch of the Python blocks
