@@ -402,3 +402,13 @@ def test_a_segmentation_run_labels_every_pixel(segment_run_dir, items, tmp_path)
     assert [(c["class"], c["share"]) for c in seg["classes"]] == [
         (record["class_names"][i], n / want.size) for i, n in enumerate(counts) if n
     ]
+
+
+def test_class_names_follow_the_language_setting(monkeypatch):
+    # 혼공머신 ch. 8 names the Fashion-MNIST classes so; `cnnkit studio --lang ko` sets CNNKIT_LANG.
+    from cnnkit.studio import load_catalog
+
+    monkeypatch.setenv("CNNKIT_LANG", "ko")
+    korean = ["티셔츠", "바지", "스웨터", "드레스", "코트", "샌달", "셔츠", "스니커즈", "가방", "앵클 부츠"]
+    (entry,) = load_catalog(["fashion"]).entries.values()
+    assert entry.classes == korean

@@ -36,7 +36,7 @@ COMMANDS = [
 ]
 
 # Commands that show class names (figures, reports, predictions) and take --lang.
-LANG_COMMANDS = ("viz", "report", "predict", "evaluate")
+LANG_COMMANDS = ("viz", "report", "predict", "evaluate", "studio")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -24,6 +24,7 @@ from ..inspect.features import conv_layer_names
 from ..inspect.receptive import LayerWindow, layer_windows
 from ..inspect.summary import Summary, summary
 from ..runs.folder import CONFIG_FILE, SHIPPED, load_run, read_run, require_task
+from ..viz.lang import translate
 
 __all__ = ["Catalog", "Entry", "display_names", "load_catalog"]
 
@@ -42,7 +43,7 @@ def display_names(names: Sequence[str] | None, num_classes: int) -> list[str]:
     labels applies here.
     """
     if names is not None and len(names) == num_classes:
-        return [str(n) for n in names]
+        return translate(names)  # --lang / CNNKIT_LANG, as in figures and predictions
     return [f"class {i}" for i in range(num_classes)]
 
 
