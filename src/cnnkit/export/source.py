@@ -234,8 +234,12 @@ def _segment_run(run: Any, model: nn.Module, record: dict[str, Any], limit: int)
 def _from_zoo(name: str, weights: str | None, untrained: bool, limit: int) -> ExportSource:
     from ..data.fashion_mnist import load_split
     from ..models import create_model, model_entry
+    from ..models._packaged import default_packaged_weights
 
     entry = model_entry(name)  # unknown names fail here, with close matches
+    packaged = default_packaged_weights(name)
+    if not weights and not untrained and packaged is not None:
+        weights = packaged.name  # the weights an installed package ships, as `cnnkit predict` takes
     if not weights and not untrained:
         raise UsageError(
             f"{name} needs --weights (a torchvision weights name such as DEFAULT, or a .safetensors/.pth "
