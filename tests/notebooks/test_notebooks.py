@@ -28,7 +28,7 @@ SHOWN = {
     "03_looking_inside": ["'count': 288"],
     "04_architectures": ["Total params: 1,413,834", "21,797,672", "Total params: 903,400", "True True",
                          "10.5 MB per image, 526 MB for 50", "layer3 6 residual units"],
-    "05_pretrained_transfer": ["test accuracy"],
+    "05_pretrained_transfer": ["china.jpg palace", "flower.jpg daisy", "test accuracy"],
     "06_detection_segmentation": ["0.1429 0.1429", "same logits on 28×28: True"],
 }  # fmt: skip
 
