@@ -72,3 +72,13 @@ def test_predict_prints_korean_names_with_lang_ko(tmp_path, fashion, capsys, mon
     assert "CNNKIT_LANG" not in os.environ  # --lang holds for that command only
     assert main(["predict", "fashion", str(tmp_path / "boot.png"), "--top", "1"]) == 0
     assert "Ankle boot" in capsys.readouterr().out
+
+
+def test_report_with_lang_ko_names_the_classes_in_korean(tiny_run, tmp_path, monkeypatch):
+    # The per-class table of report.html, as its figures, in 혼공머신's names.
+    monkeypatch.delenv("CNNKIT_LANG", raising=False)
+    target = tmp_path / "report.html"
+    assert main(["report", str(tiny_run.path), "--out", str(target), "--lang", "ko"]) == 0
+    table = target.read_text(encoding="utf-8").split("<h3>per class</h3>")[1].split("</table>")[0]
+    assert all(f"<td>{name}</td>" in table for name in CLASS_NAMES_KO)
+    assert not any(f"<td>{name}</td>" in table for name in CLASS_NAMES)

@@ -28,6 +28,7 @@ from .curves import plot_history
 from .diagram import diagram_dpi, plot_model_diagram
 from .feature_maps import plot_layer_maps
 from .filters import plot_filters
+from .lang import translate
 
 if TYPE_CHECKING:
     from ..data.arrays import ArrayDataset
@@ -169,8 +170,8 @@ class _Report:
         if per_class:
             out += "<h3>per class</h3>" + _table(
                 [
-                    (name, r.get("precision"), r.get("recall"), r.get("f1"), r.get("support"))
-                    for name, r in per_class.items()
+                    (shown, r.get("precision"), r.get("recall"), r.get("f1"), r.get("support"))
+                    for shown, r in zip(translate(list(per_class)), per_class.values())
                 ],
                 ("class", "precision", "recall", "f1", "support"),
             )
