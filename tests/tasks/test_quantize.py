@@ -105,8 +105,18 @@ def test_int8_with_flip_tta_and_normalisation(fashion_small, course_model):
     # The course model was trained without normalisation; only the plumbing is checked here.
     net = quantize_int8(course_model, calib)
     trainer = ClassifyTrainer(net, device="cpu", optimizer=None, normalize=(mean, std), tta=True)
-    logits = trainer.logits(test.subset(slice(0, 64)))
+    images = test.subset(slice(0, 64))
+    logits = trainer.logits(images)
     assert logits.shape == (64, 10) and torch.isfinite(logits).all()
+    # Values, by hand: the int8 net on the normalised image and on its mirror, averaged.
+    x = (images.images.float() / 255 - mean[0]) / std[0]
+    with torch.no_grad():
+        by_hand = (net(x) + net(x.flip(-1))) / 2
+    assert torch.allclose(logits, by_hand, atol=1e-5)
+    # And the float model with the same flip averaging decides the same on nearly every image.
+    with torch.no_grad():
+        float_tta = (course_model(x) + course_model(x.flip(-1))) / 2
+    assert float((logits.argmax(1) == float_tta.argmax(1)).float().mean()) >= 0.95
 
 
 @pytest.mark.parametrize(
