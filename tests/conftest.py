@@ -87,3 +87,21 @@ def one_intra_op_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+class _NanAt:
+    """Wraps a loss function: its total becomes NaN at call ``step`` (from 1)."""
+
+    def __init__(self, loss_fn, step: int) -> None:
+        self.loss_fn, self.step, self.calls = loss_fn, step, 0
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        total, parts = self.loss_fn(*args, **kwargs)
+        return (total * float("nan") if self.calls == self.step else total), parts
+
+
+@pytest.fixture
+def nan_at():
+    """``nan_at(loss_fn, step)``: the loss function whose total becomes NaN at call ``step``."""
+    return _NanAt

@@ -152,31 +152,19 @@ def test_ctrl_c_then_resume_ends_bit_identical_to_an_uninterrupted_run(scene_run
     assert drop(res_history) == drop(ref_history)
 
 
-class _NanAt:
-    """Wraps a loss function: its total becomes NaN at call ``step`` (from 1)."""
-
-    def __init__(self, loss_fn, step: int) -> None:
-        self.loss_fn, self.step, self.calls = loss_fn, step, 0
-
-    def __call__(self, *args, **kwargs):
-        self.calls += 1
-        total, parts = self.loss_fn(*args, **kwargs)
-        return (total * float("nan") if self.calls == self.step else total), parts
-
-
 @pytest.mark.parametrize("task", TASKS)
-def test_a_nan_in_epoch_2_exits_1_and_keeps_epoch_1(task, tmp_path, monkeypatch, capsys, scene_runs):
+def test_a_nan_in_epoch_2_exits_1_and_keeps_epoch_1(task, tmp_path, monkeypatch, capsys, scene_runs, nan_at):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # leave this process's threads as they are
     monkeypatch.setenv("CNNKIT_CACHE", str(scene_runs[task]["reference"].parent / "cache"))
     at = STEPS + 2  # epoch 2, step 2
     if task == "localize":
         import cnnkit.tasks.localization.task as module
 
-        monkeypatch.setattr(module, "localization_loss", _NanAt(module.localization_loss, at))
+        monkeypatch.setattr(module, "localization_loss", nan_at(module.localization_loss, at))
     else:
         from cnnkit.tasks.detection.loss import YoloLoss
 
-        wrapped = _NanAt(YoloLoss.__call__, at)
+        wrapped = nan_at(YoloLoss.__call__, at)
         monkeypatch.setattr(YoloLoss, "__call__", lambda self, *a, **k: wrapped(self, *a, **k))
     out = tmp_path / "run"
     capsys.readouterr()

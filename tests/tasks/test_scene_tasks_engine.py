@@ -150,21 +150,9 @@ def test_an_interrupted_fit_resumes_to_the_same_weights_bit_for_bit(
         assert torch.equal(tensor, ref_final["model"][name]), name
 
 
-class _NanAt:
-    """Wraps a loss function: its total becomes NaN at call ``step`` (from 1)."""
-
-    def __init__(self, loss_fn, step: int) -> None:
-        self.loss_fn, self.step, self.calls = loss_fn, step, 0
-
-    def __call__(self, *args, **kwargs):
-        self.calls += 1
-        total, parts = self.loss_fn(*args, **kwargs)
-        return (total * float("nan") if self.calls == self.step else total), parts
-
-
 @pytest.mark.parametrize("kind", ["localize", "detect"])
 def test_a_nan_loss_stops_training_before_its_epoch_reaches_a_checkpoint(
-    kind, localize_data, detect_data, tmp_path, monkeypatch
+    kind, localize_data, detect_data, tmp_path, monkeypatch, nan_at
 ):
     steps = TRAIN_SCENES // BATCH
     k = steps + 2  # epoch 2, step 2
@@ -173,12 +161,12 @@ def test_a_nan_loss_stops_training_before_its_epoch_reaches_a_checkpoint(
         import cnnkit.tasks.localization.task as localize_module
 
         monkeypatch.setattr(
-            localize_module, "localization_loss", _NanAt(localize_module.localization_loss, k)
+            localize_module, "localization_loss", nan_at(localize_module.localization_loss, k)
         )
         model, run = _localizer(), lambda m: _fit("localize", localize_data, m, checkpoint_path=ckpt)
     else:
         model = _detector()
-        loss = _NanAt(YoloLoss(ANCHORS, (8,)), k)
+        loss = nan_at(YoloLoss(ANCHORS, (8,)), k)
         common = {"epochs": 2, "batch_size": BATCH, "lr": 3e-3, "device": torch.device("cpu")}
         run = lambda m: fit_detector(m, loss, *detect_data, **common, checkpoint_path=ckpt)  # noqa: E731
     with pytest.raises(TrainingError, match=r"loss became nan at epoch 2, step 2 \(global step 5\)"):
