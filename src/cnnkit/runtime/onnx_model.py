@@ -219,8 +219,10 @@ class OnnxModel:
                 det = select_detections(
                     outputs[0][b],
                     outputs[1][b],
-                    score_threshold if score_threshold is not None else post.get("score_threshold", 0.25),
-                    nms_iou if nms_iou is not None else post.get("nms_iou", 0.5),
+                    score_threshold=(
+                        score_threshold if score_threshold is not None else post.get("score_threshold", 0.25)
+                    ),
+                    nms_iou=nms_iou if nms_iou is not None else post.get("nms_iou", 0.5),
                     class_agnostic=True,
                 )
                 pred.boxes = det["boxes"] * np.array([w / width, h / height] * 2, np.float32)

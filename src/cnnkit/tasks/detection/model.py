@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torchvision.ops import batched_nms, clip_boxes_to_image, nms, remove_small_boxes
 
+from ...runtime.boxes import ArrayOps, DetectionOptions, select_with
 from . import coder
 from .blocks import ConvBNAct, FeatureLevels
 
@@ -132,20 +133,23 @@ class YoloDetector(nn.Module):
         return [select_detections(boxes[b], objectness[b], classes[b], **options) for b in range(len(x))]
 
 
+TORCH_OPS = ArrayOps(
+    best=lambda scores: tuple(scores.max(-1)),
+    nonzero=lambda mask: torch.nonzero(mask, as_tuple=True),
+    top_k=lambda scores, k: scores.topk(k).indices,
+    sized=lambda boxes: remove_small_boxes(boxes, 1e-3),
+    nms=nms,
+    batched_nms=batched_nms,
+)
+
+
 def select_detections(
-    boxes: torch.Tensor,
-    objectness: torch.Tensor,
-    class_logits: torch.Tensor,
-    score_threshold: float = 0.001,
-    nms_iou: float = 0.5,
-    max_detections: int = 100,
-    pre_nms_top_k: int = 1000,
-    class_agnostic: bool = False,
+    boxes: torch.Tensor, objectness: torch.Tensor, class_logits: torch.Tensor, **options: Any
 ) -> dict[str, torch.Tensor]:
     """Score, filter and suppress one image's anchor predictions (``YoloDetector.predict``).
 
     The score of (anchor, class) is sigmoid(objectness) × softmax(class logits)[class]. Every
-    (anchor, class) pair above ``score_threshold`` is a candidate, so an anchor torn between
+    (anchor, class) pair above the score threshold is a candidate, so an anchor torn between
     two classes offers both (as COCO evaluation expects); ``class_agnostic`` keeps only the
     best class per anchor and suppresses across classes, one box per object, for display.
 
@@ -153,33 +157,11 @@ def select_detections(
         boxes: Tensor[K, 4] ``xyxy`` boxes of all anchors.
         objectness: Tensor[K] objectness logits.
         class_logits: Tensor[K, C] class logits.
-        score_threshold: drop candidates scoring lower.
-        nms_iou: IoU above which the lower-scoring box is suppressed (torchvision's NMS).
-        max_detections: most boxes kept per image.
-        pre_nms_top_k: most candidates per image going into NMS.
-        class_agnostic: see above.
+        options: ``cnnkit.runtime.boxes.DetectionOptions`` fields (``score_threshold``,
+            ``nms_iou``, ``max_detections``, ``pre_nms_top_k``, ``class_agnostic``).
 
     Returns:
         ``{"boxes": Tensor[D, 4], "scores": Tensor[D], "labels": Tensor[D]}``, best first.
     """
     scores = torch.sigmoid(objectness)[:, None] * class_logits.softmax(-1)
-    if class_agnostic:
-        best, labels = scores.max(-1)
-        anchor_idx = torch.nonzero(best > score_threshold).flatten()
-        cand_scores, cand_labels = best[anchor_idx], labels[anchor_idx]
-    else:
-        anchor_idx, cand_labels = torch.nonzero(scores > score_threshold, as_tuple=True)
-        cand_scores = scores[anchor_idx, cand_labels]
-    if len(cand_scores) > pre_nms_top_k:
-        top = cand_scores.topk(pre_nms_top_k).indices
-        cand_scores, cand_labels, anchor_idx = cand_scores[top], cand_labels[top], anchor_idx[top]
-    cand_boxes = boxes[anchor_idx]
-    # Boxes clipped to nothing at the image border are not detections.
-    valid = remove_small_boxes(cand_boxes, 1e-3)
-    cand_boxes, cand_scores, cand_labels = cand_boxes[valid], cand_scores[valid], cand_labels[valid]
-    if class_agnostic:
-        keep = nms(cand_boxes, cand_scores, nms_iou)
-    else:
-        keep = batched_nms(cand_boxes, cand_scores, cand_labels, nms_iou)
-    keep = keep[:max_detections]
-    return {"boxes": cand_boxes[keep], "scores": cand_scores[keep], "labels": cand_labels[keep]}
+    return select_with(TORCH_OPS, boxes, scores, DetectionOptions(**options))
