@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cases = args.cases or DEFAULT_CASES
     if "reference" not in cases and any(
-        c in cases for c in ("course_train", "course_infer", "compile", "export_infer")
+        c in cases for c in ("course_train", "course_infer", "compile", "export_infer", "keras_course")
     ):
         cases = ["reference", *cases]  # ratios need the reference loop of the same run
 

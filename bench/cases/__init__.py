@@ -13,6 +13,7 @@ from .allreduce import allreduce
 from .compiled import compiled
 from .course import course_infer, course_train
 from .export import export_infer
+from .keras_course import keras_course
 from .recipes import best_recipe, recipe_5min, time_to_accuracy
 from .reference import reference
 from .studio import studio
@@ -31,6 +32,7 @@ CASES = {
     "time_to_accuracy": time_to_accuracy,
     "compile": compiled,
     "export_infer": export_infer,
+    "keras_course": keras_course,
     "threads": threads,
     "profile": profile,
     "best_recipe": best_recipe,
