@@ -15,6 +15,7 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 
 if "KERAS_BACKEND" not in os.environ:
     os.environ["KERAS_BACKEND"] = "tensorflow" if importlib.util.find_spec("tensorflow") else "torch"
@@ -23,23 +24,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras
 import numpy as np
 
-
-def course_model() -> keras.Model:
-    """The book's model, layer for layer."""
-    layers = keras.layers
-    return keras.Sequential(
-        [
-            keras.Input(shape=(28, 28, 1)),
-            layers.Conv2D(32, kernel_size=3, activation="relu", padding="same"),
-            layers.MaxPooling2D(2),
-            layers.Conv2D(64, kernel_size=(3, 3), activation="relu", padding="same"),
-            layers.MaxPooling2D(2),
-            layers.Flatten(),
-            layers.Dense(100, activation="relu"),
-            layers.Dropout(0.4),
-            layers.Dense(10, activation="softmax"),
-        ]
-    )
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+from course_keras_reference import course_cnn
 
 
 class _EpochTimes(keras.callbacks.Callback):
@@ -60,7 +46,7 @@ def main(argv: list[str]) -> int:
     val_x, val_y = scale(data["val_x"][:val_n]), data["val_y"][:val_n]
     test_x = scale(data["test_x"])
     keras.utils.set_random_seed(42)
-    model = course_model()
+    model = course_cnn()
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     times = _EpochTimes()
     epochs = 1 if quick else 2  # the first epoch also builds the graph: the second is the figure

@@ -31,9 +31,6 @@ os.environ.setdefault("KERAS_BACKEND", "torch")
 
 import keras
 import numpy as np
-from sklearn.model_selection import train_test_split
-
-from cnnkit.data import load_fashion_mnist
 
 
 def course_cnn() -> keras.Sequential:
@@ -64,6 +61,11 @@ def main() -> None:
     )
     parser.add_argument("--predict", type=int, default=1000, help="with --save: test images predicted")
     args = parser.parse_args()
+    # Imported here: bench/keras_course.py takes course_cnn() from this file in an environment
+    # that has Keras but neither cnnkit nor scikit-learn.
+    from sklearn.model_selection import train_test_split
+
+    from cnnkit.data import load_fashion_mnist
 
     keras.utils.set_random_seed(args.seed)
     train, test = load_fashion_mnist()
