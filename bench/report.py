@@ -1,4 +1,9 @@
-"""Render a bench/results/*.json file as Markdown tables: `python bench/report.py RESULT.json`."""
+"""Render a bench/results/*.json file as Markdown: `python bench/report.py [--summary] RESULT.json`.
+
+``--summary`` prints the one table docs/performance.md shows: each headline case beside the
+plain PyTorch loop and the course's Keras code of the same run, with the ratio and the fraction
+of the measured FP32 peak. Without it, every row of the run.
+"""
 
 from __future__ import annotations
 
@@ -82,11 +87,52 @@ def render(result: dict) -> str:
     return "\n".join(lines + [""] + extra) + "\n"
 
 
+# (what the row measures, the case in the run, the plain loop it is compared with)
+SUMMARY = [
+    ("course CNN training, `cnnkit train` defaults (batch 32)", "course_train[course_bs32]", "train"),
+    ("course CNN training, `--precision fp32`", "course_train[course_bs32_fp32_nchw]", "train"),
+    ("course CNN training, `--preset fast` (batch 256)", "course_train[fast_bs256]", "train"),
+    ("course CNN inference, `cnnkit evaluate` default", "course_infer[default]", "infer"),
+    ("course CNN inference, eager bf16", "course_infer[bf16_cl_b256]", "infer"),
+    ("course CNN inference, `--int8` (opt-in)", "course_infer[int8_b256]", "infer"),
+]
+
+
+def _best(rows: list[dict], prefix: str) -> dict | None:
+    found = [r for r in rows if r["case"].startswith(prefix) and r.get("img_per_s")]
+    return max(found, key=lambda r: r["img_per_s"]) if found else None
+
+
+def summary(result: dict) -> str:
+    """The headline table: cnnkit, plain PyTorch and Keras side by side, from one run."""
+    rows = result["rows"]
+    by_case = {r["case"]: r for r in rows}
+    lines = [
+        "| case | cnnkit img/s | plain PyTorch img/s | course Keras img/s | × plain | of FP32 peak |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for label, case, kind in SUMMARY:
+        row = by_case.get(case)
+        if row is None or not row.get("img_per_s"):
+            continue
+        plain = _best(rows, f"ref_{kind}[default")
+        keras = _best(rows, f"keras_{kind}[") if case.endswith(("[course_bs32]", "[default]")) else None
+        lines.append(
+            f"| {label} | {_fmt(row['img_per_s'])} | {_fmt(plain and plain['img_per_s'])} "
+            f"| {_fmt(keras and keras['img_per_s'])} | {_fmt(row.get('x_ref_default'))} "
+            f"| {_fmt(row.get('frac_fp32_peak'))} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str]) -> int:
-    if len(argv) != 1:
+    flags = [a for a in argv if a.startswith("--")]
+    files = [a for a in argv if not a.startswith("--")]
+    if len(files) != 1 or set(flags) - {"--summary"}:
         print(__doc__, file=sys.stderr)
         return 2
-    print(render(json.loads(Path(argv[0]).read_text(encoding="utf-8"))))
+    result = json.loads(Path(files[0]).read_text(encoding="utf-8"))
+    print(summary(result) if "--summary" in flags else render(result))
     return 0
 
 
