@@ -18,6 +18,20 @@ def _studio_one_thread(one_intra_op_thread):
     """The studio's tests run on one intra-op thread (see tests/conftest.py)."""
 
 
+@pytest.fixture(scope="session")
+def expect_errors():
+    """``expect_errors(client, [(url, status, words), ...])``: each GET answers ``status`` with
+    a JSON error message holding ``words``, and no traceback."""
+
+    def check(client, cases: list[tuple[str, int, str]]) -> None:
+        for url, status, words in cases:
+            response = client.get(url)
+            assert response.status_code == status, (url, response.text)
+            assert words in response.json()["error"] and "Traceback" not in response.text
+
+    return check
+
+
 @dataclass
 class Items:
     """Real Fashion-MNIST test items: pixels uint8 [N, 28, 28], labels [N], PNG bytes of each."""

@@ -126,7 +126,7 @@ def test_semantic_labels_on_the_photo(client, wide_photo, canvas_input, segment_
     ]
 
 
-def test_wrong_task_and_foreign_ids_get_json_errors(client, wide_photo):
+def test_wrong_task_and_foreign_ids_get_json_errors(client, wide_photo, expect_errors):
     localize = upload(client, "1-localize-run", wide_photo[0])["input_id"]
     mask = upload(client, "3-maskrcnn-run", wide_photo[0])["input_id"]
     detect = upload(client, "2-detect-run", wide_photo[0])["input_id"]
@@ -141,10 +141,7 @@ def test_wrong_task_and_foreign_ids_get_json_errors(client, wide_photo):
         ("/api/models/5-maskrcnn-run/inputs/x/predict", 404, "no model with id '5-maskrcnn-run'"),
         (f"/api/models/3-maskrcnn-run/inputs/{mask}/layers/99/maps", 404, "layers 0.."),
     ]
-    for url, status, words in cases:
-        response = client.get(url)
-        assert response.status_code == status, (url, response.text)
-        assert words in response.json()["error"] and "Traceback" not in response.text
+    expect_errors(client, cases)
     for model, input_id in (("2-detect-run", detect), ("3-maskrcnn-run", mask)):  # layers as any model's
         maps = client.get(f"/api/models/{model}/inputs/{input_id}/layers/0/maps").json()
         assert maps["shape"][1:] == [CANVAS, CANVAS]
