@@ -186,8 +186,8 @@ def _instances(entry: Entry, item: Input, frame: Frame) -> list[dict[str, Any]]:
 
 
 def _segmentation(entry: Entry, item: Input, frame: Frame) -> dict[str, Any]:
-    """A semantic segmentation run's class of every photo pixel (the canvas's labels, nearest)
-    and each class's share of the photo, as `cnnkit segment` computes them on the canvas."""
+    """A semantic segmentation run's class of every photo pixel (the model's classes on the
+    canvas, nearest) and each class's share of the photo."""
     with entry.busy(), torch.inference_mode():
         logits = entry.model(item.tensor)[0]
     labels = frame.labels(logits.argmax(0).to(torch.uint8).numpy())  # one byte a pixel: up to 256 classes
