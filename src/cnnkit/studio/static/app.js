@@ -172,12 +172,16 @@ function showInput(result) {
 // scales the canvas down for display) and the overlay canvas has the same size.
 async function showPhoto(blob, image) {
   const { width: w, height: h } = image;
-  const bitmap = await createImageBitmap(blob);
   for (const id of ["photo", "photo-overlay"]) { $(id).width = w; $(id).height = h; }
-  $("photo").getContext("2d").drawImage(bitmap, 0, 0, w, h);
-  bitmap.close();
   state.photo = { w, h };
-  $("photo-info").textContent = `${w}×${h}, as uploaded`;
+  try {
+    const bitmap = await createImageBitmap(blob);
+    $("photo").getContext("2d").drawImage(bitmap, 0, 0, w, h);
+    bitmap.close();
+    $("photo-info").textContent = `${w}×${h}, as uploaded`;
+  } catch (e) {  // e.g. TIFF: the server reads it, this browser cannot show it
+    $("photo-info").textContent = `${w}×${h}: this browser cannot show the file; its boxes and masks only`;
+  }
 }
 
 // ------------------------------------------------------------------ segmentation runs
