@@ -97,33 +97,6 @@ def segment_run_dir(tmp_path_factory) -> Path:
     return root / "segment-run"
 
 
-SCENES = ["--canvas", "32", "--item-sizes", "12,24", "--train-images", "16", "--limit-test", "4",
-          "--epochs", "1", "--batch-size", "8", "--no-progress"]  # fmt: skip
-
-
-def _train(tmp_path_factory, name: str, argv: list[str]) -> Path:
-    from cnnkit.cli.__main__ import main
-
-    root = tmp_path_factory.mktemp(f"studio-{name}")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("CNNKIT_CACHE", str(root / "cache"))
-        assert main([*argv, *SCENES, "--out", str(root / name)]) == 0
-    return root / name
-
-
-@pytest.fixture(scope="session")
-def localize_run_dir(tmp_path_factory) -> Path:
-    """A real localization run: one epoch on 16 tiny FashionScenes canvases (32 x 32)."""
-    return _train(tmp_path_factory, "localize-run", ["train", "localize", "--head-width", "16"])
-
-
-@pytest.fixture(scope="session")
-def maskrcnn_run_dir(tmp_path_factory) -> Path:
-    """A real Mask R-CNN run on hongong_cnn: one epoch on 16 tiny FashionScenes canvases."""
-    argv = ["train", "segment", "--head", "maskrcnn", "--model", "hongong_cnn"]
-    return _train(tmp_path_factory, "maskrcnn-run", argv)
-
-
 @pytest.fixture(scope="session")
 def wide_photo(items) -> tuple[bytes, np.ndarray]:
     """(PNG bytes, pixels uint8 [96, 160]) of a photo wider than high: real Fashion-MNIST test
