@@ -67,6 +67,38 @@ def write_fashion_folders(fashion):
     return write
 
 
+# One epoch on 16 tiny FashionScenes canvases (32 x 32): the tiny scene runs of the tests.
+TINY_SCENES = ["--canvas", "32", "--item-sizes", "12,24", "--train-images", "16", "--limit-test", "4",
+               "--epochs", "1", "--batch-size", "8", "--no-progress"]  # fmt: skip
+TINY_SCENE_RUNS = {
+    "localize": ["train", "--task", "localize", "--head-width", "16", *TINY_SCENES],
+    "maskrcnn": ["train", "--task", "segment", "--head", "maskrcnn", "--model", "hongong_cnn", *TINY_SCENES],
+}
+
+
+def _tiny_scene_run(tmp_path_factory, kind: str):
+    from cnnkit.cli.__main__ import main
+
+    root = tmp_path_factory.mktemp(f"tiny-{kind}")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CNNKIT_CACHE", str(root / "cache"))  # the generated scenes stay in the test's folder
+        assert main([*TINY_SCENE_RUNS[kind], "--out", str(root / f"{kind}-run")]) == 0
+    return root / f"{kind}-run"
+
+
+@pytest.fixture(scope="session")
+def localize_run_dir(tmp_path_factory):
+    """A real localization run (TINY_SCENE_RUNS), trained once per session; read it, do not change it."""
+    return _tiny_scene_run(tmp_path_factory, "localize")
+
+
+@pytest.fixture(scope="session")
+def maskrcnn_run_dir(tmp_path_factory):
+    """A real Mask R-CNN run on hongong_cnn (TINY_SCENE_RUNS), trained once per session; read it,
+    do not change it."""
+    return _tiny_scene_run(tmp_path_factory, "maskrcnn")
+
+
 @pytest.fixture(scope="session")
 def fashion_onnx(tmp_path_factory):
     """The shipped course model exported by `cnnkit export` (parity-checked on 500 test images)."""

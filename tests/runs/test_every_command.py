@@ -17,11 +17,11 @@ TINY_SCENES = ["--canvas", "32", "--item-sizes", "12,24", "--train-images", "16"
 TRAIN = {
     "classify": ["train", "--model", "hongong_cnn", "--epochs", "1", "--limit-train", "120",
                  "--limit-test", "40", "--batch-size", "32", "--no-progress"],
-    "localize": ["train", "--task", "localize", "--head-width", "16", *TINY_SCENES],
+    "localize": None,  # tests/conftest.py trains it once per session (the studio's tests read it too)
     "detect": ["train", "--task", "detect", "--head-width", "16", "--anchors", "2", "--max-objects", "2",
                *TINY_SCENES],
     "segment": ["train", "--task", "segment", "--head", "fcn8s", *TINY_SCENES],
-    "maskrcnn": ["train", "--task", "segment", "--head", "maskrcnn", "--model", "hongong_cnn", *TINY_SCENES],
+    "maskrcnn": None,  # likewise
     # started from the classification run above
     "finetune": ["finetune", "--weights", "{classify}", "--data", "fashion-mnist", "--limit-train", "120",
                  "--limit-test", "40", "--head-epochs", "1", "--full-epochs", "1", "--no-progress"],
@@ -39,12 +39,15 @@ SCORE = {
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(tmp_path_factory, request):
     root = tmp_path_factory.mktemp("runs")
     folders = {}
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CNNKIT_CACHE", str(root / "cache"))
         for kind, argv in TRAIN.items():
+            if argv is None:
+                folders[kind] = request.getfixturevalue(f"{kind}_run_dir")
+                continue
             folders[kind] = root / kind
             argv = [a.replace("{classify}", str(folders.get("classify", ""))) for a in argv]
             assert main([*argv, "--out", str(folders[kind])]) == 0, kind

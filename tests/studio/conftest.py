@@ -18,6 +18,20 @@ def _studio_one_thread(one_intra_op_thread):
     """The studio's tests run on one intra-op thread (see tests/conftest.py)."""
 
 
+@pytest.fixture(scope="session")
+def expect_errors():
+    """``expect_errors(client, [(url, status, words), ...])``: each GET answers ``status`` with
+    a JSON error message holding ``words``, and no traceback."""
+
+    def check(client, cases: list[tuple[str, int, str]]) -> None:
+        for url, status, words in cases:
+            response = client.get(url)
+            assert response.status_code == status, (url, response.text)
+            assert words in response.json()["error"] and "Traceback" not in response.text
+
+    return check
+
+
 @dataclass
 class Items:
     """Real Fashion-MNIST test items: pixels uint8 [N, 28, 28], labels [N], PNG bytes of each."""
@@ -81,3 +95,14 @@ def segment_run_dir(tmp_path_factory) -> Path:
         patch.setenv("CNNKIT_CACHE", str(root / "cache"))
         assert main(argv) == 0
     return root / "segment-run"
+
+
+@pytest.fixture(scope="session")
+def wide_photo(items) -> tuple[bytes, np.ndarray]:
+    """(PNG bytes, pixels uint8 [96, 160]) of a photo wider than high: real Fashion-MNIST test
+    item 1, enlarged 3x, on a black 160 x 96 background (off centre)."""
+    photo = np.zeros((96, 160), dtype=np.uint8)
+    photo[6:90, 50:134] = np.asarray(Image.fromarray(items.pixels[1]).resize((84, 84), Image.BILINEAR))
+    buffer = io.BytesIO()
+    Image.fromarray(photo).save(buffer, format="PNG")
+    return buffer.getvalue(), photo

@@ -1,8 +1,9 @@
 """`cnnkit studio fashion` in Debian's Chromium, driven by Playwright: upload a real Fashion-MNIST
 test image, read the predicted class, open a layer and count its maps, click a map, show
-Grad-CAM, filters and a drawing, then a run's curves as its history.json grows, a detection run's
-boxes under a score slider and a segmentation run's classes; no request leaves 127.0.0.1 and
-the page logs no error.
+Grad-CAM, filters and a drawing, then a run's curves as its history.json grows; then, on a
+160 x 96 photo painted at its own size, a detection run's boxes under a score slider, a
+segmentation run's classes, a localization run's box and a Mask R-CNN run's masks; no request
+leaves 127.0.0.1 and the page logs no error.
 
 Screenshots go to the test's temporary folder; with CNNKIT_UPDATE_FIGURES=1 also to
 docs/figures/studio-*.png (the ones docs/studio.md shows).
@@ -39,18 +40,27 @@ def run_copy(tiny_run_dir, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(run_copy, detect_run_dir, segment_run_dir):
-    """`cnnkit studio fashion RUN DETECT_RUN SEGMENT_RUN` on a free port of 127.0.0.1, in a thread."""
+def server(run_copy, detect_run_dir, segment_run_dir, localize_run_dir, maskrcnn_run_dir):
+    """`cnnkit studio fashion RUN DETECT SEGMENT LOCALIZE MASKRCNN` on a free port of 127.0.0.1,
+    in a thread."""
     from cnnkit.studio import create_app, load_catalog
     from cnnkit.studio.server import serve_in_thread
 
     targets = ["fashion", str(run_copy), str(detect_run_dir), str(segment_run_dir)]
+    targets += [str(localize_run_dir), str(maskrcnn_run_dir)]
     url, stop = serve_in_thread(create_app(load_catalog(targets)))
     yield url + "/"
     stop()
 
 
-def test_studio_in_chromium(server, run_copy, items, tmp_path):
+PAINTED = (
+    "(() => { const c = document.getElementById('photo-overlay');"
+    " const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
+    " let n = 0; for (let i = 3; i < d.length; i += 4) n += d[i] > 0; return [c.width, c.height, n]; })()"
+)  # the overlay on the photo: its size and how many of its pixels are painted
+
+
+def test_studio_in_chromium(server, run_copy, items, wide_photo, tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
     from cnnkit.models import create_model
@@ -59,6 +69,8 @@ def test_studio_in_chromium(server, run_copy, items, tmp_path):
     chromium = _browser_or_skip()
     image = tmp_path / "ankle-boot.png"
     image.write_bytes(items.png[0])  # test item 0, labelled "Ankle boot"
+    photo = tmp_path / "wide.png"
+    photo.write_bytes(wide_photo[0])  # 160 x 96
     reference = create_model("hongong_cnn", weights=str(shipped_weights())).eval()
     x = torch.from_numpy(items.pixels[:1]).float()[:, None] / 255
     with torch.no_grad():
@@ -147,23 +159,39 @@ def test_studio_in_chromium(server, run_copy, items, tmp_path):
         page.select_option("#model", "3-detect-run")  # boxes instead of classes, and a slider
         expect(page.locator("#det-box")).to_be_visible()
         expect(page.locator("#cam-box")).to_be_hidden()
-        page.set_input_files("#file", str(image))
+        page.set_input_files("#file", str(photo))
         expect(page.locator("#det-list li")).to_have_count(1)  # at 0.30: none of a 1-epoch run's boxes
         expect(page.locator("#det-list")).to_contain_text("no box scores 0.30 or more")
+        expect(page.locator("#photo-info")).to_have_text("160×96, as uploaded")
         page.locator("#score").fill("0")
         assert page.locator("#det-list li.det").count() > 0
-        boxes = page.evaluate(
-            "(() => { const c = document.getElementById('overlay');"
-            " const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
-            " let n = 0; for (let i = 3; i < d.length; i += 4) n += d[i] > 0; return n; })()"
-        )
-        assert boxes > 0  # outlines drawn on the input
+        width, height, boxes = page.evaluate(PAINTED)
+        assert (width, height) == (160, 96) and boxes > 0  # outlines drawn on the photo, at its size
 
         page.select_option("#model", "4-segment-run")  # every pixel's class
         expect(page.locator("#seg-box")).to_be_visible()
         expect(page.locator("#det-box")).to_be_hidden()
-        page.set_input_files("#file", str(image))
+        page.set_input_files("#file", str(photo))
         expect(page.locator("#seg-list li").first).to_contain_text("% of the pixels")
+        assert page.evaluate(PAINTED)[:2] == [160, 96]
+
+        page.select_option("#model", "5-localize-run")  # one box and its class
+        expect(page.locator("#det-title")).to_have_text("Localization")
+        page.set_input_files("#file", str(photo))
+        page.locator("#score").fill("0")
+        expect(page.locator("#det-list li.det")).to_have_count(1)
+
+        page.select_option("#model", "6-maskrcnn-run")  # boxes and instance masks
+        expect(page.locator("#det-title")).to_have_text("Instances")
+        page.locator("#score").fill("1")
+        page.set_input_files("#file", str(photo))
+        expect(page.locator("#photo-info")).to_have_text("160×96, as uploaded")  # the answer is in
+        expect(page.locator("#det-list li.none")).to_have_count(1)
+        assert page.evaluate(PAINTED) == [160, 96, 0]  # nothing scores 1: nothing drawn
+        page.locator("#score").fill("0")
+        assert page.locator("#det-list li.det").count() > 0
+        width, height, painted = page.evaluate(PAINTED)
+        assert (width, height) == (160, 96) and painted > 0
         browser.close()
 
     hosts = {urlsplit(u).hostname for u in requests if not u.startswith(("data:", "blob:"))}

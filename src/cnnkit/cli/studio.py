@@ -4,9 +4,11 @@ Starts a local web page (no internet needed) where you upload a photo or draw, s
 classes, walk the layers (shapes, parameters, receptive fields, feature maps; click a map to see
 the kernel and the input window behind one pixel), a convolution's filters and weight
 histogram, Grad-CAM for any class, and a run's training curves, updated while `cnnkit train`
-writes them. RUN_OR_MODEL is ``fashion`` (the shipped Fashion-MNIST model), a run folder, or a
-registered model name (freshly initialised: untrained). Only what is named here (and the runs
-under --runs) is served; the page is reachable from this machine only unless --host says so.
+writes them; for localization, detection, Mask R-CNN and segmentation runs, their boxes and
+masks drawn on your photo at its own size. RUN_OR_MODEL is ``fashion`` (the shipped
+Fashion-MNIST model), a run folder, or a registered model name (freshly initialised: untrained).
+Only what is named here (and the runs under --runs) is served; the page is reachable from this
+machine only unless --host says so.
 """
 
 from __future__ import annotations

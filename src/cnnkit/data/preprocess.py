@@ -31,6 +31,7 @@ __all__ = [
     "RESIZE_MODES",
     "Preprocess",
     "fashion_mnist_style",
+    "resize_frame",
     "resize_image",
 ]
 
@@ -124,6 +125,34 @@ def resize_image(
         out.paste(image.resize((new_w, new_h), resample), ((width - new_w) // 2, (height - new_h) // 2))
     array = np.asarray(out)
     return np.ascontiguousarray(array[..., None] if array.ndim == 2 else array)
+
+
+def resize_frame(
+    source: Sequence[int], size: int | Sequence[int], mode: str = "crop", *, crop_fraction: float = 1.0
+) -> tuple[float, float, float, float]:
+    """Where :func:`resize_image` puts a ``source`` (height, width) image in its output.
+
+    Returns:
+        (left, top, scale_x, scale_y): output point (x, y), in pixel-edge coordinates, shows
+        source point (left + x * scale_x, top + y * scale_y). Outside the source (the margins
+        of ``"pad"``) it shows the fill.
+    """
+    height, width = _check_size(size)
+    src_h, src_w = (int(v) for v in source)
+    if mode == "resize":
+        return 0.0, 0.0, src_w / width, src_h / height
+    if mode == "crop":
+        target = width / height
+        box_w, box_h = (src_h * target, src_h) if src_w / src_h > target else (src_w, src_w / target)
+        box_w, box_h = box_w * crop_fraction, box_h * crop_fraction
+        return (src_w - box_w) / 2, (src_h - box_h) / 2, box_w / width, box_h / height
+    if mode != "pad":
+        raise ValueError(f"resize mode must be one of {RESIZE_MODES}, got {mode!r}")
+    scale = min(width / src_w, height / src_h)
+    new_w = min(width, max(1, round(src_w * scale)))
+    new_h = min(height, max(1, round(src_h * scale)))
+    sx, sy = src_w / new_w, src_h / new_h
+    return -((width - new_w) // 2) * sx, -((height - new_h) // 2) * sy, sx, sy
 
 
 def _fill_color(fill: int | Sequence[int], channels: int) -> int | tuple[int, ...]:
@@ -371,6 +400,16 @@ class Preprocess:
         elif self.channels == 1 and array.shape[2] == 3:
             array = _luma(array)[..., None]
         return array
+
+    def frame(self, height: int, width: int) -> tuple[float, float, float, float]:
+        """:func:`resize_frame` of a ``height`` × ``width`` image: (left, top, scale_x, scale_y).
+
+        Raises:
+            ValueError: ``fashion_mnist`` preprocessing (it crops to the item: no fixed frame).
+        """
+        if self.fashion_mnist:
+            raise ValueError("fashion_mnist preprocessing crops to the item: it maps no fixed frame")
+        return resize_frame((height, width), self.size, self.resize, crop_fraction=self.crop_fraction)
 
     def normalize(self, pixels: np.ndarray | torch.Tensor) -> torch.Tensor:
         """uint8 [H, W, C] (or [N, H, W, C]) pixels -> float32 Tensor[C, H, W] (or [N, C, H, W])."""

@@ -124,8 +124,8 @@ def create_app(catalog: Catalog, *, allowed_hosts: tuple[str, ...] | None = LOCA
                 return _error(413, f"request body over the {MAX_UPLOAD_BYTES:,}-byte limit")
 
         def answer() -> dict[str, Any]:  # one trip to the worker threads: each costs a wake-up
-            pixels, tensor = prepare_upload(entry, bytes(body), "upload")
-            return views.predict(entry, store.add(entry.id, pixels, tensor), max(1, min(top, 20)))
+            pixels, tensor, size = prepare_upload(entry, bytes(body), "upload")
+            return views.predict(entry, store.add(entry.id, pixels, tensor, size), max(1, min(top, 20)))
 
         return await run_in_threadpool(answer)
 

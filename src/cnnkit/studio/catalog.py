@@ -29,7 +29,7 @@ from ..viz.lang import translate
 __all__ = ["Catalog", "Entry", "display_names", "load_catalog"]
 
 CLASSIFY_TASKS = ("classify", "finetune")
-TASKS = (*CLASSIFY_TASKS, "detect", "segment")  # what the studio shows (not yet: localize, Mask R-CNN)
+TASKS = (*CLASSIFY_TASKS, "localize", "detect", "segment")  # every task cnnkit trains
 # Inputs up to this many pixels run on one thread: on maps this small a second OpenMP thread
 # costs more than it saves (on 2 busy cores, 40x: 96 ms instead of 2.6 ms for the shipped model).
 ONE_THREAD_PIXELS = 64 * 64
@@ -83,6 +83,11 @@ class Entry:
     def input_shape(self) -> tuple[int, int, int]:
         return self.summary.input_shape
 
+    @property
+    def instance(self) -> bool:
+        """A Mask R-CNN (instance segmentation) run."""
+        return self.task == "segment" and self.record.get("kind") == "instance"
+
     @contextmanager
     def busy(self) -> Iterator[None]:
         """Hold the model for one computation; a small input runs on one intra-op thread."""
@@ -123,6 +128,7 @@ class Entry:
             "has_history": self.run_dir is not None,
             "params": self.summary.total_params,
             "drawable": c == 1 and h <= 64 and w <= 64,
+            "instance": self.instance,
         }
 
     def layers(self) -> list[dict[str, Any]]:
@@ -182,7 +188,7 @@ class Catalog:
 
 
 def _preprocess_for(record: dict[str, Any], shape: Sequence[int], fashion: bool) -> Preprocess:
-    if record.get("task") in ("detect", "segment"):  # stretched to the square canvas, 0..1
+    if record.get("task") in ("localize", "detect", "segment"):  # stretched to the canvas, 0..1
         return Preprocess.preset("unit", size=tuple(shape[1:]), channels=shape[0], resize="resize")
     config = {k: record[k] for k in ("normalize",) if k in record}
     config.update(record.get("preprocess") or {})
@@ -218,15 +224,10 @@ def _load_target(index: int, target: str) -> Entry:
 
     if target == SHIPPED or Path(target).is_dir():
         run = read_run(target)
-        require_task(run, "cnnkit studio", TASKS, "shows classification, detection and segmentation runs")
-        if run.task == "segment" and run.record.get("kind") != "semantic":
-            raise UsageError(
-                f"{run.describe()}; `cnnkit studio` shows semantic segmentation runs (FCN, U-Net), not "
-                f"instance ones yet; for this run use `cnnkit segment {target} IMAGE...`"
-            )
+        require_task(run, "cnnkit studio", TASKS)
         model, record = load_run(run, device="cpu")
         record = dict(record)
-        if run.task == "detect":
+        if run.task in ("localize", "detect"):
             size = int(record["image_size"])
             record.update(
                 input_shape=[int(record["in_chans"]), size, size], num_classes=len(record["class_names"])

@@ -33,23 +33,28 @@ class Input:
         model_id: the entry it was prepared for.
         pixels: uint8 [H, W, C], the image as the model sees it (resized, before normalisation).
         tensor (Tensor[1, C, H, W]): the model's input.
+        size: (height, width) of the image as uploaded.
     """
 
     id: str
     model_id: str
     pixels: np.ndarray
     tensor: torch.Tensor
+    size: tuple[int, int]
 
 
-def prepare_upload(entry: Entry, data: bytes, name: str = "upload") -> tuple[np.ndarray, torch.Tensor]:
-    """(pixels uint8 [H, W, C], Tensor[1, C, H, W]) of an encoded image for ``entry``'s model.
+def prepare_upload(
+    entry: Entry, data: bytes, name: str = "upload"
+) -> tuple[np.ndarray, torch.Tensor, tuple[int, int]]:
+    """(pixels uint8 [H, W, C], Tensor[1, C, H, W], the image's own (height, width)) of an
+    encoded image for ``entry``'s model.
 
     Raises:
         DataError: not an allowed image, too many bytes or pixels, truncated or corrupt.
     """
     image = decode_image(data, name, max_bytes=MAX_UPLOAD_BYTES, max_pixels=MAX_UPLOAD_PIXELS)
     pixels = entry.preprocess.pixels(image)
-    return pixels, entry.preprocess.normalize(pixels).unsqueeze(0)
+    return pixels, entry.preprocess.normalize(pixels).unsqueeze(0), (image.height, image.width)
 
 
 class InputStore:
@@ -60,8 +65,8 @@ class InputStore:
         self._items: OrderedDict[str, Input] = OrderedDict()
         self._lock = threading.Lock()
 
-    def add(self, model_id: str, pixels: np.ndarray, tensor: torch.Tensor) -> Input:
-        item = Input(secrets.token_hex(8), model_id, pixels, tensor)
+    def add(self, model_id: str, pixels: np.ndarray, tensor: torch.Tensor, size: tuple[int, int]) -> Input:
+        item = Input(secrets.token_hex(8), model_id, pixels, tensor, size)
         with self._lock:
             self._items[item.id] = item
             while len(self._items) > self.capacity:

@@ -23,12 +23,11 @@ from ..inspect.features import capture_outputs, conv_layer_names, default_cam_la
 from ..viz.filters import filter_tiles, layer_weight, weight_stats
 from .catalog import Entry
 from .inputs import Input
+from .overlays import SCENE_TASKS, scene_view
 
 __all__ = [
-    "detections",
     "feature_maps",
     "gradcam",
-    "segmentation",
     "history",
     "pixel",
     "predict",
@@ -60,13 +59,11 @@ def _forward(entry: Entry, x: torch.Tensor) -> torch.Tensor:
 
 
 def predict(entry: Entry, item: Input, top: int = 5) -> dict[str, Any]:
-    """Top-``top`` classes with softmax probabilities, and the input as the model sees it."""
+    """Top-``top`` classes with softmax probabilities, and the input as the model sees it; for
+    localization, detection and segmentation runs their boxes and masks on the photo instead."""
     result: dict[str, Any] = {"input_id": item.id, "pixels": u8(item.pixels, 0, 255), "top": []}
-    if entry.task == "detect":
-        result["detections"] = detections(entry, item)
-        return result
-    if entry.task == "segment":
-        result["segmentation"] = segmentation(entry, item)
+    if entry.task in SCENE_TASKS:  # boxes and masks on the photo, in its own pixels
+        result.update(scene_view(entry, item))
         return result
     logits = _forward(entry, item.tensor)
     probs = torch.softmax(logits.float(), dim=1)[0]
@@ -76,40 +73,6 @@ def predict(entry: Entry, item: Input, top: int = 5) -> dict[str, Any]:
         for p, i in zip(values, indices)
     ]
     return result
-
-
-def detections(entry: Entry, item: Input, floor: float = 0.001) -> list[dict[str, Any]]:
-    """A detection run's boxes (x1, y1, x2, y2 in input pixels) scoring ``floor`` or more, one class
-    per box, after non-maximum suppression as `cnnkit detect` keeps them; the page's slider
-    hides those below its threshold."""
-    with entry.busy(), torch.inference_mode():
-        found = entry.model.predict(item.tensor, score_threshold=floor, nms_iou=0.5, class_agnostic=True)[0]
-    return [
-        {
-            "box": [float(v) for v in box],
-            "score": float(score),
-            "index": int(label),
-            "class": entry.classes[int(label)],
-        }
-        for box, score, label in zip(found["boxes"], found["scores"], found["labels"])
-    ]
-
-
-def segmentation(entry: Entry, item: Input) -> dict[str, Any]:
-    """A semantic segmentation run's class of every input pixel (``labels``, row-major bytes) and
-    each class's share of the image, as `cnnkit segment` computes them."""
-    logits = _forward(entry, item.tensor)[0]
-    labels = logits.argmax(0).to(torch.uint8)  # one byte a pixel: up to 256 classes
-    counts = torch.bincount(labels.flatten().long(), minlength=len(entry.classes)).tolist()
-    return {
-        "shape": list(labels.shape),
-        "labels": base64.b64encode(labels.numpy().tobytes()).decode(),
-        "classes": [
-            {"index": i, "class": entry.classes[i], "share": n / labels.numel()}
-            for i, n in enumerate(counts)
-            if n
-        ],
-    }
 
 
 def _layer_output(entry: Entry, item: Input, name: str) -> torch.Tensor:

@@ -2,7 +2,7 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { detections: [], segmentation: null, model: null, info: null, input: null, layer: null, seen: null, pick: null, historyTimer: null, historyMtime: null };
+const state = { detections: [], segmentation: null, photo: null, model: null, info: null, input: null, layer: null, seen: null, pick: null, historyTimer: null, historyMtime: null };
 
 function status(text, error) {
   const el = $("status");
@@ -34,6 +34,16 @@ function bytes(b64) {
   const raw = atob(b64);
   const out = new Uint8Array(raw.length);
   for (let i = 0; i < raw.length; i++) out[i] = raw.charCodeAt(i);
+  return out;
+}
+
+// A run-length encoded grid (see overlays.py) back to one byte a cell, row-major.
+function unrle(r) {
+  const values = bytes(r.values), raw = bytes(r.runs);
+  const runs = new Uint32Array(raw.buffer, 0, raw.length / 4);
+  const out = new Uint8Array(r.shape[0] * r.shape[1]);
+  let p = 0;
+  for (let k = 0; k < runs.length; k++) { out.fill(values[k], p, p + runs[k]); p += runs[k]; }
   return out;
 }
 
@@ -82,15 +92,21 @@ async function openModel(id) {
   $("model-info").textContent = `${info.task} · input ${height}×${width}×${channels} · ${info.params.toLocaleString()} parameters` +
     (info.trained ? "" : " · untrained (freshly initialised)");
   $("draw-box").hidden = !info.drawable;
-  const detect = info.task === "detect", segment = info.task === "segment";
-  $("cam-box").hidden = detect || segment;
-  $("det-box").hidden = !detect;
-  $("seg-box").hidden = !segment;
-  $("top-title").hidden = detect || segment;
+  const boxes = ["localize", "detect"].includes(info.task) || info.instance;
+  const labels = info.task === "segment" && !info.instance;
+  $("cam-box").hidden = boxes || labels;
+  $("det-box").hidden = !boxes;
+  $("det-title").textContent = info.task === "localize" ? "Localization" : info.instance ? "Instances" : "Detections";
+  $("seg-box").hidden = !labels;
+  $("photo-box").hidden = !(boxes || labels);
+  $("top-title").hidden = boxes || labels;
   $("det-list").replaceChildren();
   $("seg-list").replaceChildren();
   state.detections = [];
   state.segmentation = null;
+  state.photo = null;
+  $("photo-info").textContent = "";
+  clearCanvas($("photo")); clearCanvas($("photo-overlay"));
   $("top").replaceChildren();
   $("seen-info").textContent = "";
   clearCanvas($("seen")); clearCanvas($("overlay"));
@@ -128,6 +144,7 @@ async function upload(blob) {
     method: "POST", body: blob, headers: { "Content-Type": blob.type || "application/octet-stream" },
   });
   state.input = result.input_id;
+  if (result.image) await showPhoto(blob, result.image);
   showInput(result);
   status("");
   if (state.layer !== null) await openLayer(state.layer);
@@ -150,21 +167,37 @@ function showInput(result) {
   if (result.segmentation) { state.segmentation = result.segmentation; drawSegmentation(); }
 }
 
+// ------------------------------------------------------------------ the photo, as uploaded
+// Boxes and masks come in the photo's own pixels: the photo is painted at its own size (the page
+// scales the canvas down for display) and the overlay canvas has the same size.
+async function showPhoto(blob, image) {
+  const { width: w, height: h } = image;
+  for (const id of ["photo", "photo-overlay"]) { $(id).width = w; $(id).height = h; }
+  state.photo = { w, h };
+  try {
+    const bitmap = await createImageBitmap(blob);
+    $("photo").getContext("2d").drawImage(bitmap, 0, 0, w, h);
+    bitmap.close();
+    $("photo-info").textContent = `${w}×${h}, as uploaded`;
+  } catch (e) {  // e.g. TIFF: the server reads it, this browser cannot show it
+    $("photo-info").textContent = `${w}×${h}: this browser cannot show the file; its boxes and masks only`;
+  }
+}
+
 // ------------------------------------------------------------------ segmentation runs
 function classColor(index) {  // background (0) stays clear; the others get distinct hues
   return index === 0 ? null : BOX_COLORS[(index - 1) % BOX_COLORS.length];
 }
+const rgb = (hex) => [1, 3, 5].map((i) => parseInt(hex.slice(i, i + 2), 16));
 function drawSegmentation() {
   const seg = state.segmentation;
   if (!seg) return;
-  const [h, w] = seg.shape;
-  const labels = bytes(seg.labels);
-  const canvas = $("overlay");
-  canvas.width = w; canvas.height = h;
+  const [h, w] = seg.labels.shape;
+  const labels = unrle(seg.labels);
+  const canvas = $("photo-overlay");
   const ctx = canvas.getContext("2d");
   const img = ctx.createImageData(w, h);
   const alpha = Math.round(255 * Number($("seg-alpha").value));
-  const rgb = (hex) => [1, 3, 5].map((i) => parseInt(hex.slice(i, i + 2), 16));
   for (let p = 0; p < h * w; p++) {
     const hex = classColor(labels[p]);
     if (hex) img.data.set([...rgb(hex), alpha], 4 * p);
@@ -177,27 +210,41 @@ function drawSegmentation() {
   }));
 }
 
-// ------------------------------------------------------------------ detection runs
+// ------------------------------------------------------------------ localization, detection and Mask R-CNN runs
 const BOX_COLORS = ["#e53935", "#1e88e5", "#43a047", "#fb8c00", "#8e24aa", "#00acc1", "#fdd835", "#6d4c41"];
+function paintMask(ctx, mask, hex) {  // a 0/1 grid in its box of the photo, half transparent
+  const [x0, y0, x1, y1] = mask.box;
+  const cells = unrle(mask);
+  const img = ctx.getImageData(x0, y0, x1 - x0, y1 - y0);
+  const [r, g, b] = rgb(hex);
+  for (let p = 0; p < cells.length; p++) if (cells[p]) img.data.set([r, g, b, 140], 4 * p);
+  ctx.putImageData(img, x0, y0);
+}
 function drawDetections() {
   const threshold = Number($("score").value);
   $("score-value").textContent = threshold.toFixed(2);
   const shown = state.detections.filter((d) => d.score >= threshold);
-  const canvas = $("overlay");
+  const canvas = $("photo-overlay");
   const ctx = canvas.getContext("2d");
   ctx.clearRect(0, 0, canvas.width, canvas.height);
-  ctx.lineWidth = Math.max(0.4, canvas.width / 160);
+  const color = (i) => BOX_COLORS[i % BOX_COLORS.length];
+  for (let i = shown.length - 1; i >= 0; i--) if (shown[i].mask) paintMask(ctx, shown[i].mask, color(i));
+  const line = Math.max(1, Math.max(canvas.width, canvas.height) / 160);
+  ctx.lineWidth = line;
+  ctx.font = `${Math.round(6 * line)}px system-ui, sans-serif`;
+  ctx.textBaseline = "top";
   shown.forEach((d, i) => {
     const [x1, y1, x2, y2] = d.box;
-    ctx.strokeStyle = BOX_COLORS[i % BOX_COLORS.length];
+    ctx.strokeStyle = ctx.fillStyle = color(i);
     ctx.strokeRect(x1, y1, x2 - x1, y2 - y1);
+    ctx.fillText(`${d.class} ${(100 * d.score).toFixed(0)}%`, x1 + line, y1 + line);
   });
   $("det-list").replaceChildren(...shown.map((d, i) => {
     const item = el("li", { class: "det" }, `${d.class} ${(100 * d.score).toFixed(1)} %`);
-    item.style.color = BOX_COLORS[i % BOX_COLORS.length];
+    item.style.color = color(i);
     return item;
   }));
-  if (!shown.length) $("det-list").replaceChildren(el("li", { class: "none" }, `no box scores ${threshold.toFixed(2)} or more (${state.detections.length} above 0.001)`));
+  if (!shown.length) $("det-list").replaceChildren(el("li", { class: "none" }, `no box scores ${threshold.toFixed(2)} or more (${state.detections.length} found)`));
 }
 
 function setupDrawing() {
