@@ -15,15 +15,31 @@ def run(capsys, *argv):
     return code, out, err
 
 
-def test_every_figure_of_a_run_folder(tiny_run, fashion, tmp_path, capsys):
+def test_every_figure_of_a_run_folder(tiny_run, fashion, tmp_path, capsys, monkeypatch):
+    import matplotlib.pyplot as plt
+    import torch.nn.functional as F
+
+    import cnnkit.viz as viz
+
+    drawn = {}  # the figure behind each file, for its layout (where each tile landed)
+    save = viz.save_figure
+
+    def keep(fig, path, dpi):
+        drawn[path.name] = fig
+        return save(fig, path, dpi)
+
+    monkeypatch.setattr(viz, "save_figure", keep)
     _, test = fashion
     boot = tmp_path / "boot.png"
     Image.fromarray(test.images[0, 0].numpy()).save(boot)  # the first test image, as a file
     for figure, extra in (
         ("curves", []),
-        ("filters", ["--vmax", "0.5"]),
+        ("filters", ["--vmax", "0.5", "--dpi", "200"]),
         ("histogram", ["--layer", "features.conv2"]),
-        ("feature-maps", ["--image", boot, "--layer", "features.conv1", "--layer", "features.conv2"]),
+        (
+            "feature-maps",
+            ["--image", boot, "--layer", "features.conv1", "--layer", "features.conv2", "--dpi", "300"],
+        ),
         ("confusion", []),
         ("errors", ["--top", "8"]),
         ("gradcam", ["--image", boot, "--class", "Ankle boot"]),
@@ -32,12 +48,57 @@ def test_every_figure_of_a_run_folder(tiny_run, fashion, tmp_path, capsys):
         code, out, err = run(capsys, "viz", figure, tiny_run.path, "--out", out_file, *extra)
         assert code == 0, err
         assert out.strip() == f"wrote {out_file}"
-        image = Image.open(out_file)
-        assert image.format == "PNG" and np.asarray(image.convert("L")).std() > 5  # not blank
+        assert Image.open(out_file).format == "PNG"
+    # The files show the values: each tile's cells have the colour of their weight or activation,
+    # computed here from the weights and by F.conv2d, mapped as the figures say (viridis; filters
+    # on the fixed scale ±0.5, feature maps each from its own min to max).
+    model = tiny_run.model
+    weight = model.features.conv1.weight.detach()[:, 0]
+    cells = tile_cells(tmp_path / "filters.png", drawn["filters.png"], 200)
+    assert len(cells) == 32
+    for k, shown in enumerate(cells):
+        np.testing.assert_allclose(shown, viridis((weight[k].numpy() + 0.5) / 1.0), atol=2)
+    x = test.images[0:1].float() / 255.0
+    conv1 = F.relu(F.conv2d(x, model.features.conv1.weight, model.features.conv1.bias, padding=1))
+    conv2 = F.relu(
+        F.conv2d(F.max_pool2d(conv1, 2), model.features.conv2.weight, model.features.conv2.bias, padding=1)
+    )
+    expected = [*conv1[0].detach().numpy(), *conv2[0].detach().numpy()]
+    cells = tile_cells(tmp_path / "feature-maps.png", drawn["feature-maps.png"], 300)[1:]  # after the input
+    assert len(cells) == 32 + 64
+    for maps, shown in zip(expected, cells):
+        low, high = maps.min(), maps.max()
+        colours = viridis((maps - low) / (high - low)) if high > low else viridis(np.zeros_like(maps))
+        assert np.mean(np.abs(shown - colours) <= 2) > 0.99  # a cell on a colour-bin edge may round over
+    plt.close("all")
     code, out, _ = run(capsys, "viz", "diagram", tiny_run.path)
     assert code == 0
     figures = tiny_run.path / "figures"
     assert out.split() == ["wrote", str(figures / "diagram.png"), "wrote", str(figures / "diagram.svg")]
+
+
+def viridis(values: np.ndarray) -> np.ndarray:
+    """RGB 0..255 of values in [0, 1] under matplotlib's viridis (values outside are clipped)."""
+    from matplotlib import colormaps
+
+    return colormaps["viridis"](np.clip(values, 0, 1))[..., :3] * 255
+
+
+def tile_cells(png, fig, dpi: float) -> list[np.ndarray]:
+    """The PNG's RGB at the centre of every cell of every image tile of ``fig``, tile by tile."""
+    pixels = np.asarray(Image.open(png).convert("RGB")).astype(float)
+    fig.set_dpi(dpi)
+    fig.canvas.draw()  # the layout at the file's resolution
+    assert pixels.shape[:2] == (round(fig.bbox.height), round(fig.bbox.width))
+    out = []
+    for ax in fig.axes:
+        for image in ax.get_images():
+            rows, cols = image.get_array().shape[:2]
+            box = ax.get_window_extent()
+            xs = box.x0 + (np.arange(cols) + 0.5) * box.width / cols
+            ys = pixels.shape[0] - (box.y1 - (np.arange(rows) + 0.5) * box.height / rows)  # row 0 on top
+            out.append(pixels[np.floor(ys).astype(int)][:, np.floor(xs).astype(int)])
+    return out
 
 
 def test_a_model_name_draws_the_fresh_model(tmp_path, capsys, monkeypatch):
