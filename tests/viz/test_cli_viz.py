@@ -17,9 +17,12 @@ def run(capsys, *argv):
 
 def test_every_figure_of_a_run_folder(tiny_run, fashion, tmp_path, capsys, monkeypatch):
     import matplotlib.pyplot as plt
+    import torch
     import torch.nn.functional as F
+    from sklearn.metrics import confusion_matrix
 
     import cnnkit.viz as viz
+    from cnnkit.models import create_model
 
     drawn = {}  # the figure behind each file, for its layout (where each tile landed)
     save = viz.save_figure
@@ -70,11 +73,40 @@ def test_every_figure_of_a_run_folder(tiny_run, fashion, tmp_path, capsys, monke
         low, high = maps.min(), maps.max()
         colours = viridis((maps - low) / (high - low)) if high > low else viridis(np.zeros_like(maps))
         assert np.mean(np.abs(shown - colours) <= 2) > 0.99  # a cell on a colour-bin edge may round over
+    # Histogram bars: numpy's histogram of the trained and the seeded fresh weights, on shared bins.
+    torch.manual_seed(tiny_run.record["run"]["seed"])
+    fresh = create_model("hongong_cnn").features.conv2.weight.detach().double().numpy()
+    trained = model.features.conv2.weight.detach().double().numpy()
+    edges = np.linspace(min(trained.min(), fresh.min()), max(trained.max(), fresh.max()), 31)
+    for ax, values in zip(drawn["histogram.png"].axes[:2], (trained, fresh)):
+        np.testing.assert_array_equal([p.get_height() for p in ax.patches], np.histogram(values, edges)[0])
+    # Confusion counts: scikit-learn's, from the model's own predictions on the run's test set.
+    with torch.no_grad():
+        predicted = model(tiny_run.test.images.float() / 255.0).argmax(1)
+    reference = confusion_matrix(tiny_run.test.labels.numpy(), predicted.numpy(), labels=range(10))
+    counts = [ax for ax in drawn["confusion.png"].axes if ax.images][0]
+    np.testing.assert_array_equal(counts.images[0].get_array(), reference)
+    # Grad-CAM overlay: by hand at the last stage (pool2, the default) for "Ankle boot" (class 9),
+    # as Selvaraju et al. define it and display it (scaled to [0, 1], bilinear to 28×28, rescaled).
+    acts = {}
+    hook = model.features.pool2.register_forward_hook(lambda m, i, o: acts.setdefault("A", o))
+    score = model(x)[0, 9]
+    hook.remove()
+    (grads,) = torch.autograd.grad(score, acts["A"])
+    cam = F.relu((grads.mean(dim=(2, 3), keepdim=True) * acts["A"]).sum(1))[0].detach()
+    big = F.interpolate(unit_range(cam)[None, None], size=(28, 28), mode="bilinear", align_corners=False)
+    overlay = drawn["gradcam.png"].axes[1].images[1]
+    np.testing.assert_allclose(overlay.get_array(), unit_range(big[0, 0]).numpy(), atol=1e-5)
     plt.close("all")
     code, out, _ = run(capsys, "viz", "diagram", tiny_run.path)
     assert code == 0
     figures = tiny_run.path / "figures"
     assert out.split() == ["wrote", str(figures / "diagram.png"), "wrote", str(figures / "diagram.svg")]
+
+
+def unit_range(t):
+    t = t - t.min()
+    return t / (t.max() + 1e-7)
 
 
 def viridis(values: np.ndarray) -> np.ndarray:
