@@ -26,7 +26,7 @@ from cnnkit.data.annotations import read_yolo
 CLASSES = ("dim", "bright")
 GREY = (110, 230)
 SIDE = 32
-MIN_MAP_50 = 0.8  # measured 1.000 (seed 0, 20 epochs); boxes at random score about 0.0
+MIN_MAP_50 = 0.8  # measured 1.000 (seed 0, 20 epochs); 0.91 after 12
 
 
 def squares(n: int, seed: int) -> tuple[np.ndarray, list[list[tuple[int, list[int]]]]]:
@@ -164,7 +164,7 @@ def test_detector_on_separable_squares_reaches_the_stated_map50_by_hand_and_torc
     reference = metric.compute()
     assert float(reference["map"]) == pytest.approx(np.mean(by_hand), abs=1e-4)
     assert reference["map_per_class"].tolist() == pytest.approx(by_hand, abs=1e-4)
-    # The run's own test score (evaluated in memory, bf16 autocast) agrees with the printed boxes.
+    # The run's own test score (evaluated in memory, on the same held-out images) agrees.
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["test"]["map_50"] == pytest.approx(np.mean(by_hand), abs=0.03)
 
