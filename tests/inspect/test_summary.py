@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import weakref
+
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 from cnnkit import create_model
 from cnnkit.errors import UsageError
@@ -80,6 +84,75 @@ def test_bad_shapes():
         summary(create_model("hongong_cnn"), (1, 32, 32))
 
 
+# The real peak over the estimate (activations + inputs + parameters + gradients + Adam's two
+# states): the estimate leaves out the activation gradients that live during backward, so the
+# real peak is higher (measured on CPU for this model: 1.09 with a batch of 16, 1.15 with 64).
+# Any window narrower than a factor of 2 fails an estimate that is off by 2x (e.g. 2-byte floats,
+# or gradients counted twice).
+CPU_WINDOW = (0.9, 1.5)
+CUDA_WINDOW = (0.9, 1.75)  # the caching allocator's 512-byte blocks and cuDNN's workspaces on top
+
+
+class LiveBytes(TorchDispatchMode):
+    """Bytes of the tensors alive during a piece of code, and their peak: every tensor an op
+    returns is counted until its storage is freed (as the CUDA allocator's statistics do)."""
+
+    def __init__(self, start: int) -> None:
+        super().__init__()
+        self.live = self.peak = start
+        self.seen: set[int] = set()
+
+    def _free(self, key: int, nbytes: int) -> None:
+        self.live -= nbytes
+        self.seen.discard(key)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_leaves(out):
+            if isinstance(t, torch.Tensor):
+                storage = t.untyped_storage()
+                key = storage.data_ptr()
+                if key and key not in self.seen:  # views and in-place results are not new memory
+                    self.seen.add(key)
+                    self.live += storage.nbytes()
+                    self.peak = max(self.peak, self.live)
+                    weakref.finalize(t, self._free, key, storage.nbytes())
+        return out
+
+
+def _bytes(tensors) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def test_live_bytes_counts_allocations_and_frees():
+    with LiveBytes(0) as meter:
+        a = torch.ones(1000)
+        b = a * 2
+        del a
+        c = b.view(10, 100) + 1
+        assert meter.live == 8000  # b and c; a was freed and b's view is no new memory
+        del b, c
+    assert meter.live == 0 and meter.peak == 8000  # never more than two of the three at once
+
+
+def test_training_estimate_against_the_measured_cpu_peak():
+    assert CPU_WINDOW[1] / CPU_WINDOW[0] < 2 and CUDA_WINDOW[1] / CUDA_WINDOW[0] < 2
+    torch.manual_seed(0)
+    model = create_model("geron_fashion_cnn")
+    s = summary(model, (1, 28, 28), batch_size=16)
+    opt = torch.optim.Adam(model.parameters())
+    x = torch.zeros(16, 1, 28, 28)
+    model(x).sum().backward()  # a first step creates Adam's states
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    states = [v for state in opt.state.values() for v in state.values() if v.dim()]
+    before = _bytes(model.parameters()) + _bytes(model.buffers()) + _bytes(states) + _bytes([x])
+    with LiveBytes(before) as meter:
+        model(x).sum().backward()
+        opt.step()
+    assert CPU_WINDOW[0] < meter.peak / s.training_bytes < CPU_WINDOW[1], (meter.peak, s.training_bytes)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device to measure real memory")
 def test_training_estimate_against_cuda_allocator():
     model = create_model("geron_fashion_cnn").cuda()
@@ -92,7 +165,7 @@ def test_training_estimate_against_cuda_allocator():
         model(x).sum().backward()
         opt.step()
     peak = torch.cuda.max_memory_allocated()
-    assert 0.5 * s.training_bytes < peak < 3 * s.training_bytes
+    assert CUDA_WINDOW[0] < peak / s.training_bytes < CUDA_WINDOW[1], (peak, s.training_bytes)
 
 
 def test_receptive_field_through_residual_sums():

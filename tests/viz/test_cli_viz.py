@@ -15,15 +15,34 @@ def run(capsys, *argv):
     return code, out, err
 
 
-def test_every_figure_of_a_run_folder(tiny_run, fashion, tmp_path, capsys):
+def test_every_figure_of_a_run_folder(tiny_run, fashion, tmp_path, capsys, monkeypatch):
+    import matplotlib.pyplot as plt
+    import torch
+    import torch.nn.functional as F
+    from sklearn.metrics import confusion_matrix
+
+    import cnnkit.viz as viz
+    from cnnkit.models import create_model
+
+    drawn = {}  # the figure behind each file, for its layout (where each tile landed)
+    save = viz.save_figure
+
+    def keep(fig, path, dpi):
+        drawn[path.name] = fig
+        return save(fig, path, dpi)
+
+    monkeypatch.setattr(viz, "save_figure", keep)
     _, test = fashion
     boot = tmp_path / "boot.png"
     Image.fromarray(test.images[0, 0].numpy()).save(boot)  # the first test image, as a file
     for figure, extra in (
         ("curves", []),
-        ("filters", ["--vmax", "0.5"]),
+        ("filters", ["--vmax", "0.5", "--dpi", "200"]),
         ("histogram", ["--layer", "features.conv2"]),
-        ("feature-maps", ["--image", boot, "--layer", "features.conv1", "--layer", "features.conv2"]),
+        (
+            "feature-maps",
+            ["--image", boot, "--layer", "features.conv1", "--layer", "features.conv2", "--dpi", "300"],
+        ),
         ("confusion", []),
         ("errors", ["--top", "8"]),
         ("gradcam", ["--image", boot, "--class", "Ankle boot"]),
@@ -32,12 +51,86 @@ def test_every_figure_of_a_run_folder(tiny_run, fashion, tmp_path, capsys):
         code, out, err = run(capsys, "viz", figure, tiny_run.path, "--out", out_file, *extra)
         assert code == 0, err
         assert out.strip() == f"wrote {out_file}"
-        image = Image.open(out_file)
-        assert image.format == "PNG" and np.asarray(image.convert("L")).std() > 5  # not blank
+        assert Image.open(out_file).format == "PNG"
+    # The files show the values: each tile's cells have the colour of their weight or activation,
+    # computed here from the weights and by F.conv2d, mapped as the figures say (viridis; filters
+    # on the fixed scale ±0.5, feature maps each from its own min to max).
+    model = tiny_run.model
+    weight = model.features.conv1.weight.detach()[:, 0]
+    cells = tile_cells(tmp_path / "filters.png", drawn["filters.png"], 200)
+    assert len(cells) == 32
+    for k, shown in enumerate(cells):
+        np.testing.assert_allclose(shown, viridis((weight[k].numpy() + 0.5) / 1.0), atol=2)
+    x = test.images[0:1].float() / 255.0
+    conv1 = F.relu(F.conv2d(x, model.features.conv1.weight, model.features.conv1.bias, padding=1))
+    conv2 = F.relu(
+        F.conv2d(F.max_pool2d(conv1, 2), model.features.conv2.weight, model.features.conv2.bias, padding=1)
+    )
+    expected = [*conv1[0].detach().numpy(), *conv2[0].detach().numpy()]
+    cells = tile_cells(tmp_path / "feature-maps.png", drawn["feature-maps.png"], 300)[1:]  # after the input
+    assert len(cells) == 32 + 64
+    for maps, shown in zip(expected, cells):
+        low, high = maps.min(), maps.max()
+        colours = viridis((maps - low) / (high - low)) if high > low else viridis(np.zeros_like(maps))
+        assert np.mean(np.abs(shown - colours) <= 2) > 0.99  # a cell on a colour-bin edge may round over
+    # Histogram bars: numpy's histogram of the trained and the seeded fresh weights, on shared bins.
+    torch.manual_seed(tiny_run.record["run"]["seed"])
+    fresh = create_model("hongong_cnn").features.conv2.weight.detach().double().numpy()
+    trained = model.features.conv2.weight.detach().double().numpy()
+    edges = np.linspace(min(trained.min(), fresh.min()), max(trained.max(), fresh.max()), 31)
+    for ax, values in zip(drawn["histogram.png"].axes[:2], (trained, fresh)):
+        np.testing.assert_array_equal([p.get_height() for p in ax.patches], np.histogram(values, edges)[0])
+    # Confusion counts: scikit-learn's, from the model's own predictions on the run's test set.
+    with torch.no_grad():
+        predicted = model(tiny_run.test.images.float() / 255.0).argmax(1)
+    reference = confusion_matrix(tiny_run.test.labels.numpy(), predicted.numpy(), labels=range(10))
+    counts = [ax for ax in drawn["confusion.png"].axes if ax.images][0]
+    np.testing.assert_array_equal(counts.images[0].get_array(), reference)
+    # Grad-CAM overlay: by hand at the last stage (pool2, the default) for "Ankle boot" (class 9),
+    # as Selvaraju et al. define it and display it (scaled to [0, 1], bilinear to 28×28, rescaled).
+    acts = {}
+    hook = model.features.pool2.register_forward_hook(lambda m, i, o: acts.setdefault("A", o))
+    score = model(x)[0, 9]
+    hook.remove()
+    (grads,) = torch.autograd.grad(score, acts["A"])
+    cam = F.relu((grads.mean(dim=(2, 3), keepdim=True) * acts["A"]).sum(1))[0].detach()
+    big = F.interpolate(unit_range(cam)[None, None], size=(28, 28), mode="bilinear", align_corners=False)
+    overlay = drawn["gradcam.png"].axes[1].images[1]
+    np.testing.assert_allclose(overlay.get_array(), unit_range(big[0, 0]).numpy(), atol=1e-5)
+    plt.close("all")
     code, out, _ = run(capsys, "viz", "diagram", tiny_run.path)
     assert code == 0
     figures = tiny_run.path / "figures"
     assert out.split() == ["wrote", str(figures / "diagram.png"), "wrote", str(figures / "diagram.svg")]
+
+
+def unit_range(t):
+    t = t - t.min()
+    return t / (t.max() + 1e-7)
+
+
+def viridis(values: np.ndarray) -> np.ndarray:
+    """RGB 0..255 of values in [0, 1] under matplotlib's viridis (values outside are clipped)."""
+    from matplotlib import colormaps
+
+    return colormaps["viridis"](np.clip(values, 0, 1))[..., :3] * 255
+
+
+def tile_cells(png, fig, dpi: float) -> list[np.ndarray]:
+    """The PNG's RGB at the centre of every cell of every image tile of ``fig``, tile by tile."""
+    pixels = np.asarray(Image.open(png).convert("RGB")).astype(float)
+    fig.set_dpi(dpi)
+    fig.canvas.draw()  # the layout at the file's resolution
+    assert pixels.shape[:2] == (round(fig.bbox.height), round(fig.bbox.width))
+    out = []
+    for ax in fig.axes:
+        for image in ax.get_images():
+            rows, cols = image.get_array().shape[:2]
+            box = ax.get_window_extent()
+            xs = box.x0 + (np.arange(cols) + 0.5) * box.width / cols
+            ys = pixels.shape[0] - (box.y1 - (np.arange(rows) + 0.5) * box.height / rows)  # row 0 on top
+            out.append(pixels[np.floor(ys).astype(int)][:, np.floor(xs).astype(int)])
+    return out
 
 
 def test_a_model_name_draws_the_fresh_model(tmp_path, capsys, monkeypatch):
