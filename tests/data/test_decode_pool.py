@@ -101,3 +101,23 @@ def test_parallel_map_keeps_order_and_stops_cleanly():
     results.close()  # a caller that stops at the first bad file: the pool shuts down
     with pytest.raises(ValueError, match="fraction must be in"):
         check_cache_fits(".", 1, (1, 1, 1), fraction=0.0)
+
+
+def test_cli_train_names_a_corrupt_file_of_a_large_folder_in_one_line(fashion, tmp_path, capsys):
+    """520 files: the CLI's default decode runs in worker processes (512 files and up)."""
+    from cnnkit.cli.__main__ import main
+
+    _, test = fashion
+    root = tmp_path / "large"
+    for i in range(520):
+        folder = root / str(int(test.labels[i]))
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(test.images[i, 0].numpy()).save(folder / f"{i:04d}.png")
+    bad = sorted((root / "3").iterdir())[-1]
+    bad.write_bytes(bad.read_bytes()[:60])
+    argv = ["train", "--data", str(root), "--epochs", "1", "--out", str(tmp_path / "out"), "--no-progress"]
+    assert main(argv) == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    errors = [line for line in lines if str(bad) in line]
+    assert len(errors) == 1 and "truncated or corrupt PNG" in errors[0], lines
+    assert not any(line.startswith(("Traceback", "  File")) for line in lines)
