@@ -367,7 +367,7 @@ def test_precision_bf16_trains_in_bf16_channels_last_and_stays_close_to_fp32(
     runs = {}
     for precision in ("fp32", "bf16"):
         config = FinetuneConfig(
-            weights=str(pretrained_run), data=str(image_folder), head_epochs=1, full_epochs=1,
+            weights=str(pretrained_run), data=str(image_folder), head_epochs=1, full_epochs=0,
             val_fraction=0.2, test_fraction=0.2, seed=0, precision=precision,
         )  # fmt: skip
         finetune_run(config, tmp_path / precision, progress=False)
