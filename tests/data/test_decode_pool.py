@@ -104,7 +104,7 @@ def test_parallel_map_keeps_order_and_stops_cleanly():
 
 
 def test_cli_train_names_a_corrupt_file_of_a_large_folder_in_one_line(fashion, tmp_path, capsys):
-    """520 files: the CLI's default decode runs in worker processes (512 files and up)."""
+    """520 files: the CLI's default decode (worker processes from 512 files up, on free cores)."""
     from cnnkit.cli.__main__ import main
 
     _, test = fashion

@@ -11,7 +11,7 @@ Class names are the sub-folder names, sorted (as torchvision's ``ImageFolder``).
 read with :mod:`cnnkit.data.image_io` (same limits, formats and conversions as ``predict``) and
 resized once to the model's input size; the result is an :class:`ArrayDataset` of uint8
 pixels, ready for the Trainer: every epoch indexes that cache, nothing is decoded twice. The
-files are decoded by one worker process per core where there are enough of them
+files are decoded by one worker process per free core where there are enough of them
 (:mod:`cnnkit.data.decode_pool`), after checking that the cache fits in memory. A bad file is
 handled by the ``on_error`` policy: ``"raise"`` stops at the first one, ``"skip"`` leaves it out
 and lists every bad file at the end.
