@@ -38,7 +38,7 @@ from ._common import Context, _flops, _row, _with_threads
 SIZE = 96
 BATCH = 64
 LR = 1e-3
-TARGET = 0.80  # held-out accuracy the time-to-accuracy rows are measured to
+TARGET = 0.75  # held-out accuracy the time-to-accuracy rows are measured to (every epoch is kept too)
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 PLAIN_WORKERS = 2
 

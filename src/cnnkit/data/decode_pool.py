@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -67,8 +68,8 @@ def parallel_map(
     arrive, so that the caller stores each result before the next one comes).
 
     Falls back to this process (``map``) for fewer than ``min_items`` items, one worker, or a
-    platform without ``fork`` (``fn`` must then not need pickling; with fork it is pickled, so a
-    module-level function or a picklable callable object).
+    platform other than Linux. With workers, ``fn`` is pickled: a module-level function or a
+    picklable callable object.
 
     Args:
         items: the inputs (paths, (path, label) pairs...).
@@ -77,7 +78,9 @@ def parallel_map(
         min_items: below this many items, no pool.
     """
     workers = decode_workers() if workers is None else workers
-    if workers < 2 or len(items) < min_items or "fork" not in multiprocessing.get_all_start_methods():
+    # fork only on Linux: macOS's system libraries are not fork-safe (Python's default there is
+    # spawn, which would re-import the caller); elsewhere this process decodes alone.
+    if workers < 2 or len(items) < min_items or not sys.platform.startswith("linux"):
         yield from map(fn, items)
         return
     chunk = max(1, min(64, len(items) // (4 * workers)))
