@@ -8,9 +8,10 @@ held-out split after each epoch:
 
 - plain: ``datasets.ImageFolder`` + ``transforms`` (RandomHorizontalFlip, ToTensor, Normalize) +
   ``DataLoader(num_workers=2)``, FP32, NCHW, in a fresh process (a plain script's conditions);
-- cnnkit: the folder decoded once into the uint8 cache (``load_image_folder``), batch flips and
-  normalisation on whole batches, bf16 autocast and channels-last where the CPU has native bf16
-  (``pick_perf_settings``): what ``cnnkit train --data DIR`` runs.
+- cnnkit: the folder decoded once into the uint8 cache (``load_image_folder``, as ``cnnkit train
+  --data DIR`` and ``cnnkit finetune --data DIR`` load it), flips and normalisation on whole
+  batches, bf16 autocast and channels-last where the CPU has native bf16 (``pick_perf_settings``:
+  the speed settings of ``finetune --precision auto`` and ``train --preset fast``), in this process.
 
 Rows: training img/s (training steps only), the ratio, and the wall time from the start of each
 pipeline (dataset construction or decoding included) to the stated held-out accuracy. Decode
