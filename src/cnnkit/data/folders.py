@@ -198,17 +198,20 @@ def load_image_folder(
         (height, width), channels, resize, background, fill, max_bytes, max_pixels, tuple(formats)
     )
     decoded = (map_files or parallel_map)(scan.samples, decode)
-    for (path, label), result in zip(scan.samples, decoded):
-        if isinstance(result, str):
-            if on_error == "raise":
-                raise DataError(
-                    f"{result} (stopped at the first bad file; on_error='skip' leaves bad files out "
-                    "and lists them)"
-                )
-            bad.append(BadFile(path, result))
-            continue
-        rows[len(labels)] = result.transpose(2, 0, 1)
-        labels.append(label)
+    try:
+        for (path, label), result in zip(scan.samples, decoded):
+            if isinstance(result, str):
+                if on_error == "raise":
+                    raise DataError(
+                        f"{result} (stopped at the first bad file; on_error='skip' leaves bad files out "
+                        "and lists them)"
+                    )
+                bad.append(BadFile(path, result))
+                continue
+            rows[len(labels)] = result.transpose(2, 0, 1)
+            labels.append(label)
+    finally:  # stopped at a bad file: the worker processes stop too
+        getattr(decoded, "close", lambda: None)()
     label_tensor = torch.tensor(labels, dtype=torch.int64)
     empty = [name for i, name in enumerate(scan.class_names) if not (label_tensor == i).any()]
     if empty:
