@@ -82,6 +82,13 @@ def print_table(rows: list[dict]) -> None:
                 f"load {row['load'][0]}"
             )
             continue
+        if row["case"].startswith("imagefolder_train"):
+            print(
+                f"{row['case']:<34} {row['img_per_s']:,.1f} img/s training ({row['frac_fp32_peak']} of "
+                f"FP32 peak), held-out {row['heldout_accuracy']}, {row['target_accuracy']:.0%}: "
+                f"{row['wall_to_target']} s; x plain {row.get('x_plain', '-')}"
+            )
+            continue
         if row["case"].startswith("time_to_accuracy"):
             print(
                 f"{row['case']:<34} 92 %: {row['wall_to_92']} s, 94 %: {row['wall_to_94']} s, "

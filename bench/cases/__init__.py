@@ -13,6 +13,7 @@ from .allreduce import allreduce
 from .compiled import compiled
 from .course import course_infer, course_train
 from .export import export_infer
+from .imagefolder import imagefolder
 from .keras_course import keras_course
 from .recipes import best_recipe, recipe_5min, time_to_accuracy
 from .reference import reference
@@ -39,6 +40,7 @@ CASES = {
     "recipe_5min": recipe_5min,
     "allreduce": allreduce,
     "studio": studio,
+    "imagefolder": imagefolder,
 }
 DEFAULT_CASES = [
     "threads",

@@ -11,6 +11,7 @@ from torch import nn
 
 from cnnkit.data import ArrayDataset, load_fashion_mnist, write_idx
 from cnnkit.engine import Callback
+from cnnkit.errors import UsageError
 from cnnkit.io.weights import WeightsError, save_weights
 from cnnkit.models import Backbone, FeatureInfo, create_model
 from cnnkit.models.surgery import frozen_base, head_parameter_names, param_groups
@@ -358,6 +359,28 @@ def test_cli_finetune_on_an_image_folder(pretrained_run, image_folder, tmp_path,
     assert ClassifyTrainer(model).evaluate(test)["accuracy"] == pytest.approx(metrics["test_accuracy"])
     assert main(["evaluate", str(out), "--json"]) == 0  # the same split, through the CLI
     assert json.loads(capsys.readouterr().out)["accuracy"] == pytest.approx(metrics["test_accuracy"])
+
+
+def test_precision_bf16_trains_in_bf16_channels_last_and_stays_close_to_fp32(
+    pretrained_run, image_folder, tmp_path
+):
+    runs = {}
+    for precision in ("fp32", "bf16"):
+        config = FinetuneConfig(
+            weights=str(pretrained_run), data=str(image_folder), head_epochs=1, full_epochs=0,
+            val_fraction=0.2, test_fraction=0.2, seed=0, precision=precision,
+        )  # fmt: skip
+        finetune_run(config, tmp_path / precision, progress=False)
+        record = json.loads((tmp_path / precision / "config.json").read_text())
+        history = json.loads((tmp_path / precision / "history.json").read_text())
+        runs[precision] = (record["run"], [row["val_loss"] for row in history])
+    assert (runs["fp32"][0]["amp"], runs["fp32"][0]["channels_last"]) == (None, False)
+    assert (runs["bf16"][0]["amp"], runs["bf16"][0]["channels_last"]) == ("bf16", True)
+    fp32, bf16 = runs["fp32"][1], runs["bf16"][1]
+    assert fp32 != bf16  # the bf16 run really computed in bf16 ...
+    assert bf16 == pytest.approx(fp32, rel=0.05)  # ... and learned the same thing
+    with pytest.raises(UsageError, match="precision must be one of auto, bf16, fp32"):
+        FinetuneConfig(weights="w", data="d", precision="fp16").validate()
 
 
 @pytest.mark.parametrize(

@@ -70,6 +70,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit-train", type=int, help="use only N training images")
     p.add_argument("--limit-test", type=int, help="evaluate on only N test images")
     p.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: best available)")
+    p.add_argument(
+        "--precision",
+        choices=["auto", "bf16", "fp32"],
+        default="auto",
+        help="auto (default): bf16 autocast + channels-last where the CPU/GPU has native bf16; "
+        "fp32: exact FP32",
+    )
     p.add_argument("--deterministic", action="store_true", help="deterministic algorithms only")
     p.add_argument("--no-progress", action="store_true", help="no progress output")
 
@@ -136,6 +143,7 @@ def run(args: argparse.Namespace) -> int:
         limit_test=args.limit_test,
         device=args.device,
         deterministic=args.deterministic,
+        precision=args.precision,
     ).validate()
     from ..engine.device import pick_device
     from ..engine.perf import pick_num_threads, set_threads
@@ -159,7 +167,8 @@ def _resume(args: argparse.Namespace) -> int:
         )
     run = read_run(args.resume)
     require_task(run, "cnnkit finetune --resume", ("finetune",), "continues fine-tuning runs")
-    return _finetune(FinetuneConfig(**run.record["finetune"]).validate(), run.path, args, resume=True)
+    saved = {"precision": "fp32", **run.record["finetune"]}  # runs from before --precision: FP32
+    return _finetune(FinetuneConfig(**saved).validate(), run.path, args, resume=True)
 
 
 def _finetune(config, out: Path, args: argparse.Namespace, resume: bool) -> int:

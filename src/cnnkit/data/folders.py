@@ -10,8 +10,11 @@
 Class names are the sub-folder names, sorted (as torchvision's ``ImageFolder``). Files are
 read with :mod:`cnnkit.data.image_io` (same limits, formats and conversions as ``predict``) and
 resized once to the model's input size; the result is an :class:`ArrayDataset` of uint8
-pixels, ready for the Trainer. A bad file is handled by the ``on_error`` policy: ``"raise"``
-stops at the first one, ``"skip"`` leaves it out and lists every bad file at the end.
+pixels, ready for the Trainer: every epoch indexes that cache, nothing is decoded twice. The
+files are decoded by one worker process per free core where there are enough of them
+(:mod:`cnnkit.data.decode_pool`), after checking that the cache fits in memory. A bad file is
+handled by the ``on_error`` policy: ``"raise"`` stops at the first one, ``"skip"`` leaves it out
+and lists every bad file at the end.
 """
 
 from __future__ import annotations
@@ -26,12 +29,14 @@ import torch
 
 from ..errors import DataError
 from .arrays import ArrayDataset
+from .decode_pool import CACHE_MEMORY_FRACTION, check_cache_fits, parallel_map
 from .image_io import ALLOWED_FORMATS, IMAGE_EXTENSIONS, MAX_FILE_BYTES, MAX_PIXELS, load_image
 from .preprocess import RESIZE_MODES, _check_size, resize_image
 
 __all__ = [
     "BadFile",
     "FolderDataset",
+    "FileDecoder",
     "FolderScan",
     "class_balance",
     "format_balance",
@@ -144,6 +149,7 @@ def load_image_folder(
     max_pixels: int = MAX_PIXELS,
     formats: Sequence[str] = ALLOWED_FORMATS,
     map_files: Callable[[Sequence, Callable], Iterable] | None = None,
+    memory_fraction: float = CACHE_MEMORY_FRACTION,
 ) -> FolderDataset:
     """Decode every image of a class-per-folder tree into memory.
 
@@ -160,8 +166,10 @@ def load_image_folder(
         max_pixels: per-image pixel limit.
         formats: accepted formats (subset of ``ALLOWED_FORMATS``).
         map_files: ``map_files(samples, decode)`` yields ``decode`` of every (path, label)
-            sample in order (default: one after the other here); data-parallel runs pass one
-            that has each process decode its share (``engine.distributed.map_shared``).
+            sample in order (default: ``decode_pool.parallel_map``, one worker process per
+            core for a large folder); data-parallel runs pass one that has each process decode
+            its share (``engine.distributed.map_shared``).
+        memory_fraction: the decoded images may take this share of the available memory.
 
     Returns:
         FolderDataset whose ``data`` has uint8 images [N, channels, H, W] (N × C × H × W
@@ -169,7 +177,8 @@ def load_image_folder(
 
     Raises:
         DataError: layout problems (see :func:`scan_image_folder`), the first bad file with
-            ``"raise"``, or a class left without images after skipping.
+            ``"raise"``, a class left without images after skipping, or a cache that would
+            not fit in ``memory_fraction`` of the available memory (checked before decoding).
         ValueError: an unknown ``on_error`` or ``resize``, or a bad size.
     """
     if on_error not in ON_ERROR:
@@ -180,37 +189,29 @@ def load_image_folder(
         raise ValueError(f"resize must be one of {RESIZE_MODES}, got {resize!r}")
     height, width = _check_size(size)
     scan = scan_image_folder(root)
-    images = np.empty((len(scan.samples), height, width, channels), dtype=np.uint8)
+    check_cache_fits(scan.root, len(scan.samples), (channels, height, width), memory_fraction)
+    images = torch.empty((len(scan.samples), channels, height, width), dtype=torch.uint8)
+    rows = images.numpy()  # the same memory: each image is written once, transposed to C, H, W
     labels: list[int] = []
     bad: list[BadFile] = []
-
-    def decode(sample: tuple[Path, int]) -> np.ndarray | str:
-        """The resized pixels, or why the file is bad (so that every process gets that far)."""
-        try:
-            pixels = load_image(
-                sample[0],
-                channels=channels,
-                background=background,
-                max_bytes=max_bytes,
-                max_pixels=max_pixels,
-                formats=formats,
-            )
-        except DataError as exc:
-            return str(exc)
-        return resize_image(pixels, (height, width), resize, fill=fill)
-
-    decoded = map_files(scan.samples, decode) if map_files is not None else map(decode, scan.samples)
-    for (path, label), result in zip(scan.samples, decoded):
-        if isinstance(result, str):
-            if on_error == "raise":
-                raise DataError(
-                    f"{result} (stopped at the first bad file; on_error='skip' leaves bad files out "
-                    "and lists them)"
-                )
-            bad.append(BadFile(path, result))
-            continue
-        images[len(labels)] = result
-        labels.append(label)
+    decode = FileDecoder(
+        (height, width), channels, resize, background, fill, max_bytes, max_pixels, tuple(formats)
+    )
+    decoded = (map_files or parallel_map)(scan.samples, decode)
+    try:
+        for (path, label), result in zip(scan.samples, decoded):
+            if isinstance(result, str):
+                if on_error == "raise":
+                    raise DataError(
+                        f"{result} (stopped at the first bad file; on_error='skip' leaves bad files out "
+                        "and lists them)"
+                    )
+                bad.append(BadFile(path, result))
+                continue
+            rows[len(labels)] = result.transpose(2, 0, 1)
+            labels.append(label)
+    finally:  # stopped at a bad file: the worker processes stop too
+        getattr(decoded, "close", lambda: None)()
     label_tensor = torch.tensor(labels, dtype=torch.int64)
     empty = [name for i, name in enumerate(scan.class_names) if not (label_tensor == i).any()]
     if empty:
@@ -219,9 +220,37 @@ def load_image_folder(
             f"{scan.root}: no usable images left in class(es) {empty} after skipping "
             f"{len(bad)} bad file(s): {listing}"
         )
-    pixels_t = torch.from_numpy(images[: len(labels)]).permute(0, 3, 1, 2).contiguous()
-    data = ArrayDataset(pixels_t, label_tensor, list(scan.class_names), str(scan.root))
+    data = ArrayDataset(images[: len(labels)], label_tensor, list(scan.class_names), str(scan.root))
     return FolderDataset(data, bad, scan.ignored)
+
+
+@dataclass(frozen=True)
+class FileDecoder:
+    """One file's pixels at the stored size, or why the file is bad (a picklable function, so
+    that worker processes can run it, and every process gets through its whole share)."""
+
+    size: tuple[int, int]
+    channels: int
+    resize: str
+    background: tuple[int, int, int]
+    fill: int | tuple[int, int, int]
+    max_bytes: int
+    max_pixels: int
+    formats: tuple[str, ...]
+
+    def __call__(self, sample: tuple[Path, int]) -> np.ndarray | str:
+        try:
+            pixels = load_image(
+                sample[0],
+                channels=self.channels,
+                background=self.background,
+                max_bytes=self.max_bytes,
+                max_pixels=self.max_pixels,
+                formats=self.formats,
+            )
+        except DataError as exc:
+            return str(exc)
+        return resize_image(pixels, self.size, self.resize, fill=self.fill)
 
 
 def split_three_ways(

@@ -110,7 +110,7 @@ def _image_splits(
     spec: str, size: list[int], channels: int, val_fraction: float, test_fraction: float, seed: int
 ):
     from ..data.splits import load_image_splits
-    from ..engine.distributed import map_shared
+    from ..engine.distributed import current, map_shared
 
     try:
         return load_image_splits(
@@ -121,7 +121,8 @@ def _image_splits(
             test_fraction=test_fraction,
             seed=seed,
             resize=IMAGE_FOLDER_RESIZE,
-            map_files=map_shared,  # a data-parallel run's processes decode a share each
+            # A data-parallel run's processes decode a share each; one process, with its workers.
+            map_files=map_shared if current().active else None,
         )
     except DataError:
         raise

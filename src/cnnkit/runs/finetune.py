@@ -15,9 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ..data.arrays import ArrayDataset
 from ..data.folders import class_balance, format_balance, load_image_folder, split_three_ways
 from ..data.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from ..engine.perf import pick_perf_settings
 from ..engine.trainer import OPTIMIZERS, seed_everything
 from ..errors import UsageError
 from ..models import model_entry
@@ -38,11 +41,12 @@ from .folder import (
 from .pretrained import _is_weights_name, _weights_source, pretrained_model
 from .session import prepare_device
 
-__all__ = ["FinetuneConfig", "finetune_run", "finetune_test_data"]
+__all__ = ["FinetuneConfig", "finetune_run", "finetune_test_data", "speed_settings"]
 
 PHASES = ("head", "full")
 
 NORMALIZE_CHOICES = ("auto", "imagenet", "unit")
+PRECISIONS = ("auto", "bf16", "fp32")
 
 
 @dataclass
@@ -69,6 +73,9 @@ class FinetuneConfig:
         limit_train: keep only N training images (quick tries, tests); with Fashion-MNIST, as
             in ``cnnkit train``, the validation split is taken from these N.
         limit_test: evaluate on only N test images.
+        precision: ``auto`` (bf16 autocast and channels-last where the device computes bf16
+            natively, as the fast preset), ``bf16`` or ``fp32`` (FP32, NCHW: the numerics of
+            runs made before this setting existed, which resume that way).
     """
 
     weights: str
@@ -99,6 +106,7 @@ class FinetuneConfig:
     limit_test: int | None = None
     device: str | None = None
     deterministic: bool = False
+    precision: str = "auto"
 
     def validate(self) -> FinetuneConfig:
         checks = [
@@ -144,6 +152,10 @@ class FinetuneConfig:
                 f"limit_train must be >= 2, got {self.limit_train}",
             ),
             (
+                self.precision in PRECISIONS,
+                f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}",
+            ),
+            (
                 self.limit_test is None or self.limit_test >= 1,
                 f"limit_test must be >= 1, got {self.limit_test}",
             ),
@@ -181,6 +193,17 @@ def _normalization(
     if channels == 3:
         return IMAGENET_MEAN, IMAGENET_STD
     return (sum(IMAGENET_MEAN) / 3,) * channels, (sum(IMAGENET_STD) / 3,) * channels
+
+
+def speed_settings(precision: str, device: torch.device) -> tuple[str | None, bool]:
+    """(autocast, channels-last) of a fine-tuning run: ``auto`` takes the device's measured
+    defaults (``engine.perf.pick_perf_settings``), ``bf16`` forces both, ``fp32`` neither."""
+    if precision == "fp32":
+        return None, False
+    if precision == "bf16":
+        return "bf16", True
+    perf = pick_perf_settings(device, num_threads=1)  # threads are set elsewhere
+    return perf.amp, perf.channels_last
 
 
 def _load_splits(
@@ -283,11 +306,14 @@ def _finetune_run(
     # The classification run this fine-tuning is, in the settings both configs share.
     shared = ("data", "batch_size", "lr", "optimizer", "weight_decay", "label_smoothing", "patience")
     shared += ("monitor", "seed", "val_fraction", "limit_train", "limit_test", "device", "deterministic")
+    amp, channels_last = speed_settings(config.precision, device)
     run_config = RunConfig(
         model=name,
         model_kwargs=kwargs,
         epochs=config.head_epochs + config.full_epochs,
         stratify=True,
+        amp=amp,
+        channels_last=channels_last,
         **{key: getattr(config, key) for key in shared},
     ).validate()
     splits = {"train": train, "val": val, "test": test}
@@ -337,6 +363,8 @@ def _finetune_run(
         device=device,
         seed=config.seed,
         normalize=normalize,
+        amp=amp,
+        channels_last=channels_last,
         resume_state=resume_state,
     )
     wall = time.perf_counter() - start

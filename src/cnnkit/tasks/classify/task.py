@@ -51,19 +51,26 @@ class ClassifyTask(Task):
         self.tta = tta
 
     def prepare(self, trainer: Trainer, images: torch.Tensor) -> torch.Tensor:
-        """uint8 Tensor[N, C, H, W] -> float on the device, scaled to [0, 1] and normalised."""
+        """uint8 Tensor[N, C, H, W] -> float on the device, scaled to [0, 1] and normalised.
+
+        The memory format changes on the uint8 batch (a quarter of the float bytes); the scaling
+        and normalisation then run in place on the one float copy, keeping that format.
+        """
         device = trainer.device
         if device.type == "cuda" and images.device.type == "cpu":
             images = images.pin_memory()  # so that the copy below runs while the GPU computes
         x = images.to(device, non_blocking=True)
-        x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
+        if trainer.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        mean = std = None
         if self.normalize is not None:
             mean = torch.as_tensor(self.normalize[0], device=x.device).view(1, -1, 1, 1)
             std = torch.as_tensor(self.normalize[1], device=x.device).view(1, -1, 1, 1)
-            x = (x - mean) / std
-        if trainer.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return x
+        if x.dtype == torch.uint8:
+            x = x.float().div_(255.0)  # a new tensor: the rest may run in place
+            return x if mean is None else x.sub_(mean).div_(std)
+        x = x.float()  # float input may be the caller's own tensor: no in-place changes
+        return x if mean is None else (x - mean) / std
 
     def prepare_fit(self, trainer: Trainer, data: ArrayDataset) -> ArrayDataset:
         """``data`` on the accelerator when it fits DEVICE_RESIDENT_BYTES; on the CPU as it is."""

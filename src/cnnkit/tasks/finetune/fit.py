@@ -112,6 +112,8 @@ def finetune(
     seed: int = 42,
     normalize: tuple[Sequence[float], Sequence[float]] | None = None,
     augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    amp: str | None = None,
+    channels_last: bool = False,
     resume_state: Mapping[str, Any] | None = None,
 ) -> FinetuneResult:
     """Train a new head on a frozen base, then fine-tune all layers at a lower learning rate.
@@ -144,6 +146,8 @@ def finetune(
         seed: seeds the head's shuffling and dropout.
         normalize: (mean, std) per channel after scaling uint8 pixels to [0, 1].
         augment: function applied to each float training batch on the device.
+        amp: ``"bf16"`` autocast in both phases, or None (FP32).
+        channels_last: the model and its batches in the channels-last memory format.
         resume_state: a verified ``last.ckpt`` body that an interrupted call with the same
             arguments wrote: training goes on in the phase and epoch it records, exactly.
 
@@ -187,6 +191,8 @@ def finetune(
             seed=seed,
             normalize=normalize,
             augment=augment,
+            amp=amp,
+            channels_last=channels_last,
             checkpoint_path=checkpoint_path,
         )
 
