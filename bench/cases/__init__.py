@@ -11,6 +11,7 @@ from __future__ import annotations
 from ._common import Context, _ratios
 from .allreduce import allreduce
 from .compiled import compiled
+from .contention import contention
 from .course import course_infer, course_train
 from .export import export_infer
 from .recipes import best_recipe, recipe_5min, time_to_accuracy
@@ -37,6 +38,7 @@ CASES = {
     "recipe_5min": recipe_5min,
     "allreduce": allreduce,
     "studio": studio,
+    "contention": contention,
 }
 DEFAULT_CASES = [
     "threads",

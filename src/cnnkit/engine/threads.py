@@ -27,7 +27,7 @@ import torch
 
 from . import perf
 
-CHECK_EVERY_S = 1.0  # between looks while steps or batches run
+CHECK_EVERY_S = 0.5  # between looks while steps or batches run
 MIN_WINDOW_S = 0.25  # a shorter interval's tick counts (100 per second) are too coarse
 RAISE_AFTER = 2  # looks in a row that must find more free cores before threads are added
 MAX_CHANGES_KEPT = 200
