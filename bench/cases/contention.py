@@ -37,6 +37,7 @@ PHASES += ["three arrive", "three", "three", "idle after three"]
 ONE, BACK, THREE = (2, 3, 4, 5), 6, (7, 8, 9)
 BOUND_ONE, BOUND_THREE, BACK_TOLERANCE = 2.2, 5.0, 1.15
 PLAIN_CAP = 6.0  # a plain epoch stops after this many idle epochs; its time is extrapolated
+FIRST_CAP_S = 60.0  # ... and the first two (no idle time yet) after this many seconds (--quick: 1/4)
 BUSY_LOOP = "while True: pass"
 
 
@@ -154,9 +155,10 @@ def _plain(ctx: Context, competitors: Competitors, train_n: int, val_n: int) -> 
     partial: list[int] = []
     loads: list[float] = []
     split = 1.0
+    first_cap = FIRST_CAP_S / 4 if ctx.quick else FIRST_CAP_S
     for epoch in range(EPOCHS):
         competitors.epoch_begin(epoch)
-        cap = PLAIN_CAP * competitors.idle_s if competitors.idle_s else float("inf")
+        cap = PLAIN_CAP * competitors.idle_s if competitors.idle_s else first_cap
         start = time.perf_counter()
         model.train()
         seen = 0
@@ -168,7 +170,7 @@ def _plain(ctx: Context, competitors: Competitors, train_n: int, val_n: int) -> 
             if time.perf_counter() - start > cap:
                 break
         train_s = time.perf_counter() - start
-        if seen < train_n:  # stopped: the epoch from its training part and the idle epoch's split
+        if seen < train_n and epoch > 1:  # the epoch from its training part and the idle split
             partial.append(epoch)
             seconds.append(train_s * train_n / seen * split)
             loads.append(load())
@@ -177,10 +179,14 @@ def _plain(ctx: Context, competitors: Competitors, train_n: int, val_n: int) -> 
         with torch.no_grad():
             for (xb,) in DataLoader(TensorDataset(xv), batch_size=32):
                 model(xb.to(ctx.device))
-        seconds.append(time.perf_counter() - start)
+        took = time.perf_counter() - start
+        if seen < train_n:  # a busy machine from the start: validation as measured, training scaled
+            partial.append(epoch)
+            took += train_s * (train_n / seen - 1)
+        seconds.append(took)
         if epoch == 1:
-            competitors.idle_s = seconds[-1]
-            split = seconds[-1] / train_s  # (training + validation) / training
+            competitors.idle_s = took
+            split = took / (train_s * train_n / seen)  # (training + validation) / training
         loads.append(load())
     return {
         "case": "contention[plain_fixed_threads]",

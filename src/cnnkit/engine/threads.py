@@ -134,14 +134,8 @@ class ThreadController:
         self._last = now
         if last is None:
             return None
-        wall = now[0] - last[0]
-        busy = 0.0
-        for cpu, (b1, t1) in now[2].items():
-            b0, t0 = last[2].get(cpu, (b1, t1))
-            if t1 > t0:
-                busy += min(1.0, max(0.0, (b1 - b0) / (t1 - t0)))
-        own = max(0.0, (now[1] - last[1]) / wall)
-        self.others = max(0.0, busy - own)
+        own = max(0.0, (now[1] - last[1]) / (now[0] - last[0]))
+        self.others = max(0.0, perf.busy_between(last[2], now[2]) - own)
         return self.decide(self.others)
 
     def decide(self, others: float) -> int | None:
