@@ -1,7 +1,7 @@
 """Epoch times while CPU-bound processes come and go: the fast preset with adaptive threads
 (engine/threads.py) against the plain PyTorch loop with fixed threads, on one schedule.
 
-Each loop runs EPOCHS epochs. Competitors are pure busy loops (``python -c "while True: pass"``);
+Each loop runs EPOCHS epochs. Competitors are pure busy loops (``python -c BUSY_LOOP``);
 they start or stop at a fraction of the loop's own idle epoch time into the epochs of EVENTS.
 Every epoch is reported as a multiple of the loop's idle epoch (epoch 1; epoch 0 is warm-up),
 with the bounds of issue 26: at most 2.2× while one competitor runs, back to idle (within
@@ -38,7 +38,8 @@ ONE, BACK, THREE = (2, 3, 4, 5), 6, (7, 8, 9)
 BOUND_ONE, BOUND_THREE, BACK_TOLERANCE = 2.2, 5.0, 1.15
 PLAIN_CAP = 6.0  # a plain epoch stops after this many idle epochs; its time is extrapolated
 FIRST_CAP_S = 60.0  # ... and the first two (no idle time yet) after this many seconds (--quick: 1/4)
-BUSY_LOOP = "while True: pass"
+# A pure busy loop that ends when the benchmark's process does (an orphan would spin on).
+BUSY_LOOP = "import os\nparent = os.getppid()\nwhile os.getppid() == parent:\n    for _ in range(10**6): pass"
 
 
 class Competitors:
@@ -109,6 +110,7 @@ def _cnnkit(ctx: Context, competitors: Competitors, train_n: int, val_n: int) ->
                 competitors.idle_s = logs["seconds"]
             threads.append(torch.get_num_threads())
             loads.append(load())
+            print(f"  cnnkit epoch {epoch}: {logs['seconds']:.2f} s, {threads[-1]} thread(s)", flush=True)
 
     torch.manual_seed(0)
     controller = ThreadController()
@@ -184,6 +186,7 @@ def _plain(ctx: Context, competitors: Competitors, train_n: int, val_n: int) -> 
             partial.append(epoch)
             took += train_s * (train_n / seen - 1)
         seconds.append(took)
+        print(f"  plain epoch {epoch}: {took:.2f} s", flush=True)
         if epoch == 1:
             competitors.idle_s = took
             split = took / (train_s * train_n / seen)  # (training + validation) / training
@@ -205,8 +208,8 @@ def contention(ctx: Context) -> list[dict]:
     """Both loops on the same schedule of competitors, one after the other, in this process."""
     # About 4-5 s idle epochs for both on 2 idle cores: the fast preset's full epoch, a quarter
     # of one for the plain loop (its ratios are to its own idle epoch).
-    cnnkit_n = (9_600, 2_400) if ctx.quick else (EPOCH_TRAIN, EPOCH_VAL)
-    plain_n = (2_400, 600) if ctx.quick else (12_000, 3_000)
+    cnnkit_n = (4_800, 1_200) if ctx.quick else (EPOCH_TRAIN, EPOCH_VAL)
+    plain_n = (1_200, 300) if ctx.quick else (12_000, 3_000)
     threads = ctx.perf.num_threads or torch.get_num_threads()
     rows = []
     for name, run, n in (("cnnkit", _cnnkit, cnnkit_n), ("plain", _plain, plain_n)):
