@@ -134,9 +134,9 @@ def test_a_fixed_thread_count_is_never_adapted(monkeypatch):
     from cnnkit.cli.train import fix_threads
 
     cpu = torch.device("cpu")
-    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    monkeypatch.delenv("CNNKIT_AUTO_THREADS", raising=False)
-    monkeypatch.delenv("CNNKIT_ADAPTIVE_THREADS", raising=False)
+    for name in ("OMP_NUM_THREADS", "CNNKIT_AUTO_THREADS", "CNNKIT_ADAPTIVE_THREADS"):
+        monkeypatch.setenv(name, "1")  # each restored as it was after the test
+        monkeypatch.delenv(name)
     torch.set_num_threads(1)
     course = session.thread_controller(cpu, pick_threads=False)
     assert course is not None and course.cap == 1  # torch's count (here 1) is the ceiling
@@ -209,3 +209,28 @@ def test_thread_changes_mid_run_change_results_by_float_reordering_only(fashion,
     assert len(controller.changes) >= 7
     torch.testing.assert_close(adapted, plain, rtol=1e-5, atol=1e-5)
     assert torch.equal(adapted.argmax(1), plain.argmax(1))
+
+
+def test_train_run_records_thread_changes_and_threads_flag_fixes_the_count(tmp_path, monkeypatch, capsys):
+    import json
+
+    from cnnkit.cli.__main__ import main
+    from cnnkit.engine.checkpoint import load_checkpoint
+
+    monkeypatch.delenv("CNNKIT_ADAPTIVE_THREADS", raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # so that the --threads run's setting is undone
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    monkeypatch.setattr(threads_mod, "MIN_WINDOW_S", 0.0)  # every epoch's start looks, however short
+    monkeypatch.setattr(perf, "busy_between", lambda first, second: 99.0)  # every core busy elsewhere
+    argv = ["train", "--epochs", "2", "--limit-train", "256", "--val-fraction", "0.125"]
+    argv += ["--limit-test", "64", "--no-progress"]
+    torch.set_num_threads(2)
+    assert main([*argv, "--out", str(tmp_path / "adaptive")]) == 0
+    metrics = json.loads((tmp_path / "adaptive" / "metrics.json").read_text())
+    assert metrics["threads"]["changes"][0]["from"] == 2 and metrics["threads"]["final"] == 1
+    assert load_checkpoint(tmp_path / "adaptive" / "last.ckpt")["num_threads"] == 1
+    torch.set_num_threads(1)
+    assert main([*argv, "--threads", "2", "--out", str(tmp_path / "fixed")]) == 0
+    assert "threads" not in json.loads((tmp_path / "fixed" / "metrics.json").read_text())
+    assert load_checkpoint(tmp_path / "fixed" / "last.ckpt")["num_threads"] == torch.get_num_threads() == 2
+    capsys.readouterr()
