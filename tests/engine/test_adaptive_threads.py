@@ -140,6 +140,8 @@ def test_a_fixed_thread_count_is_never_adapted(monkeypatch):
     torch.set_num_threads(1)
     course = session.thread_controller(cpu, pick_threads=False)
     assert course is not None and course.cap == 1  # torch's count (here 1) is the ceiling
+    # A resumed course run puts back its saved count; the ceiling is the count before that.
+    assert session.thread_controller(cpu, pick_threads=False, ceiling=2).cap == 2
     assert session.thread_controller(cpu).cap == core_limit()  # the fast preset: all usable cores
     assert session.thread_controller(cpu, deterministic=True) is None
     assert session.thread_controller(torch.device("meta")) is None

@@ -58,15 +58,15 @@ def explicit_threads() -> bool:
 
 
 def thread_controller(
-    device: torch.device, pick_threads: bool = True, deterministic: bool = False
+    device: torch.device, pick_threads: bool = True, deterministic: bool = False, ceiling: int | None = None
 ) -> ThreadController | None:
     """The run's adaptive threads (``engine.threads``), or None where the count stays fixed.
 
     Fixed: off the CPU, a count the user gave (``--threads``, ``OMP_NUM_THREADS``),
     ``deterministic`` runs and ``CNNKIT_ADAPTIVE_THREADS=0``. Otherwise the controller may use
     up to: a data-parallel worker's share of the cores (``cores // local workers``); all usable
-    cores where the run picks its threads (``pick_threads``); else the count set now (torch's
-    own, all cores by default, or a resumed run's), which it may lower under load and restore.
+    cores where the run picks its threads (``pick_threads``); else ``ceiling`` or the count set
+    now (torch's own, all cores by default), which it may lower under load and restore.
     """
     if device.type != "cpu" or deterministic or explicit_threads() or not adaptive_enabled():
         return None
@@ -76,7 +76,7 @@ def thread_controller(
     elif pick_threads:
         cap = core_limit()
     else:
-        cap = torch.get_num_threads()
+        cap = ceiling or torch.get_num_threads()
     return ThreadController(cap)
 
 
