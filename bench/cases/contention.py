@@ -36,7 +36,7 @@ PHASES = ["warm-up", "idle", "one arrives", "one", "one", "one leaves", "idle af
 PHASES += ["three arrive", "three", "three", "idle after three"]
 ONE, BACK, THREE = (2, 3, 4, 5), 6, (7, 8, 9)
 BOUND_ONE, BOUND_THREE, BACK_TOLERANCE = 2.2, 5.0, 1.15
-PLAIN_CAP = 6.0  # a plain epoch stops after this many idle epochs; its time is extrapolated
+PLAIN_CAP = 6.0  # a plain epoch stops after this many idle epochs (--quick: 2); its time is extrapolated
 FIRST_CAP_S = 60.0  # ... and the first two (no idle time yet) after this many seconds (--quick: 1/4)
 # A pure busy loop that ends when the benchmark's process does (an orphan would spin on).
 BUSY_LOOP = "import os\nparent = os.getppid()\nwhile os.getppid() == parent:\n    for _ in range(10**6): pass"
@@ -160,7 +160,7 @@ def _plain(ctx: Context, competitors: Competitors, train_n: int, val_n: int) -> 
     first_cap = FIRST_CAP_S / 4 if ctx.quick else FIRST_CAP_S
     for epoch in range(EPOCHS):
         competitors.epoch_begin(epoch)
-        cap = PLAIN_CAP * competitors.idle_s if competitors.idle_s else first_cap
+        cap = (2 if ctx.quick else PLAIN_CAP) * competitors.idle_s if competitors.idle_s else first_cap
         start = time.perf_counter()
         model.train()
         seen = 0
