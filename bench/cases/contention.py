@@ -176,6 +176,7 @@ def _plain(ctx: Context, competitors: Competitors, train_n: int, val_n: int) -> 
             partial.append(epoch)
             seconds.append(train_s * train_n / seen * split)
             loads.append(load())
+            print(f"  plain epoch {epoch}: {seconds[-1]:.2f} s (extrapolated from {seen} images)", flush=True)
             continue
         model.eval()
         with torch.no_grad():
