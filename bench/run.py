@@ -89,6 +89,13 @@ def print_table(rows: list[dict]) -> None:
                 f"{row['wall_to_target']} s; x plain {row.get('x_plain', '-')}"
             )
             continue
+        if row["case"].startswith("contention"):
+            print(
+                f"{row['case']:<34} idle {row['idle_s']} s/epoch; x idle: one {row['worst_x_one']}, "
+                f"after it left {row['x_after_one_left']}, three {row['worst_x_three']}; "
+                + ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in row["bounds"].items())
+            )
+            continue
         if row["case"].startswith("time_to_accuracy"):
             print(
                 f"{row['case']:<34} 92 %: {row['wall_to_92']} s, 94 %: {row['wall_to_94']} s, "

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from cnnkit.data import ArrayDataset, load_fashion_mnist
+
+# Runs the suite compares bit for bit keep the thread count they start with: adaptive threads
+# (engine/threads.py) follow the load of the moment. tests/engine/test_adaptive_threads.py turns them on.
+os.environ.setdefault("CNNKIT_ADAPTIVE_THREADS", "0")
 
 
 @pytest.fixture(scope="session")

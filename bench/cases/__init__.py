@@ -11,6 +11,7 @@ from __future__ import annotations
 from ._common import Context, _ratios
 from .allreduce import allreduce
 from .compiled import compiled
+from .contention import contention
 from .course import course_infer, course_train
 from .export import export_infer
 from .imagefolder import imagefolder
@@ -41,6 +42,7 @@ CASES = {
     "allreduce": allreduce,
     "studio": studio,
     "imagefolder": imagefolder,
+    "contention": contention,
 }
 DEFAULT_CASES = [
     "threads",

@@ -49,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import UsageError
     from ..runs.classify import load_dataset, run_data_options
     from ..runs.folder import load_run, read_run
+    from ..runs.session import thread_controller
     from ..tasks.classify.presets import trainer_extras
 
     if args.limit_test is not None and args.limit_test < 1:
@@ -110,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
         tta=tta,
         optimizer=None,
         compile=args.compile,
+        threads=thread_controller(device, pick_threads=False),  # follows the free cores between batches
     )
     start = time.perf_counter()
     report = trainer.evaluate(test)

@@ -192,6 +192,9 @@ def run(args: argparse.Namespace) -> int:
 
         names = translate(names)  # CNNKIT_LANG / --lang
 
+    from ..runs.session import thread_controller
+
+    threads = thread_controller(device, pick_threads=False)  # many files: follow the free cores
     failed = 0
     done = 0
     pending: list[tuple[Path, torch.Tensor | None, str | None]] = []
@@ -201,6 +204,8 @@ def run(args: argparse.Namespace) -> int:
         tensors = [t for _, t, _ in pending if t is not None]
         results = iter([])
         if tensors:
+            if threads is not None:
+                threads.poll()
             with torch.inference_mode():
                 logits = model(torch.stack(tensors).to(device))
             probs = torch.softmax(logits.float(), dim=1)

@@ -40,7 +40,7 @@ TASK_HELP = {
 # Given with --resume, these are not run settings (the run folder holds those).
 NOT_SETTINGS = {
     *("resume", "no_progress", "debug", "func", "command", "task", "task_parser", "device"),
-    *("argv", "nproc", "max_restarts"),
+    *("argv", "nproc", "max_restarts", "threads"),
 }
 
 
@@ -113,6 +113,13 @@ def common_options() -> argparse.ArgumentParser:
     p.add_argument("--limit-test", type=int, help="evaluate on only N test samples")
     p.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: best available)")
     p.add_argument("--deterministic", action="store_true", help="deterministic algorithms only")
+    p.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="CPU threads, fixed for the whole run (default: the cores other processes leave "
+        "free, re-checked as the run goes)",
+    )
     p.add_argument(
         "--max-grad-norm", type=float, help="clip the gradient norm to this and stop on a non-finite one"
     )
@@ -284,6 +291,8 @@ def run(args: argparse.Namespace) -> int:
     from ..runs.folder import default_run_dir
     from ..runs.train import train_run
 
+    if args.threads is not None:
+        fix_threads(args.threads)
     worker = distributed.env_world()
     if worker is None and args.nproc is not None and args.nproc != 1:
         return _launch(args)
@@ -328,6 +337,17 @@ def _restarted(worker: Any, out: Path) -> bool:
     if worker.rank == 0:
         print(f"cnnkit: restart {worker.restart}: resuming from {out / LAST_CHECKPOINT}", file=sys.stderr)
     return True
+
+
+def fix_threads(n: int) -> None:
+    """``--threads N``: N intra-op threads for the whole run (and each worker of ``--nproc``)."""
+    import torch
+
+    if n < 1:
+        raise UsageError(f"--threads must be >= 1, got {n}")
+    os.environ["OMP_NUM_THREADS"] = str(n)  # the user's choice: never picked nor adapted
+    os.environ.pop("CNNKIT_AUTO_THREADS", None)
+    torch.set_num_threads(n)
 
 
 def _launch(args: argparse.Namespace) -> int:

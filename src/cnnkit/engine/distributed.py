@@ -312,6 +312,8 @@ def launch(
 
     Args:
         threads: intra-op threads per worker (``OMP_NUM_THREADS``), None to keep the environment's.
+            A count given here is marked as chosen automatically (``CNNKIT_AUTO_THREADS=1``):
+            each worker then adapts it to the free cores, up to its share (``runs/session.py``).
         log_dir: where the launcher keeps each attempt's worker output (None: a temporary folder).
 
     Raises:
@@ -324,6 +326,7 @@ def launch(
 
     if threads is not None:
         os.environ["OMP_NUM_THREADS"] = str(threads)
+        os.environ["CNNKIT_AUTO_THREADS"] = "1"  # chosen here, not by the user: workers may adapt it
     args = [
         "--standalone",
         f"--nproc-per-node={nproc}",

@@ -108,6 +108,11 @@ def busy_cores(seconds: float = BUSY_SAMPLE_S) -> float | None:
     second = _cpu_times(cpus)
     if second is None:
         return None
+    return busy_between(first, second)
+
+
+def busy_between(first: dict[int, tuple[int, int]], second: dict[int, tuple[int, int]]) -> float:
+    """Busy cores between two /proc/stat readings: each CPU's busy share of its ticks, summed."""
     busy = 0.0
     for cpu, (b1, t1) in second.items():
         b0, t0 = first.get(cpu, (b1, t1))

@@ -23,6 +23,7 @@ from .compiled import CompiledForward
 from .device import pick_device
 from .perf import tune_cpu_allocator
 from .task import Task
+from .threads import ThreadController
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 AMP = (None, "bf16", "fp16")
@@ -112,6 +113,9 @@ class Trainer:
             this many times the loss training started at (``callbacks.DivergenceGuard``);
             None turns the check off.
         on_divergence: ``"stop"`` (a TrainingError) or ``"warn"`` (one line on stderr).
+        threads: a ``ThreadController`` that re-checks the free cores between steps (and at every
+            epoch's start) and sets torch's intra-op threads; inference loops use it between
+            batches. None keeps the thread count as it is.
     """
 
     def __init__(
@@ -136,6 +140,7 @@ class Trainer:
         sync_bn: bool = False,
         divergence: float | None = 1e3,
         on_divergence: str = "stop",
+        threads: ThreadController | None = None,
     ) -> None:
         if not isinstance(task, Task):
             raise TypeError(f"task must be a cnnkit.engine.Task, got {type(task).__name__}")
@@ -176,6 +181,7 @@ class Trainer:
         self._stopped_at_checkpoint = False  # the loaded checkpoint was written after an early stop
         self.compile = compile
         self.fused_pool = fused_pool
+        self.threads = threads
         net = distributed.wrap_model(self.model, self.device) if optimizer is not None else self.model
         self.forward = CompiledForward(net, compile=compile, freeze=optimizer is None)
         self.forward.fused_pool = fused_pool is True and self.device.type == "cpu"
@@ -270,6 +276,7 @@ class Trainer:
         for epoch in range(epochs if self.stop_training else self.epoch, epochs):
             for cb in self.callbacks:
                 cb.on_epoch_begin(epoch, logs)
+            self.poll_threads(now=True)
             start = time.perf_counter()
             with self.forward.pool_clock():
                 logs = self._train_epoch(data, batch_size, epoch)
@@ -345,6 +352,7 @@ class Trainer:
             if self.scheduler is not None:
                 self.scheduler.step()
             self.global_step += 1
+            self.poll_threads()
             for key, part in {"loss": value, **out}.items():
                 num, den = part if isinstance(part, tuple) else (part * n, n)
                 acc = sums.setdefault(key, [0.0, 0.0])
@@ -368,6 +376,11 @@ class Trainer:
                     f"{self.global_step}); training stopped and no checkpoint was written for it. "
                     "Try a lower --lr or max_grad_norm"
                 )
+
+    def poll_threads(self, now: bool = False) -> None:
+        """Let the thread controller look at the free cores (``now``: without waiting its interval)."""
+        if self.threads is not None:
+            self.threads.check() if now else self.threads.poll()
 
     def evaluate(self, data: Any) -> dict[str, Any]:
         """The task's test report on ``data`` (eval mode)."""

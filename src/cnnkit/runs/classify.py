@@ -28,7 +28,7 @@ from ..tasks.classify.presets import trainer_extras
 from ..tasks.classify.task import ClassifyTrainer
 from . import folder
 from .config import RunConfig
-from .session import prepare_device
+from .session import prepare_device, thread_controller
 
 FASHION_NAMES = ("fashion-mnist", "fashion_mnist", "fashion")
 IMAGE_FOLDER_RESIZE = "crop"  # as `cnnkit predict` prepares images for a run (recorded in config.json)
@@ -270,11 +270,14 @@ def train_classify(
         model_options(config)  # a size the model cannot take fails before the images are read
     # The course preset keeps torch's own thread count; the fast one takes the free cores. A
     # data-parallel run's processes join here, before they decode an image folder's shares.
+    ceiling = torch.get_num_threads()  # before a resumed run's own count is put back
     device = prepare_device(config.device, resume_state, pick_threads=config.preset == "fast")
     train, val, test, data_info = load_splits(config)
     model = build_model(config, train.num_classes, train.input_shape[0])
     check_input_fits(model, train.input_shape, config)
     trainer = make_trainer(config, model, out, progress)
+    # The free cores are re-checked as training goes (a fixed count stays: --threads, --deterministic).
+    trainer.threads = thread_controller(device, config.preset == "fast", config.deterministic, ceiling)
     record = folder.run_record(
         "classify",
         config.to_dict(),
@@ -313,6 +316,8 @@ def train_classify(
         "confusion_matrix": report["confusion_matrix"],
         "num_test_samples": report["num_samples"],
     }
+    if trainer.threads is not None:  # the thread changes, when other processes came or went
+        metrics["threads"] = trainer.threads.summary()
     if config.compile or trainer.compile_seconds:
         # The first compiled steps (compiling included: the model with --compile, else the fast
         # preset's max-pool kernels), also inside train_seconds.

@@ -11,6 +11,7 @@ import torch
 from ..engine import distributed
 from ..engine.device import pick_device
 from ..engine.perf import pick_num_threads, set_threads
+from ..engine.threads import ThreadController, adaptive_enabled, core_limit
 from ..errors import UsageError
 
 
@@ -50,4 +51,33 @@ def prepare_device(
     return device
 
 
-__all__ = ["prepare_device"]
+def explicit_threads() -> bool:
+    """Whether the user fixed the thread count (``OMP_NUM_THREADS``, ``--threads``); a count the
+    data-parallel launcher chose (``CNNKIT_AUTO_THREADS=1``) is not fixed."""
+    return "OMP_NUM_THREADS" in os.environ and os.environ.get("CNNKIT_AUTO_THREADS") != "1"
+
+
+def thread_controller(
+    device: torch.device, pick_threads: bool = True, deterministic: bool = False, ceiling: int | None = None
+) -> ThreadController | None:
+    """The run's adaptive threads (``engine.threads``), or None where the count stays fixed.
+
+    Fixed: off the CPU, a count the user gave (``--threads``, ``OMP_NUM_THREADS``),
+    ``deterministic`` runs and ``CNNKIT_ADAPTIVE_THREADS=0``. Otherwise the controller may use
+    up to: a data-parallel worker's share of the cores (``cores // local workers``); all usable
+    cores where the run picks its threads (``pick_threads``); else ``ceiling`` or the count set
+    now (torch's own, all cores by default), which it may lower under load and restore.
+    """
+    if device.type != "cpu" or deterministic or explicit_threads() or not adaptive_enabled():
+        return None
+    world = distributed.current()
+    if world.active:
+        cap = max(1, core_limit() // world.local_size)
+    elif pick_threads:
+        cap = core_limit()
+    else:
+        cap = ceiling or torch.get_num_threads()
+    return ThreadController(cap)
+
+
+__all__ = ["explicit_threads", "prepare_device", "thread_controller"]

@@ -118,6 +118,7 @@ class ClassifyTask(Task):
         outs = []
         with trainer.forward.inference():
             for start in range(0, len(images), batch_size):
+                trainer.poll_threads()  # a long inference follows the free cores too
                 batch = images[start : start + batch_size]
                 n = len(batch)
                 if trainer.forward.freeze and start > 0 and n < batch_size:
