@@ -44,6 +44,8 @@ class CompiledForward:
         self.auto = compile == "auto" and freeze and cpu
         self.compile = compile is True
         self.freeze = (self.compile or self.auto) and freeze
+        if self.compile or self.auto:
+            use_persistent_cache()  # before inductor's config is imported: that sets its default
         self.expected_images = 0  # 'auto': images the caller expects in all (a hint)
         self.served = 0  # images through inference passes
         self._pass: list[int] = [0, 0]  # this pass's images, and those done
@@ -68,7 +70,6 @@ class CompiledForward:
             self.model.train(mode)
             # Frozen graphs are static: the caller pads the last batch, and shapes made dynamic by
             # other compiles of the same forward code broke frozen channels-last graphs.
-            use_persistent_cache()
             self._compiled = torch.compile(self.model, dynamic=False if self.freeze else None)
         return self._compiled
 
