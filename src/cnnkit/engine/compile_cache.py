@@ -3,11 +3,13 @@
 inductor keeps the kernels it builds (and the graphs it can pickle) in ``TORCHINDUCTOR_CACHE_DIR``;
 cnnkit points it at ``${XDG_CACHE_HOME:-~/.cache}/cnnkit/inductor`` unless the user set it, so
 that a later process compiling the same model reuses them. Next to it, ``compile_seconds.json``
-keeps the last compile time per model and input, the expected cost of compiling it again.
+keeps the fewest compile seconds measured per model and input, the expected cost of compiling
+it again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -60,7 +62,7 @@ def _seconds_path() -> Path:
 
 
 def expected_compile_seconds(key: str) -> float:
-    """The last compile seconds measured for ``key`` (warm cache), else ``COLD_COMPILE_SECONDS``."""
+    """The fewest compile seconds measured for ``key`` (warm cache), else ``COLD_COMPILE_SECONDS``."""
     try:
         return float(json.loads(_seconds_path().read_text(encoding="utf-8"))[key])
     except (OSError, ValueError, KeyError, TypeError):
@@ -68,7 +70,9 @@ def expected_compile_seconds(key: str) -> float:
 
 
 def record_compile_seconds(key: str, seconds: float) -> None:
-    """Keeps ``seconds`` as the expected cost of compiling ``key`` again (best effort)."""
+    """Keeps the fewest seconds measured for ``key`` as the expected cost of compiling it again
+    (the cache is warm after the first compile; a busy machine's slow compile is not kept, since
+    the eager time it is weighed against was measured at that moment). Best effort."""
     path = _seconds_path()
     try:
         known = json.loads(path.read_text(encoding="utf-8"))
@@ -76,6 +80,8 @@ def record_compile_seconds(key: str, seconds: float) -> None:
             known = {}
     except (OSError, ValueError):
         known = {}
+    with contextlib.suppress(TypeError, ValueError):
+        seconds = min(seconds, float(known.get(key, seconds)))
     known[key] = round(seconds, 3)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
