@@ -86,14 +86,14 @@ class CompiledForward:
             use_persistent_cache()
         if self.freeze and self.compile and torch.is_inference_mode_enabled() and not x.is_inference():
             x = x.clone()  # every batch an inference tensor: one guard set, no second graph
-        if self.auto and not self._key:
+        if self.freeze and not self._key:
             self._key = compile_key(self.model, x)
         start = time.perf_counter()
         try:
             with fused_pooling(self.fused_pool and not self.compile), self._freezing():
                 net = self._net(x)
                 out = fn(net, x) if fn is not None else net(x)
-            if self.auto and not self.model.training:
+            if self.freeze and not self.model.training:
                 self._after_batch(len(x), time.perf_counter() - start, first)
             return out
         except Exception as exc:
@@ -111,13 +111,12 @@ class CompiledForward:
                 self._mark(start)
 
     def _after_batch(self, n: int, seconds: float, compiled_now: bool) -> None:
-        """'auto': counts the batch, records a first compile's seconds, and decides after the
-        second eager batch on (the first one warms oneDNN up) whether compiling pays."""
+        """Counts the batch, records a first frozen compile's seconds, and ('auto') decides after
+        the second eager batch on (the first one warms oneDNN up) whether compiling pays."""
         self._pass[1] += n
         if compiled_now:
             record_compile_seconds(self._key, seconds)
-            return
-        if self.compile:
+        if self.compile or not self.auto:
             return
         if self._pass[1] > n:  # not the pass's first batch
             per_image = seconds / max(n, 1)
