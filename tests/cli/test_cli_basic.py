@@ -161,6 +161,11 @@ def test_train_then_evaluate_a_tiny_run(capsys, tmp_path):
     assert code == 0
     assert f"accuracy {metrics['test_accuracy']:.4f}" in out  # same weights, same 200 images
     assert "Ankle boot" in out
+    assert "torch.compile" not in out  # 200 images do not pay for compiling: the default stays eager
+    code, out, _ = run(capsys, "evaluate", str(out_dir), "--limit-test", "200", "--no-compile", "--json")
+    report = json.loads(out)
+    assert code == 0 and report["compiled"] is False and "compile_seconds" not in report
+    assert report["accuracy"] == pytest.approx(metrics["test_accuracy"])
     # int8: calibrated on training images, scored on the same test images, close to float32.
     code, out, _ = run(capsys, "evaluate", str(out_dir), "--limit-test", "200", "--int8", "--json")
     report = json.loads(out)
@@ -171,7 +176,7 @@ def test_train_then_evaluate_a_tiny_run(capsys, tmp_path):
     assert code == 0, err
     report = json.loads(out)
     assert code == 0 and abs(report["accuracy"] - metrics["test_accuracy"]) <= 0.01
-    assert 0 < report["compile_seconds"] <= report["seconds"]
+    assert 0 < report["compile_seconds"] <= report["seconds"] and report["compiled"] is True
     code, _, err = run(capsys, "evaluate", str(out_dir), "--int8", "--compile")
     assert code == 2 and "choose one" in err and "Traceback" not in err
     code, _, err = run(capsys, "train", "--out", str(out_dir), "--epochs", "1")

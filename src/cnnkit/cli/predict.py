@@ -62,6 +62,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--batch-size", type=int, default=16, help="images per forward pass")
     p.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: best available)")
+    p.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="run the model through torch.compile with its weights frozen in (faster once compiled). "
+        "Default on the CPU: only when the images times the measured saving per image exceed the "
+        "expected compile time; --no-compile: always eager",
+    )
     p.add_argument("--json", action="store_true", help="one JSON object per image on stdout")
 
 
@@ -172,6 +180,7 @@ def _preprocess(args: argparse.Namespace, config: dict):
 
 def run(args: argparse.Namespace) -> int:
     from ..data.image_io import find_images
+    from ..engine.compiled import CompiledForward
     from ..engine.device import pick_device
     from ..models._weights import decode_predictions
 
@@ -198,6 +207,8 @@ def run(args: argparse.Namespace) -> int:
     failed = 0
     done = 0
     pending: list[tuple[Path, torch.Tensor | None, str | None]] = []
+    found = find_images(args.paths)
+    forward = CompiledForward(model, compile="auto" if args.compile is None else args.compile, freeze=True)
 
     def flush() -> None:
         nonlocal done
@@ -207,7 +218,12 @@ def run(args: argparse.Namespace) -> int:
             if threads is not None:
                 threads.poll()
             with torch.inference_mode():
-                logits = model(torch.stack(tensors).to(device))
+                batch = torch.stack(tensors).to(device)
+                if forward.pads and len(tensors) < args.batch_size:  # one static compiled graph
+                    batch = torch.cat(
+                        [batch, batch.new_zeros((args.batch_size - len(tensors), *batch.shape[1:]))]
+                    )
+                logits = forward(batch)[: len(tensors)]
             probs = torch.softmax(logits.float(), dim=1)
             results = iter(decode_predictions(probs, args.top, names))
         for path, tensor, error in pending:
@@ -219,19 +235,22 @@ def run(args: argparse.Namespace) -> int:
         pending.clear()
         sys.stdout.flush()
 
-    for path, problem in find_images(args.paths):
-        if problem is not None:
-            failed += 1
-            pending.append((path, None, problem))
-            continue
-        try:
-            pending.append((path, preprocess(path), None))
-        except DataError as exc:
-            failed += 1
-            pending.append((path, None, str(exc)))
-        if sum(t is not None for _, t, _ in pending) >= args.batch_size:
-            flush()
-    flush()
+    with forward.inference(sum(problem is None for _, problem in found)):
+        for path, problem in found:
+            if problem is not None:
+                failed += 1
+                pending.append((path, None, problem))
+                continue
+            try:
+                pending.append((path, preprocess(path), None))
+            except DataError as exc:
+                failed += 1
+                pending.append((path, None, str(exc)))
+            if sum(t is not None for _, t, _ in pending) >= args.batch_size:
+                flush()
+        flush()
+    if forward.compile:
+        print(f"cnnkit: torch.compile: {forward.seconds:.1f} s of compiling (first batches)", file=sys.stderr)
     return _exit_code(failed, done)
 
 

@@ -101,6 +101,8 @@ class Trainer:
             apart in ``compile_seconds``. An inference-only Trainer (``optimizer=None``) freezes
             the weights into the graph; weights changed afterwards compile again
             (``torch.compiler.reset``: other compiled models in the process compile again too).
+            ``'auto'`` (inference-only Trainers on the CPU; eager otherwise): compile once the
+            work amortizes it (``CompiledForward``).
         fused_pool: on a CPU, run 2×2 max-pools (and a ReLU right after one) through compiled
             kernels that keep a small winner code instead of PyTorch's int64 indices: the same
             values and gradients bit for bit, faster training (docs/performance.md). ``'auto'``
@@ -135,7 +137,7 @@ class Trainer:
         checkpoint_path: str | os.PathLike[str] | None = None,
         check_finite: bool = True,
         max_grad_norm: float | None = None,
-        compile: bool = False,
+        compile: bool | str = False,
         fused_pool: bool | str = False,
         sync_bn: bool = False,
         divergence: float | None = 1e3,

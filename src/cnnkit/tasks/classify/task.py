@@ -116,12 +116,12 @@ class ClassifyTask(Task):
 
     def _logits(self, trainer: Trainer, images: torch.Tensor, batch_size: int) -> torch.Tensor:
         outs = []
-        with trainer.forward.inference():
+        with trainer.forward.inference(len(images)):
             for start in range(0, len(images), batch_size):
                 trainer.poll_threads()  # a long inference follows the free cores too
                 batch = images[start : start + batch_size]
                 n = len(batch)
-                if trainer.forward.freeze and start > 0 and n < batch_size:
+                if trainer.forward.pads and start > 0 and n < batch_size:
                     # Padded to the batch size, the last batch reuses the frozen graph.
                     batch = torch.cat([batch, batch.new_zeros((batch_size - n, *batch.shape[1:]))])
                 x = self.prepare(trainer, batch)
