@@ -18,6 +18,7 @@ from typing import Any
 from ..data.arrays import ArrayDataset
 from ..data.folders import class_balance, format_balance, load_image_folder, split_three_ways
 from ..data.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from ..engine import distributed
 from ..engine.trainer import OPTIMIZERS, seed_everything
 from ..errors import UsageError
 from ..models import model_entry
@@ -30,6 +31,7 @@ from .folder import (
     LAST_CHECKPOINT,
     METRICS_FILE,
     open_folder,
+    progress_callbacks,
     release_folder,
     run_record,
     write_json,
@@ -69,6 +71,7 @@ class FinetuneConfig:
         limit_train: keep only N training images (quick tries, tests); with Fashion-MNIST, as
             in ``cnnkit train``, the validation split is taken from these N.
         limit_test: evaluate on only N test images.
+        sync_bn: data-parallel runs: BatchNorm with the global batch's statistics.
     """
 
     weights: str
@@ -99,6 +102,7 @@ class FinetuneConfig:
     limit_test: int | None = None
     device: str | None = None
     deterministic: bool = False
+    sync_bn: bool = False
 
     def validate(self) -> FinetuneConfig:
         checks = [
@@ -274,11 +278,14 @@ def _finetune_run(
         input_size = (input_size[0], config.image_size, config.image_size)
     if in_chans is not None:
         input_size = (in_chans, *input_size[1:])
+    # A data-parallel run's processes join before the data: every rank holds all of it and
+    # trains on its share of each global batch, as `cnnkit train` does.
+    device = prepare_device(config.device, resume_state, pick_threads=False)
+    main = distributed.current().main
     train, val, test, data_info = _load_splits(config, input_size)
     channels = train.input_shape[0]
     model = pretrained_model(name, config.weights, train.num_classes, in_chans=channels, **kwargs)
     normalize = _normalization(config, source, channels)
-    device = prepare_device(config.device, resume_state, pick_threads=False)
     out.mkdir(parents=True, exist_ok=True)
     # The classification run this fine-tuning is, in the settings both configs share.
     shared = ("data", "batch_size", "lr", "optimizer", "weight_decay", "label_smoothing", "patience")
@@ -291,7 +298,7 @@ def _finetune_run(
         **{key: getattr(config, key) for key in shared},
     ).validate()
     splits = {"train": train, "val": val, "test": test}
-    if report is not None:
+    if report is not None and main:
         report(f"{name} from {config.weights} on {config.data}:\n{format_balance(splits)}")
         for reason in data_info.get("bad_files", []):
             report(f"skipped: {reason}")
@@ -333,16 +340,18 @@ def _finetune_run(
         keep_bn_eval=config.keep_bn_eval,
         best_path=out / BEST_WEIGHTS,
         checkpoint_path=out / LAST_CHECKPOINT,
-        progress=progress,
+        callbacks=progress_callbacks(out, progress),  # the other ranks' progress goes to logs/
         device=device,
         seed=config.seed,
         normalize=normalize,
         resume_state=resume_state,
+        sync_bn=config.sync_bn,
     )
     wall = time.perf_counter() - start
-    result.history.save(out)
-    _plot(result, out / "curves.png", f"{name} fine-tuned on {config.data}")
-    report = result.trainer.evaluate(test)
+    if main:
+        result.history.save(out)
+        _plot(result, out / "curves.png", f"{name} fine-tuned on {config.data}")
+    report = result.trainer.evaluate(test)  # every rank: each scores its share of the images
     metrics = {
         "test_accuracy": report["accuracy"],
         "test_loss": report["loss"],
