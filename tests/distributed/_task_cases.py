@@ -43,7 +43,8 @@ def val_data() -> dict[str, object]:
 
 
 def _detector() -> YoloDetector:
-    return YoloDetector(create_model("hongong_cnn", num_classes=0), 10, 1, 32, ANCHORS, (8,), width=16, depth=1)
+    backbone = create_model("hongong_cnn", num_classes=0)
+    return YoloDetector(backbone, 10, 1, 32, ANCHORS, (8,), width=16, depth=1)
 
 
 def _models() -> dict[str, torch.nn.Module]:
@@ -74,10 +75,10 @@ def prepare_models(path) -> None:
     scenes, single, masks = data["scenes"], data["single"], data["masks"]
     x = scenes.images.float() / 255
     boxes, labels, index = scenes.batch_targets(torch.arange(VAL_IMAGES))
-    box_targets, class_targets = normalized_boxes(single)
     pixel_loss, yolo = SegmentationLoss(), YoloLoss(ANCHORS, (8,))
+    boxes1, labels1 = normalized_boxes(single)
     steps = {
-        "localize": lambda m: localization_loss(m(single.images.float() / 255), class_targets, box_targets)[0],
+        "localize": lambda m: localization_loss(m(single.images.float() / 255), labels1, boxes1)[0],
         "detect": lambda m: yolo(m(x), boxes, labels, index)[0],
         "segment": lambda m: pixel_loss(m(masks.images.float() / 255), masks.masks.long()),
     }

@@ -364,7 +364,7 @@ def fit_run(
     ``last.ckpt``) goes on from where it stopped, its schedule sized for ``num_samples`` training
     samples an epoch."""
     if resume_state is not None:
-        steps = epochs * math.ceil(num_samples / batch_size)
+        steps = epochs * math.ceil(num_samples / (batch_size * trainer.world.size))  # global batches
         trainer.load_state(resume_state, total_steps=steps, source=str(out / LAST_CHECKPOINT))
     return trainer.fit(train, val, epochs=epochs, batch_size=batch_size, verbose=0)
 

@@ -72,7 +72,9 @@ class DetectTask(Task):
 
     def evaluate(self, trainer: Trainer, data: SceneDataset) -> dict[str, Any]:
         """The validation metrics and ``ap_per_class`` (mAP@[.5:.95] by class name)."""
-        report = evaluate_detector(trainer.model, data, trainer.device, class_metrics=True, world=trainer.world)
+        report = evaluate_detector(
+            trainer.model, data, trainer.device, class_metrics=True, world=trainer.world
+        )
         names = data.class_names
         report["ap_per_class"] = {names[k]: v for k, v in report["ap_per_class"].items()}
         return report

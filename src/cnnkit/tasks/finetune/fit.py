@@ -26,8 +26,8 @@ import torch
 from torch import nn
 
 from ...data.arrays import ArrayDataset
-from ...engine.callbacks import Callback, EarlyStopping, History, ModelCheckpoint, ProgressBar
 from ...engine import distributed
+from ...engine.callbacks import Callback, EarlyStopping, History, ModelCheckpoint, ProgressBar
 from ...engine.device import pick_device
 from ...engine.trainer import make_optimizer
 from ...models.surgery import _base_bn_in_eval, _resolve_head, frozen_base, param_groups
