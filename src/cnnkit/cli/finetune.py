@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from ..errors import UsageError
+from .train import add_launch_options
 
 HELP = "transfer learning: train a new head on a frozen base, then fine-tune all layers"
 
@@ -75,25 +76,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: best available)")
     p.add_argument("--deterministic", action="store_true", help="deterministic algorithms only")
     p.add_argument("--no-progress", action="store_true", help="no progress output")
-    p.add_argument(
-        "--nproc",
-        type=int,
-        metavar="N",
-        help="fine-tune data-parallel in N local processes; the global batch is N x --batch-size",
-    )
-    p.add_argument(
-        "--max-restarts",
-        type=int,
-        default=0,
-        metavar="K",
-        help="with --nproc: restart the group up to K times after a worker fails; it resumes "
-        "from the last checkpoint (default 0)",
-    )
-    p.add_argument(
-        "--sync-bn",
-        action="store_true",
-        help="data-parallel runs: BatchNorm with the global batch's statistics (SyncBatchNorm)",
-    )
+    add_launch_options(p)
 
 
 def parse_group_lrs(items: list[str]) -> dict[str, float]:

@@ -123,6 +123,16 @@ def common_options() -> argparse.ArgumentParser:
     )
     p.add_argument("--config", help="JSON file with run settings (flags override it)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run (any task)")
+    add_launch_options(p, sync_bn_default=None)  # None: --config's setting unless given
+    p.add_argument("--no-progress", action="store_true", help="no progress output")
+    p.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks on errors"
+    )
+    return p
+
+
+def add_launch_options(p: argparse.ArgumentParser, sync_bn_default: bool | None = False) -> None:
+    """--nproc, --max-restarts and --sync-bn: data-parallel training (train and finetune)."""
     p.add_argument(
         "--nproc",
         type=int,
@@ -140,14 +150,9 @@ def common_options() -> argparse.ArgumentParser:
     p.add_argument(
         "--sync-bn",
         action="store_true",
-        default=None,
+        default=sync_bn_default,
         help="data-parallel runs: BatchNorm with the global batch's statistics (SyncBatchNorm)",
     )
-    p.add_argument("--no-progress", action="store_true", help="no progress output")
-    p.add_argument(
-        "--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks on errors"
-    )
-    return p
 
 
 HELP = "train a model and write a run folder (classify, localize, detect or segment)"
