@@ -11,6 +11,7 @@ images), ResNet-18 for 2 (37 images).
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -44,6 +45,14 @@ def main(out: str, models: str) -> None:
         distributed.shutdown(wait=False)
         raise
     distributed.shutdown()  # every rank: a barrier, then the group is destroyed
+    with open(f"{out}.threads-{world.rank}", "w") as f:  # what is left running after it
+        f.write("\n".join(_thread_names()))
+
+
+def _thread_names() -> list[str]:
+    """This process's threads, by name (Linux's /proc)."""
+    tasks = Path("/proc/self/task")
+    return sorted((task / "comm").read_text().strip() for task in tasks.iterdir())
 
 
 def _run(world: distributed.World, models: str) -> dict:

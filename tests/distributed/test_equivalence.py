@@ -36,7 +36,7 @@ def _env() -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> tuple[dict, dict]:
+def runs(tmp_path_factory) -> tuple[dict, dict, list[list[str]]]:
     tmp = tmp_path_factory.mktemp("equivalence")
     one, two, models = tmp / "one.pt", tmp / "two.pt", tmp / "models.pt"
     prepare_models(models)  # the weights that both runs validate
@@ -50,10 +50,17 @@ def runs(tmp_path_factory) -> tuple[dict, dict]:
     _, single_err = single.communicate(timeout=300)
     assert single.returncode == 0, single_err[-3000:]
     assert pair.returncode == 0, pair.stderr[-3000:]
-    # The ranks leave through a barrier and destroy the group (distributed.shutdown): no gloo
-    # thread is torn down at exit in the middle of its work.
     assert "terminate called" not in pair.stderr + pair.stdout
-    return torch.load(one, weights_only=True), torch.load(two, weights_only=True)
+    threads = [Path(f"{two}.threads-{rank}").read_text().split() for rank in (0, 1)]
+    return torch.load(one, weights_only=True), torch.load(two, weights_only=True), threads
+
+
+def test_ranks_leave_with_every_gloo_thread_joined(runs):
+    """distributed.shutdown destroys the group and frees what held it, so gloo's threads (worker
+    "pt_gloo_runloop", transport "gloo_tcp_loop") end before the interpreter's own teardown, in
+    which their ending once aborted a worker ("terminate called without an active exception")."""
+    for names in runs[2]:
+        assert names and not [name for name in names if "gloo" in name], names
 
 
 def _max_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:

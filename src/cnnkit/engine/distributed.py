@@ -13,6 +13,7 @@ keeps its contiguous slice, so N ranks see step by step the samples of the one-p
 from __future__ import annotations
 
 import gc
+import importlib
 import os
 import socket
 import warnings
@@ -125,6 +126,13 @@ def init_from_env(device: torch.device) -> World:
         multi_tenant=True,
     )
     store = dist.PrefixStore(f"cnnkit/attempt_{env.restart}", store)
+    # Imported before the group exists: DistributedDataParallel imports this module, whose
+    # functions take ``group=group.WORLD`` as a default, so importing it later pins the group in
+    # those defaults. destroy_process_group could then not free it, and gloo's threads would live
+    # on until the interpreter tears the module down at exit, a teardown that can abort the
+    # process ("terminate called without an active exception").
+    importlib.import_module("torch.distributed.nn")
+
     dist.init_process_group(backend=backend_for(device), store=store, rank=env.rank, world_size=env.size)
     return current()
 
@@ -133,9 +141,11 @@ def shutdown(wait: bool = True) -> None:
     """Leave the group, on every way out of a run (a no-op outside one).
 
     With ``wait`` (a run that ended normally) the ranks first meet at a barrier, so none closes its
-    connections while another is still inside a collective; then the group is destroyed and its
-    Python references are collected while the interpreter is fully alive, not at exit. Without
-    ``wait`` (a failing rank) it leaves at once: the others see the closed connections and fail too.
+    connections while another is still inside a collective. Then the group is destroyed and the
+    objects that still hold it (a Trainer's DDP model in a reference cycle) are collected, so that
+    gloo's threads are joined now, while the interpreter is fully alive, not during its teardown
+    at exit (see ``init_from_env``). Without ``wait`` (a failing rank) it leaves at once: the
+    others see the closed connections and fail too.
     """
     if not (dist.is_available() and dist.is_initialized()):
         return
