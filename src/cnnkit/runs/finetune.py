@@ -224,6 +224,7 @@ def _image_folder_splits(
         channels=channels,
         resize=config.resize,
         on_error=config.on_error,
+        map_files=distributed.map_shared,  # a data-parallel run's processes decode a share each
     )
     train, val, test = split_three_ways(
         loaded.data, config.val_fraction, config.test_fraction, seed=config.seed
