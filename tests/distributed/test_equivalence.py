@@ -7,7 +7,9 @@ results agree to float rounding, which SGD carries forward step by step; through
 BatchNorm layers (1×1 maps in its last stage at 28×28) rounding grows by about 100× a step, and
 the same one-process run on 1 and on 2 threads already differs by 6e-3 in its weights after 3
 steps. Without SyncBatchNorm each rank normalises by its own 16 images: the weights then differ
-by orders of magnitude more than the tolerance (the check that the comparison can fail).
+by orders of magnitude more than the tolerance (the check that the comparison can fail). The
+YOLO detector (BatchNorm in its head) after 2 steps: 1e-5 with SyncBatchNorm (measured 6e-8),
+1.5e-2 without it.
 """
 
 from __future__ import annotations
