@@ -80,6 +80,11 @@ def _run(world: distributed.World, models: str) -> dict:
         rows = [{k: v for k, v in row.items() if k != "seconds"} for row in trainer.history.epochs]
         state = {k: v.clone() for k, v in trainer.model.state_dict().items()}
         results[name] = {"state": state, "history": rows, "steps": trainer.global_step}
+    for name, by_units in (("segment_by_pixels", True), ("segment_by_images", False)):
+        trainer = _task_cases.train_segmenter(world.size, by_units)
+        rows = [{k: v for k, v in row.items() if k != "seconds"} for row in trainer.history.epochs]
+        state = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+        results[name] = {"state": state, "history": rows, "steps": trainer.global_step}
     results["validation"] = _task_cases.validation_reports(models)
     return results
 

@@ -3,12 +3,16 @@
 
 - ``train_detector``: the YOLO detector trained for 2 steps of a global batch of 32 on 37 real
   FashionScenes (an uneven last batch), SGD, with or without SyncBatchNorm.
+- ``train_segmenter``: an FCN trained for 2 such steps on masks whose labelled pixels differ
+  from image to image (a third of the images has its left 12 columns ignored).
 - ``validation_reports``: each task's evaluation (what its validation and test reports run) of a
   model whose weights ``prepare_models`` wrote once, before the workers start, so the one
   process and the ranks score the same weights on the same 9 images.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import torch
 
@@ -65,6 +69,31 @@ def train_detector(world_size: int, sync_bn: bool) -> Trainer:
         seed=0, sync_bn=sync_bn,
     )  # fmt: skip
     trainer.fit(train, None, epochs=1, batch_size=32 // world_size, verbose=0)
+    return trainer
+
+
+class _BySamples(SegmentTask):
+    """The segmentation task without ``loss_units``: ranks weighted by their images only."""
+
+    def train_step(self, trainer, batch):
+        out = super().train_step(trainer, batch)
+        out.pop("loss_units")
+        return out
+
+
+def train_segmenter(world_size: int, by_units: bool) -> Trainer:
+    masks = MaskDataset.from_scenes(SCENES.replace(split="train", num_images=37).generate())
+    ignored = masks.masks.clone()
+    ignored[::3, :, :12] = masks.ignore_index
+    masks = dataclasses.replace(masks, masks=ignored)
+    seed_everything(0)
+    model = build_segmenter("hongong_cnn", "fcn32s", masks.num_classes, in_chans=1)
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout | torch.nn.Dropout2d):
+            module.p = 0.0  # dropout masks are drawn per rank (docs/distributed.md)
+    task = SegmentTask() if by_units else _BySamples()
+    trainer = Trainer(model, task, optimizer="sgd", lr=0.05, device="cpu", seed=0, sync_bn=True)
+    trainer.fit(masks, None, epochs=1, batch_size=32 // world_size, verbose=0)
     return trainer
 
 

@@ -27,7 +27,7 @@ from ._task_cases import VAL_IMAGES, prepare_models
 
 WORKER = Path(__file__).with_name("_equivalence_worker.py")
 # max |difference| of any weight or buffer
-TOLERANCE = {"hongong_cnn": 1e-6, "resnet18_sync_bn": 2e-4, "detect_sync_bn": 1e-5}
+TOLERANCE = {"hongong_cnn": 1e-6, "resnet18_sync_bn": 2e-4, "detect_sync_bn": 1e-5, "segment_by_pixels": 1e-5}
 LOSS_RTOL = {"hongong_cnn": 1e-6, "resnet18_sync_bn": 1e-4, "detect_sync_bn": 1e-5}  # relative, epoch losses
 
 
@@ -108,6 +108,22 @@ def test_detection_with_sync_bn_trains_like_one_process(runs):
         assert row2[key] == pytest.approx(row1[key], rel=LOSS_RTOL["detect_sync_bn"])
     local = runs[1]["detect_local_bn"]["state"]
     assert _max_difference(runs[0]["detect_local_bn"]["state"], local) > 100 * TOLERANCE["detect_sync_bn"]
+
+
+def test_segmentation_weights_ranks_by_their_labelled_pixels(runs):
+    """Pixel cross-entropy is a mean over a rank's labelled pixels; with ignored pixels the ranks
+    hold different numbers of them, and the task's ``loss_units`` weight each rank's loss by its
+    share of the global batch's pixels (measured 6e-8). Weighted by images instead, the ranks'
+    average is not the global mean (measured 1.6e-3)."""
+    one, two = runs[0]["segment_by_pixels"], runs[1]["segment_by_pixels"]
+    assert one["steps"] == two["steps"] == 2
+    assert _max_difference(one["state"], two["state"]) <= TOLERANCE["segment_by_pixels"]
+    assert two["history"][0]["loss"] == pytest.approx(one["history"][0]["loss"], rel=1e-6)
+    by_images = runs[1]["segment_by_images"]["state"]
+    assert (
+        _max_difference(runs[0]["segment_by_images"]["state"], by_images)
+        > 10 * TOLERANCE["segment_by_pixels"]
+    )
 
 
 @pytest.mark.parametrize("task", ["localize", "detect", "segment", "mask_rcnn"])

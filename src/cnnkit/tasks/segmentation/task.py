@@ -87,7 +87,10 @@ class SegmentTask(Task):
             loss = self.loss(logits, y)
         valid = y != ignore_index
         correct = int(((logits.detach().argmax(1) == y) & valid).sum())
-        return {"loss": loss, "n": len(y), "pixel_accuracy": (correct, int(valid.sum()))}
+        out = {"loss": loss, "n": len(y), "pixel_accuracy": (correct, int(valid.sum()))}
+        if isinstance(self.loss, SegmentationLoss) and not self.loss.dice_weight:
+            out["loss_units"] = int(valid.sum())  # cross-entropy: a mean over the labelled pixels
+        return out
 
     @torch.inference_mode()
     def predict(self, trainer: Trainer, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
