@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import torch
 
@@ -37,6 +38,12 @@ ANCHORS = [torch.tensor([[12.0, 12.0], [20.0, 14.0]])]
 VAL_IMAGES = 9  # shares of 5 and 4 on two ranks
 
 
+@functools.cache
+def train_scenes():
+    return SCENES.replace(split="train", num_images=37).generate()
+
+
+@functools.cache
 def val_data() -> dict[str, object]:
     scenes = SCENES.replace(split="val", num_images=VAL_IMAGES).generate()
     return {
@@ -62,7 +69,7 @@ def _models() -> dict[str, torch.nn.Module]:
 
 
 def train_detector(world_size: int, sync_bn: bool) -> Trainer:
-    train = SCENES.replace(split="train", num_images=37).generate()
+    train = train_scenes()
     seed_everything(0)
     trainer = Trainer(
         _detector(), DetectTask(YoloLoss(ANCHORS, (8,))), optimizer="sgd", lr=0.01, device="cpu",
@@ -82,7 +89,7 @@ class _BySamples(SegmentTask):
 
 
 def train_segmenter(world_size: int, by_units: bool) -> Trainer:
-    masks = MaskDataset.from_scenes(SCENES.replace(split="train", num_images=37).generate())
+    masks = MaskDataset.from_scenes(train_scenes())
     ignored = masks.masks.clone()
     ignored[::3, :, :12] = masks.ignore_index
     masks = dataclasses.replace(masks, masks=ignored)
