@@ -1,5 +1,6 @@
 """Trains the equivalence cases in one process or as one rank of a torchrun group (see
-test_equivalence.py); rank 0 saves every case's final state dict and history to ``argv[1]``.
+test_equivalence.py); rank 0 saves every case's final state dict and history to ``argv[1]``,
+and the validation reports of the weights in ``argv[2]`` (``_task_cases``).
 
 Each case: one epoch of SGD (momentum 0.9, lr 0.01) with a global batch of 32 on the first real
 Fashion-MNIST training images, whose last batch is uneven (5 images: two ranks share 3 / 2),
@@ -10,6 +11,7 @@ images), ResNet-18 for 2 (37 images).
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -19,6 +21,11 @@ from cnnkit.engine import distributed, seed_everything
 from cnnkit.models import create_model
 from cnnkit.tasks.classify.task import ClassifyTrainer
 
+try:  # run as a script by the launcher: this folder is on the path
+    import _task_cases
+except ImportError:  # imported as a test module
+    from . import _task_cases
+
 GLOBAL_BATCH = 32
 CASES = {  # name: (model, sync_bn, training images)
     "hongong_cnn": ("hongong_cnn", False, 101),
@@ -27,9 +34,28 @@ CASES = {  # name: (model, sync_bn, training images)
 }
 
 
-def main(out: str) -> None:
+def main(out: str, models: str) -> None:
     torch.set_num_threads(1)
     world = distributed.init_from_env(torch.device("cpu"))
+    try:
+        results = _run(world, models)
+        if world.main:
+            torch.save(results, out)
+    except BaseException:
+        distributed.shutdown(wait=False)
+        raise
+    distributed.shutdown()  # every rank: a barrier, then the group is destroyed
+    with open(f"{out}.threads-{world.rank}", "w") as f:  # what is left running after it
+        f.write("\n".join(_thread_names()))
+
+
+def _thread_names() -> list[str]:
+    """This process's threads, by name (Linux's /proc)."""
+    tasks = Path("/proc/self/task")
+    return sorted((task / "comm").read_text().strip() for task in tasks.iterdir())
+
+
+def _run(world: distributed.World, models: str) -> dict:
     train, test = load_fashion_mnist()
     val = test.subset(slice(0, 41))
     results = {}
@@ -49,10 +75,19 @@ def main(out: str) -> None:
     computed: list[int] = []
     values = distributed.map_shared(list(range(7)), lambda v: computed.append(v) or v * v)
     results["map_shared"] = {"values": values, "computed": distributed.gather_objects(computed)}
-    if world.main:
-        torch.save(results, out)
-    distributed.shutdown()
+    for name, sync_bn in (("detect_sync_bn", True), ("detect_local_bn", False)):
+        trainer = _task_cases.train_detector(world.size, sync_bn)
+        rows = [{k: v for k, v in row.items() if k != "seconds"} for row in trainer.history.epochs]
+        state = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+        results[name] = {"state": state, "history": rows, "steps": trainer.global_step}
+    for name, by_units in (("segment_by_pixels", True), ("segment_by_images", False)):
+        trainer = _task_cases.train_segmenter(world.size, by_units)
+        rows = [{k: v for k, v in row.items() if k != "seconds"} for row in trainer.history.epochs]
+        state = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+        results[name] = {"state": state, "history": rows, "steps": trainer.global_step}
+    results["validation"] = _task_cases.validation_reports(models)
+    return results
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], sys.argv[2])

@@ -9,6 +9,9 @@ with --seed; the class balance is printed first), 'fashion-mnist', or an MNIST-f
 --weights is a cnnkit run folder, a .safetensors / .pth state dict, or a torchvision weights
 name such as IMAGENET1K_V1. The run folder it writes has the layout of `cnnkit train`'s and
 works with `cnnkit predict RUN`; see docs/transfer.md.
+
+`--nproc N` fine-tunes data-parallel in N local processes, launched as `cnnkit train --nproc`
+launches them (both phases; the global batch is N × --batch-size; docs/distributed.md).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import time
 from pathlib import Path
 
 from ..errors import UsageError
+from .train import add_launch_options
 
 HELP = "transfer learning: train a new head on a frozen base, then fine-tune all layers"
 
@@ -79,6 +83,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--deterministic", action="store_true", help="deterministic algorithms only")
     p.add_argument("--no-progress", action="store_true", help="no progress output")
+    add_launch_options(p)
 
 
 def parse_group_lrs(items: list[str]) -> dict[str, float]:
@@ -100,12 +105,23 @@ def parse_group_lrs(items: list[str]) -> dict[str, float]:
     return groups
 
 
+def _default_out(args: argparse.Namespace) -> str:
+    label = args.model or Path(args.weights).name
+    return f"runs/finetune-{label}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
 def run(args: argparse.Namespace) -> int:
+    from ..engine import distributed
     from ..runs.finetune import FinetuneConfig
     from ..runs.folder import SHIPPED, read_run, require_task
+    from .train import launch_workers, require_shared_out
 
+    worker = distributed.env_world()
+    launching = worker is None and args.nproc is not None and args.nproc != 1
+    if not launching:
+        require_shared_out(worker, args)
     if args.resume:
-        return _resume(args)
+        return launch_workers(args, None) if launching else _resume(args)
     missing = [flag for flag, value in (("--weights", args.weights), ("--data", args.data)) if not value]
     if missing:
         raise UsageError(f"cnnkit finetune needs {' and '.join(missing)} (or --resume RUN_DIR)")
@@ -144,15 +160,18 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         deterministic=args.deterministic,
         precision=args.precision,
-    ).validate()
+        sync_bn=args.sync_bn,
+    ).validate()  # bad settings fail here, once, before any worker starts
+    if launching:
+        return launch_workers(args, None if args.out else _default_out(args))
     from ..engine.device import pick_device
     from ..engine.perf import pick_num_threads, set_threads
 
-    if pick_device(args.device).type == "cpu":
+    if worker is None and pick_device(args.device).type == "cpu":
         set_threads(pick_num_threads())  # busy cores stall OpenMP threads (docs/performance.md)
-    label = args.model or Path(args.weights).name
-    out = Path(args.out or f"runs/finetune-{label}-{time.strftime('%Y%m%d-%H%M%S')}")
-    print(f"run folder: {out}", file=sys.stderr)
+    out = Path(args.out or _default_out(args))
+    if worker is None or worker.rank == 0:
+        print(f"run folder: {out}", file=sys.stderr)
     return _finetune(config, out, args, resume=False)
 
 
@@ -172,21 +191,29 @@ def _resume(args: argparse.Namespace) -> int:
 
 
 def _finetune(config, out: Path, args: argparse.Namespace, resume: bool) -> int:
+    from ..engine import distributed
     from ..runs.finetune import finetune_run
-    from .train import report_interrupted
+    from .train import report_interrupted, restarted
 
+    worker = distributed.env_world()
+    finished = False
     try:
         metrics = finetune_run(
             config,
             out,
             progress=not args.no_progress,
             report=lambda s: print(s, file=sys.stderr),
-            resume=resume,
+            resume=resume or restarted(worker, out),  # a restarted group goes on from last.ckpt
         )
+        finished = True
     except KeyboardInterrupt:
         if report_interrupted(out, "cnnkit finetune"):
             return 130
         raise
+    finally:
+        distributed.shutdown(wait=finished)  # the ranks leave together after a finished run
+    if worker is not None and worker.rank != 0:
+        return 0
     print(
         f"test accuracy {metrics['test_accuracy']:.4f} after {metrics['head_epochs_run']} head + "
         f"{metrics['full_epochs_run']} full epochs (best epoch {metrics['best_epoch']}, "

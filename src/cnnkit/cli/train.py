@@ -130,6 +130,16 @@ def common_options() -> argparse.ArgumentParser:
     )
     p.add_argument("--config", help="JSON file with run settings (flags override it)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run (any task)")
+    add_launch_options(p, sync_bn_default=None)  # None: --config's setting unless given
+    p.add_argument("--no-progress", action="store_true", help="no progress output")
+    p.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks on errors"
+    )
+    return p
+
+
+def add_launch_options(p: argparse.ArgumentParser, sync_bn_default: bool | None = False) -> None:
+    """--nproc, --max-restarts and --sync-bn: data-parallel training (train and finetune)."""
     p.add_argument(
         "--nproc",
         type=int,
@@ -147,14 +157,9 @@ def common_options() -> argparse.ArgumentParser:
     p.add_argument(
         "--sync-bn",
         action="store_true",
-        default=None,
+        default=sync_bn_default,
         help="data-parallel runs: BatchNorm with the global batch's statistics (SyncBatchNorm)",
     )
-    p.add_argument("--no-progress", action="store_true", help="no progress output")
-    p.add_argument(
-        "--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks on errors"
-    )
-    return p
 
 
 HELP = "train a model and write a run folder (classify, localize, detect or segment)"
@@ -298,11 +303,7 @@ def run(args: argparse.Namespace) -> int:
         return _launch(args)
     if hasattr(TASKS[args.task], "legacy_main") and not args.resume:
         return TASKS[args.task].legacy_main(args)
-    if worker is not None and not (args.out or args.resume):
-        raise UsageError(
-            "under torchrun every process must write to the same run folder: give --out DIR "
-            "(on a filesystem all machines share)"
-        )
+    require_shared_out(worker, args)
     if args.resume:
         config, out = _resume_config(args)
         module = TASKS[config.task]
@@ -310,25 +311,36 @@ def run(args: argparse.Namespace) -> int:
         module = TASKS[args.task]
         config = module.config_from_args(args, args.task)
         out = Path(args.out or default_run_dir(config.task, config.model))
-    resume = bool(args.resume) or _restarted(worker, out)
+    resume = bool(args.resume) or restarted(worker, out)
     main = worker is None or worker.rank == 0
     if main:
         print(f"run folder: {out}", file=sys.stderr)
+    finished = False
     try:
         metrics = train_run(config, out, resume=resume, progress=not args.no_progress)
+        finished = True
     except KeyboardInterrupt:
         if not report_interrupted(out, "cnnkit train"):
             print("cnnkit: interrupted before training started; nothing to resume", file=sys.stderr)
         return 130
     finally:
-        distributed.shutdown()
+        distributed.shutdown(wait=finished)  # the ranks leave together after a finished run
     if main:
         for line in module.summary(metrics, config, out):
             print(line)
     return 0
 
 
-def _restarted(worker: Any, out: Path) -> bool:
+def require_shared_out(worker: Any, args: argparse.Namespace) -> None:
+    """A worker under torchrun needs ``--out`` (or ``--resume``): one run folder for all ranks."""
+    if worker is not None and not (args.out or args.resume):
+        raise UsageError(
+            "under torchrun every process must write to the same run folder: give --out DIR "
+            "(on a filesystem all machines share)"
+        )
+
+
+def restarted(worker: Any, out: Path) -> bool:
     """A worker the elastic launcher restarted resumes the run folder's last checkpoint."""
     from ..runs.folder import LAST_CHECKPOINT
 
@@ -352,18 +364,31 @@ def fix_threads(n: int) -> None:
 
 def _launch(args: argparse.Namespace) -> int:
     """``--nproc N``: the same command in N workers under torch's elastic launcher."""
-    from ..engine import distributed
-    from ..engine.perf import pick_num_threads
     from ..runs.folder import default_run_dir
 
+    check_launch_flags(args)
+    out = None
+    if not args.resume and not args.out:
+        config = TASKS[args.task].config_from_args(args, args.task)  # bad settings fail here, once
+        out = str(default_run_dir(config.task, config.model))
+    return launch_workers(args, out)
+
+
+def check_launch_flags(args: argparse.Namespace) -> None:
     if args.nproc < 1:
         raise UsageError(f"--nproc must be >= 1, got {args.nproc}")
     if args.max_restarts < 0:
         raise UsageError(f"--max-restarts must be >= 0, got {args.max_restarts}")
-    argv = _without_launch_flags(args.argv)
-    if not args.resume and not args.out:
-        config = TASKS[args.task].config_from_args(args, args.task)  # bad settings fail here, once
-        argv += ["--out", str(default_run_dir(config.task, config.model))]
+
+
+def launch_workers(args: argparse.Namespace, out: str | None) -> int:
+    """This command line (``args.argv``) in ``--nproc`` workers under torch's elastic launcher,
+    with ``--out out`` added when given (every worker must write the same run folder)."""
+    from ..engine import distributed
+    from ..engine.perf import pick_num_threads
+
+    check_launch_flags(args)
+    argv = _without_launch_flags(args.argv) + (["--out", out] if out else [])
     threads = None
     if "OMP_NUM_THREADS" not in os.environ:  # workers × threads never exceed the free cores
         threads = max(1, pick_num_threads() // args.nproc)

@@ -12,6 +12,8 @@ keeps its contiguous slice, so N ranks see step by step the samples of the one-p
 
 from __future__ import annotations
 
+import gc
+import importlib
 import os
 import socket
 import warnings
@@ -124,14 +126,35 @@ def init_from_env(device: torch.device) -> World:
         multi_tenant=True,
     )
     store = dist.PrefixStore(f"cnnkit/attempt_{env.restart}", store)
+    # Imported before the group exists: DistributedDataParallel imports this module, whose
+    # functions take ``group=group.WORLD`` as a default, so importing it later pins the group in
+    # those defaults. destroy_process_group could then not free it, and gloo's threads would live
+    # on until the interpreter tears the module down at exit, a teardown that can abort the
+    # process ("terminate called without an active exception").
+    importlib.import_module("torch.distributed.nn")
+
     dist.init_process_group(backend=backend_for(device), store=store, rank=env.rank, world_size=env.size)
     return current()
 
 
-def shutdown() -> None:
-    """Leave the group (after the last collective of the run)."""
-    if dist.is_available() and dist.is_initialized():
+def shutdown(wait: bool = True) -> None:
+    """Leave the group, on every way out of a run (a no-op outside one).
+
+    With ``wait`` (a run that ended normally) the ranks first meet at a barrier, so none closes its
+    connections while another is still inside a collective. Then the group is destroyed and the
+    objects that still hold it (a Trainer's DDP model in a reference cycle) are collected, so that
+    gloo's threads are joined now, while the interpreter is fully alive, not during its teardown
+    at exit (see ``init_from_env``). Without ``wait`` (a failing rank) it leaves at once: the
+    others see the closed connections and fail too.
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    try:
+        if wait and dist.get_world_size() > 1:
+            dist.barrier()
+    finally:
         dist.destroy_process_group()
+        gc.collect()
 
 
 # ---------------------------------------------------------------------- splitting the data
@@ -226,14 +249,24 @@ def gather_objects(obj: Any) -> list[Any]:
     return out
 
 
+def gather_lists(local: list[Any]) -> list[Any]:
+    """The ranks' lists (picklable items) concatenated in rank order, on every rank: with each
+    rank holding its ``local_share`` of a sequence, the whole sequence in order."""
+    if not current().active:
+        return list(local)
+    return [item for part in gather_objects(local) for item in part]
+
+
+def local_share(n: int, world: World | None = None) -> slice:
+    """This rank's ``shard_range`` of ``n`` items as a slice (all of them in a world of one)."""
+    world = current() if world is None else world
+    return slice(*shard_range(n, world.rank, world.size))
+
+
 def map_shared(items: Sequence[Any], fn: Callable[[Any], Any]) -> list[Any]:
     """``[fn(item) for item in items]`` with each rank computing its ``shard_range`` (decoding
     its share of an image folder's files); every rank receives all results, in order."""
-    world = current()
-    if not world.active:
-        return [fn(item) for item in items]
-    start, stop = shard_range(len(items), world.rank, world.size)
-    return [result for part in gather_objects([fn(item) for item in items[start:stop]]) for result in part]
+    return gather_lists([fn(item) for item in items[local_share(len(items))]])
 
 
 def broadcast_buffers(model: nn.Module) -> None:
@@ -369,10 +402,12 @@ __all__ = [
     "current",
     "env_world",
     "free_port",
+    "gather_lists",
     "gather_objects",
     "gather_rows",
     "init_from_env",
     "launch",
+    "local_share",
     "map_shared",
     "rank_log",
     "shard_batch",

@@ -57,6 +57,9 @@ class Task(ABC):
         Returns:
             ``{"loss": Tensor[] to minimise, "n": samples in the batch, **parts}``: parts are
             floats (averaged over the epoch, weighted by ``n``) or (numerator, denominator) pairs.
+            A loss that is a mean over something other than samples (labelled pixels) may say how
+            many in ``"loss_units"``: data-parallel ranks then weight their losses by their share
+            of the global batch's units, not of its samples.
         """
 
     def shard(self, batch: Any, world: World) -> tuple[Any, int, int]:

@@ -329,10 +329,14 @@ class Trainer:
                 out = self.task.train_step(self, batch)
             loss = out.pop("loss")
             n = out.pop("n", 1)
+            units = out.pop("loss_units", None)  # a loss that is a mean over these (pixels), not samples
+            weight = n if units is None else units
             value = float(loss.detach())
             if world.active:  # every rank sees the global batch's loss and stops together
-                total, count = distributed.sum_across([value * n, n])
-                value = total / count
+                total, count = distributed.sum_across([value * weight, weight])
+                value = total / count if count else 0.0
+                if units is not None:  # the share of the global batch's units makes the mean exact
+                    share = units * world.size / count if count else 0.0
             where = f"epoch {epoch + 1}, step {step + 1} (global step {self.global_step + 1})"
             if self.check_finite and not math.isfinite(value):
                 raise TrainingError(

@@ -20,6 +20,7 @@ import torch
 from ..data.arrays import ArrayDataset
 from ..data.folders import class_balance, format_balance, load_image_folder, split_three_ways
 from ..data.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from ..engine import distributed
 from ..engine.perf import pick_perf_settings
 from ..engine.trainer import OPTIMIZERS, seed_everything
 from ..errors import UsageError
@@ -33,6 +34,7 @@ from .folder import (
     LAST_CHECKPOINT,
     METRICS_FILE,
     open_folder,
+    progress_callbacks,
     release_folder,
     run_record,
     write_json,
@@ -76,6 +78,7 @@ class FinetuneConfig:
         precision: ``auto`` (bf16 autocast and channels-last where the device computes bf16
             natively, as the fast preset), ``bf16`` or ``fp32`` (FP32, NCHW: the numerics of
             runs made before this setting existed, which resume that way).
+        sync_bn: data-parallel runs: BatchNorm with the global batch's statistics.
     """
 
     weights: str
@@ -107,6 +110,7 @@ class FinetuneConfig:
     device: str | None = None
     deterministic: bool = False
     precision: str = "auto"
+    sync_bn: bool = False
 
     def validate(self) -> FinetuneConfig:
         checks = [
@@ -243,6 +247,7 @@ def _image_folder_splits(
         channels=channels,
         resize=config.resize,
         on_error=config.on_error,
+        map_files=distributed.map_shared,  # a data-parallel run's processes decode a share each
     )
     train, val, test = split_three_ways(
         loaded.data, config.val_fraction, config.test_fraction, seed=config.seed
@@ -297,11 +302,14 @@ def _finetune_run(
         input_size = (input_size[0], config.image_size, config.image_size)
     if in_chans is not None:
         input_size = (in_chans, *input_size[1:])
+    # A data-parallel run's processes join before the data: every rank holds all of it and
+    # trains on its share of each global batch, as `cnnkit train` does.
+    device = prepare_device(config.device, resume_state, pick_threads=False)
+    main = distributed.current().main
     train, val, test, data_info = _load_splits(config, input_size)
     channels = train.input_shape[0]
     model = pretrained_model(name, config.weights, train.num_classes, in_chans=channels, **kwargs)
     normalize = _normalization(config, source, channels)
-    device = prepare_device(config.device, resume_state, pick_threads=False)
     out.mkdir(parents=True, exist_ok=True)
     # The classification run this fine-tuning is, in the settings both configs share.
     shared = ("data", "batch_size", "lr", "optimizer", "weight_decay", "label_smoothing", "patience")
@@ -317,7 +325,7 @@ def _finetune_run(
         **{key: getattr(config, key) for key in shared},
     ).validate()
     splits = {"train": train, "val": val, "test": test}
-    if report is not None:
+    if report is not None and main:
         report(f"{name} from {config.weights} on {config.data}:\n{format_balance(splits)}")
         for reason in data_info.get("bad_files", []):
             report(f"skipped: {reason}")
@@ -359,18 +367,20 @@ def _finetune_run(
         keep_bn_eval=config.keep_bn_eval,
         best_path=out / BEST_WEIGHTS,
         checkpoint_path=out / LAST_CHECKPOINT,
-        progress=progress,
+        callbacks=progress_callbacks(out, progress),  # the other ranks' progress goes to logs/
         device=device,
         seed=config.seed,
         normalize=normalize,
         amp=amp,
         channels_last=channels_last,
         resume_state=resume_state,
+        sync_bn=config.sync_bn,
     )
     wall = time.perf_counter() - start
-    result.history.save(out)
-    _plot(result, out / "curves.png", f"{name} fine-tuned on {config.data}")
-    report = result.trainer.evaluate(test)
+    if main:
+        result.history.save(out)
+        _plot(result, out / "curves.png", f"{name} fine-tuned on {config.data}")
+    report = result.trainer.evaluate(test)  # every rank: each scores its share of the images
     metrics = {
         "test_accuracy": report["accuracy"],
         "test_loss": report["loss"],

@@ -334,15 +334,19 @@ def run_callbacks(
         EarlyStopping(monitor, patience=patience, restore_best_weights=True, mode=mode),
         ModelCheckpoint(out / BEST_WEIGHTS, monitor=monitor, save_best_only=True, mode=mode),
     ]
-    world = distributed.current()
-    if world.main:
+    if distributed.current().main:
         callbacks.append(HistoryFile(out))  # history.json after every epoch: `cnnkit studio` draws it live
+    return callbacks + progress_callbacks(out, progress)
+
+
+def progress_callbacks(out: Path, progress: bool) -> list[Callback]:
+    """A progress display if asked; the other ranks of a data-parallel run write theirs to
+    ``logs/rank-N.log`` always."""
+    world = distributed.current()
     if not world.main:
         log = distributed.rank_log(out / RANK_LOGS / f"rank-{world.rank}.log", world)
-        callbacks.append(ProgressBar(stream=log, bar=False))
-    elif progress:
-        callbacks.append(ProgressBar())
-    return callbacks
+        return [ProgressBar(stream=log, bar=False)]
+    return [ProgressBar()] if progress else []
 
 
 def fit_run(
@@ -360,7 +364,7 @@ def fit_run(
     ``last.ckpt``) goes on from where it stopped, its schedule sized for ``num_samples`` training
     samples an epoch."""
     if resume_state is not None:
-        steps = epochs * math.ceil(num_samples / batch_size)
+        steps = epochs * math.ceil(num_samples / (batch_size * trainer.world.size))  # global batches
         trainer.load_state(resume_state, total_steps=steps, source=str(out / LAST_CHECKPOINT))
     return trainer.fit(train, val, epochs=epochs, batch_size=batch_size, verbose=0)
 

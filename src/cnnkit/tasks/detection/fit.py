@@ -119,7 +119,7 @@ def fit_task(
         callbacks=callbacks, **engine_options,
     )  # fmt: skip
     if resume_from is not None:
-        steps = epochs * math.ceil(task.num_samples(train) / batch_size)
+        steps = epochs * math.ceil(task.num_samples(train) / (batch_size * trainer.world.size))
         trainer.load_checkpoint(resume_from, total_steps=steps)
     start = time.perf_counter()
     trainer.fit(train, val, epochs=epochs, batch_size=batch_size, verbose=0)

@@ -29,8 +29,14 @@ def mean_average_precision(
     Returns:
         ``map`` (mAP@[.5:.95]), ``map_50``, ``map_75`` and ``mar_100`` (recall with 100 boxes).
     """
+    # sync_on_compute=False: the lists given are the whole set. torchmetrics would otherwise
+    # gather them again from every rank of a process group (each image counted once per rank).
     metric = MeanAveragePrecision(
-        box_format="xyxy", iou_type="bbox", backend="pycocotools", class_metrics=class_metrics
+        box_format="xyxy",
+        iou_type="bbox",
+        backend="pycocotools",
+        class_metrics=class_metrics,
+        sync_on_compute=False,
     )
     metric.update(
         [{k: v.detach().cpu() for k, v in p.items()} for p in predictions],

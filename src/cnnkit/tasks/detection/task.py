@@ -66,12 +66,15 @@ class DetectTask(Task):
         return {"loss": loss, "n": len(x), **parts}
 
     def validate(self, trainer: Trainer, data: SceneDataset) -> dict[str, float]:
-        """``map`` (mAP@[.5:.95]), ``map_50``, ``map_75`` and ``mar_100``."""
-        return evaluate_detector(trainer.model, data, trainer.device)
+        """``map`` (mAP@[.5:.95]), ``map_50``, ``map_75`` and ``mar_100``; under data-parallel
+        training each rank predicts its share of the images."""
+        return evaluate_detector(trainer.model, data, trainer.device, world=trainer.world)
 
     def evaluate(self, trainer: Trainer, data: SceneDataset) -> dict[str, Any]:
         """The validation metrics and ``ap_per_class`` (mAP@[.5:.95] by class name)."""
-        report = evaluate_detector(trainer.model, data, trainer.device, class_metrics=True)
+        report = evaluate_detector(
+            trainer.model, data, trainer.device, class_metrics=True, world=trainer.world
+        )
         names = data.class_names
         report["ap_per_class"] = {names[k]: v for k, v in report["ap_per_class"].items()}
         return report

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from ...data.scenes import SceneDataset
+from ...engine.distributed import World, gather_lists, local_share
 from .fit import fit_task
 from .inputs import to_input
 from .loss import YoloLoss
@@ -77,9 +78,18 @@ def evaluate_detector(
     device: torch.device,
     batch_size: int = 128,
     class_metrics: bool = False,
+    world: World | None = None,
 ) -> dict[str, Any]:
-    """COCO mAP@[.5:.95], mAP@0.5, mAP@0.75 and recall of the detector on ``data``."""
-    predictions = predict_detector(model, data.images, device, batch_size)
+    """COCO mAP@[.5:.95], mAP@0.5, mAP@0.75 and recall of the detector on ``data``.
+
+    Args:
+        world: under data-parallel training, each rank predicts its ``local_share`` of the images
+            and every rank scores all of them, gathered in order (every rank must call it).
+    """
+    share = local_share(len(data), world) if world is not None else slice(None)
+    predictions = predict_detector(model, data.images[share], device, batch_size)
+    if world is not None and world.active:
+        predictions = gather_lists(predictions)
     targets = [data.target(i) for i in range(len(data))]
     return mean_average_precision(predictions, targets, class_metrics=class_metrics)
 

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from ...data.arrays import ArrayDataset
+from ...engine import distributed
 from ...engine.callbacks import Callback, EarlyStopping, History, ModelCheckpoint, ProgressBar
 from ...engine.device import pick_device
 from ...engine.trainer import make_optimizer
@@ -115,6 +116,7 @@ def finetune(
     amp: str | None = None,
     channels_last: bool = False,
     resume_state: Mapping[str, Any] | None = None,
+    sync_bn: bool = False,
 ) -> FinetuneResult:
     """Train a new head on a frozen base, then fine-tune all layers at a lower learning rate.
 
@@ -150,6 +152,8 @@ def finetune(
         channels_last: the model and its batches in the channels-last memory format.
         resume_state: a verified ``last.ckpt`` body that an interrupted call with the same
             arguments wrote: training goes on in the phase and epoch it records, exactly.
+        sync_bn: under data-parallel training (both phases run under DDP), BatchNorm layers
+            normalise with the global batch's statistics.
 
     Returns:
         FinetuneResult; ``model`` holds the best weights, in eval mode.
@@ -174,6 +178,10 @@ def finetune(
         )
     dev = device if isinstance(device, torch.device) else pick_device(device)
     model.to(dev)  # before the optimizers are built, so they hold the moved parameters
+    if sync_bn and distributed.current().active:
+        # Once, before the frozen base's BatchNorm layers get their eval-mode hooks (a Trainer
+        # converting them would replace the hooked layers); the trainers below leave them be.
+        model = distributed.convert_sync_batchnorm(model, dev)
     trainable = _resolve_head(model, head)
     checkpoint = ModelCheckpoint(best_path, monitor=monitor) if best_path is not None else None
     bar = [ProgressBar()] if progress else []

@@ -76,9 +76,10 @@ class LocalizeTask(Task):
         return {"loss": loss, "n": len(labels), **parts}
 
     def validate(self, trainer: Trainer, data: SceneDataset) -> dict[str, float]:
-        """``mean_iou``, ``accuracy``, ``iou50`` and ``accuracy_iou50`` (flip TTA, as in prediction)."""
-        return evaluate_localizer(trainer.model, data, trainer.device)
+        """``mean_iou``, ``accuracy``, ``iou50`` and ``accuracy_iou50`` (flip TTA, as in prediction);
+        under data-parallel training each rank predicts its share of the images."""
+        return evaluate_localizer(trainer.model, data, trainer.device, world=trainer.world)
 
     def evaluate(self, trainer: Trainer, data: SceneDataset) -> dict[str, Any]:
         """The test report: the validation metrics over ``data``."""
-        return evaluate_localizer(trainer.model, data, trainer.device)
+        return self.validate(trainer, data)

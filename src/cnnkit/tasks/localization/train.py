@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from ...data.scenes import SceneDataset
+from ...engine.distributed import World, gather_rows, local_share
 from ..detection.fit import fit_task
 from ..detection.inputs import to_input
 from .loss import paired_iou
@@ -107,8 +108,13 @@ def evaluate_localizer(
     device: torch.device,
     batch_size: int = 256,
     flip_tta: bool = True,
+    world: World | None = None,
 ) -> dict[str, float]:
     """Localization metrics on single-object scenes (predictions as ``predict_localizer`` makes them).
+
+    Args:
+        world: under data-parallel training, each rank predicts its ``local_share`` of the images
+            and the predictions are gathered, so every image counts once (every rank must call it).
 
     Returns:
         ``mean_iou`` (predicted vs true box), ``accuracy`` (class), ``iou50`` (share of boxes with
@@ -116,7 +122,10 @@ def evaluate_localizer(
         accuracy), all over the whole set.
     """
     boxes, labels = normalized_boxes(data)
-    pred_labels, _, pred_boxes = predict_localizer(model, data.images, device, batch_size, flip_tta)
+    share = local_share(len(data), world) if world is not None else slice(None)
+    pred_labels, _, pred_boxes = predict_localizer(model, data.images[share], device, batch_size, flip_tta)
+    if world is not None and world.active:
+        pred_labels, pred_boxes = gather_rows(pred_labels, len(data)), gather_rows(pred_boxes, len(data))
     iou = torch.cat(
         [paired_iou(pred_boxes[s : s + 1024], boxes[s : s + 1024]) for s in range(0, len(boxes), 1024)]
     )

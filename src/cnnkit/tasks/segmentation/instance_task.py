@@ -17,6 +17,7 @@ from torchvision.models import detection
 
 from ...data.scenes import SceneDataset
 from ...engine.callbacks import History
+from ...engine.distributed import gather_lists, local_share
 from ...engine.schedules import SchedulerFactory
 from ...engine.task import StepOutput, Task
 from ...engine.trainer import Trainer
@@ -145,19 +146,19 @@ class MaskRCNNTask(Task):
         from torchmetrics.detection import MeanAveragePrecision
 
         threshold = self.mask_threshold if mask_threshold is None else mask_threshold
-        metric = MeanAveragePrecision(iou_type=("bbox", "segm"))
-        preds = self.predict(trainer, data.images, batch_size)
+        # The lists below are the whole set: no second gathering by torchmetrics in compute().
+        metric = MeanAveragePrecision(iou_type=("bbox", "segm"), sync_on_compute=False)
+        # Under data-parallel training each rank predicts its share; all ranks score every image.
+        preds = [
+            {**{k: p[k] for k in ("boxes", "scores", "labels")}, "masks": p["masks"][:, 0] > threshold}
+            for p in self.predict(trainer, data.images[local_share(len(data), trainer.world)], batch_size)
+        ]
+        if trainer.world.active:
+            preds = gather_lists(preds)
         for i, pred in enumerate(preds):
             truth = instance_targets(data, i)
             metric.update(
-                [
-                    {
-                        "boxes": pred["boxes"],
-                        "scores": pred["scores"],
-                        "labels": pred["labels"],
-                        "masks": pred["masks"][:, 0] > threshold,
-                    }
-                ],
+                [pred],
                 [{"boxes": truth["boxes"], "labels": truth["labels"], "masks": truth["masks"].bool()}],
             )
         scores = metric.compute()

@@ -43,7 +43,8 @@ class SegmentationMetrics:
             raise ValueError(f"{len(class_names)} class names for {num_classes} classes")
         self.num_classes = num_classes
         self.class_names = list(class_names or [str(k) for k in range(num_classes)])
-        common = {"num_classes": num_classes, "ignore_index": ignore_index}
+        # No implicit sync in compute(): sum_across_ranks() says when the ranks' counts add up.
+        common = {"num_classes": num_classes, "ignore_index": ignore_index, "sync_on_compute": False}
         self.iou = MulticlassJaccardIndex(average=None, zero_division=math.nan, **common)
         self.pixel_accuracy = MulticlassAccuracy(average="micro", **common)
         self.mean_accuracy = MulticlassAccuracy(average="macro", **common)
@@ -65,6 +66,15 @@ class SegmentationMetrics:
         preds, target = preds.long(), target.long()
         for metric in self._metrics:
             metric.update(preds, target)
+
+    def sum_across_ranks(self) -> None:
+        """Add up the counts of every rank of a process group (each rank updated with its share
+        of the images): ``compute()`` then scores the whole set. Every rank must call it."""
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            for metric in self._metrics:
+                metric.sync(should_sync=True)
 
     def reset(self) -> None:
         for metric in self._metrics:

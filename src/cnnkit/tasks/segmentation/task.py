@@ -12,6 +12,7 @@ from torch import nn
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler
 
 from ...data.masks import MaskDataset
+from ...engine.distributed import local_share, sum_across
 from ...engine.task import StepOutput, Task
 from ...engine.trainer import Trainer
 from .loss import SegmentationLoss
@@ -86,7 +87,10 @@ class SegmentTask(Task):
             loss = self.loss(logits, y)
         valid = y != ignore_index
         correct = int(((logits.detach().argmax(1) == y) & valid).sum())
-        return {"loss": loss, "n": len(y), "pixel_accuracy": (correct, int(valid.sum()))}
+        out = {"loss": loss, "n": len(y), "pixel_accuracy": (correct, int(valid.sum()))}
+        if isinstance(self.loss, SegmentationLoss) and not self.loss.dice_weight:
+            out["loss_units"] = int(valid.sum())  # cross-entropy: a mean over the labelled pixels
+        return out
 
     @torch.inference_mode()
     def predict(self, trainer: Trainer, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
@@ -105,19 +109,28 @@ class SegmentTask(Task):
 
     @torch.inference_mode()
     def evaluate(self, trainer: Trainer, data: MaskDataset, batch_size: int = 64) -> dict[str, Any]:
-        """Mean loss and the SegmentationMetrics scores on ``data`` (eval mode, float32)."""
+        """Mean loss and the SegmentationMetrics scores on ``data`` (eval mode, float32).
+
+        Under data-parallel training each rank scores its ``local_share`` of the images; the
+        confusion counts and loss sums are added up over the ranks (every rank must call it).
+        """
         trainer.model.eval()
         metrics = SegmentationMetrics(
             data.num_classes, data.class_names, data.ignore_index, device=trainer.device
         )
         loss_sum = 0.0
+        share = local_share(len(data), trainer.world)
         with trainer.forward.inference():
-            for start in range(0, len(data), batch_size):
-                x = self.prepare(trainer, data.images[start : start + batch_size])
-                y = data.masks[start : start + batch_size].to(trainer.device).long()
+            for start in range(share.start, share.stop, batch_size):
+                stop = min(start + batch_size, share.stop)
+                x = self.prepare(trainer, data.images[start:stop])
+                y = data.masks[start:stop].to(trainer.device).long()
                 logits = trainer.forward(x).float()
                 loss_sum += float(self.loss(logits, y)) * len(y)
                 metrics.update(logits, y)
+        if trainer.world.active:
+            metrics.sum_across_ranks()
+            (loss_sum,) = sum_across([loss_sum])
         report = metrics.compute()
         report["loss"] = loss_sum / max(len(data), 1)
         report["num_images"] = len(data)
