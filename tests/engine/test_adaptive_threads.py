@@ -236,3 +236,21 @@ def test_train_run_records_thread_changes_and_threads_flag_fixes_the_count(tmp_p
     assert "threads" not in json.loads((tmp_path / "fixed" / "metrics.json").read_text())
     assert load_checkpoint(tmp_path / "fixed" / "last.ckpt")["num_threads"] == torch.get_num_threads() == 2
     capsys.readouterr()
+
+
+def test_every_task_run_gets_the_adaptive_threads(monkeypatch, tmp_path):
+    """``runs.folder.fit_run`` (the fit of localize, detect, segment and classify runs) gives a
+    trainer without a controller the run's own; a deterministic run keeps its count."""
+    from cnnkit.runs import folder
+
+    for name in ("OMP_NUM_THREADS", "CNNKIT_AUTO_THREADS", "CNNKIT_ADAPTIVE_THREADS"):
+        monkeypatch.setenv(name, "1")
+        monkeypatch.delenv(name)
+    monkeypatch.setattr(ClassifyTrainer, "fit", lambda self, *a, **k: self.threads)
+    trainer = ClassifyTrainer(torch.nn.Linear(2, 2), device="cpu")
+    assert trainer.threads is None
+    controller = folder.fit_run(trainer, tmp_path, None, None, None, epochs=1, batch_size=1, num_samples=1)
+    assert isinstance(controller, ThreadController) and controller.cap == torch.get_num_threads()
+    monkeypatch.setattr(torch, "are_deterministic_algorithms_enabled", lambda: True)
+    fixed = ClassifyTrainer(torch.nn.Linear(2, 2), device="cpu")
+    assert folder.fit_run(fixed, tmp_path, None, None, None, epochs=1, batch_size=1, num_samples=1) is None

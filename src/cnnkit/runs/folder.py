@@ -33,6 +33,7 @@ from ..io.atomic import atomic_write_text, clean_stale_temps
 from .lock import LOCK_FILE as LOCK_FILE
 from .lock import claim_folder
 from .lock import release_folder as release_folder
+from .session import thread_controller
 
 CONFIG_FILE = "config.json"
 BEST_WEIGHTS = "best.safetensors"
@@ -362,7 +363,11 @@ def fit_run(
 ) -> History:
     """``trainer.fit`` of a run folder's training; a resumed run (``resume_state``, its verified
     ``last.ckpt``) goes on from where it stopped, its schedule sized for ``num_samples`` training
-    samples an epoch."""
+    samples an epoch. Every task follows the free cores between steps (``session.thread_controller``)
+    unless the run set its own controller or the count is fixed."""
+    if trainer.threads is None:
+        deterministic = torch.are_deterministic_algorithms_enabled()
+        trainer.threads = thread_controller(trainer.device, pick_threads=False, deterministic=deterministic)
     if resume_state is not None:
         steps = epochs * math.ceil(num_samples / (batch_size * trainer.world.size))  # global batches
         trainer.load_state(resume_state, total_steps=steps, source=str(out / LAST_CHECKPOINT))
