@@ -72,6 +72,7 @@ def test_ctrl_c_saves_a_resumable_checkpoint_and_cli_resume_is_bit_identical(
 ):
     out = tmp_path / "run"
     args = ["train", "--data", str(small_data), "--epochs", str(EPOCHS), "--patience", str(EPOCHS)]
+    args += ["--precision", "fp32"]  # the reference run's (RunConfig's) float32 numerics
     proc = subprocess.Popen(
         cnnkit_cmd(*args, "--out", str(out), "--no-progress"),
         stdout=subprocess.PIPE,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,7 @@ from ..errors import UsageError
 from ._text import count
 
 PRESETS = ("course", "fast")
+PRECISIONS = ("auto", "bf16", "fp32")  # engine.precision.PRECISIONS (cli/ imports no torch up front)
 
 
 def parse_image_size(text: str) -> list[int]:
@@ -56,6 +58,14 @@ def add_arguments(p: argparse.ArgumentParser, task: str) -> None:
         "--preset", choices=PRESETS, default="course", action=_Given, help="training recipe (default course)"
     )
     p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        action=_Given,
+        help="training precision: bf16 autocast with channels-last, or fp32 (the course's exact numerics); "
+        "auto (the default) is bf16 where the CPU or GPU has native bf16, fp32 elsewhere",
+    )
+    p.add_argument(
         "--max-shift",
         type=int,
         metavar="PIXELS",
@@ -87,11 +97,34 @@ def config_from_args(args: argparse.Namespace, task: str) -> Any:
     }
     overrides = apply_flags(base, args, own)
     base.setdefault("model", "hongong_cnn")
+    explicit = {k for k, v in overrides.items() if v is not None}
+    if _precision_applies(args, given, base.get("preset")):
+        from ..engine.device import pick_device
+        from ..engine.precision import precision_settings
+
+        device = pick_device(base.get("device"))
+        base["amp"], base["channels_last"] = precision_settings(args.precision, device)
+        explicit |= {"amp", "channels_last"}
     if overrides["preset"] == "fast":
         from ..tasks.classify.presets import apply_preset
 
-        base = apply_preset("fast", base, explicit={k for k, v in overrides.items() if v is not None})
+        base = apply_preset("fast", base, explicit=explicit)
     return _check_up_front(RunConfig.from_dict(base))
+
+
+def _precision_applies(args: argparse.Namespace, given: set[str], preset: str | None) -> bool:
+    """Whether ``--precision`` sets the run's amp / channels_last: when given; by default
+    (``auto``) unless the fast preset (which picks its own) or a --config file that names them
+    (a run's saved config keeps its precision) does."""
+    if "precision" in given:
+        return True
+    if preset == "fast":
+        return False
+    if args.config:
+        raw = json.loads(Path(args.config).read_text(encoding="utf-8"))  # RunConfig.load read it
+        settings = raw.get("run", raw)
+        return not ({"amp", "channels_last"} & set(settings))
+    return True
 
 
 def _check_up_front(config):
@@ -132,9 +165,16 @@ def _check_up_front(config):
 def summary(metrics: dict[str, Any], config: Any, out: Path) -> Iterator[str]:
     yield (
         f"test accuracy {metrics['test_accuracy']:.4f} after {count(metrics['epochs_run'], 'epoch')} "
-        f"(best epoch {metrics['best_epoch']}, {metrics['train_seconds']:.0f} s of training); "
+        f"(best epoch {metrics['best_epoch']}, {metrics['train_seconds']:.0f} s of training, "
+        f"{_precision_label(config)}); "
         f"run folder: {out}"
     )
     if "compile_seconds" in metrics:
         what = "the model" if config.compile else "the max-pool kernels"
         yield f"compiling ({what}): {metrics['compile_seconds']:.1f} s of that, in the first steps"
+
+
+def _precision_label(config: Any) -> str:
+    from ..engine.precision import precision_name
+
+    return precision_name(config.amp, config.channels_last)
