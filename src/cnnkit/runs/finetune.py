@@ -15,13 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from ..data.arrays import ArrayDataset
 from ..data.folders import class_balance, format_balance, load_image_folder, split_three_ways
 from ..data.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from ..engine import distributed
-from ..engine.perf import pick_perf_settings
+from ..engine.precision import PRECISIONS, precision_settings
 from ..engine.trainer import OPTIMIZERS, seed_everything
 from ..errors import UsageError
 from ..models import model_entry
@@ -43,12 +41,11 @@ from .folder import (
 from .pretrained import _is_weights_name, _weights_source, pretrained_model
 from .session import prepare_device
 
-__all__ = ["FinetuneConfig", "finetune_run", "finetune_test_data", "speed_settings"]
+__all__ = ["FinetuneConfig", "finetune_run", "finetune_test_data"]
 
 PHASES = ("head", "full")
 
 NORMALIZE_CHOICES = ("auto", "imagenet", "unit")
-PRECISIONS = ("auto", "bf16", "fp32")
 
 
 @dataclass
@@ -199,17 +196,6 @@ def _normalization(
     return (sum(IMAGENET_MEAN) / 3,) * channels, (sum(IMAGENET_STD) / 3,) * channels
 
 
-def speed_settings(precision: str, device: torch.device) -> tuple[str | None, bool]:
-    """(autocast, channels-last) of a fine-tuning run: ``auto`` takes the device's measured
-    defaults (``engine.perf.pick_perf_settings``), ``bf16`` forces both, ``fp32`` neither."""
-    if precision == "fp32":
-        return None, False
-    if precision == "bf16":
-        return "bf16", True
-    perf = pick_perf_settings(device, num_threads=1)  # threads are set elsewhere
-    return perf.amp, perf.channels_last
-
-
 def _load_splits(
     config: FinetuneConfig, input_size: tuple[int, int, int]
 ) -> tuple[ArrayDataset, ArrayDataset, ArrayDataset, dict[str, Any]]:
@@ -314,7 +300,7 @@ def _finetune_run(
     # The classification run this fine-tuning is, in the settings both configs share.
     shared = ("data", "batch_size", "lr", "optimizer", "weight_decay", "label_smoothing", "patience")
     shared += ("monitor", "seed", "val_fraction", "limit_train", "limit_test", "device", "deterministic")
-    amp, channels_last = speed_settings(config.precision, device)
+    amp, channels_last = precision_settings(config.precision, device)
     run_config = RunConfig(
         model=name,
         model_kwargs=kwargs,
