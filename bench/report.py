@@ -122,7 +122,36 @@ def summary(result: dict) -> str:
             f"| {_fmt(keras and keras['img_per_s'])} | {_fmt(row.get('x_ref_default'))} "
             f"| {_fmt(row.get('frac_fp32_peak'))} |"
         )
-    return "\n".join(lines) + "\n"
+    folder, plain_folder = by_case.get("imagefolder_train[cnnkit]"), by_case.get("imagefolder_train[plain]")
+    if folder and plain_folder:
+        lines.append(
+            f"| ResNet-18 on a folder of 96-px PNGs (vs `ImageFolder` + `DataLoader`) "
+            f"| {_fmt(folder['img_per_s'])} | {_fmt(plain_folder['img_per_s'])} | – "
+            f"| {_fmt(folder.get('x_plain'))} | {_fmt(folder.get('frac_fp32_peak'))} |"
+        )
+    extra = []
+    contention = [r for r in rows if r["case"].startswith("contention[")]
+    if contention:
+        extra += ["", "| under contention (epoch time ÷ idle epoch) | one competitor, worst | "
+                  "after it left | three competitors, worst |", "|---|---:|---:|---:|"]  # fmt: skip
+        for r in contention:
+            extra.append(
+                f"| {r['case']} (idle {r['idle_s']} s/epoch) | {r['worst_x_one']} "
+                f"| {r['x_after_one_left']} | {r['worst_x_three']} |"
+            )
+    for r in rows:
+        if r["case"].startswith("time_to_accuracy"):
+            extra.append(
+                f"\nTime to accuracy ({r['case']}): 92 % at {_fmt(r['wall_to_92'])} s "
+                f"from the process start, final {r['final_test_accuracy']:.4f} after {r['epochs']} epochs."
+            )
+        if r["case"] == "imagefolder_train[cnnkit]" and plain_folder:
+            extra.append(
+                f"\nImage folder, held-out accuracy {r['target_accuracy']:.0%} reached at "
+                f"{_fmt(r['wall_to_target'])} s (cnnkit) and {_fmt(plain_folder['wall_to_target'])} s "
+                "(plain), pipeline start to the end of that epoch's evaluation."
+            )
+    return "\n".join(lines + extra) + "\n"
 
 
 def main(argv: list[str]) -> int:
