@@ -119,9 +119,8 @@ def separable(tmp_path_factory, one_intra_op_thread):
     root = tmp_path_factory.mktemp("separable-det")
     truth = _yolo_folder(root / "data", 80, seed=0)
     run = root / "run"
-    # --item-sizes only has to fit the canvas: FashionScenes' option, unused with yolo: data.
     argv = ["train", "--task", "detect", "--data", f"yolo:{root / 'data'}", "--canvas", "32",
-            "--item-sizes", "8,16", "--anchors", "1", "--head-width", "16", "--epochs", "20",
+            "--anchors", "1", "--head-width", "16", "--epochs", "20",
             "--lr", "0.003", "--batch-size", "8", "--seed", "0", "--out", str(run),
             "--no-progress"]  # fmt: skip
     assert main(argv) == 0

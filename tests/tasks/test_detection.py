@@ -12,6 +12,7 @@ from torchvision.ops import box_convert
 
 from cnnkit import create_model
 from cnnkit.cli.__main__ import main as cnnkit_main
+from cnnkit.errors import UsageError
 from cnnkit.tasks.detection import coder
 from cnnkit.tasks.detection.anchors import anchor_fit, kmeans_anchors, shape_iou, split_by_level
 from cnnkit.tasks.detection.loss import YoloLoss, assign_targets
@@ -360,3 +361,24 @@ def test_train_detect_refuses_bad_options(tmp_path, capsys):
     assert cnnkit_main([*args, "--data", "pascal:x"]) == 2
     err = capsys.readouterr().err
     assert "--item-sizes 30,20" in err and "coco:FILE.json or yolo:FOLDER" in err
+
+
+def test_item_sizes_concern_only_generated_scenes(tmp_path, capsys):
+    from cnnkit.runs.config import SceneConfig
+
+    # The default --item-sizes 24,48 does not fit a 32-pixel canvas: refused for FashionScenes ...
+    with pytest.raises(UsageError, match=r"--item-sizes 24,48 must satisfy .* canvas \(32\)"):
+        SceneConfig.for_task("detect", canvas=32).validate()
+    # ... and not checked at all for COCO / YOLO files (tests/runs trains yolo: at --canvas 32).
+    for data in ("yolo:DIR", "coco:x.json"):
+        assert SceneConfig.for_task("detect", data=data, canvas=32).validate().item_sizes == [24, 48]
+    # An explicit --item-sizes with files is refused in one line, before any data is read.
+    argv = ["train", "--task", "detect", "--data", f"yolo:{tmp_path / 'nowhere'}", "--canvas", "32",
+            "--item-sizes", "8,16", "--out", str(tmp_path / "r")]  # fmt: skip
+    assert cnnkit_main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == [
+        "cnnkit: error: --item-sizes is for generated FashionScenes, "
+        f"not --data yolo:{tmp_path / 'nowhere'}; leave it out"
+    ]
+    assert not (tmp_path / "r").exists()
