@@ -168,6 +168,33 @@ def test_detector_on_separable_squares_reaches_the_stated_map50_by_hand_and_torc
     assert metrics["test"]["map_50"] == pytest.approx(np.mean(by_hand), abs=0.03)
 
 
+def test_detect_pictures_show_the_printed_boxes_on_the_image(separable, capsys, drawn_boxes):
+    # Each picture, in NumPy: the 32-pixel image enlarged 8 times (384 // 32, at most 8), the boxes
+    # printed drawn at their coordinates × 8 in matplotlib's tab10 colour of their class, and the
+    # image's own pixels everywhere else.
+    from matplotlib import colormaps
+
+    run, root, names, _ = separable
+    capsys.readouterr()
+    images = [root / "data" / "images" / name for name in names]
+    assert main(["detect", str(run), *map(str, images), "--out", str(root / "pictures")]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    checked = 0
+    for path, line in zip(images, lines):
+        found = line["detections"]
+        checked += drawn_boxes(
+            np.asarray(Image.open(line["output"])),
+            np.asarray(Image.open(path)),
+            [d["box"] for d in found],
+            [np.array(colormaps["tab10"].colors[d["label"]]) * 255 for d in found],
+            [f"{d['class']} {d['score']:.2f}" for d in found],
+            scale=8,
+            font_size=24,
+        )
+    assert sum(len(line["detections"]) for line in lines) >= 16
+    assert checked > 16 * 256 * 256 // 4, f"{checked} pixels away from the boxes"
+
+
 # ----------------------------------------------------------------- Mask R-CNN
 
 MIN_MASK_AP_50 = 0.8  # measured 0.95 (seed 0: 32 scenes, 6 epochs of 8 steps); 0.82 after 24 steps of 8

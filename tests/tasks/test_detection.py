@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -292,7 +293,7 @@ def test_train_detect_writes_a_complete_run_folder(detect_run):
     assert {"map", "map_50", "map_75"} <= set(metrics["test"]) and metrics["epochs_run"] == 1
 
 
-def test_detect_command_draws_boxes_and_prints_json_lines(detect_run, tmp_path, capsys):
+def test_detect_command_draws_boxes_and_prints_json_lines(detect_run, tmp_path, capsys, drawn_boxes):
     from PIL import Image
 
     from cnnkit.data.scenes import FashionScenes
@@ -319,8 +320,24 @@ def test_detect_command_draws_boxes_and_prints_json_lines(detect_run, tmp_path, 
         x1, y1, x2, y2 = det["box"]
         assert 0 <= x1 < x2 <= 80 and 0 <= y1 < y2 <= 60, "boxes are in the image's own pixels"
         assert det["class"] in scene.class_names and 0 <= det["score"] <= 1
-    with Image.open(tmp_path / "out" / "scene.png") as drawn:
-        assert drawn.mode == "RGB" and drawn.size[0] >= 80
+    # The picture, in NumPy: the image enlarged 4 times (384 // 80: small images are enlarged to
+    # be readable), the boxes printed drawn on it in matplotlib's tab10 colour of their class (at
+    # threshold 0 they cover it all; tests/runs/test_separable_boxes_and_masks.py checks the
+    # pixels between the boxes).
+    from matplotlib import colormaps
+
+    picture, image = Image.open(tmp_path / "out" / "scene.png"), Image.open(tmp_path / "scene.png")
+    assert picture.mode == "RGB" and picture.size == (320, 240)
+    found = record["detections"]
+    drawn_boxes(
+        np.asarray(picture),
+        np.asarray(image),
+        [d["box"] for d in found],
+        [np.array(colormaps["tab10"].colors[d["label"] % 10]) * 255 for d in found],
+        [f"{d['class']} {d['score']:.2f}" for d in found],
+        scale=4,
+        font_size=12,
+    )
 
 
 def test_detect_takes_folders_and_goes_on_past_bad_files(detect_run, tmp_path, capsys):
