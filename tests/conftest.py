@@ -182,17 +182,26 @@ def overlay_reference():
     return _overlay_reference
 
 
-def _drawn_boxes(picture, image, boxes, colours, texts, scale, font_size, truth=()) -> int:
+def _drawn_boxes(picture, image, found, scale, truth=()) -> int:
     """Check a picture of `cnnkit detect` (or a tile of samples.png) against its inputs, in NumPy.
 
-    ``picture`` uint8 [H*scale, W*scale, 3]; ``image`` uint8 [H, W]; ``boxes`` the predicted xyxy
-    boxes in ``image``'s pixels (to ±0.05, as printed), drawn in this order 2 px wide inside the
-    box's corners × ``scale`` (truncated to whole pixels), each in its ``colours`` entry, with its
-    ``texts`` label (``font_size`` px) filled in at the top left; ``truth`` boxes 1 px wide, white,
-    under them. Checks that every pixel away from all boxes and labels is ``image``'s (enlarged
-    nearest-neighbour), that the last box's bottom and right edges (on top of everything, below
-    its own label) are in its colour, and the true boxes' outlines where no prediction covers them
-    are white. Returns how many pixels were checked as the image's."""
+    ``picture`` uint8 [H*scale, W*scale, 3]; ``image`` uint8 [H, W]; ``found`` the detections as
+    `cnnkit detect` prints them (``box`` xyxy in ``image``'s pixels to ±0.05, ``label``, ``class``,
+    ``score``), drawn in this order 2 px wide inside the box's corners × ``scale`` (truncated to
+    whole pixels) in matplotlib's tab10 colour of the label (its grey moved last), with a
+    "class score" label (``max(10, 3 * scale)`` px) filled in at the top left; ``truth`` boxes
+    1 px wide, white, under them. Checks that every pixel away from all boxes and labels is
+    ``image``'s (enlarged nearest-neighbour), that the last box's bottom and right edges (on top
+    of everything, below its own label) are in its colour, and the true boxes' outlines where no
+    prediction covers them are white. Returns how many pixels were checked as the image's."""
+    from matplotlib import colormaps
+
+    tab10 = np.array(colormaps["tab10"].colors) * 255
+    palette = tab10[[0, 1, 2, 3, 4, 5, 6, 8, 9, 7]]  # grey last: it stays apart on grey images
+    boxes = [d["box"] for d in found]
+    colours = [palette[d["label"] % 10] for d in found]
+    texts = [f"{d['class']} {d['score']:.2f}" for d in found]
+    font_size = max(10, 3 * scale)
     picture = np.asarray(picture, dtype=float)
     enlarged = np.repeat(np.repeat(np.asarray(image, dtype=float), scale, 0), scale, 1)
     assert picture.shape == (*enlarged.shape, 3)
@@ -202,8 +211,8 @@ def _drawn_boxes(picture, image, boxes, colours, texts, scale, font_size, truth=
         # DejaVu Sans: no character is wider than 0.75 em on average over a label, nor 2 em tall.
         right, bottom = max(x2, x1 + 0.75 * font_size * len(text)), max(y2, y1 + 2 * font_size)
         area = np.s_[max(int(y1) - 3, 0) : int(bottom) + 3, max(int(x1) - 3, 0) : int(right) + 3]
-        free[area] = covered[area] = False
-    for x1, y1, x2, y2 in np.asarray(truth, float).reshape(-1, 4).astype(int) * scale:
+        free[area], covered[area] = False, True
+    for x1, y1, x2, y2 in (np.asarray(truth, float).reshape(-1, 4) * scale).astype(int):
         outline = np.zeros_like(free)
         outline[y1 : y2 + 1, x1 : x2 + 1] = True
         outline[y1 + 1 : y2, x1 + 1 : x2] = False
@@ -226,6 +235,6 @@ def _drawn_boxes(picture, image, boxes, colours, texts, scale, font_size, truth=
 
 @pytest.fixture
 def drawn_boxes():
-    """``drawn_boxes(picture, image, boxes, colours, texts, scale, font_size, truth=())``: see
-    ``_drawn_boxes``; the number of pixels checked as the image's."""
+    """``drawn_boxes(picture, image, found, scale, truth=())``: see ``_drawn_boxes``; the number
+    of pixels checked as the image's."""
     return _drawn_boxes

@@ -172,8 +172,6 @@ def test_detect_pictures_show_the_printed_boxes_on_the_image(separable, capsys, 
     # Each picture, in NumPy: the 32-pixel image enlarged 8 times (384 // 32, at most 8), the boxes
     # printed drawn at their coordinates × 8 in matplotlib's tab10 colour of their class, and the
     # image's own pixels everywhere else.
-    from matplotlib import colormaps
-
     run, root, names, _ = separable
     capsys.readouterr()
     images = [root / "data" / "images" / name for name in names]
@@ -185,11 +183,8 @@ def test_detect_pictures_show_the_printed_boxes_on_the_image(separable, capsys, 
         checked += drawn_boxes(
             np.asarray(Image.open(line["output"])),
             np.asarray(Image.open(path)),
-            [d["box"] for d in found],
-            [np.array(colormaps["tab10"].colors[d["label"]]) * 255 for d in found],
-            [f"{d['class']} {d['score']:.2f}" for d in found],
+            found,
             scale=8,
-            font_size=24,
         )
     assert sum(len(line["detections"]) for line in lines) >= 16
     assert checked > 16 * 256 * 256 // 4, f"{checked} pixels away from the boxes"

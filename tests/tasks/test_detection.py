@@ -324,19 +324,14 @@ def test_detect_command_draws_boxes_and_prints_json_lines(detect_run, tmp_path, 
     # be readable), the boxes printed drawn on it in matplotlib's tab10 colour of their class (at
     # threshold 0 they cover it all; tests/runs/test_separable_boxes_and_masks.py checks the
     # pixels between the boxes).
-    from matplotlib import colormaps
-
     picture, image = Image.open(tmp_path / "out" / "scene.png"), Image.open(tmp_path / "scene.png")
     assert picture.mode == "RGB" and picture.size == (320, 240)
     found = record["detections"]
     drawn_boxes(
         np.asarray(picture),
         np.asarray(image),
-        [d["box"] for d in found],
-        [np.array(colormaps["tab10"].colors[d["label"] % 10]) * 255 for d in found],
-        [f"{d['class']} {d['score']:.2f}" for d in found],
+        found,
         scale=4,
-        font_size=12,
     )
 
 
