@@ -207,10 +207,11 @@ def _drawn_boxes(picture, image, found, scale, truth=()) -> int:
     assert picture.shape == (*enlarged.shape, 3)
     free = np.ones(enlarged.shape, bool)
     covered = np.zeros(enlarged.shape, bool)  # by a predicted box or its label
+    d = 0.05 * scale  # the printed boxes' rounding, in picture pixels
     for (x1, y1, x2, y2), text in zip(np.asarray(boxes, float) * scale, texts):
         # DejaVu Sans: no character is wider than 0.75 em on average over a label, nor 2 em tall.
         right, bottom = max(x2, x1 + 0.75 * font_size * len(text)), max(y2, y1 + 2 * font_size)
-        area = np.s_[max(int(y1) - 3, 0) : int(bottom) + 3, max(int(x1) - 3, 0) : int(right) + 3]
+        area = np.s_[max(int(y1 - d), 0) : int(bottom + d) + 1, max(int(x1 - d), 0) : int(right + d) + 1]
         free[area], covered[area] = False, True
     for x1, y1, x2, y2 in (np.asarray(truth, float).reshape(-1, 4) * scale).astype(int):
         outline = np.zeros_like(free)
@@ -222,7 +223,6 @@ def _drawn_boxes(picture, image, found, scale, truth=()) -> int:
     np.testing.assert_allclose(picture[free], np.repeat(enlarged[free][:, None], 3, 1), atol=2)
     if len(boxes):
         x1, y1, x2, y2 = np.asarray(boxes[-1], float) * scale
-        d = 0.05 * scale  # the printed boxes' rounding, in picture pixels
         row, col = int(np.floor(y2 - d)), int(np.floor(x2 - d))  # drawn whatever the rounding
         below_label = int(y1 + d) + 2 * font_size
         shown = [picture[below_label : row - 1, col]]
