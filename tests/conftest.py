@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from cnnkit.data import ArrayDataset, load_fashion_mnist
 
@@ -143,3 +145,102 @@ class _NanAt:
 def nan_at():
     """``nan_at(loss_fn, step)``: the loss function whose total becomes NaN at call ``step``."""
     return _NanAt
+
+
+def _tile_cells(png, fig, dpi: float) -> list[np.ndarray]:
+    """The PNG's RGB at the centre of every cell of every image tile of ``fig``, tile by tile."""
+    pixels = np.asarray(Image.open(png).convert("RGB")).astype(float)
+    fig.set_dpi(dpi)
+    fig.canvas.draw()  # the layout at the file's resolution
+    assert pixels.shape[:2] == (round(fig.bbox.height), round(fig.bbox.width))
+    out = []
+    for ax in fig.axes:
+        for image in ax.get_images():
+            rows, cols = image.get_array().shape[:2]
+            box = ax.get_window_extent()
+            xs = box.x0 + (np.arange(cols) + 0.5) * box.width / cols
+            ys = pixels.shape[0] - (box.y1 - (np.arange(rows) + 0.5) * box.height / rows)  # row 0 on top
+            out.append(pixels[np.floor(ys).astype(int)][:, np.floor(xs).astype(int)])
+    return out
+
+
+@pytest.fixture
+def tile_cells():
+    """``tile_cells(png, fig, dpi)``: the saved PNG's RGB at the centre of every cell of every
+    image of ``fig`` (the figure behind the file, kept by the test), one array per image."""
+    return _tile_cells
+
+
+def _overlay_reference(image: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """A segmentation overlay computed in NumPy: the grey ``image`` [H, W] as RGB, each pixel of
+    class k > 0 in ``labels`` [H, W] blended with matplotlib's k-th strong tab20 hue, 55 % opaque
+    (the documented colours: black background, then the even entries of tab20)."""
+    from matplotlib import colormaps
+
+    colours = np.array([(0.0, 0.0, 0.0), *colormaps["tab20"].colors[0:20:2]]) * 255
+    grey = np.repeat(np.asarray(image, dtype=float)[..., None], 3, axis=2)
+    return np.where(labels[..., None] > 0, 0.45 * grey + 0.55 * colours[labels], grey)
+
+
+@pytest.fixture
+def overlay_reference():
+    """``overlay_reference(image, labels)``: what `cnnkit segment` should paint, in NumPy."""
+    return _overlay_reference
+
+
+def _drawn_boxes(picture, image, found, scale, truth=()) -> int:
+    """Check a picture of `cnnkit detect` (or a tile of samples.png) against its inputs, in NumPy.
+
+    ``picture`` uint8 [H*scale, W*scale, 3]; ``image`` uint8 [H, W]; ``found`` the detections as
+    `cnnkit detect` prints them (``box`` xyxy in ``image``'s pixels to ±0.05, ``label``, ``class``,
+    ``score``), drawn in this order 2 px wide inside the box's corners × ``scale`` (truncated to
+    whole pixels) in matplotlib's tab10 colour of the label (its grey moved last), with a
+    "class score" label (``max(10, 3 * scale)`` px) filled in at the top left; ``truth`` boxes
+    1 px wide, white, under them. Checks that every pixel away from all boxes and labels is
+    ``image``'s (enlarged nearest-neighbour), that the last box's bottom and right edges (on top
+    of everything, below its own label) are in its colour, and the true boxes' outlines where no
+    prediction covers them are white. Returns how many pixels were checked as the image's."""
+    from matplotlib import colormaps
+
+    tab10 = np.array(colormaps["tab10"].colors) * 255
+    palette = tab10[[0, 1, 2, 3, 4, 5, 6, 8, 9, 7]]  # grey last: it stays apart on grey images
+    boxes = [d["box"] for d in found]
+    colours = [palette[d["label"] % 10] for d in found]
+    texts = [f"{d['class']} {d['score']:.2f}" for d in found]
+    font_size = max(10, 3 * scale)
+    picture = np.asarray(picture, dtype=float)
+    enlarged = np.repeat(np.repeat(np.asarray(image, dtype=float), scale, 0), scale, 1)
+    assert picture.shape == (*enlarged.shape, 3)
+    free = np.ones(enlarged.shape, bool)
+    covered = np.zeros(enlarged.shape, bool)  # by a predicted box or its label
+    d = 0.05 * scale  # the printed boxes' rounding, in picture pixels
+    for (x1, y1, x2, y2), text in zip(np.asarray(boxes, float) * scale, texts):
+        # DejaVu Sans: no character is wider than 0.75 em on average over a label, nor 2 em tall.
+        right, bottom = max(x2, x1 + 0.75 * font_size * len(text)), max(y2, y1 + 2 * font_size)
+        area = np.s_[max(int(y1 - d), 0) : int(bottom + d) + 1, max(int(x1 - d), 0) : int(right + d) + 1]
+        free[area], covered[area] = False, True
+    for x1, y1, x2, y2 in (np.asarray(truth, float).reshape(-1, 4) * scale).astype(int):
+        outline = np.zeros_like(free)
+        outline[y1 : y2 + 1, x1 : x2 + 1] = True
+        outline[y1 + 1 : y2, x1 + 1 : x2] = False
+        free &= ~outline
+        shown = outline & ~covered
+        assert shown.sum() > 0 and (picture[shown] == 255).all(), "the true box is drawn in white"
+    np.testing.assert_allclose(picture[free], np.repeat(enlarged[free][:, None], 3, 1), atol=2)
+    if len(boxes):
+        x1, y1, x2, y2 = np.asarray(boxes[-1], float) * scale
+        row, col = int(np.floor(y2 - d)), int(np.floor(x2 - d))  # drawn whatever the rounding
+        below_label = int(y1 + d) + 2 * font_size
+        shown = [picture[below_label : row - 1, col]]
+        if row > below_label:
+            shown.append(picture[row, int(x1 + d) + 3 : col - 1])
+        shown = np.concatenate(shown)
+        assert len(shown) > 0 and (np.abs(shown - colours[-1]) <= 2).all(), "the last box's outline"
+    return int(free.sum())
+
+
+@pytest.fixture
+def drawn_boxes():
+    """``drawn_boxes(picture, image, found, scale, truth=())``: see ``_drawn_boxes``; the number
+    of pixels checked as the image's."""
+    return _drawn_boxes

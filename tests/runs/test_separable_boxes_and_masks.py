@@ -119,9 +119,8 @@ def separable(tmp_path_factory, one_intra_op_thread):
     root = tmp_path_factory.mktemp("separable-det")
     truth = _yolo_folder(root / "data", 80, seed=0)
     run = root / "run"
-    # --item-sizes only has to fit the canvas: FashionScenes' option, unused with yolo: data.
     argv = ["train", "--task", "detect", "--data", f"yolo:{root / 'data'}", "--canvas", "32",
-            "--item-sizes", "8,16", "--anchors", "1", "--head-width", "16", "--epochs", "20",
+            "--anchors", "1", "--head-width", "16", "--epochs", "20",
             "--lr", "0.003", "--batch-size", "8", "--seed", "0", "--out", str(run),
             "--no-progress"]  # fmt: skip
     assert main(argv) == 0
@@ -167,6 +166,28 @@ def test_detector_on_separable_squares_reaches_the_stated_map50_by_hand_and_torc
     # The run's own test score (evaluated in memory, on the same held-out images) agrees.
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["test"]["map_50"] == pytest.approx(np.mean(by_hand), abs=0.03)
+
+
+def test_detect_pictures_show_the_printed_boxes_on_the_image(separable, capsys, drawn_boxes):
+    # Each picture, in NumPy: the 32-pixel image enlarged 8 times (384 // 32, at most 8), the boxes
+    # printed drawn at their coordinates × 8 in matplotlib's tab10 colour of their class, and the
+    # image's own pixels everywhere else.
+    run, root, names, _ = separable
+    capsys.readouterr()
+    images = [root / "data" / "images" / name for name in names]
+    assert main(["detect", str(run), *map(str, images), "--out", str(root / "pictures")]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    checked = 0
+    for path, line in zip(images, lines):
+        found = line["detections"]
+        checked += drawn_boxes(
+            np.asarray(Image.open(line["output"])),
+            np.asarray(Image.open(path)),
+            found,
+            scale=8,
+        )
+    assert sum(len(line["detections"]) for line in lines) >= 16
+    assert checked > 16 * 256 * 256 // 4, f"{checked} pixels away from the boxes"
 
 
 # ----------------------------------------------------------------- Mask R-CNN

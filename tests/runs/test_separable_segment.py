@@ -63,16 +63,28 @@ def separable(tmp_path_factory, one_intra_op_thread):
             "--batch-size", "8", "--seed", "0", "--out", run, "--no-progress"]  # fmt: skip
     assert main([str(a) for a in argv]) == 0
     images = sorted((root / "data" / "test" / "images").iterdir())
-    code = main(["segment", str(run), *map(str, images), "--out", str(root / "masks"), "--save-masks"])
+    import cnnkit.tasks.segmentation.overlay as overlay
+
+    drawn = {}  # the figure behind each overlay file, for where its panels landed
+    save = overlay.save_overlay
+
+    def keep(path, *args, **kwargs):
+        drawn[path.name] = save(path, *args, **kwargs)
+        return drawn[path.name]
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(overlay, "save_overlay", keep)
+        code = main(["segment", str(run), *map(str, images), "--out", str(root / "masks"), "--save-masks"])
     assert code == 0
     truth = np.stack([np.asarray(Image.open(root / "data" / "test" / "masks" / p.name)) for p in images])
     pred = np.stack([np.asarray(Image.open(root / "masks" / f"{p.stem}_mask.png")) for p in images])
     metrics = json.loads((run / "metrics.json").read_text())
-    return truth, pred, metrics
+    overlays = [(np.asarray(Image.open(p)), root / "masks" / f"{p.stem}_segment.png") for p in images]
+    return truth, pred, metrics, [(image, png, drawn[png.name]) for image, png in overlays]
 
 
 def test_unet_on_separable_masks_reaches_the_stated_miou_recomputed_in_numpy(separable):
-    truth, pred, metrics = separable
+    truth, pred, metrics, _ = separable
     assert truth.shape == pred.shape == (12, SIDE, SIDE)
     iou = iou_from_confusion(confusion(truth, pred, len(CLASSES)))
     assert iou.mean() >= MIN_MIOU, f"mIoU of the saved masks {iou.mean():.3f}, per class {iou}"
@@ -83,7 +95,7 @@ def test_unet_on_separable_masks_reaches_the_stated_miou_recomputed_in_numpy(sep
 
 
 def test_metrics_json_scores_are_those_of_its_confusion_matrix(separable):
-    _, _, metrics = separable
+    _, _, metrics, _ = separable
     matrix = np.array(metrics["confusion_matrix"])
     assert matrix.shape == (3, 3) and matrix.sum() == 12 * SIDE * SIDE
     iou = iou_from_confusion(matrix)
@@ -92,3 +104,16 @@ def test_metrics_json_scores_are_those_of_its_confusion_matrix(separable):
     assert metrics["test_pixel_accuracy"] == pytest.approx(np.trace(matrix) / matrix.sum(), abs=1e-6)
     recall = np.diag(matrix) / matrix.sum(1)  # FCN's mean accuracy: the macro mean of the recalls
     assert metrics["test_mean_accuracy"] == pytest.approx(recall.mean(), abs=1e-6)
+
+
+def test_segment_overlays_paint_the_predicted_classes_in_their_colours(
+    separable, tile_cells, overlay_reference
+):
+    # Each overlay file, read back at every pixel's centre: the image, then the image blended
+    # with the colour of each pixel's class in the saved mask (computed in NumPy).
+    _, pred, _, overlays = separable
+    assert (pred == 1).sum() > 100 and (pred == 2).sum() > 100  # both colours are on show
+    for (image, png, fig), labels in zip(overlays, pred):
+        left, right = tile_cells(png, fig, 110)
+        np.testing.assert_allclose(left, overlay_reference(image, np.zeros_like(labels)), atol=2)
+        np.testing.assert_allclose(right, overlay_reference(image, labels.astype(int)), atol=2)

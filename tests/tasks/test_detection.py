@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -12,6 +13,7 @@ from torchvision.ops import box_convert
 
 from cnnkit import create_model
 from cnnkit.cli.__main__ import main as cnnkit_main
+from cnnkit.errors import UsageError
 from cnnkit.tasks.detection import coder
 from cnnkit.tasks.detection.anchors import anchor_fit, kmeans_anchors, shape_iou, split_by_level
 from cnnkit.tasks.detection.loss import YoloLoss, assign_targets
@@ -291,7 +293,7 @@ def test_train_detect_writes_a_complete_run_folder(detect_run):
     assert {"map", "map_50", "map_75"} <= set(metrics["test"]) and metrics["epochs_run"] == 1
 
 
-def test_detect_command_draws_boxes_and_prints_json_lines(detect_run, tmp_path, capsys):
+def test_detect_command_draws_boxes_and_prints_json_lines(detect_run, tmp_path, capsys, drawn_boxes):
     from PIL import Image
 
     from cnnkit.data.scenes import FashionScenes
@@ -318,8 +320,19 @@ def test_detect_command_draws_boxes_and_prints_json_lines(detect_run, tmp_path, 
         x1, y1, x2, y2 = det["box"]
         assert 0 <= x1 < x2 <= 80 and 0 <= y1 < y2 <= 60, "boxes are in the image's own pixels"
         assert det["class"] in scene.class_names and 0 <= det["score"] <= 1
-    with Image.open(tmp_path / "out" / "scene.png") as drawn:
-        assert drawn.mode == "RGB" and drawn.size[0] >= 80
+    # The picture, in NumPy: the image enlarged 4 times (384 // 80: small images are enlarged to
+    # be readable), the boxes printed drawn on it in matplotlib's tab10 colour of their class (at
+    # threshold 0 they cover it all; tests/runs/test_separable_boxes_and_masks.py checks the
+    # pixels between the boxes).
+    picture, image = Image.open(tmp_path / "out" / "scene.png"), Image.open(tmp_path / "scene.png")
+    assert picture.mode == "RGB" and picture.size == (320, 240)
+    found = record["detections"]
+    drawn_boxes(
+        np.asarray(picture),
+        np.asarray(image),
+        found,
+        scale=4,
+    )
 
 
 def test_detect_takes_folders_and_goes_on_past_bad_files(detect_run, tmp_path, capsys):
@@ -360,3 +373,24 @@ def test_train_detect_refuses_bad_options(tmp_path, capsys):
     assert cnnkit_main([*args, "--data", "pascal:x"]) == 2
     err = capsys.readouterr().err
     assert "--item-sizes 30,20" in err and "coco:FILE.json or yolo:FOLDER" in err
+
+
+def test_item_sizes_concern_only_generated_scenes(tmp_path, capsys):
+    from cnnkit.runs.config import SceneConfig
+
+    # The default --item-sizes 24,48 does not fit a 32-pixel canvas: refused for FashionScenes ...
+    with pytest.raises(UsageError, match=r"--item-sizes 24,48 must satisfy .* canvas \(32\)"):
+        SceneConfig.for_task("detect", canvas=32).validate()
+    # ... and not checked at all for COCO / YOLO files (tests/runs trains yolo: at --canvas 32).
+    for data in ("yolo:DIR", "coco:x.json"):
+        assert SceneConfig.for_task("detect", data=data, canvas=32).validate().item_sizes == [24, 48]
+    # An explicit --item-sizes with files is refused in one line, before any data is read.
+    argv = ["train", "--task", "detect", "--data", f"yolo:{tmp_path / 'nowhere'}", "--canvas", "32",
+            "--item-sizes", "8,16", "--out", str(tmp_path / "r")]  # fmt: skip
+    assert cnnkit_main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == [
+        "cnnkit: error: --item-sizes is for generated FashionScenes, "
+        f"not --data yolo:{tmp_path / 'nowhere'}; leave it out"
+    ]
+    assert not (tmp_path / "r").exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections import OrderedDict
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -187,7 +188,7 @@ def test_conversion_refuses_what_has_no_convolutional_form():
 # ---------------------------------------------------------------- CLI
 
 
-def test_train_localize_smoke_and_detect_on_the_run(tmp_path, monkeypatch, capsys):
+def test_train_localize_smoke_and_detect_on_the_run(tmp_path, monkeypatch, capsys, drawn_boxes):
     from PIL import Image
 
     monkeypatch.setenv("CNNKIT_CACHE", str(tmp_path / "cache"))
@@ -211,6 +212,38 @@ def test_train_localize_smoke_and_detect_on_the_run(tmp_path, monkeypatch, capsy
     assert cnnkit_main(["detect", str(run), str(tmp_path / "item.png"), "--score-threshold", "0"]) == 0
     record = json.loads(capsys.readouterr().out.strip())
     assert len(record["detections"]) == 1 and (run / "detections" / "item.png").is_file()
+
+    # The pictures, in NumPy: the image enlarged (detect: 384 // 32 = 12, at most 8; samples.png:
+    # 4), the printed box drawn at its coordinates in matplotlib's tab10 colour of its class, the
+    # true boxes in white, the image's own pixels everywhere else.
+    image = np.asarray(Image.open(tmp_path / "item.png"))
+
+    assert (
+        drawn_boxes(np.asarray(Image.open(run / "detections" / "item.png")), image, record["detections"], 8)
+        > 0
+    )
+    # samples.png: the 4 test scenes of the run in a row, each 4 px apart on grey (96), with the
+    # box the run predicts for it (with flip averaging, as the run scores) and the true box.
+    from cnnkit.runs.folder import load_run, read_run
+    from cnnkit.tasks.localization.train import predict_localizer
+
+    test = FashionScenes(**config["data"]["test"]).load()
+    model, _ = load_run(read_run(run), "cpu")
+    labels, scores, boxes = predict_localizer(model, test.images[:4], torch.device("cpu"))
+
+    found = [
+        [{"label": int(c), "class": test.class_names[int(c)], "score": float(p), "box": (b * 32).tolist()}]
+        for c, p, b in zip(labels, scores, boxes)
+    ]
+    samples = np.asarray(Image.open(run / "samples.png").convert("RGB"))
+    assert samples.shape == (4 + 128 + 4, 4 + 4 * (128 + 4), 3)
+    gutter = np.ones(samples.shape[:2], bool)
+    for i in range(4):
+        x0 = 4 + i * 132
+        gutter[4:132, x0 : x0 + 128] = False
+        tile = samples[4:132, x0 : x0 + 128]
+        assert drawn_boxes(tile, test.images[i, 0].numpy(), found[i], 4, test.target(i)["boxes"].numpy()) > 0
+    assert (samples[gutter] == 96).all()
 
 
 def test_localize_refuses_classification_only_flags(tmp_path, capsys):

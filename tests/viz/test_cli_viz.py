@@ -15,7 +15,7 @@ def run(capsys, *argv):
     return code, out, err
 
 
-def test_every_figure_of_a_run_folder(tiny_run, fashion, tmp_path, capsys, monkeypatch):
+def test_every_figure_of_a_run_folder(tiny_run, fashion, tmp_path, capsys, monkeypatch, tile_cells):
     import matplotlib.pyplot as plt
     import torch
     import torch.nn.functional as F
@@ -114,23 +114,6 @@ def viridis(values: np.ndarray) -> np.ndarray:
     from matplotlib import colormaps
 
     return colormaps["viridis"](np.clip(values, 0, 1))[..., :3] * 255
-
-
-def tile_cells(png, fig, dpi: float) -> list[np.ndarray]:
-    """The PNG's RGB at the centre of every cell of every image tile of ``fig``, tile by tile."""
-    pixels = np.asarray(Image.open(png).convert("RGB")).astype(float)
-    fig.set_dpi(dpi)
-    fig.canvas.draw()  # the layout at the file's resolution
-    assert pixels.shape[:2] == (round(fig.bbox.height), round(fig.bbox.width))
-    out = []
-    for ax in fig.axes:
-        for image in ax.get_images():
-            rows, cols = image.get_array().shape[:2]
-            box = ax.get_window_extent()
-            xs = box.x0 + (np.arange(cols) + 0.5) * box.width / cols
-            ys = pixels.shape[0] - (box.y1 - (np.arange(rows) + 0.5) * box.height / rows)  # row 0 on top
-            out.append(pixels[np.floor(ys).astype(int)][:, np.floor(xs).astype(int)])
-    return out
 
 
 def test_a_model_name_draws_the_fresh_model(tmp_path, capsys, monkeypatch):

@@ -22,7 +22,7 @@ def add_scene_arguments(p: argparse.ArgumentParser, task: str) -> None:
         "--item-sizes",
         type=int_pair,
         metavar="MIN,MAX",
-        help="side range of the scaled 28x28 items, pixels (default 24,48)",
+        help="FashionScenes only: side range of the scaled 28x28 items, pixels (default 24,48)",
     )
     p.add_argument("--clutter", type=int, metavar="N", help="unlabelled item fragments per scene (default 0)")
     p.add_argument("--noise", type=float, metavar="STD", help="Gaussian noise, grey levels (default 0)")

@@ -100,7 +100,12 @@ def config_from_args(args: argparse.Namespace, task: str) -> Any:
     }
     apply_flags(base, args, own)
     base.setdefault("model", DEFAULT_MODEL)
-    return _check_up_front(SceneConfig.for_task(task, **base))
+    config = SceneConfig.for_task(task, **base)
+    if args.item_sizes is not None and not config.generated():
+        raise UsageError(
+            f"--item-sizes is for generated FashionScenes, not --data {config.data}; leave it out"
+        )
+    return _check_up_front(config)
 
 
 def _check_up_front(config: Any) -> Any:

@@ -235,6 +235,11 @@ class SceneConfig(TrainConfig):
         merged = {**SCENE_DEFAULTS[task], **{k: v for k, v in values.items() if v is not None}}
         return cls.from_dict({"task": task, **merged})
 
+    def generated(self) -> bool:
+        """Whether the data are generated FashionScenes (not COCO / YOLO files): only then do
+        ``item_sizes``, ``clutter``, ``noise`` and the object counts apply."""
+        return self.data.partition(":")[0] not in ("coco", "yolo")
+
     def _task_checks(self) -> list[tuple[bool, str]]:
         low, high = (self.item_sizes + [0, 0])[:2]
         return [
@@ -259,7 +264,7 @@ class SceneConfig(TrainConfig):
                 )
             ],
             (
-                len(self.item_sizes) == 2 and 4 <= low <= high <= self.canvas,
+                not self.generated() or (len(self.item_sizes) == 2 and 4 <= low <= high <= self.canvas),
                 f"--item-sizes {low},{high} must satisfy 4 <= MIN <= MAX <= canvas ({self.canvas})",
             ),
             (

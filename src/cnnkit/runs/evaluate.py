@@ -31,7 +31,7 @@ def scene_test_set(run: RunInfo, limit_test: int | None = None) -> Any:
             data["name"],
             image_size=record["image_size"],
             in_chans=record["in_chans"],
-            scenes=FashionScenes(),
+            scenes=None,
             num_val=0,
             num_test=0,
             limit_train=settings.get("limit_train"),

@@ -52,18 +52,20 @@ def load_data(config: SceneConfig) -> Any:
     from ..data.scenes import FashionScenes
     from ..tasks.detection.data import SCENE_NAMES, load_task_data
 
+    scenes = None  # COCO / YOLO files: the FashionScenes settings do not apply
     try:
-        scenes = FashionScenes(
-            split="train",
-            num_images=config.train_images,
-            canvas=config.canvas,
-            min_objects=config.min_objects,
-            max_objects=config.max_objects,
-            min_size=config.item_sizes[0],
-            max_size=config.item_sizes[1],
-            clutter=config.clutter,
-            noise=config.noise,
-        )
+        if config.generated():
+            scenes = FashionScenes(
+                split="train",
+                num_images=config.train_images,
+                canvas=config.canvas,
+                min_objects=config.min_objects,
+                max_objects=config.max_objects,
+                min_size=config.item_sizes[0],
+                max_size=config.item_sizes[1],
+                clutter=config.clutter,
+                noise=config.noise,
+            )
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     data = load_task_data(

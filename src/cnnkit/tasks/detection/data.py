@@ -41,7 +41,7 @@ def load_task_data(
     *,
     image_size: int,
     in_chans: int,
-    scenes: FashionScenes,
+    scenes: FashionScenes | None,
     num_val: int,
     num_test: int,
     limit_train: int | None = None,
@@ -54,7 +54,8 @@ def load_task_data(
         spec: see the module docstring.
         image_size: side the images are resized to (FashionScenes: the canvas).
         in_chans: channels the model takes (FashionScenes is grayscale: 1).
-        scenes: FashionScenes parameters of the train split (val / test copy them).
+        scenes: FashionScenes parameters of the train split (val / test copy them); only
+            read for generated scenes (None is fine with COCO / YOLO data).
         num_val: validation scenes to generate.
         num_test: test scenes to generate.
         limit_train: keep only the first N training images.
@@ -65,6 +66,8 @@ def load_task_data(
         UsageError: an unknown spec, naming the valid forms.
     """
     if spec in SCENE_NAMES:
+        if scenes is None:
+            raise UsageError(f"--data {spec}: FashionScenes need their settings (canvas, item sizes, ...)")
         if in_chans != 1:
             raise UsageError(
                 f"FashionScenes are grayscale; the model must take 1 input channel, not {in_chans}"

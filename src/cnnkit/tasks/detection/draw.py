@@ -13,7 +13,8 @@ from torchvision.utils import draw_bounding_boxes, make_grid
 
 from ...io.atomic import atomic_write_bytes
 
-# matplotlib's tab10: ten colours that stay apart on a grey image.
+# matplotlib's tab10 with its grey (index 7 there) moved last: ten colours that stay apart on a
+# grey image.
 PALETTE = [
     (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
     (140, 86, 75), (227, 119, 194), (188, 189, 34), (23, 190, 207), (127, 127, 127),
