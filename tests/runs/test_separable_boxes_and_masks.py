@@ -119,10 +119,11 @@ def separable(tmp_path_factory, one_intra_op_thread):
     root = tmp_path_factory.mktemp("separable-det")
     truth = _yolo_folder(root / "data", 80, seed=0)
     run = root / "run"
+    # One fixed thread (--threads 1): the same run whatever the machine's load.
     argv = ["train", "--task", "detect", "--data", f"yolo:{root / 'data'}", "--canvas", "32",
             "--anchors", "1", "--head-width", "16", "--epochs", "20",
             "--lr", "0.003", "--batch-size", "8", "--seed", "0", "--out", str(run),
-            "--no-progress"]  # fmt: skip
+            "--threads", "1", "--no-progress"]  # fmt: skip
     assert main(argv) == 0
     # The held-out 20 % (the documented seeded split by image), as the run chose them.
     _, held_out = read_yolo(root / "data").split(0.2, seed=0)
