@@ -394,3 +394,11 @@ def test_item_sizes_concern_only_generated_scenes(tmp_path, capsys):
         f"not --data yolo:{tmp_path / 'nowhere'}; leave it out"
     ]
     assert not (tmp_path / "r").exists()
+    # So is every other option of generated scenes, named together.
+    argv[argv.index("--item-sizes") : argv.index("--item-sizes") + 2] = ["--noise", "3", "--clutter", "2"]
+    assert cnnkit_main(argv) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "cnnkit: error: --clutter, --noise are for generated FashionScenes, "
+        f"not --data yolo:{tmp_path / 'nowhere'}; leave them out"
+    ]
+    assert not (tmp_path / "r").exists()

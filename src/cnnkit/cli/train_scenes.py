@@ -30,6 +30,17 @@ def parse_strides(text: str) -> list[int]:
     return strides
 
 
+# The options that shape generated FashionScenes only (SceneConfig.generated()).
+GENERATED_ONLY = {
+    "train_images": "--train-images",
+    "item_sizes": "--item-sizes",
+    "clutter": "--clutter",
+    "noise": "--noise",
+    "min_objects": "--min-objects",
+    "max_objects": "--max-objects",
+}
+
+
 def add_arguments(p: argparse.ArgumentParser, task: str) -> None:
     """The options of ``cnnkit train localize`` or ``cnnkit train detect`` (the common ones are
     ``cnnkit train``'s)."""
@@ -101,9 +112,12 @@ def config_from_args(args: argparse.Namespace, task: str) -> Any:
     apply_flags(base, args, own)
     base.setdefault("model", DEFAULT_MODEL)
     config = SceneConfig.for_task(task, **base)
-    if args.item_sizes is not None and not config.generated():
+    given = [flag for key, flag in GENERATED_ONLY.items() if getattr(args, key, None) is not None]
+    if given and not config.generated():  # with COCO / YOLO files they would be ignored
+        one = len(given) == 1
         raise UsageError(
-            f"--item-sizes is for generated FashionScenes, not --data {config.data}; leave it out"
+            f"{', '.join(given)} {'is' if one else 'are'} for generated FashionScenes, "
+            f"not --data {config.data}; leave {'it' if one else 'them'} out"
         )
     return _check_up_front(config)
 

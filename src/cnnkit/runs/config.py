@@ -237,7 +237,7 @@ class SceneConfig(TrainConfig):
 
     def generated(self) -> bool:
         """Whether the data are generated FashionScenes (not COCO / YOLO files): only then do
-        ``item_sizes``, ``clutter``, ``noise`` and the object counts apply."""
+        ``train_images``, ``item_sizes``, ``clutter``, ``noise`` and the object counts apply."""
         return self.data.partition(":")[0] not in ("coco", "yolo")
 
     def _task_checks(self) -> list[tuple[bool, str]]:
