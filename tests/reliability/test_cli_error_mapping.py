@@ -152,7 +152,9 @@ def test_summary_of_a_huge_model_counts_without_allocating(tmp_path):
     report = json.loads((tmp_path / "out.json").read_text())
     assert report["total_params"] == 320 + 18_496 + 3_600_000_100 + 1_010
     assert report["param_bytes"] == 4 * report["total_params"]  # 14.4 GB that need not exist here
-    assert usage.ru_maxrss < 3 * 1024**2  # KB: far below the 14.4 GB the weights would take
+    # KB: a third of the 14.4 GB the weights would take (the child's peak was 0.8-3.2 GB in runs
+    # on one machine; what moves it is not known, the weights are never allocated).
+    assert usage.ru_maxrss < 4.8 * 1024**2
 
 
 @pytest.mark.parametrize(
