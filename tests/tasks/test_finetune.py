@@ -361,6 +361,40 @@ def test_cli_finetune_on_an_image_folder(pretrained_run, image_folder, tmp_path,
     assert json.loads(capsys.readouterr().out)["accuracy"] == pytest.approx(metrics["test_accuracy"])
 
 
+def test_cli_finetune_reads_train_val_test_subfolders_and_evaluate_scores_test(
+    pretrained_run, write_fashion_folders, tmp_path, capsys
+):
+    """train/ val/ test/ of class folders are the three splits, as `cnnkit train` reads them (not
+    three classes named train, val and test); `cnnkit evaluate` scores that test/ folder."""
+    from cnnkit.cli.__main__ import main
+
+    folders = write_fashion_folders(tmp_path / "data", per_class=10)  # 7 train, 1 val, 2 test
+    out = tmp_path / "ft"
+    argv = ["finetune", "--weights", str(pretrained_run), "--data", str(folders["splits"])]
+    argv += ["--out", str(out), "--head-epochs", "1", "--full-epochs", "0", "--no-progress"]
+    assert main(argv) == 0
+    capsys.readouterr()
+    record = json.loads((out / "config.json").read_text())
+    assert record["class_names"] == sorted(p.name for p in (folders["splits"] / "train").iterdir())
+    assert record["num_classes"] == 10
+    assert record["data_sizes"] == {"train": 70, "val": 10, "test": 20}
+    assert (record["data"]["layout"], record["data"]["held_out"]) == ("splits", [])
+    # The rebuilt test split is the test/ folder: its PNG files hold exactly the Fashion-MNIST
+    # test items the IDX copy holds (JPEGs are lossy), with their labels.
+    test = finetune_test_data(out)
+    _, idx_test = load_fashion_mnist(folders["idx"])
+    pngs = [k for k, (_, name) in enumerate(folders["items"]["test"]) if name.endswith(".png")]
+    rows = {(bytes(image.numpy()), int(label)) for image, label in zip(test.images, test.labels)}
+    assert len(test) == 20 and pngs
+    for k in pngs:
+        assert (bytes(idx_test.images[k].numpy()), int(idx_test.labels[k])) in rows
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert main(["evaluate", str(out), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["num_samples"] == 20
+    assert report["accuracy"] == pytest.approx(metrics["test_accuracy"])
+
+
 def test_precision_bf16_trains_in_bf16_channels_last_and_stays_close_to_fp32(
     pretrained_run, image_folder, tmp_path
 ):

@@ -4,8 +4,10 @@ As in the course (Géron ch. 14, pretrained Xception on flowers): first the pret
 frozen (batch norm included) and only a new head learns for --head-epochs; then every layer is
 unfrozen and training goes on at --lr × --lr-factor (or --group-lr rates) for --full-epochs.
 
---data is an image folder with one sub-folder per class (split into train / validation / test
-with --seed; the class balance is printed first), 'fashion-mnist', or an MNIST-format folder.
+--data is an image folder, read as `cnnkit train` reads it: train/, val/, test/ sub-folders of
+class folders (a missing val/ or test/ is a seeded share of train/), or one sub-folder per class
+(split into train / validation / test with --seed); the class balance is printed first. Or
+'fashion-mnist', or an MNIST-format folder.
 --weights is a cnnkit run folder, a .safetensors / .pth state dict, or a torchvision weights
 name such as IMAGENET1K_V1. The run folder it writes has the layout of `cnnkit train`'s and
 works with `cnnkit predict RUN`; see docs/transfer.md.
@@ -29,7 +31,7 @@ HELP = "transfer learning: train a new head on a frozen base, then fine-tune all
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", help="run folder, weights file or torchvision name (required)")
-    p.add_argument("--data", help="image folder (one sub-folder per class) (required)")
+    p.add_argument("--data", help="image folder (train/ val/ test/, or one sub-folder per class) (required)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted fine-tuning run")
     p.add_argument("--model", help="registered model name (default: the --weights run's)")
     p.add_argument("--out", help="run folder (default runs/finetune-<model>-<time>)")

@@ -93,34 +93,59 @@ def load_splits(config: RunConfig) -> tuple[ArrayDataset, ArrayDataset, ArrayDat
         info: dict[str, Any] = {"kind": kind}
     else:
         size, channels = image_settings(config)
-        splits = _image_splits(
-            config.data, size, channels, config.val_fraction, config.test_fraction, config.seed
+        train, val, test, info = image_folder_data(
+            config.data,
+            size,
+            channels,
+            val_fraction=config.val_fraction,
+            test_fraction=config.test_fraction,
+            seed=config.seed,
+            limit_train=config.limit_train,
+            limit_test=config.limit_test,
         )
-        train, val, test = splits.train, splits.val, _limit_test(splits.test, config.limit_test)
-        if config.limit_train:
-            train = train.take(config.limit_train, seed=config.seed)
-        info = splits.info()
-        info["image_size"], info["channels"], info["resize"] = size, channels, IMAGE_FOLDER_RESIZE
     info["sizes"] = {"train": len(train), "val": len(val), "test": len(test)}
     folder.require_samples(config.data, train=train, validation=val, test=test)
     return train, val, test, info
 
 
-def _image_splits(
-    spec: str, size: list[int], channels: int, val_fraction: float, test_fraction: float, seed: int
-):
+def image_folder_data(
+    spec: str,
+    size: list[int],
+    channels: int,
+    *,
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+    limit_train: int | None = None,
+    limit_test: int | None = None,
+    resize: str = IMAGE_FOLDER_RESIZE,
+    on_error: str = "raise",
+) -> tuple[ArrayDataset, ArrayDataset, ArrayDataset, dict[str, Any]]:
+    """(train, val, test, data description) of an image folder, as every classifier run loads it.
+
+    ``train/``, ``val/``, ``test/`` sub-folders are used as they are; one sub-folder per class is
+    split with ``seed`` (:func:`cnnkit.data.splits.load_image_splits`); ``limit_train`` and
+    ``limit_test`` then apply to the training and test splits. The description records the
+    layout (``splits`` or ``classes``) and the splits held out of the training images.
+    ``cnnkit train`` uses the default ``resize`` and ``on_error``; ``cnnkit finetune`` its own.
+
+    Raises:
+        DataError: layout problems or a bad file (see ``load_image_splits``).
+        UsageError: fractions that leave no training images, or a bad size.
+    """
     from ..data.splits import load_image_splits
     from ..engine.distributed import current, map_shared
 
     try:
-        return load_image_splits(
+        splits = load_image_splits(
             spec,
             tuple(size),
             channels=channels,
             val_fraction=val_fraction,
             test_fraction=test_fraction,
             seed=seed,
-            resize=IMAGE_FOLDER_RESIZE,
+            resize=resize,
+            on_error=on_error,
             # A data-parallel run's processes decode a share each; one process, with its workers.
             map_files=map_shared if current().active else None,
         )
@@ -128,6 +153,12 @@ def _image_splits(
         raise
     except ValueError as exc:  # fractions that leave no training images, a bad size
         raise UsageError(f"--data {spec}: {exc}") from None
+    train, val, test = splits.train, splits.val, _limit_test(splits.test, limit_test)
+    if limit_train:
+        train = train.take(limit_train, seed=seed)
+    info = splits.info()
+    info["image_size"], info["channels"], info["resize"] = list(size), channels, resize
+    return train, val, test, info
 
 
 def _limit_test(test: ArrayDataset, limit_test: int | None) -> ArrayDataset:
@@ -160,8 +191,8 @@ def load_dataset(
         train, test = load_fashion_mnist(spec)
         train.name, test.name = f"{spec}/train", f"{spec}/test"
     else:
-        splits = _image_splits(spec, list(image_size), channels, val_fraction, test_fraction, seed)
-        train, test = splits.train, splits.test
+        fractions = {"val_fraction": val_fraction, "test_fraction": test_fraction}
+        train, _, test, _ = image_folder_data(spec, list(image_size), channels, seed=seed, **fractions)
     if limit_train:
         train = train.take(limit_train, seed=seed)
     return train, _limit_test(test, limit_test)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..data.arrays import ArrayDataset
-from ..data.folders import class_balance, format_balance, load_image_folder, split_three_ways
+from ..data.folders import class_balance, format_balance
 from ..data.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from ..engine import distributed
 from ..engine.precision import PRECISIONS, precision_settings
@@ -54,15 +54,18 @@ class FinetuneConfig:
 
     Attributes:
         weights: pretrained weights (run folder, state-dict file or torchvision weights name).
-        data: an image folder (one sub-folder per class), ``fashion-mnist``, or an IDX folder.
+        data: an image folder (``train/``, ``val/``, ``test/`` sub-folders of class folders, or
+            one sub-folder per class; read as ``cnnkit train`` reads it), ``fashion-mnist``, or an
+            IDX folder.
         model: registered name; None takes the run folder's.
         model_kwargs: builder options (``small_input``...).
         head_epochs / full_epochs: maximum epochs of the two phases.
         lr / lr_factor / group_lrs: phase-1 rate; phase-2 rate factor; phase-2 per-prefix rates.
         head: module prefixes trained in phase 1 (default: the new classifier).
         keep_bn_eval: keep the base's batch-norm layers in eval mode in phase 2 as well.
-        val_fraction / test_fraction: seeded stratified split of an image folder (the course:
-            15 % validation, 10 % test); with Fashion-MNIST the official test set is used.
+        val_fraction / test_fraction: seeded stratified split of an image folder without
+            ``val/`` / ``test/`` sub-folders (the course: 15 % validation, 10 % test); with
+            Fashion-MNIST the official test set is used.
         image_size: side of the square model input for image folders (default: the model's).
         resize: ``resize`` (stretch, as the course), ``crop`` or ``pad``.
         on_error: bad image files: ``raise`` stops at the first, ``skip`` leaves them out and
@@ -199,54 +202,31 @@ def _normalization(
 def _load_splits(
     config: FinetuneConfig, input_size: tuple[int, int, int]
 ) -> tuple[ArrayDataset, ArrayDataset, ArrayDataset, dict[str, Any]]:
-    """(train, val, test, data description) for ``config.data``."""
-    from .classify import load_dataset
+    """(train, val, test, data description) for ``config.data``, loaded as ``cnnkit train`` loads
+    it: an image folder's ``train/``, ``val/``, ``test/`` sub-folders as they are, one sub-folder
+    per class split with the seed; the limits apply as in ``cnnkit train``."""
+    from .classify import data_kind, image_folder_data, load_dataset
 
-    spec = config.data
-    path = Path(spec)
-    if spec in ("fashion-mnist", "fashion_mnist", "fashion") or (path.is_dir() and _is_idx_folder(path)):
+    kind = data_kind(config.data)
+    if kind != "image-folder":
         # As in `cnnkit train`: the limit applies before the validation split.
-        train_all, test = load_dataset(spec, config.limit_train, config.limit_test, config.seed)
+        train_all, test = load_dataset(config.data, config.limit_train, config.limit_test, config.seed)
         train, val = train_all.split(config.val_fraction, seed=config.seed, stratify=True)
-        return train, val, test, {"kind": "idx", "spec": spec}
-    if not path.is_dir():
-        raise UsageError(f"--data must be an image folder, 'fashion-mnist' or an IDX folder, got {spec!r}")
-    train, val, test, info = _image_folder_splits(config, input_size)
-    if config.limit_train:
-        train = train.take(config.limit_train, seed=config.seed)
-    if config.limit_test:
-        test = test.take(config.limit_test, seed=0)  # fixed, as in `cnnkit train`
-    return train, val, test, info
-
-
-def _is_idx_folder(path: Path) -> bool:
-    return any(p.name.startswith(("train-images", "t10k-images")) for p in path.iterdir())
-
-
-def _image_folder_splits(
-    config: FinetuneConfig, input_size: tuple[int, int, int]
-) -> tuple[ArrayDataset, ArrayDataset, ArrayDataset, dict[str, Any]]:
+        return train, val, test, {"kind": kind, "spec": config.data}
     channels, height, width = input_size
-    loaded = load_image_folder(
+    train, val, test, info = image_folder_data(
         config.data,
-        (height, width),
-        channels=channels,
+        [height, width],
+        channels,
+        val_fraction=config.val_fraction,
+        test_fraction=config.test_fraction,
+        seed=config.seed,
+        limit_train=config.limit_train,
+        limit_test=config.limit_test,
         resize=config.resize,
         on_error=config.on_error,
-        map_files=distributed.map_shared,  # a data-parallel run's processes decode a share each
     )
-    train, val, test = split_three_ways(
-        loaded.data, config.val_fraction, config.test_fraction, seed=config.seed
-    )
-    info = {
-        "kind": "image-folder",
-        "root": str(config.data),
-        "image_size": [height, width],
-        "resize": config.resize,
-        "bad_files": [bad.reason for bad in loaded.bad_files],
-        "ignored_files": len(loaded.ignored),
-    }
-    return train, val, test, info
+    return train, val, test, {**info, "root": str(config.data)}
 
 
 def finetune_run(
