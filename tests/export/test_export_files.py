@@ -90,6 +90,10 @@ def test_a_failed_parity_check_writes_nothing(tmp_path, capsys, monkeypatch):
     assert main(["export", "fashion", "--out", str(out), "--check-images", "20"]) == 1
     assert "outside the tolerances" in _one_line_error(capsys)
     assert out.read_bytes() == b"the previous file" and os.listdir(tmp_path) == ["m.onnx"]
+    monkeypatch.chdir(tmp_path)  # the default output: runs/fashion/model.onnx
+    assert main(["export", "fashion", "--check-images", "20"]) == 1
+    assert "outside the tolerances" in _one_line_error(capsys)
+    assert os.listdir(tmp_path) == ["m.onnx"]  # no runs/fashion/ left behind
 
 
 def test_a_destination_that_cannot_be_written_is_refused(tmp_path, capsys):
@@ -158,9 +162,11 @@ def test_a_damaged_file_is_refused_in_one_line(fashion_onnx, tmp_path, damage, m
         (["fashion", "--check-images", "0"], "--check-images must be >= 1"),
     ],
 )
-def test_export_usage_errors_are_one_line(argv, message, capsys):
+def test_export_usage_errors_are_one_line_and_create_nothing(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # where the default output would go (no/such/run.onnx ...)
     assert main(["export", *argv]) == 2
     assert message in _one_line_error(capsys)
+    assert not list(tmp_path.iterdir())
 
 
 def test_efficientnet_lite0_exports_with_its_packaged_weights_and_predicts_without_torch(tmp_path, capsys):

@@ -55,7 +55,7 @@ def default_out(target: str, fmt: str, int8: bool) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import UsageError
-    from ..export import ParityError, export_onnx, export_pt2, resolve_source
+    from ..export import resolve_source
 
     if args.check_images < 1:
         raise UsageError(f"--check-images must be >= 1, got {args.check_images}")
@@ -64,11 +64,32 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else default_out(args.target, args.format, args.int8)
     if out.suffix != SUFFIX[args.format]:
         raise UsageError(f"--out {out}: a {args.format} file ends in {SUFFIX[args.format]}")
-    if not args.out and out.parent != Path(".") and not out.parent.is_dir():
-        out.parent.mkdir(parents=True, exist_ok=True)  # runs/fashion/ for the shipped model
     source = resolve_source(
         args.target, weights=args.weights, untrained=args.untrained, limit=args.check_images
     )
+    # The default folder (runs/fashion/ for the shipped model) is made only once the target is
+    # known to exist, and removed again if the export fails: a failing command leaves nothing.
+    made = _missing_folders(out.parent) if not args.out else []
+    for folder in made:
+        folder.mkdir()
+    try:
+        return _export(args, source, out)
+    except BaseException:
+        for folder in reversed(made):
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        raise
+
+
+def _missing_folders(folder: Path) -> list[Path]:
+    """``folder`` and those of its parents that do not exist yet, outermost first."""
+    missing = [p for p in (folder, *folder.parents) if not p.exists()]
+    return missing[::-1]
+
+
+def _export(args: argparse.Namespace, source, out: Path) -> int:
+    from ..export import ParityError, export_onnx, export_pt2
+
     try:
         if args.int8:
             from ..export.int8 import export_onnx_int8
