@@ -302,6 +302,31 @@ def test_cli_rejects_bad_choices(tmp_path, capsys):
     assert "is a classify run; `cnnkit segment` works on segment runs" in capsys.readouterr().err
 
 
+def test_scene_options_are_refused_with_a_mask_folder(tmp_path, capsys):
+    """Options that shape generated FashionScenes do nothing with an image + mask folder: refused
+    in one line naming them (as `train detect` refuses them with COCO / YOLO files)."""
+    from cnnkit.cli.__main__ import parse_command_line
+    from cnnkit.cli.train_segment import config_from_args
+
+    _mask_folder(tmp_path / "data")
+    argv = ["train", "--task", "segment", "--data", str(tmp_path / "data"), "--epochs", "1",
+            "--no-progress", "--out", str(tmp_path / "r")]  # fmt: skip
+    assert main([*argv, "--item-sizes", "8,16"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"cnnkit: error: --item-sizes is for generated FashionScenes, not --data {tmp_path / 'data'}; "
+        "leave it out"
+    ]
+    assert main([*argv, "--canvas", "32", "--noise", "3", "--min-objects", "2"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "cnnkit: error: --canvas, --noise, --min-objects are for generated FashionScenes, "
+        f"not --data {tmp_path / 'data'}; leave them out"
+    ]
+    assert not (tmp_path / "r").exists()
+    # --train-images is --limit-train with a folder: it keeps that meaning.
+    config = config_from_args(parse_command_line([*argv, "--train-images", "5"]), "segment")
+    assert config.limit_train == 5
+
+
 def test_backbone_weights_from_a_classifier(tmp_path):
     from cnnkit.io import save_weights
     from cnnkit.io.weights import WeightsError

@@ -3,6 +3,20 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Mapping
+
+from ..errors import UsageError
+
+# The options that shape generated FashionScenes only (SceneConfig.generated()): with data
+# files they would be silently ignored, so they are refused (refuse_generated_only).
+GENERATED_ONLY = {
+    "train_images": "--train-images",
+    "item_sizes": "--item-sizes",
+    "clutter": "--clutter",
+    "noise": "--noise",
+    "min_objects": "--min-objects",
+    "max_objects": "--max-objects",
+}
 
 
 def int_pair(text: str) -> list[int]:
@@ -29,3 +43,21 @@ def add_scene_arguments(p: argparse.ArgumentParser, task: str) -> None:
     if task != "localize":  # one item per scene there
         p.add_argument("--min-objects", type=int, metavar="N", help="fewest items per scene")
         p.add_argument("--max-objects", type=int, metavar="N", help="most items per scene")
+
+
+def refuse_generated_only(
+    args: argparse.Namespace, data: str, options: Mapping[str, str] = GENERATED_ONLY
+) -> None:
+    """Refuse, in one line naming them all, the ``options`` (argparse dest -> flag) given on the
+    command line when ``data`` is not generated FashionScenes.
+
+    Raises:
+        UsageError: at least one of them was given.
+    """
+    given = [flag for key, flag in options.items() if getattr(args, key, None) is not None]
+    if given:
+        one = len(given) == 1
+        raise UsageError(
+            f"{', '.join(given)} {'is' if one else 'are'} for generated FashionScenes, "
+            f"not --data {data}; leave {'it' if one else 'them'} out"
+        )

@@ -11,7 +11,7 @@ from typing import Any
 
 from ..errors import UsageError
 from ._text import count
-from .scene_options import add_scene_arguments
+from .scene_options import add_scene_arguments, refuse_generated_only
 
 DEFAULT_MODEL = "hongong_cnn"
 BOX_LOSSES = ("mse", "smooth_l1", "giou")  # tasks/localization/loss.py (not imported: parser start-up)
@@ -28,17 +28,6 @@ def parse_strides(text: str) -> list[int]:
     if strides != sorted(set(strides)) or min(strides) < 1:
         raise argparse.ArgumentTypeError(f"must be increasing and >= 1, got {text!r}")
     return strides
-
-
-# The options that shape generated FashionScenes only (SceneConfig.generated()).
-GENERATED_ONLY = {
-    "train_images": "--train-images",
-    "item_sizes": "--item-sizes",
-    "clutter": "--clutter",
-    "noise": "--noise",
-    "min_objects": "--min-objects",
-    "max_objects": "--max-objects",
-}
 
 
 def add_arguments(p: argparse.ArgumentParser, task: str) -> None:
@@ -112,13 +101,8 @@ def config_from_args(args: argparse.Namespace, task: str) -> Any:
     apply_flags(base, args, own)
     base.setdefault("model", DEFAULT_MODEL)
     config = SceneConfig.for_task(task, **base)
-    given = [flag for key, flag in GENERATED_ONLY.items() if getattr(args, key, None) is not None]
-    if given and not config.generated():  # with COCO / YOLO files they would be ignored
-        one = len(given) == 1
-        raise UsageError(
-            f"{', '.join(given)} {'is' if one else 'are'} for generated FashionScenes, "
-            f"not --data {config.data}; leave {'it' if one else 'them'} out"
-        )
+    if not config.generated():  # with COCO / YOLO files they would be ignored
+        refuse_generated_only(args, config.data)
     return _check_up_front(config)
 
 

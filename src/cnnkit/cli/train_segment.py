@@ -16,7 +16,7 @@ from typing import Any
 
 from ..errors import UsageError
 from ._text import count
-from .scene_options import add_scene_arguments
+from .scene_options import GENERATED_ONLY, add_scene_arguments, refuse_generated_only
 
 # The FashionScenes options and the SegmentConfig.scenes key each one sets.
 SCENE_KEYS = {
@@ -26,6 +26,10 @@ SCENE_KEYS = {
     "clutter": "clutter",
     "noise": "noise",
 }
+
+# Refused with a mask folder, which keeps its own size (--image-size resizes it); --train-images
+# is --limit-train there, so it stays.
+FOLDER_IGNORED = {"canvas": "--canvas", **{k: v for k, v in GENERATED_ONLY.items() if k != "train_images"}}
 
 
 def add_arguments(p: argparse.ArgumentParser, task: str) -> None:
@@ -87,7 +91,7 @@ def config_from_args(args: argparse.Namespace, task: str) -> Any:
     """
     from ..models import model_entry
     from ..runs.config import MASKRCNN_DEFAULTS, SegmentConfig
-    from ..tasks.segmentation.data import DEFAULT_SCENES, scenes_with
+    from ..tasks.segmentation.data import DEFAULT_SCENES, SCENE_NAMES, scenes_with
     from ..tasks.segmentation.instance import TORCHVISION_MASK_RCNN
     from .train import apply_flags
 
@@ -111,6 +115,8 @@ def config_from_args(args: argparse.Namespace, task: str) -> Any:
         for key, value in MASKRCNN_DEFAULTS.items():
             base.setdefault(key, value)
     config = SegmentConfig.from_dict(base)
+    if config.data not in SCENE_NAMES:  # an image + mask folder: the scene options do nothing
+        refuse_generated_only(args, config.data, FOLDER_IGNORED)
     scenes_with(config.scenes)  # impossible scenes fail before any data is made
     if config.model not in TORCHVISION_MASK_RCNN:
         try:
