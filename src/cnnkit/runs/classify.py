@@ -78,8 +78,19 @@ def image_settings(config: RunConfig) -> tuple[list[int], int]:
     return size, int(config.channels or entry.input_size[0])
 
 
-def load_splits(config: RunConfig) -> tuple[ArrayDataset, ArrayDataset, ArrayDataset, dict[str, Any]]:
-    """(train, val, test, data description) of a run, as ``train_run`` uses them.
+def load_splits(
+    config: Any,
+    image_size: tuple[list[int], int] | None = None,
+    *,
+    stratify: bool | None = None,
+    **image_options: Any,
+) -> tuple[ArrayDataset, ArrayDataset, ArrayDataset, dict[str, Any]]:
+    """(train, val, test, data description) of a run, as ``train_run`` and ``finetune_run`` use them.
+
+    ``config`` is a RunConfig or a FinetuneConfig (its ``data``, limits, seed and fractions);
+    ``image_size`` ([height, width], channels) overrides :func:`image_settings`, ``stratify``
+    the config's, and ``image_options`` (``resize``, ``on_error``) go to
+    :func:`image_folder_data`.
 
     Fashion-MNIST and IDX folders: the official test set, validation held out of the (limited)
     training set. Image folders: :func:`cnnkit.data.splits.load_image_splits` (``train/``,
@@ -89,10 +100,11 @@ def load_splits(config: RunConfig) -> tuple[ArrayDataset, ArrayDataset, ArrayDat
     kind = data_kind(config.data)
     if kind != "image-folder":
         train_all, test = load_dataset(config.data, config.limit_train, config.limit_test, config.seed)
-        train, val = train_all.split(config.val_fraction, seed=config.seed, stratify=config.stratify)
+        stratify = config.stratify if stratify is None else stratify
+        train, val = train_all.split(config.val_fraction, seed=config.seed, stratify=stratify)
         info: dict[str, Any] = {"kind": kind}
     else:
-        size, channels = image_settings(config)
+        size, channels = image_size or image_settings(config)
         train, val, test, info = image_folder_data(
             config.data,
             size,
@@ -102,6 +114,7 @@ def load_splits(config: RunConfig) -> tuple[ArrayDataset, ArrayDataset, ArrayDat
             seed=config.seed,
             limit_train=config.limit_train,
             limit_test=config.limit_test,
+            **image_options,
         )
     info["sizes"] = {"train": len(train), "val": len(val), "test": len(test)}
     folder.require_samples(config.data, train=train, validation=val, test=test)

@@ -205,28 +205,14 @@ def _load_splits(
     """(train, val, test, data description) for ``config.data``, loaded as ``cnnkit train`` loads
     it: an image folder's ``train/``, ``val/``, ``test/`` sub-folders as they are, one sub-folder
     per class split with the seed; the limits apply as in ``cnnkit train``."""
-    from .classify import data_kind, image_folder_data, load_dataset
+    from .classify import data_kind, load_splits
 
-    kind = data_kind(config.data)
-    if kind != "image-folder":
-        # As in `cnnkit train`: the limit applies before the validation split.
-        train_all, test = load_dataset(config.data, config.limit_train, config.limit_test, config.seed)
-        train, val = train_all.split(config.val_fraction, seed=config.seed, stratify=True)
-        return train, val, test, {"kind": kind, "spec": config.data}
     channels, height, width = input_size
-    train, val, test, info = image_folder_data(
-        config.data,
-        [height, width],
-        channels,
-        val_fraction=config.val_fraction,
-        test_fraction=config.test_fraction,
-        seed=config.seed,
-        limit_train=config.limit_train,
-        limit_test=config.limit_test,
-        resize=config.resize,
-        on_error=config.on_error,
+    train, val, test, info = load_splits(
+        config, ([height, width], channels), stratify=True, resize=config.resize, on_error=config.on_error
     )
-    return train, val, test, {**info, "root": str(config.data)}
+    where = "root" if data_kind(config.data) == "image-folder" else "spec"
+    return train, val, test, {**info, where: str(config.data)}
 
 
 def finetune_run(
