@@ -59,11 +59,13 @@ def test_global_average_pool_is_mean_per_map():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("shape", [(3, 5, 8, 6), (2, 4, 7, 9), (1, 1, 2, 3)])
+@pytest.mark.parametrize("shape", [(3, 5, 8, 6), (2, 4, 7, 9), (1, 1, 2, 3), (4, 32, 28, 28), (2, 3, 2, 2)])
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_inference_2x2_max_pool_equals_torch_max_pool(dtype, shape, channels_last):
     x = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(dtype)
     x[0, 0, 0, 0] = float("nan")  # NaN wins the max, as in F.max_pool2d
+    x[-1, -1, 0, :] = float("-inf")  # a row of -inf loses to the row below it
+    x[-1, 0, -2:, -2:] = 0.5  # a window of ties
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     pool = MaxPool2D(2)

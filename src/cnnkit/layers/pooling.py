@@ -65,7 +65,8 @@ class MaxPool2D(_Pool2D):
             y = fused_max_pool_2x2(x, relu=True)
             if y is not None:
                 return y
-        return torch.relu(self(x))
+        y = self(x)  # a new tensor, never a view of x
+        return torch.relu(y) if _needs_grad(y) else y.relu_()
 
     def _fusable(self) -> bool:
         """2×2 windows with stride 2: the shape the four-view max and the fused kernels take."""
