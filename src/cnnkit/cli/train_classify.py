@@ -13,7 +13,7 @@ from typing import Any
 from ..errors import UsageError
 from ._text import count
 
-PRESETS = ("course", "fast", "fast94")  # tasks.classify.presets.PRESETS (no torch import here)
+PRESETS = ("course", "fast")  # tasks.classify.presets.PRESETS (no torch import here)
 PRECISIONS = ("auto", "bf16", "fp32")  # engine.precision.PRECISIONS (cli/ imports no torch up front)
 
 

@@ -1,5 +1,5 @@
-"""Named training recipes. ``course`` is the book's; ``fast`` (92 %) and ``fast94`` (94 %) are
-tuned for the time to that test accuracy on a 2-core CPU (docs/performance.md).
+"""Named training recipes. ``course`` is the book's; the others are speed presets, tuned for the
+time to a test accuracy on a CPU (``fast``: 92 %; docs/performance.md).
 
 A preset sets RunConfig fields (saved in the run folder) plus Trainer options that RunConfig
 has no field for (augmentation, LR schedule, test-time augmentation); those follow from the
@@ -16,7 +16,6 @@ from ...errors import UsageError
 from .augment import FlipTranslate
 
 FAST_EPOCHS = 4
-FAST94_EPOCHS = 12
 
 PRESETS: dict[str, dict[str, Any]] = {
     "course": {},
@@ -35,19 +34,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         # One-cycle needs its whole schedule: early stopping only keeps the best weights.
         "patience": FAST_EPOCHS,
     },
-    "fast94": {
-        "model": "fashion_bn_cnn",
-        # A third stage (128 channels at 7×7) and random 1-pixel shifts for a longer fit.
-        "model_kwargs": {"widths": [32, 64, 128], "hidden": 128, "pool_first": True},
-        "batch_size": 256,
-        "optimizer": "sgd",
-        "lr": 0.2,
-        "weight_decay": 5e-4,
-        "label_smoothing": 0.1,
-        "val_fraction": 0.05,  # 57,000 training images, 3,000 held out for validation
-        "epochs": FAST94_EPOCHS,
-        "patience": FAST94_EPOCHS,
-    },
 }
 
 # Trainer options beyond RunConfig, per preset. Translation is off: in 4-5 epoch runs it cost
@@ -57,7 +43,6 @@ TRAINER_EXTRAS: dict[str, dict[str, Any]] = {
     # fused_pool: compiled max-pool kernels on the CPU for long enough fits (bit-identical,
     # faster; Trainer docs).
     "fast": {"max_shift": 0, "flip_p": 0.5, "pct_start": 0.25, "tta": True, "fused_pool": "auto"},
-    "fast94": {"max_shift": 1, "flip_p": 0.5, "pct_start": 0.25, "tta": True, "fused_pool": "auto"},
 }
 
 
