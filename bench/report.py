@@ -142,8 +142,9 @@ def summary(result: dict) -> str:
     for r in rows:
         if r["case"].startswith("time_to_accuracy"):
             extra.append(
-                f"\nTime to accuracy ({r['case']}): 92 % at {_fmt(r['wall_to_92'])} s "
-                f"from the process start, final {r['final_test_accuracy']:.4f} after {r['epochs']} epochs."
+                f"\nTime to accuracy ({r['case']}, `{r.get('command', '')}`): 92 % at "
+                f"{_fmt(r['wall_to_92'])} s, 94 % at {_fmt(r['wall_to_94'])} s from the process start, "
+                f"final {r['final_test_accuracy']:.4f} after {r['epochs']} epochs."
             )
         if r["case"] == "imagefolder_train[cnnkit]" and plain_folder:
             extra.append(

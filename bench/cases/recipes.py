@@ -14,16 +14,29 @@ from measure import load
 
 from ._common import Context, _concat, _with_threads
 
-
 # ------------------------------------------------------------------ time to accuracy
-def time_to_accuracy(ctx: Context) -> list[dict]:
-    """The fast preset from process start: wall time until test accuracy (with flip TTA)
-    first reaches 92 % and 94 %, checked after every epoch (evaluation time included).
-    It trains on all 60,000 training images (the test images are never trained on)."""
-    from cnnkit.engine.callbacks import Callback
-    from cnnkit.tasks.classify.presets import PRESETS, fast_trainer_options
+SPEED_PRESETS = ("fast",)  # each as `cnnkit train --preset NAME` trains it
 
-    preset = PRESETS["fast"]
+
+def time_to_accuracy(ctx: Context) -> list[dict]:
+    """Each speed preset as `cnnkit train --preset NAME` runs it, timed from the process start:
+    wall time until test accuracy (with flip TTA) first reaches 92 % and 94 %, checked after
+    every epoch. As in the CLI, it trains on the 60,000 training images less the preset's
+    validation share, which it evaluates after every epoch (the test images are never trained
+    on). Each preset's clock starts as if it had run first: imports and data loading counted,
+    the presets before it not."""
+    startup_s = time.perf_counter() - ctx.t0
+    rows = []
+    for name in SPEED_PRESETS:
+        rows.append(_preset_to_accuracy(ctx, name, time.perf_counter() - startup_s))
+    return rows
+
+
+def _preset_to_accuracy(ctx: Context, name: str, t0: float) -> dict:
+    from cnnkit.engine.callbacks import Callback
+    from cnnkit.tasks.classify.presets import PRESETS, trainer_extras
+
+    preset = PRESETS[name]
     epochs = 2 if ctx.quick else preset["epochs"]
     marks: dict[str, float | None] = {"0.92": None, "0.94": None}
     curve: list[dict] = []
@@ -32,11 +45,13 @@ def time_to_accuracy(ctx: Context) -> list[dict]:
     class Probe(Callback):
         def on_epoch_end(self, epoch: int, logs: dict[str, Any]) -> None:
             acc = float((self.trainer.logits(test).argmax(1) == test.labels).float().mean())
-            wall = time.perf_counter() - ctx.t0
+            wall = time.perf_counter() - t0
             curve.append(
                 {"epoch": epoch + 1, "test_accuracy": round(acc, 4), "wall_s": round(wall, 1), "load": load()}
             )
-            print(f"  epoch {epoch + 1}: test accuracy {acc:.4f} at {curve[-1]['wall_s']} s", flush=True)
+            print(
+                f"  {name} epoch {epoch + 1}: test accuracy {acc:.4f} at {curve[-1]['wall_s']} s", flush=True
+            )
             for mark in marks:
                 if marks[mark] is None and acc >= float(mark):
                     marks[mark] = round(wall, 1)
@@ -44,7 +59,7 @@ def time_to_accuracy(ctx: Context) -> list[dict]:
     with _with_threads(ctx.perf.num_threads or torch.get_num_threads()):
         torch.manual_seed(0)
         model = create_model(preset["model"], **preset.get("model_kwargs", {}))
-        options = fast_trainer_options(preset["model"])
+        options = {key: preset[key] for key in ("optimizer", "lr", "weight_decay", "label_smoothing")}
         trainer = ClassifyTrainer(
             model,
             device=ctx.device,
@@ -52,26 +67,34 @@ def time_to_accuracy(ctx: Context) -> list[dict]:
             channels_last=ctx.perf.channels_last,
             callbacks=[Probe()],
             **options,
+            **trainer_extras(name, preset["lr"]),
         )
-        train = ctx.train if ctx.quick else _concat(ctx.train, ctx.val)
-        trainer.fit(train, epochs=epochs, batch_size=preset["batch_size"])
-    return [
-        {
-            "case": "time_to_accuracy[fast]",
-            "train_images": len(train),
-            "model": preset["model"],
-            "model_kwargs": preset.get("model_kwargs", {}),
-            "epochs": epochs,
-            "wall_to_92": marks["0.92"],
-            "wall_to_94": marks["0.94"],
-            "curve": curve,
-            "final_test_accuracy": curve[-1]["test_accuracy"],
-            "threads": torch.get_num_threads(),
-            "fused_pool": trainer.forward.fused_pool,
-            "compile_s": round(trainer.compile_seconds, 2),
-            "note": "wall time counts from process start: imports, data loading, training, evaluation",
-        }
-    ]
+        # The CLI's split with its default seed (42): the course's 48,000 / 12,000 is ctx's own.
+        fraction = preset.get("val_fraction", 0.2)
+        train, val = ctx.train, ctx.val
+        if fraction != 0.2:
+            train, val = _concat(ctx.train, ctx.val).split(fraction, 42)
+        if ctx.quick:
+            val = val.subset(slice(0, 2_000))
+        trainer.fit(train, val, epochs=epochs, batch_size=preset["batch_size"])
+    return {
+        "case": f"time_to_accuracy[{name}]",
+        "command": f"cnnkit train --preset {name}",
+        "train_images": len(train),
+        "val_images": len(val),
+        "model": preset["model"],
+        "model_kwargs": preset.get("model_kwargs", {}),
+        "epochs": epochs,
+        "wall_to_92": marks["0.92"],
+        "wall_to_94": marks["0.94"],
+        "curve": curve,
+        "final_test_accuracy": curve[-1]["test_accuracy"],
+        "threads": torch.get_num_threads(),
+        "fused_pool": trainer.forward.fused_pool,
+        "compile_s": round(trainer.compile_seconds, 2),
+        "note": "wall time counts from process start: imports, data loading, training, validation, "
+        "the per-epoch test evaluation",
+    }
 
 
 # ------------------------------------------------------------------ best recipe in a time budget

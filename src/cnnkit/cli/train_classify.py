@@ -13,7 +13,7 @@ from typing import Any
 from ..errors import UsageError
 from ._text import count
 
-PRESETS = ("course", "fast")
+PRESETS = ("course", "fast")  # tasks.classify.presets.PRESETS (no torch import here)
 PRECISIONS = ("auto", "bf16", "fp32")  # engine.precision.PRECISIONS (cli/ imports no torch up front)
 
 
@@ -105,20 +105,20 @@ def config_from_args(args: argparse.Namespace, task: str) -> Any:
         device = pick_device(base.get("device"))
         base["amp"], base["channels_last"] = precision_settings(args.precision, device)
         explicit |= {"amp", "channels_last"}
-    if overrides["preset"] == "fast":
+    if overrides["preset"] not in (None, "course"):
         from ..tasks.classify.presets import apply_preset
 
-        base = apply_preset("fast", base, explicit=explicit)
+        base = apply_preset(overrides["preset"], base, explicit=explicit)
     return _check_up_front(RunConfig.from_dict(base))
 
 
 def _precision_applies(args: argparse.Namespace, given: set[str], preset: str | None) -> bool:
     """Whether ``--precision`` sets the run's amp / channels_last: when given; by default
-    (``auto``) unless the fast preset (which picks its own) or a --config file that names them
+    (``auto``) unless a speed preset (which picks its own) or a --config file that names them
     (a run's saved config keeps its precision) does."""
     if "precision" in given:
         return True
-    if preset == "fast":
+    if preset not in (None, "course"):
         return False
     if args.config:
         raw = json.loads(Path(args.config).read_text(encoding="utf-8"))  # RunConfig.load read it

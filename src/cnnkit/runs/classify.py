@@ -312,16 +312,16 @@ def train_classify(
         size, channels = image_settings(config)
         config = dataclasses.replace(config, image_size=size, channels=channels)
         model_options(config)  # a size the model cannot take fails before the images are read
-    # The course preset keeps torch's own thread count; the fast one takes the free cores. A
+    # The course preset keeps torch's own thread count; the speed presets take the free cores. A
     # data-parallel run's processes join here, before they decode an image folder's shares.
     ceiling = torch.get_num_threads()  # before a resumed run's own count is put back
-    device = prepare_device(config.device, resume_state, pick_threads=config.preset == "fast")
+    device = prepare_device(config.device, resume_state, pick_threads=config.preset != "course")
     train, val, test, data_info = load_splits(config)
     model = build_model(config, train.num_classes, train.input_shape[0])
     check_input_fits(model, train.input_shape, config)
     trainer = make_trainer(config, model, out, progress)
     # The free cores are re-checked as training goes (a fixed count stays: --threads, --deterministic).
-    trainer.threads = thread_controller(device, config.preset == "fast", config.deterministic, ceiling)
+    trainer.threads = thread_controller(device, config.preset != "course", config.deterministic, ceiling)
     record = folder.run_record(
         "classify",
         config.to_dict(),

@@ -1,4 +1,5 @@
-"""Named training recipes. ``course`` is the book's; ``fast`` is tuned for speed on a CPU.
+"""Named training recipes. ``course`` is the book's; the others are speed presets, tuned for the
+time to a test accuracy on a CPU (``fast``: 92 %; docs/performance.md).
 
 A preset sets RunConfig fields (saved in the run folder) plus Trainer options that RunConfig
 has no field for (augmentation, LR schedule, test-time augmentation); those follow from the
@@ -50,8 +51,9 @@ def apply_preset(
 ) -> dict[str, Any]:
     """Fill ``config`` with the preset's values, leaving keys the user set explicitly.
 
-    For ``fast``, ``amp`` and ``channels_last`` come from ``perf.pick_perf_settings`` for
-    ``device`` (default: the config's device, else the best available one).
+    For the speed presets (all but ``course``), ``amp`` and ``channels_last`` come from
+    ``perf.pick_perf_settings`` for ``device`` (default: the config's device, else the best
+    available one).
     """
     if name not in PRESETS:
         raise UsageError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
@@ -66,7 +68,7 @@ def apply_preset(
         # The preset's architecture settings belong to its own model: a user who names the
         # model (even the preset's) gets the registered defaults plus their own options.
         out["model_kwargs"] = {**preset_kwargs, **(out.get("model_kwargs") or {})}
-    if name == "fast":
+    if name != "course":
         from ...engine.device import pick_device
         from ...engine.perf import pick_perf_settings
 

@@ -1,0 +1,76 @@
+"""The speed presets (`cnnkit train --preset fast`): every option reaches the trainer."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from cnnkit.cli import train_classify
+from cnnkit.tasks.classify.presets import PRESETS, TRAINER_EXTRAS
+
+
+def test_the_cli_offers_every_preset():
+    # cli/ names them without importing torch: the two lists must not drift apart.
+    assert set(train_classify.PRESETS) == set(PRESETS) == set(TRAINER_EXTRAS)
+
+
+@pytest.mark.parametrize("name", [name for name in PRESETS if name != "course"])
+def test_preset_options_reach_the_trainer(name, tmp_path, capsys, monkeypatch):
+    from cnnkit.cli.__main__ import main
+    from cnnkit.runs import classify
+
+    made = []
+    make_trainer = classify.make_trainer
+    monkeypatch.setattr(
+        classify, "make_trainer", lambda *a, **k: made.append(make_trainer(*a, **k)) or made[-1]
+    )
+    out = tmp_path / "run"
+    argv = ["train", "--preset", name, "--epochs", "1", "--limit-train", "400", "--limit-test", "64"]
+    assert main([*argv, "--out", str(out), "--no-progress"]) == 0
+    preset, extras = PRESETS[name], TRAINER_EXTRAS[name]
+    record = json.loads((out / "config.json").read_text())
+    run = record["run"]
+    assert run["preset"] == name and run["model"] == preset["model"]
+    assert run["model_kwargs"] == preset["model_kwargs"]
+    for key in ("batch_size", "optimizer", "lr", "weight_decay", "label_smoothing"):
+        assert run[key] == preset[key], key
+    assert run["val_fraction"] == preset.get("val_fraction", 0.2)
+    held_out = round(400 * run["val_fraction"])
+    assert record["data_sizes"]["train"] + record["data_sizes"]["val"] == 400
+    assert abs(record["data_sizes"]["val"] - held_out) <= 1
+
+    trainer = made[0]
+    # The model: one 3×3 convolution per stage with the preset's widths, a Dense head.
+    weights = [p for p in trainer.model.parameters() if p.dim() in (2, 4)]
+    assert [tuple(w.shape[1:]) for w in weights if w.dim() == 4] == [(w.shape[1], 3, 3) for w in weights[:-2]]
+    assert [w.shape[0] for w in weights if w.dim() == 4] == preset["model_kwargs"]["widths"]
+    assert [w.shape[0] for w in weights if w.dim() == 2] == [preset["model_kwargs"]["hidden"], 10]
+    group = trainer.optimizer.param_groups[0]
+    assert isinstance(trainer.optimizer, torch.optim.SGD) and group["weight_decay"] == preset["weight_decay"]
+    assert trainer.task.label_smoothing == preset["label_smoothing"] and trainer.task.tta is extras["tta"]
+    assert trainer.task.augment.max_shift == extras["max_shift"]
+    assert trainer.task.augment.flip_p == extras["flip_p"]
+    # One-cycle: it peaked at the preset's lr after pct_start of the steps, then annealed.
+    assert isinstance(trainer.scheduler, torch.optim.lr_scheduler.OneCycleLR)
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    sched, lrs = trainer.scheduler_factory(opt, 100), []
+    for _ in range(100):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert (
+        max(lrs) == pytest.approx(preset["lr"])
+        and lrs.index(max(lrs)) == round(100 * extras["pct_start"]) - 1
+    )
+    # The speed settings: bf16 autocast and channels-last where the CPU has native bf16.
+    from cnnkit.engine.device import pick_device
+    from cnnkit.engine.perf import pick_perf_settings
+
+    perf = pick_perf_settings(pick_device(), num_threads=1)
+    assert (run["amp"], run["channels_last"]) == (perf.amp, perf.channels_last)
+    capsys.readouterr()
+    # `cnnkit evaluate` scores it as it trained: with flip TTA.
+    assert main(["evaluate", str(out), "--limit-test", "64", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["tta"] is extras["tta"]
