@@ -57,7 +57,8 @@ def _kernel(name: str, params: list) -> dict[str, bool]:
     spends about a third as long in the update); ``foreach=True`` otherwise."""
     tensors = [t for p in params for t in (p["params"] if isinstance(p, dict) else [p])]
     devices = {t.device.type for t in tensors}
-    if name in FUSED and devices and devices <= {"cpu", "cuda"} and all(t.is_floating_point() for t in tensors):
+    floats = all(t.is_floating_point() for t in tensors)
+    if name in FUSED and devices and devices <= {"cpu", "cuda"} and floats:
         return {"fused": True}
     return {"foreach": True}
 
