@@ -52,15 +52,11 @@ KERAS_EPSILON = 1e-7  # keras.optimizers.Adam / AdamW / RMSprop default
 
 
 def _kernel(name: str, params: list) -> dict[str, bool]:
-    """``fused=True`` where PyTorch has a fused kernel for ``name`` on the parameters' device (CPU,
-    CUDA): one pass over each tensor instead of foreach's several (a ResNet-18 step on 2 CPU cores
-    spends about a third as long in the update); ``foreach=True`` otherwise."""
+    """``fused=True`` where torch.optim has a fused kernel for the parameters' device (one pass per
+    tensor: a ResNet-18 update on a CPU took under half foreach's time), else ``foreach=True``."""
     tensors = [t for p in params for t in (p["params"] if isinstance(p, dict) else [p])]
-    devices = {t.device.type for t in tensors}
-    floats = all(t.is_floating_point() for t in tensors)
-    if name in FUSED and devices and devices <= {"cpu", "cuda"} and floats:
-        return {"fused": True}
-    return {"foreach": True}
+    ok = all(t.device.type in ("cpu", "cuda") and t.is_floating_point() for t in tensors)
+    return {"fused": True} if name in FUSED and tensors and ok else {"foreach": True}
 
 
 def make_optimizer(
