@@ -277,3 +277,14 @@ def test_fused_cpu_updates_equal_torchs_foreach_ones(name):
 def test_rmsprop_has_no_fused_kernel_and_keeps_foreach():
     group = make_optimizer("rmsprop", [torch.nn.Parameter(torch.zeros(3))], lr=1e-3).param_groups[0]
     assert group["foreach"] is True and not group.get("fused")
+
+
+def test_param_groups_get_the_fused_kernel_too():
+    # finetune's phase 2 passes groups with their own rates (models.surgery.param_groups).
+    groups = [
+        {"params": [torch.nn.Parameter(torch.zeros(4, 4))], "lr": 1e-4},
+        {"params": [torch.nn.Parameter(torch.zeros(4))], "lr": 1e-3},
+    ]
+    opt = make_optimizer("adam", groups, lr=1e-3)
+    assert [g["fused"] for g in opt.param_groups] == [True, True]
+    assert [g["lr"] for g in opt.param_groups] == [1e-4, 1e-3]
