@@ -75,6 +75,23 @@ def test_resize_modes(china):
         resize_image(wide, (0, 8))
 
 
+@pytest.mark.parametrize("mode", ["resize", "crop", "pad"])
+def test_an_image_already_at_the_size_is_what_pillows_resize_gives(china, mode):
+    # Reference: Pillow's own resize to the same size (which copies the image unchanged).
+    gray = china[..., :1]
+    for pixels in (china, gray):
+        out = resize_image(pixels, (H, W), mode)
+        image = Image.fromarray(pixels[..., 0] if pixels.shape[2] == 1 else pixels)
+        expected = np.asarray(image.resize((W, H)))
+        np.testing.assert_array_equal(out, expected.reshape(pixels.shape))
+        assert out.flags.c_contiguous
+    with pytest.raises(ValueError, match="expected uint8 pixels"):
+        resize_image(china.astype(np.float32), (H, W), mode)
+    if mode == "pad":
+        with pytest.raises(ValueError, match="fill must be"):
+            resize_image(china, (H, W), mode, fill=300)
+
+
 def test_preprocess_from_configs():
     tv = Preprocess.from_config(
         {

@@ -247,3 +247,44 @@ def test_a_failed_compile_is_one_clear_error(small):
         pytest.raises(TrainingError, match=r"could not compile SequentialCNN .*without --compile"),
     ):
         trainer.fit(small[0].subset(slice(0, 64)), epochs=1, batch_size=32)
+
+
+@pytest.mark.parametrize("name", ["adam", "adamw", "sgd"])
+def test_fused_cpu_updates_equal_torchs_foreach_ones(name):
+    # The fused kernel is one pass over each tensor; torch's foreach Adam / AdamW / SGD (Nesterov)
+    # with the same settings is the reference: the same weights up to float rounding.
+    torch.manual_seed(0)
+    weights = [torch.randn(64, 32), torch.randn(32), torch.randn(8, 3, 3, 3)]
+    fused = [torch.nn.Parameter(w.clone()) for w in weights]
+    ref = [torch.nn.Parameter(w.clone()) for w in weights]
+    opt = make_optimizer(name, fused, lr=1e-2, weight_decay=1e-3)
+    assert opt.param_groups[0]["fused"] is True
+    settings = {k: v for k, v in opt.param_groups[0].items() if k not in ("params", "fused", "foreach")}
+    settings.pop("decoupled_weight_decay", None)
+    reference = type(opt)(ref, **settings, foreach=True)
+    for _ in range(5):
+        grads = [torch.randn_like(w) for w in weights]
+        for params in (fused, ref):
+            for p, g in zip(params, grads):
+                p.grad = g.clone()
+        opt.step()
+        reference.step()
+    for a, b in zip(fused, ref):
+        torch.testing.assert_close(a.detach(), b.detach(), rtol=1e-5, atol=1e-6)
+    assert not torch.equal(fused[0].detach(), weights[0])  # the steps did move the weights
+
+
+def test_rmsprop_has_no_fused_kernel_and_keeps_foreach():
+    group = make_optimizer("rmsprop", [torch.nn.Parameter(torch.zeros(3))], lr=1e-3).param_groups[0]
+    assert group["foreach"] is True and not group.get("fused")
+
+
+def test_param_groups_get_the_fused_kernel_too():
+    # finetune's phase 2 passes groups with their own rates (models.surgery.param_groups).
+    groups = [
+        {"params": [torch.nn.Parameter(torch.zeros(4, 4))], "lr": 1e-4},
+        {"params": [torch.nn.Parameter(torch.zeros(4))], "lr": 1e-3},
+    ]
+    opt = make_optimizer("adam", groups, lr=1e-3)
+    assert [g["fused"] for g in opt.param_groups] == [True, True]
+    assert [g["lr"] for g in opt.param_groups] == [1e-4, 1e-3]

@@ -222,14 +222,12 @@ def decode_image(
         image = _open_header(data, name, max_bytes, max_pixels, formats)
         try:
             image.load()
-            # exif_transpose returns a new image without the orientation tag (or a copy).
-            result = ImageOps.exif_transpose(image)
+            # In place: a rotated image gets the turned pixels and loses the orientation tag; an
+            # upright one (most files) is kept as decoded, not copied.
+            ImageOps.exif_transpose(image, in_place=True)
         except _DECODE_ERRORS as exc:
             raise DataError(f"{name}: truncated or corrupt {image.format} data ({_reason(exc)})") from None
-    if result is None:  # only with in_place=True, which is not used; keeps type checkers honest
-        result = image
-    result.format = image.format  # a transposed copy forgets which format it was decoded from
-    return result
+    return image
 
 
 @contextlib.contextmanager

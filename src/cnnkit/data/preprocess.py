@@ -55,9 +55,13 @@ _RESAMPLE = {
 }
 
 
-def _as_pil(pixels: np.ndarray) -> Image.Image:
+def _check_pixels(pixels: np.ndarray) -> None:
     if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[2] not in (1, 3):
         raise ValueError(f"expected uint8 pixels [H, W, 1 or 3], got {pixels.dtype} {pixels.shape}")
+
+
+def _as_pil(pixels: np.ndarray) -> Image.Image:
+    _check_pixels(pixels)
     return Image.fromarray(pixels[..., 0] if pixels.shape[2] == 1 else pixels)
 
 
@@ -105,6 +109,12 @@ def resize_image(
     if not 0.0 < crop_fraction <= 1.0:
         raise ValueError(f"crop_fraction must be in (0, 1], got {crop_fraction!r}")
     resample = _RESAMPLE[interpolation]
+    _check_pixels(pixels)
+    if mode == "pad":
+        _fill_color(fill, pixels.shape[2])  # a bad fill is refused whatever the image's size
+    if pixels.shape[:2] == (height, width) and crop_fraction == 1.0:
+        # Already the size: every mode keeps the whole image as it is (Pillow would copy it).
+        return np.ascontiguousarray(pixels)
     image = _as_pil(pixels)
     src_w, src_h = image.size
     if mode == "resize":
