@@ -254,7 +254,8 @@ def test_fused_cpu_updates_equal_torchs_foreach_ones(name):
     # The fused kernel is one pass over each tensor; torch's foreach Adam / AdamW / SGD (Nesterov)
     # with the same settings is the reference: the same weights up to float rounding.
     torch.manual_seed(0)
-    weights = [torch.randn(64, 32), torch.randn(32), torch.randn(8, 3, 3, 3)]
+    # Over FUSED_MIN_PARAMS weights in all: a model that size gets the fused kernel.
+    weights = [torch.randn(1024, 1000), torch.randn(32), torch.randn(8, 3, 3, 3)]
     fused = [torch.nn.Parameter(w.clone()) for w in weights]
     ref = [torch.nn.Parameter(w.clone()) for w in weights]
     opt = make_optimizer(name, fused, lr=1e-2, weight_decay=1e-3)
@@ -279,10 +280,24 @@ def test_rmsprop_has_no_fused_kernel_and_keeps_foreach():
     assert group["foreach"] is True and not group.get("fused")
 
 
+def test_the_course_cnn_keeps_foreach_and_resnet18_gets_fused():
+    # Below FUSED_MIN_PARAMS the update is a sliver of a step: the course CNN (333,526 weights,
+    # the course's count) trains as before; ResNet-18 (11.7 M) gets the fused kernel.
+    from cnnkit import create_model
+
+    small = create_model("hongong_cnn")
+    small(torch.zeros(1, 1, 28, 28))  # lazy layers take their shapes
+    assert sum(p.numel() for p in small.parameters()) == 333_526
+    assert make_optimizer("adam", small.parameters(), lr=1e-3).param_groups[0]["foreach"] is True
+    assert not make_optimizer("adam", small.parameters(), lr=1e-3).param_groups[0]["fused"]
+    big = create_model("resnet18").parameters()
+    assert make_optimizer("adam", big, lr=1e-3).param_groups[0]["fused"] is True
+
+
 def test_param_groups_get_the_fused_kernel_too():
     # finetune's phase 2 passes groups with their own rates (models.surgery.param_groups).
     groups = [
-        {"params": [torch.nn.Parameter(torch.zeros(4, 4))], "lr": 1e-4},
+        {"params": [torch.nn.Parameter(torch.zeros(1000, 1000))], "lr": 1e-4},
         {"params": [torch.nn.Parameter(torch.zeros(4))], "lr": 1e-3},
     ]
     opt = make_optimizer("adam", groups, lr=1e-3)

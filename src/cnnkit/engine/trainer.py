@@ -21,12 +21,11 @@ from .callbacks import Callback, DivergenceGuard, History, ProgressBar
 from .checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .compiled import CompiledForward
 from .device import pick_device
+from .optimizers import make_optimizer
 from .perf import tune_cpu_allocator
 from .task import Task
 from .threads import ThreadController
 
-OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
-FUSED = ("adam", "adamw", "sgd")  # torch.optim has fused kernels for these (RMSprop: none)
 AMP = (None, "bf16", "fp16")
 # fused_pool='auto' compiles the pooling kernels for fits of at least this many training samples
 # (epochs × samples): a hongong_cnn epoch of 48,000 saves about 1 s with them, and compiling
@@ -46,42 +45,6 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
         torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.benchmark = False
         torch.backends.cudnn.deterministic = True
-
-
-KERAS_EPSILON = 1e-7  # keras.optimizers.Adam / AdamW / RMSprop default
-
-
-def _kernel(name: str, params: list) -> dict[str, bool]:
-    """``fused=True`` where torch.optim has a fused kernel for the parameters' device (one pass per
-    tensor: a ResNet-18 update on a CPU took under half foreach's time), else ``foreach=True``."""
-    tensors = [t for p in params for t in (p["params"] if isinstance(p, dict) else [p])]
-    ok = all(t.device.type in ("cpu", "cuda") and t.is_floating_point() for t in tensors)
-    return {"fused": True} if name in FUSED and tensors and ok else {"foreach": True}
-
-
-def make_optimizer(
-    name: str, params: Any, lr: float, weight_decay: float = 0.0, momentum: float = 0.9
-) -> torch.optim.Optimizer:
-    """Build an optimizer by name (fused kernels where PyTorch has them, else foreach).
-
-    Adam, AdamW and RMSprop take Keras's defaults (epsilon 1e-7; RMSprop rho 0.9), which the
-    course's results were trained with; PyTorch's own are epsilon 1e-8 and alpha 0.99.
-    """
-    params = list(params)
-    kernel = _kernel(name, params)
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr, eps=KERAS_EPSILON, weight_decay=weight_decay, **kernel)
-    if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, eps=KERAS_EPSILON, weight_decay=weight_decay, **kernel)
-    if name == "sgd":
-        return torch.optim.SGD(
-            params, lr=lr, momentum=momentum, nesterov=momentum > 0, weight_decay=weight_decay, **kernel
-        )
-    if name == "rmsprop":
-        return torch.optim.RMSprop(
-            params, lr=lr, alpha=0.9, eps=KERAS_EPSILON, weight_decay=weight_decay, **kernel
-        )
-    raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}")
 
 
 class Trainer:
