@@ -92,7 +92,8 @@ SUMMARY = [
     ("course CNN training, `cnnkit train` defaults (batch 32)", "course_train[course_bs32]", "train"),
     ("course CNN training, `--precision fp32`", "course_train[course_bs32_fp32_nchw]", "train"),
     ("course CNN training, `--preset fast` (batch 256)", "course_train[fast_bs256]", "train"),
-    ("course CNN inference, `cnnkit evaluate` default", "course_infer[default]", "infer"),
+    ("course CNN inference, `cnnkit evaluate` default, one pass", "course_infer[default]", "infer"),
+    ("course CNN inference, default in a long job", "course_infer[default_long]", "infer"),
     ("course CNN inference, eager bf16", "course_infer[bf16_cl_b256]", "infer"),
     ("course CNN inference, `--int8` (opt-in)", "course_infer[int8_b256]", "infer"),
 ]
