@@ -131,7 +131,7 @@ def _check_up_front(config):
     """What RunConfig.validate leaves to training time, checked before any data is read."""
     from ..data.splits import scan_image_splits
     from ..engine.device import pick_device
-    from ..engine.trainer import OPTIMIZERS
+    from ..engine.optimizers import OPTIMIZERS
     from ..errors import DataError
     from ..models import model_entry
     from ..models._registry import check_model_options

@@ -2,8 +2,9 @@
 
 from .callbacks import Callback, EarlyStopping, History, ModelCheckpoint, ProgressBar
 from .device import pick_device
+from .optimizers import make_optimizer
 from .task import Task
-from .trainer import Trainer, make_optimizer, seed_everything
+from .trainer import Trainer, seed_everything
 
 __all__ = [
     "Callback",

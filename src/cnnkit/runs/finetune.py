@@ -19,8 +19,9 @@ from ..data.arrays import ArrayDataset
 from ..data.folders import class_balance, format_balance
 from ..data.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from ..engine import distributed
+from ..engine.optimizers import OPTIMIZERS
 from ..engine.precision import PRECISIONS, precision_settings
-from ..engine.trainer import OPTIMIZERS, seed_everything
+from ..engine.trainer import seed_everything
 from ..errors import UsageError
 from ..models import model_entry
 from ..tasks.finetune.fit import FinetuneResult, finetune

@@ -29,7 +29,7 @@ from ...data.arrays import ArrayDataset
 from ...engine import distributed
 from ...engine.callbacks import Callback, EarlyStopping, History, ModelCheckpoint, ProgressBar
 from ...engine.device import pick_device
-from ...engine.trainer import make_optimizer
+from ...engine.optimizers import make_optimizer
 from ...models.surgery import _base_bn_in_eval, _resolve_head, frozen_base, param_groups
 from ..classify.task import ClassifyTrainer
 

@@ -32,7 +32,7 @@ class SegmentationTrainer(Trainer):
         model: e.g. a ``Segmenter``.
         task: a ready SegmentTask (then ``loss`` and ``flip`` must be left alone).
         loss: the pixel loss (default: cross-entropy ignoring 255).
-        optimizer: a name from ``cnnkit.engine.trainer.OPTIMIZERS`` or a ready optimizer.
+        optimizer: a name from ``cnnkit.engine.optimizers.OPTIMIZERS`` or a ready optimizer.
         lr: peak learning rate.
         weight_decay: passed to the optimizer.
         schedule: ``'cosine'`` (decay to 0 over all steps, per batch), ``'constant'``, or a
