@@ -302,4 +302,9 @@ def test_param_groups_get_the_fused_kernel_too():
     ]
     opt = make_optimizer("adam", groups, lr=1e-3)
     assert [g["fused"] for g in opt.param_groups] == [True, True]
+    # A group of one tensor or of an iterator keeps all its weights, as torch.optim would.
+    weight = torch.nn.Parameter(torch.zeros(1000, 1000))
+    for params in (weight, iter([weight])):
+        group = make_optimizer("adam", [{"params": params}], lr=1e-3).param_groups[0]
+        assert len(group["params"]) == 1 and group["params"][0] is weight and group["fused"] is True
     assert [g["lr"] for g in opt.param_groups] == [1e-4, 1e-3]

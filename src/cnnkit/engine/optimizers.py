@@ -24,6 +24,13 @@ def _kernel(name: str, params: list) -> dict[str, bool]:
     return {"fused": True} if name in FUSED and ok and large else {"foreach": True}
 
 
+def _group(group: dict) -> dict:
+    """A parameter group with its ``params`` as a list (torch also takes one tensor or an iterator,
+    which counting the weights would split into rows or use up)."""
+    params = group["params"]
+    return {**group, "params": [params] if isinstance(params, torch.Tensor) else list(params)}
+
+
 def make_optimizer(
     name: str, params: Any, lr: float, weight_decay: float = 0.0, momentum: float = 0.9
 ) -> torch.optim.Optimizer:
@@ -32,7 +39,7 @@ def make_optimizer(
     Adam, AdamW and RMSprop take Keras's defaults (epsilon 1e-7; RMSprop rho 0.9), which the
     course's results were trained with; PyTorch's own are epsilon 1e-8 and alpha 0.99.
     """
-    params = list(params)
+    params = [_group(p) if isinstance(p, dict) else p for p in params]
     kernel = _kernel(name, params)
     if name == "adam":
         return torch.optim.Adam(params, lr=lr, eps=KERAS_EPSILON, weight_decay=weight_decay, **kernel)
