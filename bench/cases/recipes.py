@@ -175,7 +175,7 @@ def _budget_recipe(
             * len(train)
             / len(part)
         )
-        probe.tta = True  # the per-epoch test evaluation below uses flip TTA (2 views)
+        probe.task.tta = True  # the per-epoch test evaluation below uses flip TTA (2 views)
         epoch_s = train_s + min(_seconds(lambda: probe.logits(test)) for _ in range(2))
         left = budget - (time.perf_counter() - ctx.t0)
         # 95 %: the probe's estimate was within 3 % of the epochs that followed (2026-11-23 runs).

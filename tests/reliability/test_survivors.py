@@ -104,6 +104,9 @@ def test_take_and_stratified_split_pick_the_pinned_samples(fashion):
     assert torch.equal(part.images[:8], train.images[FIRST_TAKE_2000])
     assert _digest(part) == PINNED_TAKE_2000
     assert torch.bincount(part.labels).tolist() == [200] * 10  # class-balanced
+    # Exactly n when the classes' rounded shares fall short (6.4 each: 6, plus one from 4 classes).
+    counts = torch.bincount(train.take(64, seed=0).labels, minlength=10)
+    assert counts.sum() == 64 and sorted(counts.tolist()) == [6] * 6 + [7] * 4
     _, val = train.split(0.2, seed=42, stratify=True)
     assert torch.equal(val.images[:8], train.images[FIRST_STRATIFIED_VAL])
     assert _digest(val) == PINNED_STRATIFIED_VAL and len(val) == 12_000

@@ -16,8 +16,9 @@ from cnnkit.io.weights import WeightsError, save_weights
 from cnnkit.models import Backbone, FeatureInfo, create_model
 from cnnkit.models.surgery import frozen_base, head_parameter_names, param_groups
 from cnnkit.runs.config import RunConfig
-from cnnkit.runs.finetune import FinetuneConfig, finetune_run, finetune_test_data
-from cnnkit.runs.folder import load_run
+from cnnkit.runs.evaluate import classify_data
+from cnnkit.runs.finetune import FinetuneConfig, finetune_run
+from cnnkit.runs.folder import load_run, read_run
 from cnnkit.runs.pretrained import pretrained_model
 from cnnkit.runs.train import train_run
 from cnnkit.tasks.classify.task import ClassifyTrainer
@@ -321,7 +322,7 @@ def test_finetune_run_folder_loads_with_load_run_and_predicts(pretrained_run, id
     assert report["accuracy"] == pytest.approx(metrics["test_accuracy"])
 
 
-def test_cli_finetune_on_an_image_folder(pretrained_run, image_folder, tmp_path, capsys):
+def test_cli_finetune_on_an_image_folder(pretrained_run, image_folder, tmp_path, capsys, monkeypatch):
     from cnnkit.cli.__main__ import main
 
     out = tmp_path / "ft"
@@ -354,11 +355,20 @@ def test_cli_finetune_on_an_image_folder(pretrained_run, image_folder, tmp_path,
     assert record["class_balance"]["test"] == {"sandal": 6, "shirt": 6}
     assert record["preprocess"] == {"resize": "resize"}
     assert record["finetune"]["group_lrs"] == {"features": 1e-4}
-    test = finetune_test_data(out)  # the same 12 test images, rebuilt from config.json
+    test = classify_data(read_run(out))[1]  # the same 12 test images, rebuilt from config.json
     metrics = json.loads((out / "metrics.json").read_text())
     assert ClassifyTrainer(model).evaluate(test)["accuracy"] == pytest.approx(metrics["test_accuracy"])
     assert main(["evaluate", str(out), "--json"]) == 0  # the same split, through the CLI
     assert json.loads(capsys.readouterr().out)["accuracy"] == pytest.approx(metrics["test_accuracy"])
+    # `cnnkit viz` and `cnnkit report` draw those same 12 images (the run's --test-fraction 0.2,
+    # not the default 0.1's 6).
+    from cnnkit.cli.viz import _Target
+
+    assert torch.equal(_Target(str(out), None, None).test_set().images, test.images)
+    drawn = []
+    monkeypatch.setattr("cnnkit.viz.report.write_report", lambda run, model, test, **kw: drawn.append(test))
+    assert main(["report", str(out)]) == 0
+    assert torch.equal(drawn[0].images, test.images) and torch.equal(drawn[0].labels, test.labels)
 
 
 def test_cli_finetune_reads_train_val_test_subfolders_and_evaluate_scores_test(
@@ -381,7 +391,7 @@ def test_cli_finetune_reads_train_val_test_subfolders_and_evaluate_scores_test(
     assert (record["data"]["layout"], record["data"]["held_out"]) == ("splits", [])
     # The rebuilt test split is the test/ folder: its PNG files hold exactly the Fashion-MNIST
     # test items the IDX copy holds (JPEGs are lossy), with their labels.
-    test = finetune_test_data(out)
+    test = classify_data(read_run(out))[1]
     _, idx_test = load_fashion_mnist(folders["idx"])
     pngs = [k for k, (_, name) in enumerate(folders["items"]["test"]) if name.endswith(".png")]
     rows = {(bytes(image.numpy()), int(label)) for image, label in zip(test.images, test.labels)}

@@ -21,7 +21,16 @@ def test_preset_options_reach_the_trainer(name, tmp_path, capsys, monkeypatch):
     from cnnkit.cli.__main__ import main
     from cnnkit.runs import classify
 
-    made = []
+    made, reported = [], []
+    import cnnkit.viz.report as report_module
+
+    write_report = report_module.write_report
+
+    def spy(*args, **kwargs):
+        reported.append(kwargs.get("probs"))
+        return write_report(*args, **kwargs)
+
+    monkeypatch.setattr(report_module, "write_report", spy)
     make_trainer = classify.make_trainer
     monkeypatch.setattr(
         classify, "make_trainer", lambda *a, **k: made.append(make_trainer(*a, **k)) or made[-1]
@@ -71,6 +80,23 @@ def test_preset_options_reach_the_trainer(name, tmp_path, capsys, monkeypatch):
     perf = pick_perf_settings(pick_device(), num_threads=1)
     assert (run["amp"], run["channels_last"]) == (perf.amp, perf.channels_last)
     capsys.readouterr()
-    # `cnnkit evaluate` scores it as it trained: with flip TTA.
-    assert main(["evaluate", str(out), "--limit-test", "64", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["tta"] is extras["tta"]
+    # `cnnkit evaluate` scores it as it trained, with the flip TTA config.json records, even once
+    # the preset's definition has changed: the same accuracy as metrics.json.
+    assert record["tta"] is extras["tta"]
+    monkeypatch.setitem(TRAINER_EXTRAS, name, {**extras, "tta": not extras["tta"]})
+    assert main(["evaluate", str(out), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert report["tta"] is extras["tta"] and report["num_samples"] == metrics["num_test_samples"]
+    assert report["accuracy"] == pytest.approx(metrics["test_accuracy"])
+    # report.html's confusion and mistakes, at the end of training and from `cnnkit report`, come
+    # from the run's own predictions: the confusion matrix metrics.json recorded.
+    assert main(["report", str(out)]) == 0
+    from cnnkit.runs.evaluate import classify_data
+    from cnnkit.runs.folder import read_run
+
+    labels = classify_data(read_run(out))[1].labels
+    assert len(reported) == 2
+    for probs in reported:
+        matrix = torch.bincount(labels * 10 + probs.argmax(1), minlength=100).view(10, 10)
+        assert matrix.tolist() == metrics["confusion_matrix"]

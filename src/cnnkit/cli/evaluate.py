@@ -50,10 +50,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..engine.device import pick_device
     from ..errors import UsageError
-    from ..runs.classify import load_dataset, run_data_options
+    from ..runs.evaluate import classify_data, classify_scorer
     from ..runs.folder import load_run, read_run
     from ..runs.session import thread_controller
-    from ..tasks.classify.presets import trainer_extras
 
     if args.limit_test is not None and args.limit_test < 1:
         raise UsageError(f"--limit-test must be >= 1, got {args.limit_test}")
@@ -71,31 +70,12 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(
             "--int8 is for sequential CNN runs; a fine-tuned run evaluates in float32 (leave out --int8)"
         )
-    train = None
-    if finetuned and not args.data:
-        from ..runs.finetune import finetune_test_data
-
-        # A fine-tuned run may come from an image folder: rebuild its own seeded test split.
-        test = finetune_test_data(args.run_dir)
-        if args.limit_test:
-            test = test.take(args.limit_test, seed=0)
-    else:
-        # The run's own test set: the images (and --limit-test share) its metrics.json scored; an
-        # image folder's splits depend on the run's seed, fractions and image size.
-        own_limit = None if args.data else record["run"].get("limit_test")
-        train, test = load_dataset(
-            args.data or record["run"]["data"],
-            limit_test=args.limit_test or own_limit,
-            **run_data_options(record),
-        )
+    # The run's own test set: the images (and --limit-test share) its metrics.json scored; an
+    # image folder's splits depend on the run's seed, fractions, image size and resize mode.
+    train, test = classify_data(run, args.data, args.limit_test)
     norm = record.get("normalize")
     normalize = (norm["mean"], norm["std"]) if norm else None
     config = record["run"]
-    # Evaluate as the run evaluated itself at the end of training: the preset's flip TTA and the
-    # run's mixed precision (where autocast exists), so the numbers match its metrics.json.
-    tta = bool(trainer_extras(config.get("preset") or "course", config.get("lr", 1e-3)).get("tta"))
-    amp = config.get("amp") if device.type in ("cpu", "cuda") else None
-    cl = bool(config.get("channels_last"))
     int8 = None
     if args.int8:
         print(
@@ -104,18 +84,16 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         model, int8 = _int8(model, train, normalize)
-        amp, cl = None, False
-    trainer = ClassifyTrainer(
+    # Scored as the run scored itself at the end of training (its flip TTA and precision).
+    trainer = classify_scorer(
+        record,
         model,
-        device=device,
-        normalize=normalize,
-        amp=amp,
-        channels_last=cl,
-        tta=tta,
-        optimizer=None,
+        device,
+        int8=bool(int8),
         compile=_compile_mode(args),
         threads=thread_controller(device, pick_threads=False),  # follows the free cores between batches
     )
+    tta, amp = trainer.task.tta, trainer.amp
     start = time.perf_counter()
     report = trainer.evaluate(test)
     seconds = time.perf_counter() - start

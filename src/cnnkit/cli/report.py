@@ -22,24 +22,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import UsageError
-    from ..runs.classify import load_dataset, run_data_options
+    from ..runs.evaluate import classify_data, classify_scorer
     from ..runs.folder import load_run, read_run
     from ..viz.report import REPORT_FILE, write_report
 
     run = read_run(args.run_dir)
     model, record = load_run(run, device=args.device)
-    test = None
+    test = probs = None
     if run.task in ("classify", "finetune"):
-        settings = record["run"]
-        _, test = load_dataset(
-            settings["data"], limit_test=settings.get("limit_test"), **run_data_options(record)
-        )
+        _, test = classify_data(run)
+        # The run's own predictions (its precision and test-time augmentation), as metrics.json's.
+        probs = classify_scorer(record, model, args.device).logits(test).softmax(1)
         if not 0 <= args.index < len(test):
             raise UsageError(
                 f"--index must be in 0..{len(test) - 1} (the run's test images), got {args.index}"
             )
     out = args.out or run.output_dir / REPORT_FILE
     record = record if run.shipped else None
-    path = write_report(run.path, model, test, out=out, sample_index=args.index, record=record)
+    path = write_report(run.path, model, test, out=out, sample_index=args.index, record=record, probs=probs)
     print(f"wrote {path}")
     return 0

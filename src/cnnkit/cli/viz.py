@@ -130,20 +130,32 @@ class _Target:
     def test_set(self):
         """The run's test set (the images ``metrics.json`` was computed on)."""
         if self._test is None:
-            from ..runs.classify import load_dataset, run_data_options
+            if self.run is not None and self.record.get("run"):
+                from ..runs.evaluate import classify_data
 
-            run = self.record.get("run") or {}
-            if run:
-                _, self._test = load_dataset(
-                    run["data"], limit_test=run.get("limit_test"), **run_data_options(self.record)
-                )
+                _, self._test = classify_data(self.run)
             elif self.input_shape == (1, 28, 28):
+                from ..runs.classify import load_dataset
+
                 _, self._test = load_dataset("fashion-mnist")
             else:
                 raise UsageError(f"{self.spec} has no test set of its own; give --image PATH")
         return self._test
 
+    def test_probabilities(self, test) -> torch.Tensor:
+        """Class probabilities of ``test``: a run's as it scores them (its precision and flip TTA,
+        as in its metrics.json), a model name's in float32."""
+        if self.run is not None and self.record.get("run"):
+            from ..runs.evaluate import classify_scorer
+            from ..viz._common import model_device
+
+            return classify_scorer(self.record, self.model, model_device(self.model)).logits(test).softmax(1)
+        from ..viz import predict_proba
+
+        return predict_proba(self.model, test.images, self.normalize)
+
     def full_test_image(self, index: int) -> tuple[torch.Tensor, int | None]:
+        """Test image ``index`` of the run's whole test set (before any --limit-test sample)."""
         from ..runs.classify import load_dataset, run_data_options
 
         data = (self.record.get("run") or {}).get("data", "fashion-mnist")
@@ -268,7 +280,7 @@ def run(args: argparse.Namespace) -> int:
         stem = "confusion"
     elif args.figure == "errors":
         test = target.test_set()
-        probs = viz.predict_proba(target.model, test.images, target.normalize)
+        probs = target.test_probabilities(test)
         mistakes = viz.most_confident_errors(probs, test.labels, k=args.top)
         fig = viz.plot_mistakes(test.images, mistakes, target.class_names)
         stem = "errors"
@@ -335,6 +347,6 @@ def _confusion(target: _Target, viz):
     matrix = metrics.get("confusion_matrix")
     if matrix is None:
         test = target.test_set()
-        probs = viz.predict_proba(target.model, test.images, target.normalize)
+        probs = target.test_probabilities(test)
         matrix = viz.confusion_counts(test.labels, probs.argmax(1), probs.shape[1])
     return viz.plot_confusion_matrix(matrix, target.class_names, title=f"{target.name}: confusion matrix")

@@ -106,11 +106,14 @@ class ArrayDataset:
         return ArrayDataset(self.images[index], self.labels[index], list(self.class_names), name or self.name)
 
     def take(self, n: int, seed: int = 0, stratify: bool = True) -> ArrayDataset:
-        """A seeded random subset of ``n`` samples (class-balanced with ``stratify``)."""
+        """A seeded random subset of exactly ``n`` samples (class-balanced with ``stratify``: each
+        class's share rounded, then one more from as many classes as the rounding left short)."""
         if n >= len(self):
             return self
         if stratify:
-            _, idx = _stratified_split(self.labels, n / len(self), seed)
+            rest, idx = _stratified_split(self.labels, n / len(self), seed)
+            if len(idx) < n:
+                idx = torch.cat([idx, _one_per_class_first(rest, self.labels)[: n - len(idx)]])
             idx = idx[:n]
         else:
             idx = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:n]
@@ -146,6 +149,16 @@ def _course_split(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, tor
     if not 0 < n_val < n:
         raise ValueError(f"a {fraction} split of {n} samples leaves an empty part")
     return perm[n_val:], perm[:n_val]
+
+
+def _one_per_class_first(idx: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """``idx`` reordered (stably) so that each class's first sample comes before any second one."""
+    rank = torch.zeros(len(idx), dtype=torch.long)
+    seen: dict[int, int] = {}
+    for k, label in enumerate(labels[idx].tolist()):
+        rank[k] = seen.get(label, 0)
+        seen[label] = rank[k].item() + 1
+    return idx[torch.sort(rank, stable=True).indices]
 
 
 def _stratified_split(labels: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

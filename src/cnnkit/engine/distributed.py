@@ -16,7 +16,6 @@ import gc
 import importlib
 import os
 import socket
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -301,13 +300,11 @@ def wrap_model(model: nn.Module, device: torch.device) -> nn.Module:
     ids = None
     if device.type == "cuda":
         ids = [device.index if device.index is not None else torch.cuda.current_device()]
-    # Some tasks' models hold parameters their loss does not use (a localizer's spare head):
-    # DDP then has to look for them every step, or it waits for their gradients forever.
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*find_unused_parameters=True.*")
-        return DistributedDataParallel(
-            model, device_ids=ids, forward_sync_buffers=False, find_unused_parameters=True
-        )
+    # Some tasks' models hold parameters their loss does not use (a localizer's spare head, a
+    # frozen base): a static graph lets DDP find them in the first step and skip them after,
+    # where find_unused_parameters would walk the autograd graph every step (and warn on every
+    # rank when nothing is unused). A trainer keeps one set of trainable parameters for its life.
+    return DistributedDataParallel(model, device_ids=ids, forward_sync_buffers=False, static_graph=True)
 
 
 def convert_sync_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:

@@ -189,15 +189,12 @@ def _classify_run(run: Any, model: nn.Module, record: dict[str, Any], limit: int
         ).pretrained_info.preprocess_config()
     pp = Preprocess.from_config(config)
     calibration = None
-    if run.task == "finetune":
-        from ..runs.finetune import finetune_test_data
+    from ..runs.classify import load_dataset, run_data_options
 
-        test = finetune_test_data(run.path)
-    else:
-        from ..runs.classify import load_dataset, run_data_options
-
-        spec = (record.get("run") or {}).get("data", "fashion-mnist")
-        train, test = load_dataset(spec, **run_data_options(record))
+    # The run's whole test set (rebuilt with its own split settings), before any --limit-test share.
+    spec = (record.get("run") or {}).get("data", "fashion-mnist")
+    train, test = load_dataset(spec, **run_data_options(record))
+    if run.task != "finetune":
         calibration = train.take(min(CALIBRATION_IMAGES, len(train)), seed=0).images
     test = test.subset(slice(0, limit))  # the first test images: the same ones for any limit
     names = list(record.get("class_names") or getattr(model, "class_names", None) or test.class_names)

@@ -188,12 +188,15 @@ def load_dataset(
     channels: int = 1,
     val_fraction: float = 0.2,
     test_fraction: float = 0.1,
+    resize: str = IMAGE_FOLDER_RESIZE,
+    on_error: str = "raise",
 ) -> tuple[ArrayDataset, ArrayDataset]:
     """(train, test) for a data spec: ``fashion-mnist``, a folder of MNIST-format IDX files or an
     image folder (see :func:`load_splits`; its training split without the validation share).
 
-    For an image folder, ``seed``, the fractions, ``image_size`` and ``channels`` select the
-    split: pass :func:`run_data_options` of a run to get that run's own test images.
+    For an image folder, ``seed``, the fractions, ``image_size``, ``channels``, ``resize`` and
+    ``on_error`` select the split and its pixels: pass :func:`run_data_options` of a run to get
+    that run's own test images.
     """
     from ..data.fashion_mnist import load_fashion_mnist
 
@@ -204,24 +207,38 @@ def load_dataset(
         train, test = load_fashion_mnist(spec)
         train.name, test.name = f"{spec}/train", f"{spec}/test"
     else:
-        fractions = {"val_fraction": val_fraction, "test_fraction": test_fraction}
-        train, _, test, _ = image_folder_data(spec, list(image_size), channels, seed=seed, **fractions)
+        options = {"val_fraction": val_fraction, "test_fraction": test_fraction, "resize": resize}
+        train, _, test, _ = image_folder_data(
+            spec, list(image_size), channels, seed=seed, on_error=on_error, **options
+        )
     if limit_train:
         train = train.take(limit_train, seed=seed)
     return train, _limit_test(test, limit_test)
 
 
 def run_data_options(record: dict[str, Any]) -> dict[str, Any]:
-    """:func:`load_dataset` keyword arguments that rebuild a run's own splits from its config.json."""
-    run = record.get("run") or {}
+    """:func:`load_dataset` keyword arguments that rebuild a run's own splits from its config.json.
+
+    A fine-tuning run's split settings are those of its ``finetune`` section (its ``run``
+    section keeps only the settings the two configs share); an image folder's size, channels
+    and resize mode are those its ``data`` section records.
+    """
+    run = record.get("finetune") if isinstance(record.get("finetune"), dict) else record.get("run") or {}
     shape = record.get("input_shape") or [1, 28, 28]
+    data = record.get("data") if isinstance(record.get("data"), dict) else {}
     return {
         "seed": run.get("seed", 42),
-        "image_size": run.get("image_size") or list(shape[1:]),
-        "channels": run.get("channels") or shape[0],
+        "image_size": data.get("image_size") or _pair_or_none(run.get("image_size")) or list(shape[1:]),
+        "channels": data.get("channels") or run.get("channels") or shape[0],
         "val_fraction": run.get("val_fraction", 0.2),
         "test_fraction": run.get("test_fraction", 0.1),
+        "resize": data.get("resize") or run.get("resize") or IMAGE_FOLDER_RESIZE,
+        "on_error": run.get("on_error", "raise"),
     }
+
+
+def _pair_or_none(size: Any) -> list[int] | None:
+    return list(size) if isinstance(size, (list, tuple)) else None
 
 
 def build_model(config: RunConfig, num_classes: int, in_chans: int) -> nn.Module:
@@ -332,6 +349,7 @@ def train_classify(
         normalize=None,
         data=data_info,
         data_sizes={"train": len(train), "val": len(val), "test": len(test)},
+        tta=bool(trainer.task.tta),  # flip test-time augmentation in the run's evaluation
     )
     if data_info["kind"] == "image-folder":  # `cnnkit predict` prepares images the same way
         record["preprocess"] = {"resize": data_info["resize"]}
@@ -345,7 +363,8 @@ def train_classify(
     early = next(cb for cb in trainer.callbacks if isinstance(cb, EarlyStopping))
     best = folder.best_epoch(trainer.callbacks)
     folder.save_history(out, history, best, title=f"{config.model} on {config.data}")
-    report = trainer.evaluate(test)
+    logits = trainer.logits(test)  # as the run scores: its precision and test-time augmentation
+    report = trainer.task.scores(logits, test)
     metrics = {
         "test_accuracy": report["accuracy"],
         "test_loss": report["loss"],
@@ -367,7 +386,7 @@ def train_classify(
         # preset's max-pool kernels), also inside train_seconds.
         metrics["compile_seconds"] = trainer.compile_seconds
     folder.write_json(out / folder.METRICS_FILE, metrics)
-    folder.write_report_safely(out, trainer.model, test)
+    folder.write_report_safely(out, trainer.model, test, probs=logits.softmax(1))
     folder.release_folder(out)  # the run is complete on disk: another process may resume or read it
     return metrics
 

@@ -1,7 +1,7 @@
-"""Re-score a localization, detection or segmentation run on the test set it recorded.
+"""The test set each run recorded, and re-scoring of localization, detection and segmentation runs.
 
 (Classification runs are re-scored by ``cnnkit evaluate`` through ``ClassifyTrainer``, with the
-run's own preprocessing, precision and test-time augmentation.)
+run's own preprocessing, precision and test-time augmentation, on :func:`classify_data`.)
 """
 
 from __future__ import annotations
@@ -12,6 +12,63 @@ import torch
 
 from ..engine.device import pick_device
 from .folder import RunInfo, load_run
+
+
+def classify_data(run: RunInfo, data: str | None = None, limit_test: int | None = None) -> tuple[Any, Any]:
+    """(train, test) of a classify or finetune run: by default the test images its metrics.json
+    scored, loaded as training loaded them (seed, fractions, image size, resize mode, limits).
+
+    Args:
+        data: another data spec to score the run on (its own limit then does not apply).
+        limit_test: a fixed sample of so many test images (the same one every time).
+    """
+    from .classify import load_dataset, run_data_options
+
+    record = run.record
+    settings = record.get("run") or {}
+    own_limit = None if data else settings.get("limit_test")
+    spec = data or settings.get("data", "fashion-mnist")
+    return load_dataset(spec, limit_test=limit_test or own_limit, **run_data_options(record))
+
+
+def classify_scorer(
+    record: dict[str, Any],
+    model: torch.nn.Module,
+    device: str | torch.device | None = None,
+    *,
+    int8: bool = False,
+    compile: bool | None = False,
+    threads: Any = None,
+) -> Any:
+    """An inference-only ClassifyTrainer that scores as a classify or finetune run scored itself
+    at the end of training: its normalisation, flip TTA and mixed precision (where autocast
+    exists), so its numbers match the run's metrics.json.
+
+    Args:
+        int8: for a quantized copy of the model: float32 inputs in the default memory format.
+        compile, threads: as ``cnnkit.engine.Trainer``.
+    """
+    from ..tasks.classify.presets import trainer_extras
+    from ..tasks.classify.task import ClassifyTrainer
+
+    device = device if isinstance(device, torch.device) else pick_device(device)
+    config = record.get("run") or {}
+    tta = record.get("tta")
+    if tta is None:  # a run folder from before config.json recorded it: its preset's choice
+        tta = bool(trainer_extras(config.get("preset") or "course", config.get("lr", 1e-3)).get("tta"))
+    norm = record.get("normalize")
+    amp = config.get("amp") if device.type in ("cpu", "cuda") and not int8 else None
+    return ClassifyTrainer(
+        model,
+        device=device,
+        normalize=(norm["mean"], norm["std"]) if norm else None,
+        amp=amp,
+        channels_last=bool(config.get("channels_last")) and not int8,
+        tta=bool(tta),
+        optimizer=None,
+        compile=compile,
+        threads=threads,
+    )
 
 
 def scene_test_set(run: RunInfo, limit_test: int | None = None) -> Any:

@@ -2,7 +2,7 @@
 
 :func:`finetune_run` writes the layout of ``cnnkit train`` (config.json, best.safetensors,
 last.ckpt, history, curves.png, metrics.json), which :func:`~cnnkit.runs.classify.load_run` reads
-back; :func:`finetune_test_data` rebuilds the test split it was evaluated on.
+back; :func:`cnnkit.runs.evaluate.classify_data` rebuilds its test split.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from ..engine.trainer import seed_everything
 from ..errors import UsageError
 from ..models import model_entry
 from ..tasks.finetune.fit import FinetuneResult, finetune
-from .classify import read_run_config
 from .config import RunConfig
 from .folder import (
     BEST_WEIGHTS,
@@ -42,7 +41,7 @@ from .folder import (
 from .pretrained import _is_weights_name, _weights_source, pretrained_model
 from .session import prepare_device
 
-__all__ = ["FinetuneConfig", "finetune_run", "finetune_test_data"]
+__all__ = ["FinetuneConfig", "finetune_run"]
 
 PHASES = ("head", "full")
 
@@ -333,7 +332,8 @@ def _finetune_run(
     if main:
         result.history.save(out)
         _plot(result, out / "curves.png", f"{name} fine-tuned on {config.data}")
-    report = result.trainer.evaluate(test)  # every rank: each scores its share of the images
+    logits = result.trainer.logits(test)  # every rank: each scores its share of the images
+    report = result.trainer.task.scores(logits, test)
     metrics = {
         "test_accuracy": report["accuracy"],
         "test_loss": report["loss"],
@@ -353,28 +353,8 @@ def _finetune_run(
         "num_test_samples": report["num_samples"],
     }
     write_json(out / METRICS_FILE, metrics)
-    write_report_safely(out, result.trainer.model, test)
+    write_report_safely(out, result.trainer.model, test, probs=logits.softmax(1))
     return metrics
-
-
-def finetune_test_data(run_dir: str | os.PathLike[str]) -> ArrayDataset:
-    """The test split a :func:`finetune_run` folder was evaluated on, rebuilt from its config.json.
-
-    Same data, seed, fractions, image size and resize mode, so ``Trainer.evaluate`` on it gives
-    the run's ``metrics.json`` numbers again (what ``cnnkit evaluate`` needs for image folders).
-
-    Raises:
-        UsageError: not a run folder written by :func:`finetune_run`.
-    """
-    record = read_run_config(run_dir)
-    if not isinstance(record.get("finetune"), dict):
-        raise UsageError(f"{run_dir} was not written by `cnnkit finetune` (config.json has no 'finetune')")
-    try:
-        config = FinetuneConfig(**record["finetune"]).validate()
-    except TypeError as exc:
-        raise UsageError(f"{run_dir}/{CONFIG_FILE}: unusable 'finetune' section: {exc}") from None
-    channels, height, width = (int(v) for v in record["input_shape"])
-    return _load_splits(config, (channels, height, width))[2]
 
 
 def _phase_of(result: FinetuneResult, epoch: int | None) -> str | None:

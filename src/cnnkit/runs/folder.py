@@ -390,14 +390,15 @@ def save_history(out: Path, history: History, best: int | None, title: str) -> N
     plot_history(history.epochs, best, out / "curves.png", title=title)
 
 
-def write_report_safely(out: Path, model: nn.Module, test: Any = None) -> None:
-    """``report.html``; a failure only warns: the run is complete on disk without it (rank 0 only)."""
+def write_report_safely(out: Path, model: nn.Module, test: Any = None, probs: Any = None) -> None:
+    """``report.html`` (``probs``: the run's own test probabilities, see ``write_report``); a
+    failure only warns: the run is complete on disk without it (rank 0 only)."""
     if not distributed.current().main:
         return
     try:
         from ..viz.report import write_report
 
-        write_report(out, model, test)
+        write_report(out, model, test, probs=probs)
     except Exception as exc:
         print(
             f"cnnkit: warning: no report.html: {type(exc).__name__}: {exc} "

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import torch
 from matplotlib.figure import Figure
 from torch import nn
 
@@ -99,6 +100,7 @@ class _Report:
         test: ArrayDataset | None,
         sample_index: int,
         record: dict | None,
+        probs: torch.Tensor | None = None,
     ) -> None:
         self.run_dir = run_dir
         self.model = model.eval()
@@ -127,7 +129,7 @@ class _Report:
         self.model_name = (
             (self.record.get("run") or {}).get("model") or self.record.get("model") or type(model).__name__
         )
-        self._probs = None
+        self._probs = probs
 
     # ------------------------------------------------------------------ sections
     def config(self) -> str:
@@ -306,6 +308,7 @@ def build_report(
     test: ArrayDataset | None = None,
     sample_index: int = 0,
     record: dict | None = None,
+    probs: torch.Tensor | None = None,
 ) -> str:
     """The HTML page of a run folder.
 
@@ -316,11 +319,14 @@ def build_report(
         sample_index: test image whose feature maps are drawn (0: for Fashion-MNIST, the
             ankle boot the course draws).
         record: the run's record when it is not in ``RUN_DIR/config.json`` (the shipped model).
+        probs: class probabilities Tensor[N, K] of ``test`` as the run scores it (its precision
+            and test-time augmentation: ``runs.evaluate.classify_scorer``); without them the
+            model predicts in float32.
 
     Returns:
         The page: one section per entry of ``SECTIONS``, images as data: URLs.
     """
-    return _Report(Path(run_dir), model, test, sample_index, record).build()
+    return _Report(Path(run_dir), model, test, sample_index, record, probs).build()
 
 
 def write_report(
@@ -330,11 +336,12 @@ def write_report(
     out: str | os.PathLike[str] | None = None,
     sample_index: int = 0,
     record: dict | None = None,
+    probs: torch.Tensor | None = None,
 ) -> Path:
     """Write :func:`build_report` to ``out`` (default ``RUN_DIR/report.html``) and return the path."""
     from ..io.atomic import atomic_write_text
 
     path = Path(out) if out is not None else Path(run_dir) / REPORT_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, build_report(run_dir, model, test, sample_index, record))
+    atomic_write_text(path, build_report(run_dir, model, test, sample_index, record, probs))
     return path

@@ -139,7 +139,11 @@ class ClassifyTask(Task):
 
     def evaluate(self, trainer: Trainer, data: ArrayDataset) -> dict[str, Any]:
         """Loss, accuracy, per-class precision / recall / F1 and the confusion matrix."""
-        logits = self.logits(trainer, data)
+        return self.scores(self.logits(trainer, data), data)
+
+    @staticmethod
+    def scores(logits: torch.Tensor, data: ArrayDataset) -> dict[str, Any]:
+        """:meth:`evaluate`'s report from logits Tensor[N, K] already computed for ``data``."""
         k = logits.shape[1]
         report = classification_report(
             confusion_matrix(logits.argmax(1), data.labels, k), data.class_names or None
