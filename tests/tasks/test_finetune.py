@@ -537,3 +537,54 @@ def test_a_nan_loss_stops_fine_tuning_with_no_checkpoint_of_that_epoch(
         torch.isfinite(t).all() for t in body["model"].values() if t.is_floating_point()
     )
     assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_cli_finetune_clips_gradients_with_max_grad_norm(pretrained_run, idx_folder, tmp_path, capsys):
+    """--max-grad-norm reaches both phases: with SGD at lr 0.1, a norm clipped to 1e-9 moves the
+    base's weights by at most steps × lr × (momentum's sum, < 20) × 1e-9; unclipped, far more."""
+    from cnnkit.cli.__main__ import main
+    from cnnkit.io.weights import load_state_dict_file as load_weights
+
+    source = load_weights(pretrained_run / "best.safetensors")
+    argv = ["finetune", "--weights", str(pretrained_run), "--data", str(idx_folder), "--optimizer", "sgd"]
+    argv += ["--lr", "0.1", "--lr-factor", "1", "--head-epochs", "1", "--full-epochs", "1", "--no-progress"]
+    moved = {}
+    for name, extra in (("clipped", ["--max-grad-norm", "1e-9"]), ("free", [])):
+        out = tmp_path / name
+        assert main([*argv, *extra, "--out", str(out)]) == 0
+        assert json.loads((out / "config.json").read_text())["finetune"]["max_grad_norm"] == (
+            1e-9 if extra else None
+        )
+        tuned = load_weights(out / "best.safetensors")
+        base = [k for k in source if k.startswith("features")]
+        moved[name] = max((tuned[k] - source[k]).abs().max().item() for k in base)
+    steps = 2 * -(-320 // 32)  # two epochs of the 320 training images (80 held out for validation)
+    assert moved["clipped"] <= steps * 0.1 * 20 * 1e-9
+    assert moved["free"] > 1000 * moved["clipped"] and moved["free"] > 1e-4
+    capsys.readouterr()
+
+
+def test_cli_finetune_adapts_threads_and_threads_flag_fixes_the_count(
+    pretrained_run, idx_folder, tmp_path, monkeypatch, capsys
+):
+    """Fine-tuning follows the free cores as `cnnkit train` does; --threads N fixes the count."""
+    import cnnkit.engine.perf as perf
+    import cnnkit.engine.threads as threads_mod
+    from cnnkit.cli.__main__ import main
+
+    monkeypatch.delenv("CNNKIT_ADAPTIVE_THREADS", raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # so that the --threads run's setting is undone
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    monkeypatch.setattr(threads_mod, "MIN_WINDOW_S", 0.0)  # every epoch's start looks, however short
+    monkeypatch.setattr(perf, "busy_between", lambda first, second: 99.0)  # every core busy elsewhere
+    monkeypatch.setattr(perf, "pick_num_threads", lambda: 2)  # the cores free when the run starts
+    argv = ["finetune", "--weights", str(pretrained_run), "--data", str(idx_folder), "--limit-train", "128"]
+    argv += ["--head-epochs", "1", "--full-epochs", "1", "--no-progress"]
+    assert main([*argv, "--out", str(tmp_path / "adaptive")]) == 0
+    metrics = json.loads((tmp_path / "adaptive" / "metrics.json").read_text())
+    assert metrics["threads"]["changes"][0]["from"] == 2 and metrics["threads"]["final"] == 1
+    torch.set_num_threads(1)
+    assert main([*argv, "--threads", "2", "--out", str(tmp_path / "fixed")]) == 0
+    assert "threads" not in json.loads((tmp_path / "fixed" / "metrics.json").read_text())
+    assert torch.get_num_threads() == 2
+    capsys.readouterr()

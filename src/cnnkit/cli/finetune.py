@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from ..errors import UsageError
-from .train import add_launch_options
+from .train import add_engine_options, add_launch_options
 
 HELP = "transfer learning: train a new head on a frozen base, then fine-tune all layers"
 
@@ -84,6 +84,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "fp32: exact FP32",
     )
     p.add_argument("--deterministic", action="store_true", help="deterministic algorithms only")
+    add_engine_options(p)
     p.add_argument("--no-progress", action="store_true", help="no progress output")
     add_launch_options(p)
 
@@ -116,8 +117,10 @@ def run(args: argparse.Namespace) -> int:
     from ..engine import distributed
     from ..runs.finetune import FinetuneConfig
     from ..runs.folder import SHIPPED, read_run, require_task
-    from .train import launch_workers, require_shared_out
+    from .train import fix_threads, launch_workers, require_shared_out
 
+    if args.threads is not None:
+        fix_threads(args.threads)
     worker = distributed.env_world()
     launching = worker is None and args.nproc is not None and args.nproc != 1
     if not launching:
@@ -163,13 +166,15 @@ def run(args: argparse.Namespace) -> int:
         deterministic=args.deterministic,
         precision=args.precision,
         sync_bn=args.sync_bn,
+        max_grad_norm=args.max_grad_norm,
+        on_divergence=args.on_divergence or "stop",
     ).validate()  # bad settings fail here, once, before any worker starts
     if launching:
         return launch_workers(args, None if args.out else _default_out(args))
     from ..engine.device import pick_device
     from ..engine.perf import pick_num_threads, set_threads
 
-    if worker is None and pick_device(args.device).type == "cpu":
+    if worker is None and args.threads is None and pick_device(args.device).type == "cpu":
         set_threads(pick_num_threads())  # busy cores stall OpenMP threads (docs/performance.md)
     out = Path(args.out or _default_out(args))
     if worker is None or worker.rank == 0:

@@ -113,6 +113,19 @@ def common_options() -> argparse.ArgumentParser:
     p.add_argument("--limit-test", type=int, help="evaluate on only N test samples")
     p.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: best available)")
     p.add_argument("--deterministic", action="store_true", help="deterministic algorithms only")
+    add_engine_options(p)
+    p.add_argument("--config", help="JSON file with run settings (flags override it)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run (any task)")
+    add_launch_options(p, sync_bn_default=None)  # None: --config's setting unless given
+    p.add_argument("--no-progress", action="store_true", help="no progress output")
+    p.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks on errors"
+    )
+    return p
+
+
+def add_engine_options(p: argparse.ArgumentParser) -> None:
+    """--threads, --max-grad-norm and --on-divergence: the engine's settings (train and finetune)."""
     p.add_argument(
         "--threads",
         type=int,
@@ -128,14 +141,6 @@ def common_options() -> argparse.ArgumentParser:
         choices=("stop", "warn", "off"),
         help="when the loss grows a thousandfold: stop (the default), warn, or off",
     )
-    p.add_argument("--config", help="JSON file with run settings (flags override it)")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run (any task)")
-    add_launch_options(p, sync_bn_default=None)  # None: --config's setting unless given
-    p.add_argument("--no-progress", action="store_true", help="no progress output")
-    p.add_argument(
-        "--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks on errors"
-    )
-    return p
 
 
 def add_launch_options(p: argparse.ArgumentParser, sync_bn_default: bool | None = False) -> None:

@@ -20,6 +20,25 @@ from typing import Any, get_type_hints
 from ..errors import UsageError
 
 
+def divergence_options(on_divergence: str) -> dict[str, Any]:
+    """The Trainer's ``divergence`` / ``on_divergence`` options for a run's ``on_divergence``
+    setting (``stop``, ``warn`` or ``off``)."""
+    if on_divergence == "off":
+        return {"divergence": None}
+    return {"on_divergence": on_divergence}
+
+
+def engine_checks(max_grad_norm: float | None, on_divergence: str) -> list[tuple[bool, str]]:
+    """Checks of the engine settings every run config has (``validate``'s form)."""
+    return [
+        (max_grad_norm is None or max_grad_norm > 0, f"max_grad_norm must be > 0, got {max_grad_norm}"),
+        (
+            on_divergence in ("stop", "warn", "off"),
+            f"on_divergence must be 'stop', 'warn' or 'off', got {on_divergence!r}",
+        ),
+    ]
+
+
 @dataclass
 class TrainConfig:
     """The settings every task's run has.
@@ -62,9 +81,7 @@ class TrainConfig:
 
     def engine_divergence(self) -> dict[str, Any]:
         """The Trainer's ``divergence`` / ``on_divergence`` options for ``on_divergence``."""
-        if self.on_divergence == "off":
-            return {"divergence": None}
-        return {"on_divergence": self.on_divergence}
+        return divergence_options(self.on_divergence)
 
     def _common_checks(self) -> list[tuple[bool, str]]:
         return [
@@ -80,14 +97,7 @@ class TrainConfig:
                 self.limit_test is None or self.limit_test >= 1,
                 f"limit_test must be >= 1, got {self.limit_test}",
             ),
-            (
-                self.max_grad_norm is None or self.max_grad_norm > 0,
-                f"max_grad_norm must be > 0, got {self.max_grad_norm}",
-            ),
-            (
-                self.on_divergence in ("stop", "warn", "off"),
-                f"on_divergence must be 'stop', 'warn' or 'off', got {self.on_divergence!r}",
-            ),
+            *engine_checks(self.max_grad_norm, self.on_divergence),
         ]
 
     def _task_checks(self) -> list[tuple[bool, str]]:

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ..data.arrays import ArrayDataset
 from ..data.folders import class_balance, format_balance
 from ..data.preprocess import IMAGENET_MEAN, IMAGENET_STD
@@ -25,7 +27,7 @@ from ..engine.trainer import seed_everything
 from ..errors import UsageError
 from ..models import model_entry
 from ..tasks.finetune.fit import FinetuneResult, finetune
-from .config import RunConfig
+from .config import RunConfig, divergence_options, engine_checks
 from .folder import (
     BEST_WEIGHTS,
     CONFIG_FILE,
@@ -39,7 +41,7 @@ from .folder import (
     write_report_safely,
 )
 from .pretrained import _is_weights_name, _weights_source, pretrained_model
-from .session import prepare_device
+from .session import prepare_device, thread_controller
 
 __all__ = ["FinetuneConfig", "finetune_run"]
 
@@ -79,6 +81,8 @@ class FinetuneConfig:
             natively, as the fast preset), ``bf16`` or ``fp32`` (FP32, NCHW: the numerics of
             runs made before this setting existed, which resume that way).
         sync_bn: data-parallel runs: BatchNorm with the global batch's statistics.
+        max_grad_norm, on_divergence: as in every run config (``TrainConfig``): gradient-norm
+            clipping, and what a thousandfold loss does (``stop``, ``warn`` or ``off``).
     """
 
     weights: str
@@ -111,9 +115,12 @@ class FinetuneConfig:
     deterministic: bool = False
     precision: str = "auto"
     sync_bn: bool = False
+    max_grad_norm: float | None = None
+    on_divergence: str = "stop"
 
     def validate(self) -> FinetuneConfig:
         checks = [
+            *engine_checks(self.max_grad_norm, self.on_divergence),
             (self.head_epochs >= 0 and self.full_epochs >= 0, "epochs must be >= 0"),
             (
                 self.head_epochs + self.full_epochs >= 1,
@@ -256,6 +263,7 @@ def _finetune_run(
         input_size = (in_chans, *input_size[1:])
     # A data-parallel run's processes join before the data: every rank holds all of it and
     # trains on its share of each global batch, as `cnnkit train` does.
+    ceiling = torch.get_num_threads()  # before a resumed run's own count is put back
     device = prepare_device(config.device, resume_state, pick_threads=False)
     main = distributed.current().main
     train, val, test, data_info = _load_splits(config, input_size)
@@ -327,6 +335,10 @@ def _finetune_run(
         channels_last=channels_last,
         resume_state=resume_state,
         sync_bn=config.sync_bn,
+        max_grad_norm=config.max_grad_norm,
+        **divergence_options(config.on_divergence),
+        # The free cores are re-checked as both phases go (a fixed count stays: --threads, --deterministic).
+        threads=thread_controller(device, False, config.deterministic, ceiling),
     )
     wall = time.perf_counter() - start
     if main:
@@ -352,6 +364,8 @@ def _finetune_run(
         "confusion_matrix": report["confusion_matrix"],
         "num_test_samples": report["num_samples"],
     }
+    if result.trainer.threads is not None:  # the thread changes, when other processes came or went
+        metrics["threads"] = result.trainer.threads.summary()
     write_json(out / METRICS_FILE, metrics)
     write_report_safely(out, result.trainer.model, test, probs=logits.softmax(1))
     return metrics

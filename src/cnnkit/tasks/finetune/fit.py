@@ -30,6 +30,7 @@ from ...engine import distributed
 from ...engine.callbacks import Callback, EarlyStopping, History, ModelCheckpoint, ProgressBar
 from ...engine.device import pick_device
 from ...engine.optimizers import make_optimizer
+from ...engine.threads import ThreadController
 from ...models.surgery import _base_bn_in_eval, _resolve_head, frozen_base, param_groups
 from ..classify.task import ClassifyTrainer
 
@@ -117,6 +118,10 @@ def finetune(
     channels_last: bool = False,
     resume_state: Mapping[str, Any] | None = None,
     sync_bn: bool = False,
+    max_grad_norm: float | None = None,
+    divergence: float | None = 1e3,
+    on_divergence: str = "stop",
+    threads: ThreadController | None = None,
 ) -> FinetuneResult:
     """Train a new head on a frozen base, then fine-tune all layers at a lower learning rate.
 
@@ -154,6 +159,8 @@ def finetune(
             arguments wrote: training goes on in the phase and epoch it records, exactly.
         sync_bn: under data-parallel training (both phases run under DDP), BatchNorm layers
             normalise with the global batch's statistics.
+        max_grad_norm, divergence, on_divergence, threads: the engine's options
+            (``cnnkit.engine.Trainer``), for both phases.
 
     Returns:
         FinetuneResult; ``model`` holds the best weights, in eval mode.
@@ -202,6 +209,10 @@ def finetune(
             amp=amp,
             channels_last=channels_last,
             checkpoint_path=checkpoint_path,
+            max_grad_norm=max_grad_norm,
+            divergence=divergence,
+            on_divergence=on_divergence,
+            threads=threads,
         )
 
     frozen: list[str] = []
