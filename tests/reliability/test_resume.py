@@ -17,6 +17,7 @@ from cnnkit.cli.train_classify import config_from_args
 from cnnkit.engine.checkpoint import load_checkpoint
 from cnnkit.engine.trainer import Trainer, seed_everything
 from cnnkit.runs.train import train_run
+from cnnkit.tasks.classify.task import ClassifyTask
 
 from .conftest import EPOCHS, assert_identical, cnnkit_cmd, run_cli, run_snapshot, subprocess_env, tiny_config
 
@@ -57,8 +58,12 @@ def test_a_run_that_stopped_early_stays_stopped_when_resumed(small_data, tmp_pat
     config = tiny_config(small_data, epochs=8, patience=0, lr=0.01)
     reference = train_run(config, tmp_path / "reference", progress=False)
     assert reference["stopped_early"] and reference["epochs_run"] < 8
-    # Interrupted after training, while testing: last.ckpt holds the stopped state.
-    monkeypatch.setattr(Trainer, "evaluate", lambda *args, **kwargs: (_ for _ in ()).throw(KeyboardInterrupt))
+
+    # Interrupted after training, while scoring the test set: last.ckpt holds the stopped state.
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ClassifyTask, "scores", staticmethod(interrupt))
     with pytest.raises(KeyboardInterrupt):
         train_run(config, tmp_path / "run", progress=False)
     monkeypatch.undo()
