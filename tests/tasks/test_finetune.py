@@ -588,3 +588,24 @@ def test_cli_finetune_adapts_threads_and_threads_flag_fixes_the_count(
     assert "threads" not in json.loads((tmp_path / "fixed" / "metrics.json").read_text())
     assert torch.get_num_threads() == 2
     capsys.readouterr()
+
+
+def test_cli_finetune_takes_model_options_and_refuses_unknown_ones(idx_folder, tmp_path, capsys):
+    """--model-option KEY=VALUE reaches the fine-tuned model's builder (as in `cnnkit train`);
+    an option the builder does not take fails in one line, exit 2, before any folder exists."""
+    from cnnkit.cli.__main__ import main
+
+    source = tmp_path / "source"
+    argv = ["train", "--model", "fashion_bn_cnn", "--data", str(idx_folder), "--epochs", "1"]
+    assert main([*argv, "--limit-train", "200", "--out", str(source), "--no-progress"]) == 0
+    tune = ["finetune", "--weights", str(source), "--data", str(idx_folder), "--head-epochs", "1"]
+    tune += ["--full-epochs", "0", "--limit-train", "200", "--no-progress"]
+    assert main([*tune, "--model-option", "dropout=0.25", "--out", str(tmp_path / "ft")]) == 0
+    model, record = load_run(tmp_path / "ft")
+    assert record["finetune"]["model_kwargs"] == {"dropout": 0.25}
+    assert [m.p for m in model.modules() if isinstance(m, nn.Dropout)] == [0.25]
+    capsys.readouterr()
+    assert main([*tune, "--model-option", "depth_of_field=2", "--out", str(tmp_path / "bad")]) == 2
+    err = capsys.readouterr().err
+    assert "fashion_bn_cnn does not take 'depth_of_field'" in err and "Traceback" not in err
+    assert not (tmp_path / "bad").exists()

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from ..errors import UsageError
-from .train import add_engine_options, add_launch_options
+from .train import add_engine_options, add_launch_options, add_model_option, parse_model_options
 
 HELP = "transfer learning: train a new head on a frozen base, then fine-tune all layers"
 
@@ -73,6 +73,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--on-error", choices=["raise", "skip"], default="raise", help="bad image files")
     p.add_argument("--small-input", action="store_true", help="the model's 28x28 variant")
+    add_model_option(p)
     p.add_argument("--limit-train", type=int, help="use only N training images")
     p.add_argument("--limit-test", type=int, help="evaluate on only N test images")
     p.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: best available)")
@@ -138,11 +139,14 @@ def run(args: argparse.Namespace) -> int:
             "starts from a classifier",
         )
 
+    model_kwargs = parse_model_options(args.model_option)
+    if args.small_input:
+        model_kwargs["small_input"] = True
     config = FinetuneConfig(
         weights=args.weights,
         data=args.data,
         model=args.model,
-        model_kwargs={"small_input": True} if args.small_input else {},
+        model_kwargs=model_kwargs,
         head_epochs=args.head_epochs,
         full_epochs=args.full_epochs,
         batch_size=args.batch_size,

@@ -103,12 +103,7 @@ def common_options() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=42, action=_Given, help="random seed (default 42)")
     p.add_argument("--out", help="run folder (default runs/<model>-<time>)")
     p.add_argument("--small-input", action="store_true", help="the model's 28x28 variant (zoo models)")
-    p.add_argument(
-        "--model-option",
-        action="append",
-        metavar="KEY=VALUE",
-        help="a model (or backbone) builder option, VALUE in JSON (e.g. depth=2, widths=[32,64]); repeatable",
-    )
+    add_model_option(p)
     p.add_argument("--limit-train", type=int, help="use only N training samples (quick tries, tests)")
     p.add_argument("--limit-test", type=int, help="evaluate on only N test samples")
     p.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: best available)")
@@ -122,6 +117,16 @@ def common_options() -> argparse.ArgumentParser:
         "--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks on errors"
     )
     return p
+
+
+def add_model_option(p: argparse.ArgumentParser) -> None:
+    """--model-option KEY=VALUE (train and finetune); ``parse_model_options`` reads them."""
+    p.add_argument(
+        "--model-option",
+        action="append",
+        metavar="KEY=VALUE",
+        help="a model (or backbone) builder option, VALUE in JSON (e.g. depth=2, widths=[32,64]); repeatable",
+    )
 
 
 def add_engine_options(p: argparse.ArgumentParser) -> None:

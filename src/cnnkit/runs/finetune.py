@@ -26,6 +26,7 @@ from ..engine.precision import PRECISIONS, precision_settings
 from ..engine.trainer import seed_everything
 from ..errors import UsageError
 from ..models import model_entry
+from ..models._registry import check_model_options
 from ..tasks.finetune.fit import FinetuneResult, finetune
 from .config import RunConfig, divergence_options, engine_checks
 from .folder import (
@@ -255,6 +256,10 @@ def _finetune_run(
     resume_state = open_folder(out, resume, create=False)  # made once the settings are checked
     name, in_chans, kwargs, source = _weights_source(config.model, config.weights, None, config.model_kwargs)
     entry = model_entry(name)
+    try:  # an option the model's builder does not take fails before any data is read
+        check_model_options(name, kwargs)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     seed_everything(config.seed, config.deterministic)
     input_size = entry.input_size
     if config.image_size:
