@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from ..errors import UsageError
-from .train import add_engine_options, add_launch_options, add_model_option, parse_model_options
+from .train import add_engine_options, add_launch_options, add_model_option, model_kwargs
 
 HELP = "transfer learning: train a new head on a frozen base, then fine-tune all layers"
 
@@ -139,14 +139,11 @@ def run(args: argparse.Namespace) -> int:
             "starts from a classifier",
         )
 
-    model_kwargs = parse_model_options(args.model_option)
-    if args.small_input:
-        model_kwargs["small_input"] = True
     config = FinetuneConfig(
         weights=args.weights,
         data=args.data,
         model=args.model,
-        model_kwargs=model_kwargs,
+        model_kwargs=model_kwargs(args),
         head_epochs=args.head_epochs,
         full_epochs=args.full_epochs,
         batch_size=args.batch_size,

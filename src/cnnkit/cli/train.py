@@ -119,14 +119,22 @@ def common_options() -> argparse.ArgumentParser:
     return p
 
 
+MODEL_OPTION_HELP = (
+    "a model (or backbone) builder option, VALUE in JSON (e.g. depth=2, widths=[32,64]); repeatable"
+)
+
+
 def add_model_option(p: argparse.ArgumentParser) -> None:
-    """--model-option KEY=VALUE (train and finetune); ``parse_model_options`` reads them."""
-    p.add_argument(
-        "--model-option",
-        action="append",
-        metavar="KEY=VALUE",
-        help="a model (or backbone) builder option, VALUE in JSON (e.g. depth=2, widths=[32,64]); repeatable",
-    )
+    """--model-option KEY=VALUE (train and finetune); :func:`model_kwargs` reads them."""
+    p.add_argument("--model-option", action="append", metavar="KEY=VALUE", help=MODEL_OPTION_HELP)
+
+
+def model_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """The builder options of ``--model-option`` flags and ``--small-input``."""
+    kwargs = parse_model_options(args.model_option)
+    if args.small_input:
+        kwargs["small_input"] = True
+    return kwargs
 
 
 def add_engine_options(p: argparse.ArgumentParser) -> None:
@@ -201,9 +209,7 @@ def parse_model_options(items: list[str] | None) -> dict[str, Any]:
 def common_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The common options given on the command line (None where not given), as config keys."""
     given = getattr(args, "given", set())
-    kwargs = parse_model_options(args.model_option)
-    if args.small_input:
-        kwargs["small_input"] = True
+    kwargs = model_kwargs(args)
     return {
         "model": args.model,
         "data": args.data if "data" in given else None,
