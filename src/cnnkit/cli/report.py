@@ -31,12 +31,12 @@ def run(args: argparse.Namespace) -> int:
     test = probs = None
     if run.task in ("classify", "finetune"):
         _, test = classify_data(run)
-        # The run's own predictions (its precision and test-time augmentation), as metrics.json's.
-        probs = classify_scorer(record, model, args.device).logits(test).softmax(1)
         if not 0 <= args.index < len(test):
             raise UsageError(
                 f"--index must be in 0..{len(test) - 1} (the run's test images), got {args.index}"
             )
+        # The run's own predictions (its precision and test-time augmentation), as metrics.json's.
+        probs = classify_scorer(record, model, args.device).logits(test).softmax(1)
     out = args.out or run.output_dir / REPORT_FILE
     record = record if run.shipped else None
     path = write_report(run.path, model, test, out=out, sample_index=args.index, record=record, probs=probs)

@@ -127,10 +127,15 @@ class _Target:
             )
         return self.run_dir
 
+    @property
+    def scored_run(self) -> bool:
+        """A run (or the shipped model) with a recorded test set and scoring settings."""
+        return self.run is not None and bool(self.record.get("run"))
+
     def test_set(self):
         """The run's test set (the images ``metrics.json`` was computed on)."""
         if self._test is None:
-            if self.run is not None and self.record.get("run"):
+            if self.scored_run:
                 from ..runs.evaluate import classify_data
 
                 _, self._test = classify_data(self.run)
@@ -145,7 +150,7 @@ class _Target:
     def test_probabilities(self, test) -> torch.Tensor:
         """Class probabilities of ``test``: a run's as it scores them (its precision and flip TTA,
         as in its metrics.json), a model name's in float32."""
-        if self.run is not None and self.record.get("run"):
+        if self.scored_run:
             from ..runs.evaluate import classify_scorer
             from ..viz._common import model_device
 

@@ -113,7 +113,7 @@ class ArrayDataset:
         if stratify:
             rest, idx = _stratified_split(self.labels, n / len(self), seed)
             if len(idx) < n:
-                idx = torch.cat([idx, _one_per_class_first(rest, self.labels)[: n - len(idx)]])
+                idx = torch.cat([idx, _first_of_each_class(rest, self.labels, n - len(idx))])
             idx = idx[:n]
         else:
             idx = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:n]
@@ -151,14 +151,18 @@ def _course_split(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, tor
     return perm[n_val:], perm[:n_val]
 
 
-def _one_per_class_first(idx: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """``idx`` reordered (stably) so that each class's first sample comes before any second one."""
-    rank = torch.zeros(len(idx), dtype=torch.long)
-    seen: dict[int, int] = {}
-    for k, label in enumerate(labels[idx].tolist()):
-        rank[k] = seen.get(label, 0)
-        seen[label] = rank[k].item() + 1
-    return idx[torch.sort(rank, stable=True).indices]
+def _first_of_each_class(idx: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor:
+    """The first sample of ``idx`` of each class, in ``idx``'s order, up to ``k`` of them (the
+    rounding of per-class shares leaves fewer than one short per class, so this fills it)."""
+    picked: list[int] = []
+    seen: set[int] = set()
+    for i, label in zip(idx.tolist(), labels[idx].tolist()):
+        if len(picked) == k:
+            break
+        if label not in seen:
+            seen.add(label)
+            picked.append(i)
+    return torch.tensor(picked, dtype=idx.dtype)
 
 
 def _stratified_split(labels: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
