@@ -609,3 +609,63 @@ def test_cli_finetune_takes_model_options_and_refuses_unknown_ones(idx_folder, t
     err = capsys.readouterr().err
     assert "fashion_bn_cnn does not take 'depth_of_field'" in err and "Traceback" not in err
     assert not (tmp_path / "bad").exists()
+
+
+def test_cli_finetune_config_file_repeats_a_run_and_flags_override_it(
+    pretrained_run, idx_folder, tmp_path, capsys
+):
+    """--config takes a fine-tuning run's config.json: with no other flag the run is repeated bit
+    for bit; a flag given overrides that one setting; a JSON object of settings also reaches
+    keys no flag sets (label_smoothing, weight_decay)."""
+    from cnnkit.cli.__main__ import main
+    from cnnkit.io.weights import load_state_dict_file as load_weights
+
+    argv = ["finetune", "--weights", str(pretrained_run), "--data", str(idx_folder), "--optimizer", "sgd"]
+    argv += ["--lr", "0.05", "--head-epochs", "1", "--full-epochs", "1", "--limit-train", "160"]
+    argv += ["--seed", "3", "--threads", "1", "--no-progress"]
+    first, again, other = tmp_path / "first", tmp_path / "again", tmp_path / "other"
+    assert main([*argv, "--out", str(first)]) == 0
+    tail = ["--threads", "1", "--no-progress"]
+    assert main(["finetune", "--config", str(first / "config.json"), *tail, "--out", str(again)]) == 0
+    settings = json.loads((first / "config.json").read_text())["finetune"]
+    assert settings["optimizer"] == "sgd" and settings["lr"] == 0.05 and settings["seed"] == 3
+    assert json.loads((again / "config.json").read_text())["finetune"] == settings
+    one, two = load_weights(first / "best.safetensors"), load_weights(again / "best.safetensors")
+    assert all(torch.equal(one[k], two[k]) for k in one)
+
+    file = tmp_path / "settings.json"
+    file.write_text(json.dumps({**settings, "label_smoothing": 0.1, "weight_decay": 1e-4, "seed": 0}))
+    assert main(["finetune", "--config", str(file), "--seed", "4", *tail, "--out", str(other)]) == 0
+    changed = json.loads((other / "config.json").read_text())["finetune"]
+    assert {k: v for k, v in changed.items() if v != settings[k]} == {
+        "seed": 4,
+        "label_smoothing": 0.1,
+        "weight_decay": 1e-4,
+    }
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize(
+    ("make", "extra", "message"),
+    [
+        (lambda d: {"lr_factr": 0.1}, [], "unknown config key 'lr_factr'; did you mean lr_factor"),
+        (lambda d: {"head": "fc"}, [], "config key 'head' must be a list of strings"),
+        (lambda d: {"data": d}, [], "cnnkit finetune needs --weights (or --config FILE"),
+        ("classify run", [], "is the config.json of a 'classify' run, which has no 'finetune' section"),
+        (lambda d: {}, ["--resume", "somewhere"], "drop --weights/--data/--config"),
+    ],
+)
+def test_cli_finetune_config_file_errors_exit_2(
+    pretrained_run, idx_folder, tmp_path, capsys, make, extra, message
+):
+    from cnnkit.cli.__main__ import main
+
+    if make == "classify run":
+        file = pretrained_run / "config.json"
+    else:
+        file = tmp_path / "settings.json"
+        file.write_text(json.dumps(make(str(idx_folder))))
+    assert main(["finetune", "--config", str(file), *extra, "--out", str(tmp_path / "ft")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "ft").exists()

@@ -22,9 +22,13 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import UsageError
 from .train import add_engine_options, add_launch_options, add_model_option, model_kwargs
+
+if TYPE_CHECKING:
+    from ..runs.finetune import FinetuneConfig
 
 HELP = "transfer learning: train a new head on a frozen base, then fine-tune all layers"
 
@@ -33,16 +37,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", help="run folder, weights file or torchvision name (required)")
     p.add_argument("--data", help="image folder (train/ val/ test/, or one sub-folder per class) (required)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted fine-tuning run")
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        help="JSON file of fine-tuning settings, or a fine-tuning run's config.json (flags override it)",
+    )
     p.add_argument("--model", help="registered model name (default: the --weights run's)")
     p.add_argument("--out", help="run folder (default runs/finetune-<model>-<time>)")
-    p.add_argument("--head-epochs", type=int, default=5, help="phase 1, base frozen (default 5)")
-    p.add_argument("--full-epochs", type=int, default=10, help="phase 2, all layers (default 10)")
-    p.add_argument("--lr", type=float, default=1e-3, help="phase-1 learning rate (default 1e-3)")
-    p.add_argument("--lr-factor", type=float, default=0.1, help="phase-2 rate = lr × this (default 0.1)")
+    p.add_argument("--head-epochs", type=int, help="phase 1, base frozen (default 5)")
+    p.add_argument("--full-epochs", type=int, help="phase 2, all layers (default 10)")
+    p.add_argument("--lr", type=float, help="phase-1 learning rate (default 1e-3)")
+    p.add_argument("--lr-factor", type=float, help="phase-2 rate = lr × this (default 0.1)")
     p.add_argument(
         "--group-lr",
         action="append",
-        default=[],
         metavar="PREFIX=LR",
         help="phase-2 rate for the modules under PREFIX, e.g. features=1e-5 (repeatable)",
     )
@@ -52,26 +60,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="MODULE",
         help="module trained in phase 1 (repeatable; default: the new classifier)",
     )
-    p.add_argument("--optimizer", default="adam", help="adam (default), adamw, sgd or rmsprop")
-    p.add_argument("--batch-size", type=int, default=32, help="batch size (default 32)")
-    p.add_argument("--patience", type=int, default=2, help="early-stopping patience per phase")
+    p.add_argument("--optimizer", help="adam (default), adamw, sgd or rmsprop")
+    p.add_argument("--batch-size", type=int, help="batch size (default 32)")
+    p.add_argument("--patience", type=int, help="early-stopping patience per phase (default 2)")
     p.add_argument(
         "--keep-bn-eval",
         action="store_true",
         help="keep the base's batch norm in eval mode in phase 2 as well",
     )
-    p.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
-    p.add_argument("--val-fraction", type=float, default=0.15, help="validation share (0.15)")
-    p.add_argument("--test-fraction", type=float, default=0.1, help="test share (0.1)")
+    p.add_argument("--seed", type=int, help="random seed (default 42)")
+    p.add_argument("--val-fraction", type=float, help="validation share (0.15)")
+    p.add_argument("--test-fraction", type=float, help="test share (0.1)")
     p.add_argument("--image-size", type=int, help="square input side (default: the model's)")
-    p.add_argument("--resize", choices=["resize", "crop", "pad"], default="resize", help="(default resize)")
+    p.add_argument("--resize", choices=["resize", "crop", "pad"], help="(default resize)")
     p.add_argument(
         "--normalize",
         choices=["auto", "imagenet", "unit"],
-        default="auto",
-        help="input statistics: auto = ImageNet for torchvision weights, else the source run's",
+        help="input statistics: auto (default) = ImageNet for torchvision weights, else the source run's",
     )
-    p.add_argument("--on-error", choices=["raise", "skip"], default="raise", help="bad image files")
+    p.add_argument("--on-error", choices=["raise", "skip"], help="bad image files (default raise)")
     p.add_argument("--small-input", action="store_true", help="the model's 28x28 variant")
     add_model_option(p)
     p.add_argument("--limit-train", type=int, help="use only N training images")
@@ -80,7 +87,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--precision",
         choices=["auto", "bf16", "fp32"],
-        default="auto",
         help="auto (default): bf16 autocast + channels-last where the CPU/GPU has native bf16; "
         "fp32: exact FP32",
     )
@@ -109,15 +115,52 @@ def parse_group_lrs(items: list[str]) -> dict[str, float]:
     return groups
 
 
-def _default_out(args: argparse.Namespace) -> str:
-    label = args.model or Path(args.weights).name
+def _default_out(config: FinetuneConfig) -> str:
+    label = config.model or Path(config.weights).name
     return f"runs/finetune-{label}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def config_from_args(args: argparse.Namespace) -> FinetuneConfig:
+    """The FinetuneConfig of a command line: ``--config``'s settings, then the flags given.
+
+    Raises:
+        UsageError: no --weights or --data (on the command line or in --config), or settings
+            that cannot be used (checked here, once, before any worker starts).
+    """
+    import dataclasses
+
+    from ..runs.finetune import FinetuneConfig
+    from ..runs.folder import SHIPPED, read_run, require_task
+
+    settings = FinetuneConfig.read(args.config) if args.config else {}
+    for f in dataclasses.fields(FinetuneConfig):
+        value = getattr(args, f.name, None)
+        if value is not None and value is not False:  # given (store_true flags: when set)
+            settings[f.name] = value
+    if args.group_lr:
+        settings["group_lrs"] = parse_group_lrs(args.group_lr)
+    options = model_kwargs(args)
+    if options:
+        settings["model_kwargs"] = {**settings.get("model_kwargs", {}), **options}
+    missing = [f"--{key}" for key in ("weights", "data") if not settings.get(key)]
+    if missing:
+        raise UsageError(
+            f"cnnkit finetune needs {' and '.join(missing)} (or --config FILE that names them, "
+            "or --resume RUN_DIR)"
+        )
+    weights = settings["weights"]
+    if Path(weights).is_dir() or weights == SHIPPED:
+        require_task(
+            read_run(weights),
+            "cnnkit finetune --weights",
+            ("classify", "finetune"),
+            "starts from a classifier",
+        )
+    return FinetuneConfig.from_dict(settings)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..engine import distributed
-    from ..runs.finetune import FinetuneConfig
-    from ..runs.folder import SHIPPED, read_run, require_task
     from .train import fix_threads, launch_workers, require_shared_out
 
     if args.threads is not None:
@@ -128,56 +171,15 @@ def run(args: argparse.Namespace) -> int:
         require_shared_out(worker, args)
     if args.resume:
         return launch_workers(args, None) if launching else _resume(args)
-    missing = [flag for flag, value in (("--weights", args.weights), ("--data", args.data)) if not value]
-    if missing:
-        raise UsageError(f"cnnkit finetune needs {' and '.join(missing)} (or --resume RUN_DIR)")
-    if Path(args.weights).is_dir() or args.weights == SHIPPED:
-        require_task(
-            read_run(args.weights),
-            "cnnkit finetune --weights",
-            ("classify", "finetune"),
-            "starts from a classifier",
-        )
-
-    config = FinetuneConfig(
-        weights=args.weights,
-        data=args.data,
-        model=args.model,
-        model_kwargs=model_kwargs(args),
-        head_epochs=args.head_epochs,
-        full_epochs=args.full_epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        lr_factor=args.lr_factor,
-        group_lrs=parse_group_lrs(args.group_lr),
-        head=args.head,
-        optimizer=args.optimizer,
-        patience=args.patience,
-        keep_bn_eval=args.keep_bn_eval,
-        seed=args.seed,
-        val_fraction=args.val_fraction,
-        test_fraction=args.test_fraction,
-        image_size=args.image_size,
-        resize=args.resize,
-        normalize=args.normalize,
-        on_error=args.on_error,
-        limit_train=args.limit_train,
-        limit_test=args.limit_test,
-        device=args.device,
-        deterministic=args.deterministic,
-        precision=args.precision,
-        sync_bn=args.sync_bn,
-        max_grad_norm=args.max_grad_norm,
-        on_divergence=args.on_divergence or "stop",
-    ).validate()  # bad settings fail here, once, before any worker starts
+    config = config_from_args(args)
     if launching:
-        return launch_workers(args, None if args.out else _default_out(args))
+        return launch_workers(args, None if args.out else _default_out(config))
     from ..engine.device import pick_device
     from ..engine.perf import pick_num_threads, set_threads
 
-    if worker is None and args.threads is None and pick_device(args.device).type == "cpu":
+    if worker is None and args.threads is None and pick_device(config.device).type == "cpu":
         set_threads(pick_num_threads())  # busy cores stall OpenMP threads (docs/performance.md)
-    out = Path(args.out or _default_out(args))
+    out = Path(args.out or _default_out(config))
     if worker is None or worker.rank == 0:
         print(f"run folder: {out}", file=sys.stderr)
     return _finetune(config, out, args, resume=False)
@@ -188,9 +190,9 @@ def _resume(args: argparse.Namespace) -> int:
     from ..runs.finetune import FinetuneConfig
     from ..runs.folder import read_run, require_task
 
-    if args.weights or args.data:
+    if args.weights or args.data or args.config:
         raise UsageError(
-            f"--resume continues {args.resume} with the settings saved in it; drop --weights/--data"
+            f"--resume continues {args.resume} with the settings saved in it; drop --weights/--data/--config"
         )
     run = read_run(args.resume)
     require_task(run, "cnnkit finetune --resume", ("finetune",), "continues fine-tuning runs")

@@ -15,7 +15,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any, ClassVar, get_type_hints
 
 from ..errors import UsageError
 
@@ -39,8 +39,82 @@ def engine_checks(max_grad_norm: float | None, on_divergence: str) -> list[tuple
     ]
 
 
+class SettingsFile:
+    """What a config dataclass reads: a mapping, or a JSON file (a run's ``config.json``, whose
+    ``SECTION`` it takes, or that section alone), unknown keys refused with close matches, types
+    checked."""
+
+    SECTION: ClassVar[str] = "run"
+
+    @classmethod
+    def checked(cls, data: dict[str, Any]) -> dict[str, Any]:
+        """``data`` with its keys and value types checked (ints become floats where a float goes).
+
+        Raises:
+            UsageError: an unknown key (with close matches) or a value of the wrong type.
+        """
+        names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+        hints = get_type_hints(cls)
+        kwargs = {}
+        for key, value in data.items():
+            if key not in names:
+                close = difflib.get_close_matches(key, names, n=3)
+                hint = f"; did you mean {', '.join(close)}?" if close else ""
+                raise UsageError(f"unknown config key {key!r}{hint}")
+            kwargs[key] = _check_type(key, value, hints[key])
+        return kwargs
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Any:
+        """Build from a mapping, rejecting unknown keys (with close matches) and wrong types."""
+        return cls(**cls.checked(data)).validate()  # type: ignore[attr-defined]
+
+    @classmethod
+    def read(cls, path: str | os.PathLike[str]) -> dict[str, Any]:
+        """The settings in a JSON file, checked as :meth:`checked` checks them.
+
+        Raises:
+            FileNotFoundError: no such file.
+            UsageError: not UTF-8 JSON holding an object, another kind of run's config.json, or
+                settings that cannot be used; the message starts with the file's name.
+        """
+        try:
+            raw = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+            reason = (
+                f"{type(exc).__name__}: {exc}" if not isinstance(exc, RecursionError) else "nested too deeply"
+            )
+            raise UsageError(f"--config {path} is not a JSON config file ({reason})") from None
+        except IsADirectoryError:
+            raise UsageError(f"--config {path} is a folder; give its config.json") from None
+        if not isinstance(raw, dict):
+            raise UsageError(f"{path}: a config must be a JSON object")
+        if cls.SECTION not in raw and "versions" in raw:  # a run record without this section
+            raise UsageError(
+                f"{path} is the config.json of a {raw.get('task', 'different')!r} run, which has "
+                f"no {cls.SECTION!r} section; give a run of this command, or a JSON object of "
+                "its settings"
+            )
+        settings = raw.get(cls.SECTION, raw)
+        if not isinstance(settings, dict):
+            raise UsageError(f"{path}: its {cls.SECTION!r} section must be a JSON object")
+        try:
+            return cls.checked(settings)
+        except UsageError as exc:
+            raise UsageError(f"{path}: {exc}") from None
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Any:
+        """The config in a JSON file (see :meth:`read`)."""
+        settings = cls.read(path)
+        try:
+            return cls(**settings).validate()  # type: ignore[attr-defined]
+        except UsageError as exc:
+            raise UsageError(f"{path}: {exc}") from None
+
+
 @dataclass
-class TrainConfig:
+class TrainConfig(SettingsFile):
     """The settings every task's run has.
 
     Attributes:
@@ -109,47 +183,6 @@ class TrainConfig:
             if not ok:
                 raise UsageError(message)
         return self
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Any:
-        """Build from a mapping, rejecting unknown keys (with close matches) and wrong types."""
-        names = [f.name for f in dataclasses.fields(cls)]
-        hints = get_type_hints(cls)
-        kwargs = {}
-        for key, value in data.items():
-            if key not in names:
-                close = difflib.get_close_matches(key, names, n=3)
-                hint = f"; did you mean {', '.join(close)}?" if close else ""
-                raise UsageError(f"unknown config key {key!r}{hint}")
-            kwargs[key] = _check_type(key, value, hints[key])
-        return cls(**kwargs).validate()
-
-    @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> Any:
-        """The config in a JSON file (a run's ``config.json`` or its ``run`` section alone).
-
-        Raises:
-            FileNotFoundError: no such file.
-            UsageError: not UTF-8 JSON holding an object, or settings that cannot be used.
-        """
-        try:
-            raw = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-            reason = (
-                f"{type(exc).__name__}: {exc}" if not isinstance(exc, RecursionError) else "nested too deeply"
-            )
-            raise UsageError(f"--config {path} is not a JSON config file ({reason})") from None
-        except IsADirectoryError:
-            raise UsageError(f"--config {path} is a folder; give its config.json") from None
-        if not isinstance(raw, dict):
-            raise UsageError(f"{path}: a config must be a JSON object")
-        settings = raw.get("run", raw)
-        if not isinstance(settings, dict):
-            raise UsageError(f"{path}: its 'run' section must be a JSON object")
-        try:
-            return cls.from_dict(settings)
-        except UsageError as exc:
-            raise UsageError(f"{path}: {exc}") from None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -368,11 +401,11 @@ def _check_type(key: str, value: Any, hint: Any) -> Any:
         if allowed_none:
             return None
         raise UsageError(f"config key {key!r} must not be null")
-    if text.startswith("list[int]"):
-        ints = isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
-        if not ints:
-            raise UsageError(f"config key {key!r} must be a list of integers, got {value!r}")
-        return value
+    for name, element, words in (("list[int]", int, "integers"), ("list[str]", str, "strings")):
+        if text.startswith(name):
+            if not (isinstance(value, list) and all(type(v) is element for v in value)):
+                raise UsageError(f"config key {key!r} must be a list of {words}, got {value!r}")
+            return value
     if "dict" in text:
         if not isinstance(value, dict):
             raise UsageError(f"config key {key!r} must be an object, got {value!r}")

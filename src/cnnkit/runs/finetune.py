@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -28,7 +28,7 @@ from ..errors import UsageError
 from ..models import model_entry
 from ..models._registry import check_model_options
 from ..tasks.finetune.fit import FinetuneResult, finetune
-from .config import RunConfig, divergence_options, engine_checks
+from .config import RunConfig, SettingsFile, divergence_options, engine_checks
 from .folder import (
     BEST_WEIGHTS,
     CONFIG_FILE,
@@ -52,7 +52,7 @@ NORMALIZE_CHOICES = ("auto", "imagenet", "unit")
 
 
 @dataclass
-class FinetuneConfig:
+class FinetuneConfig(SettingsFile):
     """Everything that defines a fine-tuning run (saved in config.json under ``"finetune"``).
 
     Attributes:
@@ -85,6 +85,8 @@ class FinetuneConfig:
         max_grad_norm, on_divergence: as in every run config (``TrainConfig``): gradient-norm
             clipping, and what a thousandfold loss does (``stop``, ``warn`` or ``off``).
     """
+
+    SECTION: ClassVar[str] = "finetune"  # of a fine-tuning run's config.json (``--config``)
 
     weights: str
     data: str
