@@ -303,6 +303,24 @@ def test_bad_files_are_errors_naming_the_file(tmp_path, china):
     assert ImageFile.LOAD_TRUNCATED_IMAGES is False
 
 
+@pytest.mark.parametrize(
+    ("fmt", "name"),
+    [("PNG", "PNG"), ("JPEG", "JPEG"), ("WEBP", "WebP"), ("BMP", "BMP"), ("TIFF", "TIFF"), ("GIF", "GIF")],
+)
+@pytest.mark.parametrize("keep", [16, 40])
+def test_a_file_cut_inside_its_header_is_named_truncated_not_unknown(tmp_path, china, fmt, name, keep):
+    """A real file of every allowed format cut after ``keep`` bytes: whether Pillow fails inside
+    the header or cannot identify the file at all, the message names the format and the damage,
+    never 'is not a ... image' (the file does start with that format's signature)."""
+    data = io.BytesIO()
+    Image.fromarray(china).save(data, fmt)
+    path = tmp_path / f"cut.{fmt.lower()}"
+    path.write_bytes(data.getvalue()[:keep])
+    with pytest.raises(DataError, match=f"truncated or corrupt {name} ") as info:
+        load_image(path)
+    assert str(info.value).startswith(str(path)) and "is not a" not in str(info.value)
+
+
 def test_truncated_png_and_restricted_formats(tmp_path, china):
     data = io.BytesIO()
     Image.fromarray(china).save(data, "PNG")

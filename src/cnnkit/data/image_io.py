@@ -36,6 +36,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import DataError
+from .file_types import describe_unknown, signature_format
 
 __all__ = [
     "ALLOWED_FORMATS",
@@ -78,24 +79,6 @@ _DECODE_ERRORS = (
     Image.DecompressionBombWarning,
 )
 _EXIF_ORIENTATION = 0x0112
-# Magic numbers of formats people try that cnnkit refuses, to say what the file is.
-_REFUSED_SIGNATURES: tuple[tuple[int, bytes, str], ...] = (
-    (0, b"%!PS", "EPS/PostScript (needs Ghostscript, which can run code)"),
-    (0, b"\xc5\xd0\xd3\xc6", "EPS/PostScript (needs Ghostscript, which can run code)"),
-    (0, b"%PDF", "PDF"),
-    (0, b"8BPS", "PSD (Photoshop)"),
-    (0, b"SIMPLE  =", "FITS"),
-    (0, b"\xff\x4f\xff\x51", "JPEG 2000"),
-    (0, b"\x00\x00\x00\x0cjP  ", "JPEG 2000"),
-    (4, b"ftypavif", "AVIF"),
-    (4, b"ftypheic", "HEIC"),
-    (4, b"ftypmif1", "HEIF"),
-    (0, b"\x00\x00\x01\x00", "ICO"),
-    (0, b"qoif", "QOI"),
-    (0, b"\xd7\xcd\xc6\x9a", "WMF"),
-    (0, b"<svg", "SVG"),
-    (0, b"<?xml", "XML/SVG"),
-)
 
 
 def _check_limits(max_bytes: int, max_pixels: int) -> None:
@@ -125,13 +108,6 @@ def _check_formats(formats: Sequence[str]) -> list[str]:
             f"formats must be a non-empty subset of {list(ALLOWED_FORMATS)}, got {list(formats)!r}"
         )
     return chosen
-
-
-def _describe_unknown(data: bytes, formats: Sequence[str]) -> str:
-    for offset, magic, name in _REFUSED_SIGNATURES:
-        if data[offset : offset + len(magic)] == magic:
-            return f"is {name}, which cnnkit does not read (allowed: {', '.join(formats)})"
-    return f"is not a {', '.join(formats)} image (it starts with {data[:12]!r})"
 
 
 def _read_bytes(path: Path, max_bytes: int) -> bytes:
@@ -255,11 +231,13 @@ def _open_header(
     try:
         image = Image.open(io.BytesIO(data), formats=chosen)
     except UnidentifiedImageError:
-        raise DataError(f"{name}: {_describe_unknown(data, chosen)}") from None
+        raise DataError(f"{name}: {describe_unknown(data, chosen)}") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise DataError(f"{name}: refused before decoding by the decompression-bomb check ({exc})") from None
     except _DECODE_ERRORS as exc:
-        raise DataError(f"{name}: truncated or corrupt {_guess(data)} header ({_reason(exc)})") from None
+        raise DataError(
+            f"{name}: truncated or corrupt {signature_format(data) or 'image'} header ({_reason(exc)})"
+        ) from None
     width, height = image.size
     if width < 1 or height < 1:
         raise DataError(f"{name}: header declares an empty {width}×{height} image")
@@ -296,22 +274,6 @@ def image_size(
             orientation = 1  # exif_transpose ignores unreadable EXIF the same way
     width, height = image.size
     return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
-
-
-def _guess(data: bytes) -> str:
-    for magic, name in (
-        (b"\xff\xd8", "JPEG"),
-        (b"\x89PNG", "PNG"),
-        (b"GIF8", "GIF"),
-        (b"BM", "BMP"),
-    ):
-        if data.startswith(magic):
-            return name
-    if data[:4] in (b"II*\x00", b"MM\x00*"):
-        return "TIFF"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "WebP"
-    return "image"
 
 
 def _reason(exc: BaseException) -> str:
