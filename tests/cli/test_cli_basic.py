@@ -24,6 +24,17 @@ def test_models_lists_course_models_with_counts(capsys):
     assert "333,526" in line and "28x28x1" in line
 
 
+def test_every_command_help_quotes_code_as_the_rest_of_the_help_does(capsys):
+    """The module docstrings behind each command's help use reST's ``code``: the help shows `code`."""
+    from cnnkit.cli.__main__ import COMMANDS
+
+    for command in COMMANDS:
+        code, out, _ = run(capsys, command, "--help")
+        assert code == 0 and out.startswith("usage: cnnkit " + command), command
+        assert "``" not in out, command
+    assert "`conv:FILTERS:KERNEL[:STRIDE][:PADDING]`" in run(capsys, "shape", "--help")[1]
+
+
 def test_summary_of_the_exercise_matches_the_course(capsys):
     code, out, _ = run(capsys, "summary", "exercise_cnn", "--input", "200x300x3", "--batch", "50")
     assert code == 0

@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
         command = sub.add_parser(
             name,
             help=module.HELP,
-            description=module.__doc__,
+            description=module.__doc__.replace("``", "`"),  # reST literals read as the help's `code`
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         module.add_arguments(command)
