@@ -82,3 +82,28 @@ def test_report_with_lang_ko_names_the_classes_in_korean(tiny_run, tmp_path, mon
     table = target.read_text(encoding="utf-8").split("<h3>per class</h3>")[1].split("</table>")[0]
     assert all(f"<td>{name}</td>" in table for name in CLASS_NAMES_KO)
     assert not any(f"<td>{name}</td>" in table for name in CLASS_NAMES)
+
+
+def test_korean_tables_line_up_in_a_terminal(fashion, tmp_path, capsys, monkeypatch):
+    """Hangul takes two terminal columns (wcwidth): every row of the tables of `predict`,
+    `evaluate` and the class balance ends at one column, in Korean as in English."""
+    from wcwidth import wcswidth
+
+    from cnnkit.data.folders import format_balance
+
+    monkeypatch.delenv("CNNKIT_LANG", raising=False)
+    _, test = fashion
+    Image.fromarray(test.images[0, 0].numpy()).save(tmp_path / "boot.png")
+    korean = test.take(30, seed=0)
+    korean.class_names = list(CLASS_NAMES_KO)
+    balance = format_balance({"train": korean, "test": korean}).splitlines()[:12]  # header, 10, total
+    assert "앵클 부츠" in balance[10] and len({wcswidth(r) for r in balance}) == 1, balance
+    for lang_ in ("en", "ko"):
+        assert main(["predict", "fashion", str(tmp_path / "boot.png"), "--top", "10", "--lang", lang_]) == 0
+        rows = capsys.readouterr().out.splitlines()[1:]
+        assert len(rows) == 10 and len({wcswidth(r) for r in rows}) == 1, rows
+        assert main(["evaluate", "fashion", "--limit-test", "50", "--no-compile", "--lang", lang_]) == 0
+        out = capsys.readouterr().out.splitlines()
+        start = next(i for i, r in enumerate(out) if r.startswith("class "))
+        table = out[start : start + 11]  # header and 10 classes
+        assert ("앵클 부츠" in table[10]) == (lang_ == "ko") and len({wcswidth(r) for r in table}) == 1, table

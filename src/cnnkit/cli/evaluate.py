@@ -9,6 +9,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ..tasks.classify.task import ClassifyTrainer
+from ..text import columns, ljust
 
 if TYPE_CHECKING:
     import torch
@@ -115,11 +116,11 @@ def run(args: argparse.Namespace) -> int:
     from ..viz.lang import translate
 
     names = translate(list(report["per_class"]))  # CNNKIT_LANG / --lang
-    width = max(len(n) for n in names)
-    print(f"{'class':<{width}}  precision  recall     f1  support")
+    width = max(columns(n) for n in ["class", *names])
+    print(f"{ljust('class', width)}  {'precision':>9}  {'recall':>6}  {'f1':>6}  {'support':>7}")
     for name, row in zip(names, report["per_class"].values()):
-        scores = f"{row['precision']:9.4f}  {row['recall']:6.4f}  {row['f1']:5.4f}"
-        print(f"{name:<{width}}  {scores}  {row['support']:7d}")
+        scores = f"{row['precision']:9.4f}  {row['recall']:6.4f}  {row['f1']:6.4f}"
+        print(f"{ljust(name, width)}  {scores}  {row['support']:7d}")
     if trainer.forward.compile:
         print(
             f"torch.compile: {trainer.compile_seconds:.1f} s of the {seconds:.1f} s were the first "

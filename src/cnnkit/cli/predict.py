@@ -29,6 +29,7 @@ import torch
 
 from ..errors import DataError, UsageError
 from ..io.weights import WeightsError
+from ..text import columns, ljust
 
 FASHION = "fashion"
 FASHION_ASSET = "fashion_hongong_cnn.safetensors"
@@ -274,9 +275,9 @@ def _report(path: Path, predictions: list, as_json: bool) -> None:
         print(json.dumps({"file": str(path), "top": top}, ensure_ascii=False))
         return
     print(path)
-    width = max(len(p.name) for p in predictions)
+    width = max(columns(p.name) for p in predictions)
     for p in predictions:
-        print(f"  {p.rank:>2}  {p.name:<{width}}  {100 * p.probability:6.2f} %")
+        print(f"  {p.rank:>2}  {ljust(p.name, width)}  {100 * p.probability:6.2f} %")
 
 
 def _report_failure(path: Path, message: str, as_json: bool) -> None:

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError
+from ..text import columns, ljust
 from .arrays import ArrayDataset
 from .decode_pool import CACHE_MEMORY_FRACTION, check_cache_fits, parallel_map
 from .image_io import ALLOWED_FORMATS, IMAGE_EXTENSIONS, MAX_FILE_BYTES, MAX_PIXELS, load_image
@@ -311,12 +312,12 @@ def format_balance(splits: dict[str, ArrayDataset], warn_ratio: float = 3.0) -> 
     """
     counts = class_balance(splits)
     names = next(iter(counts.values())).keys() if counts else []
-    width = max([len("class"), *(len(n) for n in names)])
-    header = f"{'class':<{width}}  " + "  ".join(f"{s:>7}" for s in counts)
+    width = max(columns(n) for n in ["class", *names])
+    header = f"{ljust('class', width)}  " + "  ".join(f"{s:>7}" for s in counts)
     lines = [header]
     for name in names:
-        lines.append(f"{name:<{width}}  " + "  ".join(f"{counts[s][name]:>7}" for s in counts))
-    lines.append(f"{'total':<{width}}  " + "  ".join(f"{sum(c.values()):>7}" for c in counts.values()))
+        lines.append(f"{ljust(name, width)}  " + "  ".join(f"{counts[s][name]:>7}" for s in counts))
+    lines.append(f"{ljust('total', width)}  " + "  ".join(f"{sum(c.values()):>7}" for c in counts.values()))
     for split, per_class in counts.items():
         values = list(per_class.values())
         if values and min(values) == 0:
