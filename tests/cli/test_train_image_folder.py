@@ -158,3 +158,31 @@ def test_usage_errors(folders, tmp_path, capsys):
         capsys, "--task", "segment", "--image-size", "16x8"
     )
     assert not any(tmp_path.glob("runs*"))  # nothing was written
+
+
+def test_bad_files_stop_the_run_or_are_left_out_with_on_error_skip(folders, tmp_path, capsys):
+    """A damaged JPEG in a class folder: by default the run stops before training, naming the file
+    and --on-error skip; with --on-error skip (and --resize pad) it trains without the file, lists
+    it, records both settings, and `cnnkit evaluate` rescores the run as it scored itself."""
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(folders["flat"], data)
+    bad = next(p for p in sorted(data.iterdir()) if p.is_dir()) / "damaged.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0" + b"cut short")
+    argv = ["train", "--data", str(data), "--epochs", "1", "--limit-train", "100", "--limit-test", "50"]
+    argv += ["--device", "cpu", "--no-progress"]
+    code, _, err = run(capsys, *argv, "--out", str(tmp_path / "stopped"))
+    assert code == 2 and str(bad) in err and "--on-error skip" in err and "Traceback" not in err
+    assert not (tmp_path / "stopped" / "config.json").exists()
+
+    out = tmp_path / "skipped"
+    code, stdout, _ = run(capsys, *argv, "--on-error", "skip", "--resize", "pad", "--out", str(out))
+    assert code == 0 and "1 bad image file left out (--on-error skip)" in stdout and str(bad) in stdout
+    config, metrics = _json(out / "config.json"), _json(out / "metrics.json")
+    assert config["run"]["on_error"] == "skip" and config["run"]["resize"] == "pad"
+    assert config["data"]["resize"] == "pad" and config["preprocess"] == {"resize": "pad"}
+    assert [r.split(":")[0] for r in metrics["skipped_files"]] == [str(bad)]
+    code, stdout, _ = run(capsys, "evaluate", str(out), "--device", "cpu", "--json")
+    assert code == 0 and json.loads(stdout)["accuracy"] == metrics["test_accuracy"]
+    assert json.loads(stdout)["num_samples"] == 50

@@ -11,6 +11,7 @@ import pytest
 from fontTools.ttLib import TTFont
 from PIL import Image
 
+from cnnkit import viz as lang_figs
 from cnnkit.cli.__main__ import main
 from cnnkit.data import CLASS_NAMES, CLASS_NAMES_KO
 from cnnkit.viz import lang, plot_confusion_matrix, save_figure  # noqa: F401
@@ -44,6 +45,40 @@ def test_korean_names_are_drawn_with_real_glyphs(monkeypatch):
     assert ko_labels == [*hongong, "앵클 부츠"]
     assert not [w for w in caught if "missing from" in w]  # matplotlib's warning for boxes (tofu)
     assert english.shape == korean.shape and (english != korean).any()
+
+
+def test_the_datas_own_korean_class_names_are_drawn_with_the_korean_font(monkeypatch):
+    """An image folder's class folders named in Korean (가방/, 셔츠/): with the language left at
+    English, the confusion matrix, the mistakes grid and the Grad-CAM figure still draw their
+    names with real glyphs, whichever figure comes first in the process."""
+    import matplotlib
+    import torch
+
+    from cnnkit import create_model
+    from cnnkit.viz.confusion import Mistake
+
+    assert lang.korean_font() is not None, "no Korean font installed: apt-get install fonts-nanum"
+    monkeypatch.delenv("CNNKIT_LANG", raising=False)
+    names = ["가방", "셔츠", "운동화"]
+    images = torch.zeros(3, 1, 28, 28, dtype=torch.uint8)
+    torch.manual_seed(0)
+    model = create_model("hongong_cnn", num_classes=3)
+    figures = {
+        "mistakes": lambda: lang_figs.plot_mistakes(images, [Mistake(0, 0, 1, 0.9)], names),
+        "saliency": lambda: lang_figs.plot_saliency(
+            images[0], lang_figs.saliency(model, images[0].float() / 255), names, true_label=2
+        ),
+        "confusion": lambda: lang_figs.plot_confusion_matrix(np.eye(3, dtype=int), names),
+    }
+    for name, draw in figures.items():
+        monkeypatch.setitem(matplotlib.rcParams, "font.family", ["sans-serif"])  # a fresh process's
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            fig = draw()
+            fig.savefig(io.BytesIO(), format="png", dpi=50)
+        texts = " ".join(t.get_text() for t in fig.findobj(matplotlib.text.Text))
+        assert any(n in texts for n in names), name
+        assert not [w for w in caught if "missing from" in str(w.message)], name
 
 
 def test_without_a_korean_font_figures_stay_in_english(monkeypatch):

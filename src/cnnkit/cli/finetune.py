@@ -25,7 +25,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import UsageError
-from .train import add_engine_options, add_launch_options, add_model_option, model_kwargs
+from .train import (
+    add_engine_options,
+    add_image_folder_options,
+    add_launch_options,
+    add_model_option,
+    model_kwargs,
+)
 
 if TYPE_CHECKING:
     from ..runs.finetune import FinetuneConfig
@@ -72,13 +78,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-fraction", type=float, help="validation share (0.15)")
     p.add_argument("--test-fraction", type=float, help="test share (0.1)")
     p.add_argument("--image-size", type=int, help="square input side (default: the model's)")
-    p.add_argument("--resize", choices=["resize", "crop", "pad"], help="(default resize)")
+    add_image_folder_options(p, resize_default="resize")
     p.add_argument(
         "--normalize",
         choices=["auto", "imagenet", "unit"],
         help="input statistics: auto (default) = ImageNet for torchvision weights, else the source run's",
     )
-    p.add_argument("--on-error", choices=["raise", "skip"], help="bad image files (default raise)")
     p.add_argument("--small-input", action="store_true", help="the model's 28x28 variant")
     add_model_option(p)
     p.add_argument("--limit-train", type=int, help="use only N training images")

@@ -129,6 +129,24 @@ def add_model_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model-option", action="append", metavar="KEY=VALUE", help=MODEL_OPTION_HELP)
 
 
+def add_image_folder_options(p: argparse.ArgumentParser, resize_default: str) -> None:
+    """--resize and --on-error (train and finetune): how an image folder's files become inputs."""
+    from ..data.preprocess import RESIZE_MODES
+
+    p.add_argument(
+        "--resize",
+        choices=RESIZE_MODES,
+        help="image folders: fit each image to the input by stretching it (resize), cropping its "
+        f"centre (crop) or padding it (pad) (default {resize_default})",
+    )
+    p.add_argument(
+        "--on-error",
+        choices=("raise", "skip"),
+        help="image folders: a bad file stops the run before training (raise, the default) or is "
+        "left out and listed (skip)",
+    )
+
+
 def model_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """The builder options of ``--model-option`` flags and ``--small-input``."""
     kwargs = parse_model_options(args.model_option)

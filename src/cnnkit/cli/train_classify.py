@@ -29,7 +29,8 @@ def parse_image_size(text: str) -> list[int]:
 
 
 def add_arguments(p: argparse.ArgumentParser, task: str) -> None:
-    from .train import _Given
+    from ..runs.config import IMAGE_FOLDER_RESIZE
+    from .train import _Given, add_image_folder_options
 
     p.add_argument(
         "--image-size",
@@ -43,6 +44,7 @@ def add_arguments(p: argparse.ArgumentParser, task: str) -> None:
         choices=(1, 3),
         help="image folders: 1 (grayscale) or 3 (RGB) (default: the model's, 1 for the course's CNNs)",
     )
+    add_image_folder_options(p, resize_default=IMAGE_FOLDER_RESIZE)
     p.add_argument(
         "--test-fraction",
         type=float,
@@ -92,6 +94,8 @@ def config_from_args(args: argparse.Namespace, task: str) -> Any:
         "test_fraction": args.test_fraction,
         "image_size": args.image_size,
         "channels": args.channels,
+        "resize": args.resize,
+        "on_error": args.on_error,
         "compile": args.compile,
         "preset": args.preset if "preset" in given else None,
     }
@@ -169,6 +173,10 @@ def summary(metrics: dict[str, Any], config: Any, out: Path) -> Iterator[str]:
         f"{_precision_label(config)}); "
         f"run folder: {out}"
     )
+    skipped = metrics.get("skipped_files", [])
+    if skipped:
+        yield f"{count(len(skipped), 'bad image file')} left out (--on-error skip), listed in metrics.json:"
+        yield from (f"  {reason}" for reason in skipped)
     if "compile_seconds" in metrics:
         what = "the model" if config.compile else "the max-pool kernels"
         yield f"compiling ({what}): {metrics['compile_seconds']:.1f} s of that, in the first steps"

@@ -204,8 +204,8 @@ def load_image_folder(
             if isinstance(result, str):
                 if on_error == "raise":
                     raise DataError(
-                        f"{result} (stopped at the first bad file; on_error='skip' leaves bad files out "
-                        "and lists them)"
+                        f"{result} (stopped at the first bad file; --on-error skip, on_error='skip' in "
+                        "Python, leaves bad files out and lists them)"
                     )
                 bad.append(BadFile(path, result))
                 continue

@@ -27,11 +27,10 @@ from ..models import create_model, model_entry
 from ..tasks.classify.presets import trainer_extras
 from ..tasks.classify.task import ClassifyTrainer
 from . import folder
-from .config import RunConfig
+from .config import IMAGE_FOLDER_RESIZE, RunConfig
 from .session import prepare_device, thread_controller
 
 FASHION_NAMES = ("fashion-mnist", "fashion_mnist", "fashion")
-IMAGE_FOLDER_RESIZE = "crop"  # as `cnnkit predict` prepares images for a run (recorded in config.json)
 
 
 def data_kind(spec: str) -> str:
@@ -333,7 +332,7 @@ def train_classify(
     # data-parallel run's processes join here, before they decode an image folder's shares.
     ceiling = torch.get_num_threads()  # before a resumed run's own count is put back
     device = prepare_device(config.device, resume_state, pick_threads=config.preset != "course")
-    train, val, test, data_info = load_splits(config)
+    train, val, test, data_info = load_splits(config, resize=config.resize, on_error=config.on_error)
     model = build_model(config, train.num_classes, train.input_shape[0])
     check_input_fits(model, train.input_shape, config)
     trainer = make_trainer(config, model, out, progress)
@@ -381,6 +380,8 @@ def train_classify(
     }
     if trainer.threads is not None:  # the thread changes, when other processes came or went
         metrics["threads"] = trainer.threads.summary()
+    if data_info.get("bad_files"):  # --on-error skip: the files left out
+        metrics["skipped_files"] = data_info["bad_files"]
     if config.compile or trainer.compile_seconds:
         # The first compiled steps (compiling included: the model with --compile, else the fast
         # preset's max-pool kernels), also inside train_seconds.

@@ -19,6 +19,8 @@ from typing import Any, ClassVar, get_type_hints
 
 from ..errors import UsageError
 
+IMAGE_FOLDER_RESIZE = "crop"  # as `cnnkit predict` prepares images for a run (recorded in config.json)
+
 
 def divergence_options(on_divergence: str) -> dict[str, Any]:
     """The Trainer's ``divergence`` / ``on_divergence`` options for a run's ``on_divergence``
@@ -26,6 +28,14 @@ def divergence_options(on_divergence: str) -> dict[str, Any]:
     if on_divergence == "off":
         return {"divergence": None}
     return {"on_divergence": on_divergence}
+
+
+def image_folder_checks(resize: str, on_error: str) -> list[tuple[bool, str]]:
+    """Checks of how a classifier run reads an image folder (``validate``'s form)."""
+    return [
+        (resize in ("resize", "crop", "pad"), f"resize must be resize, crop or pad, got {resize!r}"),
+        (on_error in ("raise", "skip"), f"on_error must be raise or skip, got {on_error!r}"),
+    ]
 
 
 def engine_checks(max_grad_norm: float | None, on_divergence: str) -> list[tuple[bool, str]]:
@@ -206,6 +216,8 @@ class RunConfig(TrainConfig):
     # Image folders only (None: the model's input; Fashion-MNIST and IDX files are 28x28x1).
     image_size: list[int] | None = None  # [height, width] the images are resized to
     channels: int | None = None  # 1 (grayscale) or 3
+    resize: str = IMAGE_FOLDER_RESIZE  # how an image meets that size: resize, crop or pad
+    on_error: str = "raise"  # a bad image file stops the run (raise) or is left out and listed (skip)
 
     def _task_checks(self) -> list[tuple[bool, str]]:
         return [
@@ -224,6 +236,7 @@ class RunConfig(TrainConfig):
                 f"image size must be [height, width] between 4 and 4096, got {self.image_size}",
             ),
             (self.channels in (None, 1, 3), f"channels must be 1 or 3, got {self.channels}"),
+            *image_folder_checks(self.resize, self.on_error),
             (
                 self.limit_train is None or self.limit_train >= 2,
                 f"limit_train must be >= 2, got {self.limit_train}",

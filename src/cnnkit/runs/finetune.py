@@ -28,7 +28,7 @@ from ..errors import UsageError
 from ..models import model_entry
 from ..models._registry import check_model_options
 from ..tasks.finetune.fit import FinetuneResult, finetune
-from .config import RunConfig, SettingsFile, divergence_options, engine_checks
+from .config import RunConfig, SettingsFile, divergence_options, engine_checks, image_folder_checks
 from .folder import (
     BEST_WEIGHTS,
     CONFIG_FILE,
@@ -124,6 +124,7 @@ class FinetuneConfig(SettingsFile):
     def validate(self) -> FinetuneConfig:
         checks = [
             *engine_checks(self.max_grad_norm, self.on_divergence),
+            *image_folder_checks(self.resize, self.on_error),
             (self.head_epochs >= 0 and self.full_epochs >= 0, "epochs must be >= 0"),
             (
                 self.head_epochs + self.full_epochs >= 1,
@@ -146,16 +147,8 @@ class FinetuneConfig(SettingsFile):
                 f"image size must be >= 8, got {self.image_size}",
             ),
             (
-                self.resize in ("resize", "crop", "pad"),
-                f"resize must be resize, crop or pad, got {self.resize!r}",
-            ),
-            (
                 self.optimizer in OPTIMIZERS,
                 f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}",
-            ),
-            (
-                self.on_error in ("raise", "skip"),
-                f"on_error must be raise or skip, got {self.on_error!r}",
             ),
             (
                 self.normalize in NORMALIZE_CHOICES,

@@ -140,18 +140,20 @@ def plot_mistakes(
         fig = plt.figure(figsize=(4, 1.2))
         fig.text(0.5, 0.5, "no misclassified images", ha="center", va="center")
         return fig
+    # The labels first: a Korean name sets up its font before the axes (and their titles) exist.
+    titles = [
+        f"true: {class_label(m.true, class_names)}\npred: {class_label(m.predicted, class_names)} "
+        f"({m.confidence:.0%})"
+        for m in mistakes
+    ]
     rows, cols = grid_shape(len(mistakes), ncols)
     fig, axes = plt.subplots(rows, cols, figsize=(1.45 * cols + 0.2, 1.75 * rows + 0.5), squeeze=False)
     fixed_margins(fig, left=0.1, right=0.1, bottom=0.05, top=0.75, wspace=0.15, hspace=0.45)
     for ax in axes.flat:
         ax.axis("off")
-    for ax, m in zip(axes.flat, mistakes):
+    for ax, m, text in zip(axes.flat, mistakes, titles):
         shown = display_image(images[m.index])
         ax.imshow(shown, cmap="gray_r" if shown.ndim == 2 else None)
-        ax.set_title(
-            f"true: {class_label(m.true, class_names)}\npred: {class_label(m.predicted, class_names)} "
-            f"({m.confidence:.0%})",
-            fontsize=7,
-        )
+        ax.set_title(text, fontsize=7)
     fig.suptitle(title or f"the {len(mistakes)} most confident mistakes", fontsize=10)
     return fig

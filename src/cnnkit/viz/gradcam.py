@@ -185,12 +185,12 @@ def plot_saliency(
     """
     shown = display_image(image)
     cmap = "gray_r" if shown.ndim == 2 else None
+    # The label first: a Korean name sets up its font before the axes (and their titles) exist.
+    heading = "input" if true_label is None else f"input (true: {class_label(true_label, class_names)})"
     fig, axes = plt.subplots(1, 3, figsize=(10, 3.8))
     fixed_margins(fig, left=0.1, right=0.1, bottom=0.1, top=0.75, wspace=0.25)
     axes[0].imshow(shown, cmap=cmap)
-    axes[0].set_title(
-        "input" if true_label is None else f"input (true: {class_label(true_label, class_names)})", fontsize=9
-    )
+    axes[0].set_title(heading, fontsize=9)
     axes[1].imshow(shown, cmap=cmap)
     overlay = axes[1].imshow(result.cam, cmap="jet", alpha=0.45, vmin=0, vmax=1, interpolation="bilinear")
     axes[1].set_title(f"Grad-CAM at {result.layer}", fontsize=9)

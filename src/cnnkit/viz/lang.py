@@ -75,19 +75,32 @@ def korean_font() -> str | None:
     return None
 
 
+def has_hangul(text: str) -> bool:
+    """Whether ``text`` has Korean letters (Hangul syllables or jamo), which need a Korean font."""
+    return any(
+        "\uac00" <= ch <= "\ud7a3" or "\u1100" <= ch <= "\u11ff" or "\u3131" <= ch <= "\u318e" for ch in text
+    )
+
+
 def figure_names(names: Sequence[str]) -> list[str]:
-    """Class names for a figure: translated when the language asks for it and a font can draw
-    them (then matplotlib's fallback font); in English with a warning otherwise."""
+    """Class names for a figure: translated when the language asks for it, and drawn with a
+    Korean font (matplotlib's fallback after the default) whenever a name has Hangul, translated
+    or the data's own (a folder named 운동화). Without a Korean font: translations stay in English,
+    and names that are Korean themselves get one warning (they show as boxes)."""
+    original = [str(n) for n in names]
     translated = translate(names)
-    if translated == [str(n) for n in names]:
+    if not any(has_hangul(n) for n in translated):
         return translated
     path = korean_font()
     if path is None:
-        warnings.warn(
-            "no Korean font found (install fonts-nanum); figures keep the English class names",
-            stacklevel=2,
-        )
-        return [str(n) for n in names]
+        if translated != original:
+            warnings.warn(
+                "no Korean font found (install fonts-nanum); figures keep the English class names",
+                stacklevel=2,
+            )
+        else:
+            _warn_once("no Korean font found (install fonts-nanum): Korean class names show as boxes")
+        return original
     import matplotlib
     from matplotlib import font_manager
 
@@ -98,3 +111,8 @@ def figure_names(names: Sequence[str]) -> list[str]:
     if family not in families:
         matplotlib.rcParams["font.family"] = [*families, family]
     return translated
+
+
+@functools.cache
+def _warn_once(message: str) -> None:
+    warnings.warn(message, stacklevel=3)
