@@ -50,7 +50,8 @@ def test_korean_names_are_drawn_with_real_glyphs(monkeypatch):
 def test_the_datas_own_korean_class_names_are_drawn_with_the_korean_font(monkeypatch):
     """An image folder's class folders named in Korean (가방/, 셔츠/): with the language left at
     English, the confusion matrix, the mistakes grid and the Grad-CAM figure still draw their
-    names with real glyphs, whichever figure comes first in the process."""
+    names with real glyphs, whichever figure comes first in the process; so do learning curves
+    titled with a Korean folder's name."""
     import matplotlib
     import torch
 
@@ -69,6 +70,9 @@ def test_the_datas_own_korean_class_names_are_drawn_with_the_korean_font(monkeyp
             images[0], lang_figs.saliency(model, images[0].float() / 255), names, true_label=2
         ),
         "confusion": lambda: lang_figs.plot_confusion_matrix(np.eye(3, dtype=int), names),
+        "curves of a Korean folder": lambda: lang_figs.plot_history(
+            [{"epoch": 1, "loss": 1.0, "accuracy": 0.5}], 1, title="hongong_cnn on 데이터/운동화"
+        ),
     }
     for name, draw in figures.items():
         monkeypatch.setitem(matplotlib.rcParams, "font.family", ["sans-serif"])  # a fresh process's
@@ -77,7 +81,7 @@ def test_the_datas_own_korean_class_names_are_drawn_with_the_korean_font(monkeyp
             fig = draw()
             fig.savefig(io.BytesIO(), format="png", dpi=50)
         texts = " ".join(t.get_text() for t in fig.findobj(matplotlib.text.Text))
-        assert any(n in texts for n in names), name
+        assert any(n in texts for n in [*names, "데이터"]), name
         assert not [w for w in caught if "missing from" in str(w.message)], name
 
 

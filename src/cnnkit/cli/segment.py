@@ -35,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
     from ..data.masks import write_mask
     from ..engine.device import pick_device
     from ..tasks.segmentation.overlay import instance_label_map, save_overlay
+    from ..viz.lang import figure_text
 
     if not 0.0 <= args.threshold <= 1.0:
         raise UsageError(f"--threshold must be between 0 and 1, got {args.threshold}")
@@ -77,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
                 mask = model(x)[0].argmax(0).cpu().numpy()
                 summary = f"{len(np.unique(mask))} classes"
         target = out / f"{path.stem}_segment.png"
-        save_overlay(target, image, mask, names, title=f"{record['model']} + {record['head']}: {path.name}")
+        title = figure_text(f"{record['model']} + {record['head']}: {path.name}")  # Korean file names too
+        save_overlay(target, image, mask, [figure_text(n) for n in names], title=title)
         found = [names[k] for k in np.unique(mask) if k != 0]
         line = f"{path}: {summary} ({', '.join(found) or 'background only'}) -> {target}"
         if args.save_masks:

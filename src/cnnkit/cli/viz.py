@@ -220,11 +220,13 @@ def run(args: argparse.Namespace) -> int:
 
     from .. import viz
     from ..inspect.features import conv_layer_names, default_cam_layer, get_layer
+    from ..viz.lang import figure_text
 
     if args.max_maps < 1 or args.top < 1 or args.dpi <= 0:
         raise UsageError("--max-maps and --top must be >= 1 and --dpi > 0")
     target = _Target(args.target, args.device, args.input)
     target.require_classifier(args.figure)
+    figure_text(target.name)  # titles name the run: a Korean folder name gets its font
     if args.untrained:
         if args.figure in (*RUN_ONLY, "histogram"):
             raise UsageError(f"--untrained does not apply to `cnnkit viz {args.figure}`")

@@ -14,6 +14,8 @@ if "ipykernel" not in sys.modules:  # notebooks keep their inline figures; elsew
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
+from .lang import figure_text
+
 
 def plot_history(
     epochs: Sequence[dict[str, float]],
@@ -49,7 +51,7 @@ def plot_history(
         ax.grid(alpha=0.3)
         ax.legend()
     if title:
-        fig.suptitle(title)
+        fig.suptitle(figure_text(title))  # a Korean data folder's name, too
     if path is not None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=110)

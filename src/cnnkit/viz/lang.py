@@ -5,6 +5,7 @@ classes as 혼공머신 does (티셔츠, 바지, ...), drawn with a Korean font 
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import warnings
 from collections.abc import Sequence
@@ -67,8 +68,12 @@ def korean_font() -> str | None:
     for path in sorted(found, key=preference):
         try:
             if has_glyphs(path, needed):
-                if Path(path).name not in known:
-                    font_manager.fontManager.addfont(path)
+                # With its bold and light files (NanumGothicBold.ttf), so bold titles find theirs.
+                chosen = Path(path)
+                for sibling in chosen.parent.glob(f"{chosen.stem}*{chosen.suffix}"):
+                    weight = sibling.stem[len(chosen.stem) :]
+                    if weight in ("", "Bold", "ExtraBold", "Light") and sibling.name not in known:
+                        font_manager.fontManager.addfont(str(sibling))
                 return path
         except (OSError, RuntimeError):
             continue
@@ -82,35 +87,48 @@ def has_hangul(text: str) -> bool:
     )
 
 
+def figure_text(text: str) -> str:
+    """``text`` for a figure made after this call: if it has Hangul (a class or folder name), a
+    Korean font becomes matplotlib's fallback after the default one (Latin text keeps its font);
+    without one, one warning (the letters show as boxes)."""
+    if has_hangul(text) and not _use_korean_font():
+        _warn_once("no Korean font found (install fonts-nanum): Korean names in figures show as boxes")
+    return text
+
+
 def figure_names(names: Sequence[str]) -> list[str]:
     """Class names for a figure: translated when the language asks for it, and drawn with a
-    Korean font (matplotlib's fallback after the default) whenever a name has Hangul, translated
-    or the data's own (a folder named 운동화). Without a Korean font: translations stay in English,
-    and names that are Korean themselves get one warning (they show as boxes)."""
+    Korean font whenever a name has Hangul, translated or the data's own (a folder named 운동화;
+    see :func:`figure_text`). Without a Korean font, translations stay in English."""
     original = [str(n) for n in names]
     translated = translate(names)
-    if not any(has_hangul(n) for n in translated):
-        return translated
+    if translated != original and not _use_korean_font():
+        warnings.warn(
+            "no Korean font found (install fonts-nanum); figures keep the English class names",
+            stacklevel=2,
+        )
+        translated = original
+    return [figure_text(n) for n in translated]
+
+
+def _use_korean_font() -> bool:
+    """Make the Korean font matplotlib's fallback (last in ``font.family``); False without one."""
     path = korean_font()
     if path is None:
-        if translated != original:
-            warnings.warn(
-                "no Korean font found (install fonts-nanum); figures keep the English class names",
-                stacklevel=2,
-            )
-        else:
-            _warn_once("no Korean font found (install fonts-nanum): Korean class names show as boxes")
-        return original
+        return False
     import matplotlib
     from matplotlib import font_manager
 
-    # Last in the list: Latin text keeps its font, and matplotlib falls back to this one for the
-    # glyphs the earlier fonts lack.
     family = font_manager.FontProperties(fname=path).get_name()
     families = list(matplotlib.rcParams["font.family"])
     if family not in families:
         matplotlib.rcParams["font.family"] = [*families, family]
-    return translated
+        # The Korean fonts' bold files declare weight 600: matplotlib logs, for each bold title,
+        # that it used 600 for "bold". The letters are right; only that line is dropped.
+        logging.getLogger("matplotlib.font_manager").addFilter(
+            lambda record: not (family in record.getMessage() and "font weight" in record.getMessage())
+        )
+    return True
 
 
 @functools.cache
