@@ -21,7 +21,15 @@ from hypothesis import strategies as st
 from PIL import Image, ImageFile
 from sklearn.datasets import load_sample_image
 
-from cnnkit.data.image_io import MAX_PIXELS, decode_image, find_images, load_image, open_image, to_array
+from cnnkit.data.image_io import (
+    IMAGE_EXTENSIONS,
+    MAX_PIXELS,
+    decode_image,
+    find_images,
+    load_image,
+    open_image,
+    to_array,
+)
 from cnnkit.errors import DataError
 
 H, W = 48, 72  # small but real: the photos resized, aspect ratio 2:3 like china.jpg
@@ -350,6 +358,27 @@ def test_find_images_walks_folders(tmp_path, china):
         ("nope.png", False),
         ("a/notes.txt", True),  # named explicitly: tried, so that a bad file is reported
     ]
+    assert (
+        found[2][1]
+        == f"{tmp_path / 'empty'}: no image files in this folder ({', '.join(sorted(IMAGE_EXTENSIONS))})"
+    )
+
+
+def test_a_folder_of_phone_photos_says_what_it_holds_and_the_fix(tmp_path):
+    """HEIC photos (an iPhone's default) are not read: a folder of them says so, and how to go on."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    heic = b"\x00\x00\x00\x18ftypheic" + bytes(16)
+    for name in ("IMG_0001.HEIC", "IMG_0002.heic", "notes.txt"):
+        (photos / name).write_bytes(heic)
+    [(path, problem)] = find_images([photos])
+    assert path == photos and problem.endswith(
+        "its 3 other file(s) end in .heic, .txt: convert images to JPEG or PNG"
+    )
+    with pytest.raises(
+        DataError, match=r"IMG_0001\.HEIC: is HEIC, which cnnkit does not read .*convert it to JPEG"
+    ):
+        load_image(photos / "IMG_0001.HEIC")
 
 
 # ---------------------------------------------------------------------------- fuzz

@@ -58,7 +58,10 @@ def describe_unknown(data: bytes, formats: Sequence[str]) -> str:
     name): a refused format by name, a damaged file of an allowed format, or the first bytes."""
     refused = _match(data, REFUSED)
     if refused is not None:
-        return f"is {refused}, which cnnkit does not read (allowed: {', '.join(formats)})"
+        return (
+            f"is {refused}, which cnnkit does not read (allowed: {', '.join(formats)}); convert it "
+            "to JPEG or PNG"
+        )
     name = signature_format(data)
     if name is not None and name.upper() in formats:
         return (

@@ -436,20 +436,21 @@ def find_images(
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            files = sorted(
+            visible = [
                 p
                 for p in path.rglob("*")
-                if p.is_file()
-                and p.suffix.lower() in extensions
-                and not any(part.startswith(".") for part in p.relative_to(path).parts)
-            )
+                if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
+            ]
+            files = sorted(p for p in visible if p.suffix.lower() in extensions)
             if not files:
-                found.append(
-                    (
-                        path,
-                        f"{path}: no image files in this folder ({', '.join(sorted(extensions))})",
+                message = f"{path}: no image files in this folder ({', '.join(sorted(extensions))})"
+                others = sorted({p.suffix.lower() or "(none)" for p in visible})
+                if others:  # what is there instead: HEIC photos, say, to convert first
+                    message += (
+                        f"; its {len(visible)} other file(s) end in {', '.join(others)}: "
+                        "convert images to JPEG or PNG"
                     )
-                )
+                found.append((path, message))
             found.extend((p, None) for p in files)
         elif path.exists():
             found.append((path, None))
