@@ -103,7 +103,7 @@ def test_a_live_owner_is_named_and_the_folder_left_alone(tmp_path):
 
 def test_claim_is_released_and_a_new_empty_folder_removed(tmp_path):
     out = tmp_path / "new"
-    open_folder(out, resume=False, create=False)
+    open_folder(out, resume=False)
     assert json.loads((out / LOCK_FILE).read_text())["pid"] == os.getpid()
     release_folder(out)
     assert not out.exists()  # nothing was written: the folder goes with the lock

@@ -248,7 +248,7 @@ def _finetune_run(
 ) -> dict[str, Any]:
     config.validate()
     out = Path(out)
-    resume_state = open_folder(out, resume, create=False)  # made once the settings are checked
+    resume_state = open_folder(out, resume)  # made once the settings are checked
     name, in_chans, kwargs, source = _weights_source(config.model, config.weights, None, config.model_kwargs)
     entry = model_entry(name)
     try:  # an option the model's builder does not take fails before any data is read

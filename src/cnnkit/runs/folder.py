@@ -215,11 +215,11 @@ def default_run_dir(task: str, model: str) -> Path:
     return Path("runs") / f"{prefix}{model}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def open_folder(out: Path, resume: bool, create: bool = True) -> dict[str, Any] | None:
+def open_folder(out: Path, resume: bool) -> dict[str, Any] | None:
     """Claim ``out`` for this process (``claim_folder``) and make it ready: a new run needs it
     absent or empty; a resumed one, its ``last.ckpt``. A new folder this call made and that is
-    still empty when released (``create=False``: settings failed before any file was written)
-    is removed again.
+    still empty when released (settings or data failed before any file was written) is removed
+    again.
 
     Returns:
         With ``resume``, the verified body of ``last.ckpt`` (checked before anything is rewritten,
@@ -237,7 +237,7 @@ def open_folder(out: Path, resume: bool, create: bool = True) -> dict[str, Any] 
     # A data-parallel run's folder belongs to its rank 0 (the other ranks write only their logs).
     owner = world is None or world.rank == 0
     if owner:
-        claim_folder(out, remove_if_empty=not create)
+        claim_folder(out, remove_if_empty=True)
     else:
         out.mkdir(parents=True, exist_ok=True)
     state = None
