@@ -110,3 +110,25 @@ def test_contradictions_are_refused(arrays):
         make().fit(x, y, validation_data=(x, y), validation_split=0.2)
     with pytest.raises(ValueError, match="validation_split must be between 0 and 1"):
         make().fit(x, y, validation_split=1.5)
+
+
+def test_predict_and_evaluate_take_arrays_as_the_course_writes_them(arrays):
+    """혼공머신 8-2/8-3: ``model.evaluate(val_scaled, val_target)`` and
+    ``model.predict(val_scaled[0:1])`` on the float NHWC arrays that ``fit`` took; the accuracy
+    is the share of argmax predictions equal to the labels (NumPy), the probabilities sum to 1."""
+    x, y = arrays
+    trainer = make()
+    trainer.fit(x[:320], y[:320], epochs=1, verbose=0)
+    probs = trainer.predict(x[320:])
+    assert probs.shape == (160, 10) and torch.allclose(probs.sum(1), torch.ones(160), atol=1e-5)
+    one = trainer.predict(x[320:321])  # val_scaled[0:1]
+    assert one.shape == (1, 10) and torch.allclose(one[0], probs[0], atol=1e-6)
+    report = trainer.evaluate(x[320:], y[320:])
+    assert report["accuracy"] == pytest.approx(float(np.mean(probs.argmax(1).numpy() == y[320:])))
+    dataset = ArrayDataset.from_arrays(x[320:], y[320:])
+    assert report["accuracy"] == trainer.evaluate(dataset)["accuracy"]
+    assert torch.equal(trainer.predict(dataset), probs)
+    gray = (x[320:325, :, :, 0] * 255).round().astype(np.uint8)  # [N, 28, 28] as keras.datasets gives
+    assert trainer.predict(gray).shape == (5, 10)
+    with pytest.raises(ValueError, match=r"evaluate\(x, y\): give the labels"):
+        trainer.evaluate(x[320:])

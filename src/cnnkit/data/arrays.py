@@ -58,11 +58,8 @@ class ArrayDataset:
                 [0, 1] by the classify task) or floats (used as they are).
             y: integer class labels [N].
         """
-        images = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(x))
-        if images.dim() == 4 and images.shape[-1] in (1, 3) and images.shape[1] not in (1, 3):
-            images = images.permute(0, 3, 1, 2).contiguous()
         labels = y if isinstance(y, torch.Tensor) else torch.from_numpy(np.asarray(y).astype(np.int64))
-        return cls(images, labels, name=name)
+        return cls(image_tensor(x), labels, name=name)
 
     def split_last(self, fraction: float) -> tuple[ArrayDataset, ArrayDataset]:
         """(first part, last ``fraction``), unshuffled: Keras' ``validation_split``, which holds
@@ -209,3 +206,15 @@ def iterate_batches(
 
 def num_batches(n: int, batch_size: int, drop_last: bool = False) -> int:
     return n // batch_size if drop_last else -(-n // batch_size)
+
+
+def image_tensor(x: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """Images as Keras takes them, as a Tensor[N, C, H, W]: NumPy arrays or tensors of [N, H, W],
+    [N, C, H, W] or channels-last [N, H, W, C] (read as such when the last axis is 1 or 3 and
+    the second is not); uint8 (0..255) or floats, kept as they are."""
+    images = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(x))
+    if images.dim() == 3:  # [N, H, W] grayscale
+        images = images.unsqueeze(1)
+    if images.dim() == 4 and images.shape[-1] in (1, 3) and images.shape[1] not in (1, 3):
+        images = images.permute(0, 3, 1, 2).contiguous()
+    return images

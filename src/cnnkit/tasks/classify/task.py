@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...data.arrays import ArrayDataset, iterate_batches
+from ...data.arrays import ArrayDataset, image_tensor, iterate_batches
 from ...engine.callbacks import Callback, History
 from ...engine.distributed import gather_rows, shard_range
 from ...engine.task import StepOutput, Task
@@ -228,12 +228,26 @@ class ClassifyTrainer(Trainer):
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
         return self.task.prepare(self, images)
 
-    def logits(self, data: ArrayDataset | torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-        return self.task.logits(self, data, batch_size)
+    def logits(self, data: ArrayDataset | np.ndarray | torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+        """Logits Tensor[N, K] of an ArrayDataset or of images as ``fit(x, y)`` takes them."""
+        images = data if isinstance(data, ArrayDataset) else image_tensor(data)
+        return self.task.logits(self, images, batch_size)
 
-    def predict(self, data: ArrayDataset | torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-        """Class probabilities Tensor[N, K] (softmax of the logits)."""
+    def predict(self, data: ArrayDataset | np.ndarray | torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+        """Class probabilities Tensor[N, K] (softmax of the logits), as Keras' ``predict``: of an
+        ArrayDataset, or of NumPy arrays or tensors of images (``val_scaled[0:1]``)."""
         return self.logits(data, batch_size).softmax(dim=1)
+
+    def evaluate(  # type: ignore[override]
+        self, x: ArrayDataset | np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor | None = None
+    ) -> dict[str, Any]:
+        """The test report (accuracy, loss, per-class scores) of an ArrayDataset, or of arrays as
+        Keras' ``evaluate(val_scaled, val_target)`` takes them."""
+        if not isinstance(x, ArrayDataset):
+            if y is None:
+                raise ValueError("evaluate(x, y): give the labels y of the images x (or an ArrayDataset)")
+            x = ArrayDataset.from_arrays(x, y)
+        return super().evaluate(x)
 
     def evaluate_loss(self, data: ArrayDataset) -> dict[str, float]:
         return self.task.validate(self, data)
