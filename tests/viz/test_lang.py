@@ -146,3 +146,20 @@ def test_korean_tables_line_up_in_a_terminal(fashion, tmp_path, capsys, monkeypa
         start = next(i for i, r in enumerate(out) if r.startswith("class "))
         table = out[start : start + 11]  # header and 10 classes
         assert ("앵클 부츠" in table[10]) == (lang_ == "ko") and len({wcswidth(r) for r in table}) == 1, table
+
+
+def test_detection_labels_in_korean_are_drawn_with_korean_glyphs():
+    """A detection data set's own Korean categories: each syllable is its own glyph on the image,
+    not one missing-glyph box (with a font without Hangul, '가' and '방' would draw the same)."""
+    import torch
+
+    from cnnkit.tasks.detection.draw import draw_detections
+
+    image = torch.zeros(1, 32, 32, dtype=torch.uint8)
+    box = torch.tensor([[4.0, 4.0, 28.0, 28.0]])
+
+    def drawn(name: str) -> torch.Tensor:
+        return draw_detections(image, box, torch.tensor([0]), [name], scale=4)
+
+    assert not torch.equal(drawn("가"), drawn("방"))
+    assert not torch.equal(drawn("가"), drawn("A"))  # Latin labels still drawn, with this font too

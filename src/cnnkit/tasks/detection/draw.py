@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torchvision.utils import draw_bounding_boxes, make_grid
 
+from ...fonts import has_hangul, korean_font
 from ...io.atomic import atomic_write_bytes
 
 # matplotlib's tab10 with its grey (index 7 there) moved last: ten colours that stay apart on a
@@ -23,12 +24,13 @@ TRUTH_COLOUR = (255, 255, 255)
 
 
 @cache
-def _font() -> str | None:
-    """A TrueType font that is always there: matplotlib's DejaVu Sans (None: Pillow's default)."""
+def _font(korean: bool = False) -> str | None:
+    """A TrueType font for the labels: a Korean one where a label has Hangul and one is installed
+    (it has Latin letters too), else matplotlib's DejaVu Sans (None: Pillow's default)."""
     try:
         from matplotlib import font_manager
 
-        return font_manager.findfont("DejaVu Sans", fallback_to_default=True)
+        return (korean and korean_font()) or font_manager.findfont("DejaVu Sans", fallback_to_default=True)
     except (ImportError, ValueError):
         return None
 
@@ -60,7 +62,7 @@ def draw_detections(
     if scale != 1:
         rgb = F.interpolate(rgb[None].float(), scale_factor=scale, mode="nearest")[0].round().to(torch.uint8)
     rgb = rgb.contiguous()
-    font, size = _font(), max(10, 3 * scale)
+    size = max(10, 3 * scale)
     if truth is not None and len(truth):
         rgb = draw_bounding_boxes(rgb, truth.float() * scale, colors=TRUTH_COLOUR, width=1)
     if len(boxes):
@@ -68,6 +70,7 @@ def draw_detections(
             class_names[int(c)] + ("" if scores is None else f" {float(s):.2f}")
             for c, s in zip(labels, scores if scores is not None else labels)
         ]
+        font = _font(korean=any(has_hangul(t) for t in text))
         colours = [PALETTE[int(c) % len(PALETTE)] for c in labels]
         rgb = draw_bounding_boxes(
             rgb,
