@@ -35,6 +35,13 @@ def test_every_command_help_quotes_code_as_the_rest_of_the_help_does(capsys):
     assert "`conv:FILTERS:KERNEL[:STRIDE][:PADDING]`" in run(capsys, "shape", "--help")[1]
 
 
+def test_counts_read_in_the_right_number():
+    from cnnkit.cli._text import count
+
+    assert [count(n, "epoch") for n in (0, 1, 2)] == ["0 epochs", "1 epoch", "2 epochs"]
+    assert [count(n, "class", "classes") for n in (1, 3)] == ["1 class", "3 classes"]
+
+
 def test_summary_of_the_exercise_matches_the_course(capsys):
     code, out, _ = run(capsys, "summary", "exercise_cnn", "--input", "200x300x3", "--batch", "50")
     assert code == 0

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -179,6 +180,8 @@ def test_evaluate_report_and_segment_work_on_the_run(runs, tmp_path, capsys):
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (32, 32), dtype=np.uint8)).save(image)
     assert main(["segment", str(run), str(image), "--out", str(tmp_path / "overlays")]) == 0
     assert (tmp_path / "overlays" / "scene_segment.png").is_file()
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert re.search(r"scene\.png: (1 class|[02-9]\d* classes|1 instance|[02-9]\d* instances) \(", line), line
 
 
 @pytest.mark.parametrize("head", list(HEADS))

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError, UsageError
+from ._text import count
 
 HELP = "paint a segmentation run's predictions on images"
 
@@ -72,11 +73,11 @@ def run(args: argparse.Namespace) -> int:
                 mask, kept = instance_label_map(
                     detections["masks"], detections["labels"], detections["scores"], args.threshold
                 )
-                summary = f"{len(kept)} instances"
+                summary = count(len(kept), "instance")
             else:
                 x = image[None].to(device).float().div_(255.0)
                 mask = model(x)[0].argmax(0).cpu().numpy()
-                summary = f"{len(np.unique(mask))} classes"
+                summary = count(len(np.unique(mask)), "class", "classes")
         target = out / f"{path.stem}_segment.png"
         title = figure_text(f"{record['model']} + {record['head']}: {path.name}")  # Korean file names too
         save_overlay(target, image, mask, [figure_text(n) for n in names], title=title)
