@@ -51,6 +51,13 @@ def test_summary_of_the_exercise_matches_the_course(capsys):
     assert "(400, 25, 38)" in out
 
 
+def test_summary_of_the_shipped_model_is_the_course_cnn(capsys):
+    """`cnnkit summary fashion` works as `evaluate fashion` and `viz filters fashion` do: the
+    shipped run's model, the course CNN of 333,526 parameters, at its 28x28x1 input."""
+    code, out, _ = run(capsys, "summary", "fashion")
+    assert code == 0 and 'Model: "hongong_cnn"   input 28x28x1' in out and "Total params: 333,526" in out
+
+
 def test_summary_json(capsys):
     code, out, _ = run(capsys, "summary", "hongong_cnn", "--json")
     data = json.loads(out)

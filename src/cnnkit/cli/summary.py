@@ -11,7 +11,7 @@ HELP = "per-layer table with shapes, parameters, MACs and memory"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help="a registered model name or a run folder")
+    p.add_argument("model", help="a registered model name, a run folder or 'fashion' (the shipped model)")
     p.add_argument(
         "--input", help="input as HxWxC (28x28x1), HxW (one channel) or CxHxW (default: the model's own)"
     )
@@ -23,7 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def resolve_model(spec: str, num_classes: int | None = None, small_input: bool = False, input_shape=None):
-    """A model (and its default (C, H, W)) from a registry name or a run folder."""
+    """A model (and its default (C, H, W)) from a registry name, a run folder or the shipped run."""
     import math
     from pathlib import Path
 
@@ -33,8 +33,9 @@ def resolve_model(spec: str, num_classes: int | None = None, small_input: bool =
     from ..inspect import read_input_shape
     from ..inspect.summary import META_ABOVE_ELEMENTS, check_input_size
     from ..models import create_model, model_entry
+    from ..runs.folder import SHIPPED
 
-    if Path(spec).is_dir():
+    if Path(spec).is_dir() or spec == SHIPPED:  # a run, or the run that ships with cnnkit
         from ..runs.folder import load_run
 
         model, record = load_run(spec, device="cpu")
