@@ -162,6 +162,12 @@ def test_config_file_settings_are_not_overridden_by_flag_defaults(small_data, tm
     assert config.seed == 42  # a flag that is given does override
 
 
+def test_a_run_config_json_given_to_config_repeats_that_run(small_data, reference_run):
+    # `--config FILE` takes a run's own config.json (its "run" section), as its help says.
+    args = parse_command_line(["train", "--config", str(reference_run / "config.json")])
+    assert config_from_args(args, "classify") == tiny_config(small_data)
+
+
 def test_a_run_interrupted_with_progress_resumes_with_no_progress(
     small_data, reference_run, tmp_path, monkeypatch
 ):

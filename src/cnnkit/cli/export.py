@@ -17,12 +17,14 @@ import argparse
 import json
 from pathlib import Path
 
+from .targets import add_target
+
 HELP = "export a run or zoo model to ONNX or torch.export (.pt2), with a parity check"
 SUFFIX = {"onnx": ".onnx", "pt2": ".pt2"}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("target", metavar="RUN_OR_MODEL", help="a run folder, 'fashion', or a zoo model name")
+    add_target(p)
     p.add_argument("--format", choices=list(SUFFIX), default="onnx", help="onnx (default) or pt2")
     p.add_argument(
         "--int8",

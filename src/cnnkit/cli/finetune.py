@@ -30,6 +30,7 @@ from .train import (
     add_image_folder_options,
     add_launch_options,
     add_model_option,
+    add_settings_options,
     model_kwargs,
 )
 
@@ -42,12 +43,7 @@ HELP = "transfer learning: train a new head on a frozen base, then fine-tune all
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", help="run folder, weights file or torchvision name (required)")
     p.add_argument("--data", help="image folder (train/ val/ test/, or one sub-folder per class) (required)")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted fine-tuning run")
-    p.add_argument(
-        "--config",
-        metavar="FILE",
-        help="JSON file of fine-tuning settings, or a fine-tuning run's config.json (flags override it)",
-    )
+    add_settings_options(p, "fine-tuning")
     p.add_argument("--model", help="registered model name (default: the --weights run's)")
     p.add_argument("--out", help="run folder (default runs/finetune-<model>-<time>)")
     p.add_argument("--head-epochs", type=int, help="phase 1, base frozen (default 5)")
@@ -70,9 +66,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, help="batch size (default 32)")
     p.add_argument("--patience", type=int, help="early-stopping patience per phase (default 2)")
     p.add_argument(
-        "--keep-bn-eval",
-        action="store_true",
-        help="keep the base's batch norm in eval mode in phase 2 as well",
+        "--keep-bn-eval", action="store_true", help="keep the base's batch norm in eval mode in phase 2 too"
     )
     p.add_argument("--seed", type=int, help="random seed (default 42)")
     p.add_argument("--val-fraction", type=float, help="validation share (0.15)")

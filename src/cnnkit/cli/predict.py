@@ -1,6 +1,6 @@
-"""`cnnkit predict MODEL_OR_RUN PATH...`: the top classes of each image.
+"""`cnnkit predict RUN_OR_MODEL PATH...`: the top classes of each image.
 
-MODEL_OR_RUN is one of:
+RUN_OR_MODEL is one of:
 
 - ``fashion``: the Fashion-MNIST CNN shipped with cnnkit (photos of clothing are converted to
   28 × 28 light-on-dark grayscale first; see docs/pretrained.md);
@@ -30,6 +30,7 @@ import torch
 from ..errors import DataError, UsageError
 from ..io.weights import WeightsError
 from ..text import columns, ljust
+from .targets import add_target
 
 FASHION = "fashion"
 FASHION_ASSET = "fashion_hongong_cnn.safetensors"
@@ -39,11 +40,7 @@ HELP = "classify image files with a pretrained model or a run folder"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "model",
-        metavar="MODEL_OR_RUN",
-        help="'fashion', a run folder, an exported .onnx file or a model name",
-    )
+    add_target(p, "model", also="an .onnx file written by `cnnkit export`")
     p.add_argument("paths", metavar="PATH", nargs="+", help="image files or folders")
     p.add_argument("--weights", help="torchvision weights name, .safetensors/.pth file, or run folder")
     p.add_argument("--top", type=int, default=5, help="classes shown per image (default 5)")

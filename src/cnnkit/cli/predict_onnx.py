@@ -18,7 +18,7 @@ import numpy as np
 
 
 def run_onnx(args: argparse.Namespace) -> int:
-    """``cnnkit predict`` for an ``.onnx`` MODEL_OR_RUN."""
+    """``cnnkit predict`` for an ``.onnx`` RUN_OR_MODEL."""
     from ..data.image_io import find_images
     from ..errors import DataError, UsageError
     from ..models._weights import Prediction as Ranked

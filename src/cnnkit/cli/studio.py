@@ -17,17 +17,13 @@ import argparse
 import sys
 
 from ..errors import UsageError
+from .targets import add_target
 
 HELP = "look inside models and runs in the browser (a local web page)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "targets",
-        metavar="RUN_OR_MODEL",
-        nargs="*",
-        help="'fashion', run folders, registered model names (default: fashion)",
-    )
+    add_target(p, "targets", many=True)
     p.add_argument("--runs", metavar="DIR", help="also serve every run folder directly under DIR")
     p.add_argument("--port", type=int, default=8765, help="TCP port (default 8765; 0: any free port)")
     p.add_argument(

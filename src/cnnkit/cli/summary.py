@@ -1,4 +1,4 @@
-"""`cnnkit summary MODEL --input HxWxC`: layers, shapes, parameters, MACs and memory."""
+"""`cnnkit summary RUN_OR_MODEL --input HxWxC`: layers, shapes, parameters, MACs and memory."""
 
 from __future__ import annotations
 
@@ -7,11 +7,13 @@ import inspect
 import json
 import sys
 
+from .targets import add_target
+
 HELP = "per-layer table with shapes, parameters, MACs and memory"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help="a registered model name, a run folder or 'fashion' (the shipped model)")
+    add_target(p, "model")
     p.add_argument(
         "--input", help="input as HxWxC (28x28x1), HxW (one channel) or CxHxW (default: the model's own)"
     )

@@ -109,8 +109,7 @@ def common_options() -> argparse.ArgumentParser:
     p.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: best available)")
     p.add_argument("--deterministic", action="store_true", help="deterministic algorithms only")
     add_engine_options(p)
-    p.add_argument("--config", help="JSON file with run settings (flags override it)")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run (any task)")
+    add_settings_options(p, "training")
     add_launch_options(p, sync_bn_default=None)  # None: --config's setting unless given
     p.add_argument("--no-progress", action="store_true", help="no progress output")
     p.add_argument(
@@ -122,6 +121,16 @@ def common_options() -> argparse.ArgumentParser:
 MODEL_OPTION_HELP = (
     "a model (or backbone) builder option, VALUE in JSON (e.g. depth=2, widths=[32,64]); repeatable"
 )
+
+
+def add_settings_options(p: argparse.ArgumentParser, kind: str) -> None:
+    """--config FILE and --resume RUN_DIR, said alike by ``train`` and ``finetune``."""
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        help=f"JSON file of settings, or a {kind} run's config.json to repeat it (flags override it)",
+    )
+    p.add_argument("--resume", metavar="RUN_DIR", help=f"continue an interrupted {kind} run")
 
 
 def add_model_option(p: argparse.ArgumentParser) -> None:

@@ -1,4 +1,4 @@
-"""`cnnkit viz FIGURE RUN_DIR_or_MODEL`: draw one look inside a model.
+"""`cnnkit viz FIGURE RUN_OR_MODEL`: draw one look inside a model.
 
 FIGURE is one of:
 
@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from ..errors import UsageError
+from .targets import add_target
 
 FIGURES = ("curves", "filters", "histogram", "feature-maps", "confusion", "errors", "gradcam", "diagram")
 RUN_ONLY = ("curves", "confusion", "errors")
@@ -38,7 +39,7 @@ HELP = "draw curves, filters, feature maps, errors, Grad-CAM or a diagram"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("figure", choices=FIGURES, metavar="FIGURE", help=" | ".join(FIGURES))
-    p.add_argument("target", metavar="RUN_DIR_or_MODEL", help="a run folder or a registered model name")
+    add_target(p)
     p.add_argument(
         "--layer", action="append", help="layer name as in `cnnkit summary` (feature-maps: repeatable)"
     )
