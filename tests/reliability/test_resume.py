@@ -53,6 +53,21 @@ def test_train_run_stopped_after_epoch_k_and_resumed_is_bit_identical(
     assert_identical(run_snapshot(out), run_snapshot(reference_run))
 
 
+def test_a_whitened_run_resumes_bit_identical_with_its_filters_frozen(small_data, tmp_path, monkeypatch):
+    # The whitening is computed again on resume; the checkpoint then loads the same frozen filters.
+    train_run(tiny_config(small_data, whiten=True, epochs=2), tmp_path / "whole", progress=False)
+    out = tmp_path / "run"
+    _interrupt_at_epoch(monkeypatch, 1)
+    with pytest.raises(KeyboardInterrupt):
+        train_run(tiny_config(small_data, whiten=True, epochs=2), out, progress=False)
+    monkeypatch.undo()
+    train_run(tiny_config(small_data, whiten=True, epochs=2), out, resume=True, progress=False)
+    whole = run_snapshot(tmp_path / "whole")
+    assert_identical(run_snapshot(out), whole)
+    first = next(w for w in whole["best"].values() if w.dim() == 4)  # the course CNN's 32 filters
+    assert torch.equal(first[9:18], -first[:9])  # 9 directions of a 3×3 patch, then their negatives
+
+
 def test_a_run_that_stopped_early_stays_stopped_when_resumed(small_data, tmp_path, monkeypatch):
     # patience 0 and a high rate: early stopping ends this run before its 8 epochs.
     config = tiny_config(small_data, epochs=8, patience=0, lr=0.01)

@@ -56,6 +56,12 @@ def test_preset_options_reach_the_trainer(name, tmp_path, capsys, monkeypatch):
     assert [tuple(w.shape[1:]) for w in weights if w.dim() == 4] == [(w.shape[1], 3, 3) for w in weights[:-2]]
     assert [w.shape[0] for w in weights if w.dim() == 4] == preset["model_kwargs"]["widths"]
     assert [w.shape[0] for w in weights if w.dim() == 2] == [preset["model_kwargs"]["hidden"], 10]
+    # The first convolution: frozen patch-whitening pairs (a direction, then its negative), which
+    # the training left as they were.
+    assert run["whiten"] is preset.get("whiten", False)
+    if run["whiten"]:
+        first, half = weights[0], weights[0].shape[0] // 2
+        assert not first.requires_grad and torch.equal(first[half:], -first[:half])
     group = trainer.optimizer.param_groups[0]
     assert isinstance(trainer.optimizer, torch.optim.SGD) and group["weight_decay"] == preset["weight_decay"]
     assert trainer.task.label_smoothing == preset["label_smoothing"] and trainer.task.tta is extras["tta"]
@@ -100,3 +106,13 @@ def test_preset_options_reach_the_trainer(name, tmp_path, capsys, monkeypatch):
     for probs in reported:
         matrix = torch.bincount(labels * 10 + probs.argmax(1), minlength=100).view(10, 10)
         assert matrix.tolist() == metrics["confusion_matrix"]
+
+
+def test_the_whiten_flag_sets_the_first_convolution_of_any_preset():
+    from cnnkit.cli.__main__ import parse_command_line
+
+    def whiten(*argv: str) -> bool:
+        return train_classify.config_from_args(parse_command_line(["train", *argv]), "classify").whiten
+
+    assert whiten("--preset", "fast") is True and whiten("--preset", "fast", "--no-whiten") is False
+    assert whiten() is False and whiten("--whiten") is True  # the course recipe: off unless asked

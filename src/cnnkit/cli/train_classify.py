@@ -74,6 +74,13 @@ def add_arguments(p: argparse.ArgumentParser, task: str) -> None:
         help="shift every training batch by up to PIXELS at random (the fast preset adds it to its flips)",
     )
     p.add_argument(
+        "--whiten",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="make the first convolution a frozen patch-whitening layer computed from the training "
+        "images (the fast preset's default; --no-whiten: a random start)",
+    )
+    p.add_argument(
         "--compile",
         action="store_true",
         default=None,
@@ -90,6 +97,7 @@ def config_from_args(args: argparse.Namespace, task: str) -> Any:
     given = getattr(args, "given", set())
     own = {
         "max_shift": args.max_shift,
+        "whiten": args.whiten,
         "val_fraction": args.val_fraction,
         "test_fraction": args.test_fraction,
         "image_size": args.image_size,

@@ -23,6 +23,7 @@ from ..engine.device import pick_device
 from ..engine.trainer import seed_everything
 from ..errors import DataError, UsageError
 from ..io.weights import load_state_dict_file, load_strict
+from ..layers.whitening import WHITEN_IMAGES, whiten_first_conv
 from ..models import create_model, model_entry
 from ..tasks.classify.presets import trainer_extras
 from ..tasks.classify.task import ClassifyTrainer
@@ -335,6 +336,8 @@ def train_classify(
     train, val, test, data_info = load_splits(config, resize=config.resize, on_error=config.on_error)
     model = build_model(config, train.num_classes, train.input_shape[0])
     check_input_fits(model, train.input_shape, config)
+    if config.whiten:  # also when resuming: the checkpoint then loads the same filters, still frozen
+        whiten_first_conv(model, train.images[:WHITEN_IMAGES].float().div(255.0))  # as the task scales
     trainer = make_trainer(config, model, out, progress)
     # The free cores are re-checked as training goes (a fixed count stays: --threads, --deterministic).
     trainer.threads = thread_controller(device, config.preset != "course", config.deterministic, ceiling)

@@ -212,6 +212,7 @@ class RunConfig(TrainConfig):
     amp: str | None = None
     channels_last: bool = False
     max_shift: int | None = None  # random translation in pixels; None: the preset's own
+    whiten: bool = False  # first convolution: frozen patch whitening of the training images
     compile: bool = False  # torch.compile the model (docs/performance.md)
     # Image folders only (None: the model's input; Fashion-MNIST and IDX files are 28x28x1).
     image_size: list[int] | None = None  # [height, width] the images are resized to

@@ -15,19 +15,22 @@ from ...engine.schedules import one_cycle
 from ...errors import UsageError
 from .augment import FlipTranslate
 
-FAST_EPOCHS = 4
+FAST_EPOCHS = 3
 
 PRESETS: dict[str, dict[str, Any]] = {
     "course": {},
     "fast": {
         "model": "fashion_bn_cnn",
-        # Two conv stages, each max-pooled before its BatchNorm and ReLU, and a Dense-128 head:
-        # 92 % test accuracy in 4 epochs. A 16-channel first stage (the course CNN has 32) costs
-        # about 0.1 point and trains about 20 % faster (docs/performance.md).
-        "model_kwargs": {"widths": [16, 64], "hidden": 128, "pool_first": True},
+        # Two conv stages (16 and 48 channels), each max-pooled before its BatchNorm and ReLU, and
+        # a Dense-128 head; the first convolution is a frozen patch-whitening layer
+        # (layers/whitening.py) and 95 % of the training images train: 92 % test accuracy in 3
+        # epochs (docs/performance.md).
+        "model_kwargs": {"widths": [16, 48], "hidden": 128, "pool_first": True},
+        "whiten": True,
+        "val_fraction": 0.05,
         "batch_size": 256,
         "optimizer": "sgd",
-        "lr": 0.2,
+        "lr": 0.3,
         "weight_decay": 5e-4,
         "label_smoothing": 0.1,
         "epochs": FAST_EPOCHS,
