@@ -91,7 +91,7 @@ def render(result: dict) -> str:
 SUMMARY = [
     ("course CNN training, `cnnkit train` defaults (batch 32)", "course_train[course_bs32]", "train"),
     ("course CNN training, `--precision fp32`", "course_train[course_bs32_fp32_nchw]", "train"),
-    ("course CNN training, `--preset fast` (batch 256)", "course_train[fast_bs256]", "train"),
+    ("course CNN training, the fast path (batch 256)", "course_train[fast_bs256]", "train"),
     ("course CNN inference, `cnnkit evaluate` default, one pass", "course_infer[default]", "infer"),
     ("course CNN inference, default in a long job", "course_infer[default_long]", "infer"),
     ("course CNN inference, eager bf16", "course_infer[bf16_cl_b256]", "infer"),

@@ -40,7 +40,8 @@ def fashion_bn_cnn(
 
     Each stage is ``depth`` × (3×3 'same' conv, BatchNorm, ReLU) then a 2×2 max-pool; a global
     average pool and one Dense layer give the logits. The default (32, 64, 128) × 1 costs about
-    2× the course CNN's FLOPs; the fast preset uses ``widths=(16, 64), hidden=128, pool_first=True``.
+    2× the course CNN's FLOPs; the fast preset uses ``widths=(16, 48), hidden=128, pool_first=True``
+    with a whitened first layer.
 
     Args:
         num_classes: logits (0: no classifier, ``forward`` returns the pooled features).

@@ -113,17 +113,24 @@ def trainer_extras(name: str, lr: float, max_shift: int | None = None) -> dict[s
     }
 
 
-def fast_trainer_options(model: str, augment: bool = True, max_shift: int | None = None) -> dict[str, Any]:
+def fast_trainer_options(
+    model: str, augment: bool = True, max_shift: int | None = None, lr: float | None = None
+) -> dict[str, Any]:
     """All Trainer keyword arguments of the fast recipe for ``model`` (benchmarks, notebooks).
 
-    ``fashion_bn_cnn`` gets the preset as it is; a model without BatchNorm (the course's
-    ``hongong_cnn``) gets Adam with a one-cycle peak of 3e-3 instead of the preset's SGD at
-    0.2, which needs BatchNorm to be stable. ``max_shift`` turns on random translation by up
-    to so many pixels (longer runs gain from it; the preset's 4 epochs do not).
+    ``fashion_bn_cnn`` gets the preset as it is (``lr``: another one-cycle peak); a model
+    without BatchNorm (the course's ``hongong_cnn``) gets Adam with a one-cycle peak of 3e-3
+    instead of the preset's SGD, which needs BatchNorm to be stable. ``max_shift`` turns on
+    random translation by up to so many pixels (longer runs gain from it; the preset's 3 epochs
+    do not). The preset's whitened first layer is the run's to set (``whiten_first_conv``).
     """
     preset = PRESETS["fast"]
     if model == preset["model"]:
-        opts = {"optimizer": preset["optimizer"], "lr": preset["lr"], "weight_decay": preset["weight_decay"]}
+        opts = {
+            "optimizer": preset["optimizer"],
+            "lr": lr or preset["lr"],
+            "weight_decay": preset["weight_decay"],
+        }
     else:
         opts = {"optimizer": "adam", "lr": 3e-3, "weight_decay": 0.0}
     opts["label_smoothing"] = preset["label_smoothing"]
