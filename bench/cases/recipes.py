@@ -71,7 +71,7 @@ def _preset_to_accuracy(ctx: Context, name: str, t0: float) -> dict:
         if fraction != 0.2:
             train, val = _concat(ctx.train, ctx.val).split(fraction, 42)
         if preset.get("whiten"):  # as runs/classify.py does
-            whiten_first_conv(model, train.images[:WHITEN_IMAGES].float().div(255.0))
+            whiten_first_conv(model, train.images[:WHITEN_IMAGES])
         options = {key: preset[key] for key in ("optimizer", "lr", "weight_decay", "label_smoothing")}
         trainer = ClassifyTrainer(
             model,

@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from cnnkit.cli.__main__ import main
 
@@ -105,6 +106,7 @@ def test_image_size_and_channels(folders, tmp_path, capsys):
             "32",
             "--channels",
             "3",
+            "--whiten",
             "--epochs",
             "1",
             "--limit-train",
@@ -123,6 +125,11 @@ def test_image_size_and_channels(folders, tmp_path, capsys):
     assert code == 0 and config["input_shape"] == [3, 32, 32] and config["run"]["image_size"] == [32, 32]
     assert config["data_sizes"]["train"] == 100 and config["data_sizes"]["test"] == 50
     assert (tmp_path / "run" / "report.html").is_file()
+    # --whiten on RGB images: the course CNN's 32 first filters are the 16 leading directions of
+    # its 3×3×3 patches and their negatives, kept frozen through training.
+    best = load_file(tmp_path / "run" / "best.safetensors")
+    first, bias = best["features.conv1.weight"], best["features.conv1.bias"]
+    assert config["run"]["whiten"] is True and torch.equal(first[16:], -first[:16]) and not bias.any()
     code, out, _ = run(
         capsys, "evaluate", str(tmp_path / "run"), "--device", "cpu", "--json", "--limit-test", "50"
     )

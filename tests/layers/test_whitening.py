@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from sklearn.datasets import load_sample_images
 from torch import nn
 
 from cnnkit import create_model
@@ -42,6 +43,29 @@ def test_filters_are_the_principal_directions_scaled_to_unit_variance(images):
     np.testing.assert_allclose(np.diag(cov), variances[:8] / (variances[:8] + WHITEN_EPS), rtol=1e-4)
     assert np.abs(cov - np.diag(np.diag(cov))).max() < 1e-5
     assert 0.9 < np.diag(cov).min() <= np.diag(cov).max() < 1.0
+
+
+def test_uint8_images_are_scaled_as_the_classifier_scales_them(fashion_small):
+    raw = fashion_small[0].images[:300]
+    assert torch.equal(patch_whitening(raw, (3, 3), 8), patch_whitening(raw.float() / 255.0, (3, 3), 8))
+
+
+def test_large_photos_are_read_on_a_strided_grid_that_numpy_reproduces():
+    # The course's two sample photos, 427×640 RGB, under a 7×7 first layer (ResNet's stem): every
+    # position would be 2 × 267,000 patches of 147 values; a stride of 17 reads 2 × 950.
+    photos = np.stack(load_sample_images().images)  # [2, 427, 640, 3] uint8
+    images = torch.from_numpy(photos).permute(0, 3, 1, 2).contiguous()
+    filters = patch_whitening(images, (7, 7), 8).double().reshape(16, -1).numpy()
+    x = photos.transpose(0, 3, 1, 2).astype(np.float64) / 255.0
+    patches = np.concatenate(
+        [x[:, :, i : i + 7, j : j + 7].reshape(2, -1) for i in range(0, 421, 17) for j in range(0, 634, 17)]
+    )
+    assert patches.shape == (2 * 25 * 38, 147)
+    variances = np.linalg.eigvalsh(np.cov(patches, rowvar=False, bias=True))[::-1][:8]
+    out = (patches - patches.mean(0)) @ filters[:8].T
+    cov = out.T @ out / len(out)
+    np.testing.assert_allclose(np.diag(cov), variances / (variances + WHITEN_EPS), rtol=1e-4)
+    assert np.abs(cov - np.diag(np.diag(cov))).max() < 1e-5
 
 
 def test_the_preset_model_gets_frozen_whitening_filters_that_training_keeps(images, fashion_small):
@@ -97,8 +121,8 @@ def test_models_that_cannot_be_whitened_are_refused_by_name(model, data, message
 
 
 def test_bad_images_and_settings_are_refused(images):
-    with pytest.raises(ValueError, match="float Tensor"):
-        patch_whitening((images * 255).to(torch.uint8), (3, 3), 4)
+    with pytest.raises(ValueError, match="float or uint8 Tensor"):
+        patch_whitening((images * 255).long(), (3, 3), 4)
     with pytest.raises(ValueError, match="hold no 3x3 patch"):
         patch_whitening(images[:, :, :2, :2], (3, 3), 4)
     with pytest.raises(ValueError, match="pairs must be 1 to 9"):

@@ -10,6 +10,8 @@ negative, so that a ReLU after them keeps both signs.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 from torch.nn.parameter import UninitializedParameter
@@ -18,6 +20,11 @@ from .conv import Conv2D
 
 WHITEN_IMAGES = 5_000  # patches of this many images estimate the covariance
 WHITEN_EPS = 5e-4  # added to each direction's variance: noise directions are not blown up
+MAX_POSITIONS = 1024  # patch positions per image; a larger image is read on a strided grid
+# Patches read in all: at most this many multiply-adds for their covariance (patches × size²):
+# 3×3 grayscale patches, all 676 positions of 5,000 28×28 images; 7×7 RGB ones, about 18,500.
+COVARIANCE_WORK = 400_000_000
+CHUNK_ELEMENTS = 8_000_000  # patch values unfolded at once
 
 
 def patch_whitening(
@@ -25,26 +32,32 @@ def patch_whitening(
 ) -> torch.Tensor:
     """Filters Tensor[2 * pairs, C, kh, kw] that whiten the images' kh×kw patches.
 
-    The covariance of all C×kh×kw patches (every position inside the images) is split into its
-    principal directions, largest variance first. The first ``pairs`` filters are the first
-    ``pairs`` directions, each scaled by 1/sqrt(variance + eps); the next ``pairs`` are their
-    negatives. Convolved with the images, the directions give uncorrelated outputs, each of
-    variance variance / (variance + eps), just under 1.
+    The covariance of the images' C×kh×kw patches is split into its principal directions,
+    largest variance first. The first ``pairs`` filters are the first ``pairs`` directions, each
+    scaled by 1/sqrt(variance + eps); the next ``pairs`` are their negatives. Convolved with the
+    images, the directions give uncorrelated outputs, each of variance variance / (variance +
+    eps), just under 1.
+
+    Small images give every patch position; larger ones a grid of about ``MAX_POSITIONS`` per
+    image (a stride), and only as many images as keep the covariance under
+    ``COVARIANCE_WORK`` multiply-adds, spread evenly over ``images``: a folder of 224-px photos
+    costs a fraction of a second, not the hours all its patches would.
 
     Args:
-        images: float Tensor[N, C, H, W], scaled as the model sees them.
+        images: Tensor[N, C, H, W]: floats scaled as the model sees them, or uint8 (scaled to
+            0..1 here, as the classifier scales them, one chunk at a time).
         kernel_size: (kh, kw) of the convolution.
         pairs: directions wanted, 1 to C·kh·kw.
         eps: added to every variance.
 
     Raises:
-        ValueError: images that are not 4-D floats at least as large as the kernel, a number of
-            pairs out of range, or eps <= 0.
+        ValueError: images that are not 4-D floats or uint8 at least as large as the kernel, a
+            number of pairs out of range, or eps <= 0.
     """
     kh, kw = kernel_size
-    if images.dim() != 4 or not images.is_floating_point():
+    if images.dim() != 4 or not (images.is_floating_point() or images.dtype == torch.uint8):
         raise ValueError(
-            f"images must be a float Tensor[N, C, H, W], got {images.dtype} {tuple(images.shape)}"
+            f"images must be a float or uint8 Tensor[N, C, H, W], got {images.dtype} {tuple(images.shape)}"
         )
     n, c, h, w = images.shape
     if n < 1 or h < kh or w < kw:
@@ -56,11 +69,19 @@ def patch_whitening(
         )
     if not eps > 0:
         raise ValueError(f"eps must be > 0, got {eps!r}")
+    stride = max(1, math.ceil(math.sqrt((h - kh + 1) * (w - kw + 1) / MAX_POSITIONS)))
+    positions = ((h - kh) // stride + 1) * ((w - kw) // stride + 1)
+    used = min(n, max(1, COVARIANCE_WORK // (dims * dims * positions)))
+    if used < n:
+        images = images[torch.linspace(0, n - 1, used).round().long()]
+    chunk = max(1, min(500, CHUNK_ELEMENTS // (positions * dims)))  # a chunk's patches: <= 32 MB
     total = torch.zeros(dims, dtype=torch.float64)
     outer = torch.zeros(dims, dims, dtype=torch.float64)
     count = 0
-    for start in range(0, n, 500):  # in chunks: the patches of 5,000 images at once take GBs
-        patches = nn.functional.unfold(images[start : start + 500].float().cpu(), (kh, kw))
+    for start in range(0, used, chunk):
+        x = images[start : start + chunk].cpu()
+        x = x.float().div(255.0) if x.dtype == torch.uint8 else x.float()
+        patches = nn.functional.unfold(x, (kh, kw), stride=stride)
         patches = patches.transpose(1, 2).reshape(-1, dims).double()
         total += patches.sum(0)
         outer += patches.T @ patches
@@ -101,8 +122,8 @@ def whiten_first_conv(
 
     Args:
         model: a built model whose first convolution is ungrouped and undilated.
-        images: float Tensor[N, C, H, W], scaled as the model sees them; the first
-            ``max_images`` estimate the patch covariance.
+        images: Tensor[N, C, H, W], floats scaled as the model sees them or uint8 (scaled to
+            0..1); the first ``max_images`` estimate the patch covariance.
         freeze: keep the filters fixed while training (``requires_grad=False``); the layer's
             bias, if any, is zeroed and frozen with them.
 

@@ -337,7 +337,7 @@ def train_classify(
     model = build_model(config, train.num_classes, train.input_shape[0])
     check_input_fits(model, train.input_shape, config)
     if config.whiten:  # also when resuming: the checkpoint then loads the same filters, still frozen
-        whiten_first_conv(model, train.images[:WHITEN_IMAGES].float().div(255.0))  # as the task scales
+        whiten_first_conv(model, train.images[:WHITEN_IMAGES])  # uint8: scaled to 0..1 as the task does
     trainer = make_trainer(config, model, out, progress)
     # The free cores are re-checked as training goes (a fixed count stays: --threads, --deterministic).
     trainer.threads = thread_controller(device, config.preset != "course", config.deterministic, ceiling)
