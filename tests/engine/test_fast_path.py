@@ -330,6 +330,8 @@ def test_max_shift_sets_translation_for_either_preset(tmp_path, capsys, monkeypa
     assert "--max-shift" in capsys.readouterr().err
     assert main(["train", "--resume", str(out), "--val-fraction", "0.1"]) == 2
     assert "--val-fraction" in capsys.readouterr().err
+    assert main(["train", "--resume", str(out), "--no-whiten"]) == 2  # named as given
+    assert "drop --no-whiten" in capsys.readouterr().err
 
 
 def test_fast_options_drop_flip_tta_when_training_without_flips():

@@ -294,10 +294,11 @@ def report_interrupted(out: Path, command: str) -> bool:
 
 
 def _given_settings(args: argparse.Namespace) -> list[str]:
-    """The run settings given on the command line (compared with the task parser's defaults)."""
+    """The run settings given on the command line (compared with the task parser's defaults), as
+    spelt there: ``--no-whiten`` for an on/off flag given as off."""
     parser: argparse.ArgumentParser = args.task_parser
     return [
-        f"--{dest.replace('_', '-')}"
+        f"--{'no-' if value is False and parser.get_default(dest) is None else ''}{dest.replace('_', '-')}"
         for dest, value in vars(args).items()
         if dest not in NOT_SETTINGS and dest != "given" and value != parser.get_default(dest)
     ]

@@ -7,6 +7,7 @@ from .initializers import INITIALIZERS, initialize
 from .padding import PADDING_MODES, check_padding, conv_output_size, pad_same_2d, same_padding
 from .pooling import AvgPool2D, DepthMaxPool, GlobalAvgPool2D, MaxPool2D
 from .se import SqueezeExcite
+from .whitening import patch_whitening, whiten_first_conv
 
 __all__ = [
     "INITIALIZERS",
@@ -26,5 +27,7 @@ __all__ = [
     "get_activation",
     "initialize",
     "pad_same_2d",
+    "patch_whitening",
     "same_padding",
+    "whiten_first_conv",
 ]
