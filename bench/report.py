@@ -147,6 +147,14 @@ def summary(result: dict) -> str:
                 f"{_fmt(r['wall_to_92'])} s, 94 % at {_fmt(r['wall_to_94'])} s from the process start, "
                 f"final {r['final_test_accuracy']:.4f} after {r['epochs']} epochs."
             )
+            cli = r.get("cli") or {}
+            if cli.get("exit_s") is not None:
+                extra.append(
+                    f"The command itself in a new process: last epoch ended at "
+                    f"{_fmt(cli.get('last_epoch_end_s'))} s, test accuracy {cli.get('test_accuracy')} "
+                    f"printed at {_fmt(cli.get('test_accuracy_printed_s'))} s (after its curves, test "
+                    f"scores and report.html), exit at {cli['exit_s']} s."
+                )
         if r["case"] == "imagefolder_train[cnnkit]" and plain_folder:
             extra.append(
                 f"\nImage folder, held-out accuracy {r['target_accuracy']:.0%} reached at "
