@@ -95,7 +95,8 @@ def patch_whitening(
 
 
 def first_conv(model: nn.Module) -> nn.Module:
-    """The model's first 2-D convolution (``nn.Conv2d`` or a ``Conv2D`` layer).
+    """The model's first 2-D convolution (``nn.Conv2d`` or a ``Conv2D`` layer), in the order its
+    modules were registered: the stem, in cnnkit's models and torchvision's.
 
     Raises:
         ValueError: the model has none.
