@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from cnnkit import create_model
-from cnnkit.layers.whitening import WHITEN_IMAGES, whiten_first_conv
+from cnnkit.layers.whitening import whiten_first_conv
 from cnnkit.tasks.classify.task import ClassifyTrainer
 from measure import load
 
@@ -102,7 +102,7 @@ def _preset_to_accuracy(ctx: Context, name: str, t0: float) -> dict:
         if fraction != 0.2:
             train, val = _concat(ctx.train, ctx.val).split(fraction, 42)
         if preset.get("whiten"):  # as runs/classify.py does
-            whiten_first_conv(model, train.images[:WHITEN_IMAGES])
+            whiten_first_conv(model, train.images)
         options = {key: preset[key] for key in ("optimizer", "lr", "weight_decay", "label_smoothing")}
         trainer = ClassifyTrainer(
             model,

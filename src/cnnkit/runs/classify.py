@@ -23,7 +23,7 @@ from ..engine.device import pick_device
 from ..engine.trainer import seed_everything
 from ..errors import DataError, UsageError
 from ..io.weights import load_state_dict_file, load_strict
-from ..layers.whitening import WHITEN_IMAGES, whiten_first_conv
+from ..layers.whitening import whiten_first_conv
 from ..models import create_model, model_entry
 from ..tasks.classify.presets import trainer_extras
 from ..tasks.classify.task import ClassifyTrainer
@@ -337,7 +337,7 @@ def train_classify(
     model = build_model(config, train.num_classes, train.input_shape[0])
     check_input_fits(model, train.input_shape, config)
     if config.whiten:  # also when resuming: the checkpoint then loads the same filters, still frozen
-        whiten_first_conv(model, train.images[:WHITEN_IMAGES])  # uint8: scaled to 0..1 as the task does
+        whiten_first_conv(model, train.images)  # uint8: scaled to 0..1 as the task does
     trainer = make_trainer(config, model, out, progress)
     # The free cores are re-checked as training goes (a fixed count stays: --threads, --deterministic).
     trainer.threads = thread_controller(device, config.preset != "course", config.deterministic, ceiling)
