@@ -163,6 +163,9 @@ def test_mask_rcnn_trainer_is_the_engine_and_stops_at_max_steps(scenes):
     assert trainer.scheduler.last_epoch == 3  # the warm-up + cosine ran over max_steps, not 12
     with pytest.raises(ValueError, match="max_steps must be >= 1"):
         trainer.fit(train, epochs=1, batch_size=2, max_steps=0)
+    assert trainer.task.max_steps == 3  # the refused value was not kept
+    with pytest.raises(ValueError, match="max_steps must be >= 1"):
+        MaskRCNNTask(max_steps=-1)
 
 
 # ----------------------------------------------------------------- exact resume

@@ -110,7 +110,9 @@ def _check_formats(formats: Sequence[str]) -> list[str]:
     return chosen
 
 
-def _read_bytes(path: Path, max_bytes: int) -> bytes:
+def _read_bytes(path: Path, max_bytes: int, max_pixels: int) -> bytes:
+    """The file's bytes, the limits checked before it is touched."""
+    _check_limits(max_bytes, max_pixels)
     try:
         info = path.stat()
     except FileNotFoundError:
@@ -167,9 +169,7 @@ def open_image(
             the message starts with the file name.
         ValueError: a limit or format list that cannot be used.
     """
-    _check_limits(max_bytes, max_pixels)
-    path = Path(path)
-    data = _read_bytes(path, max_bytes)
+    data = _read_bytes(Path(path), max_bytes, max_pixels)
     return decode_image(data, str(path), max_bytes=max_bytes, max_pixels=max_pixels, formats=formats)
 
 
@@ -263,9 +263,7 @@ def image_size(
     Raises:
         DataError: the file cannot be used; the message starts with its name.
     """
-    _check_limits(max_bytes, max_pixels)
-    path = Path(path)
-    data = _read_bytes(path, max_bytes)
+    data = _read_bytes(Path(path), max_bytes, max_pixels)
     with _decoding():
         image = _open_header(data, str(path), max_bytes, max_pixels, formats)
         try:

@@ -10,6 +10,7 @@ from torch import nn
 from torch.nn.modules.lazy import LazyModuleMixin
 from torch.nn.parameter import UninitializedParameter
 
+from .activations import get_activation
 from .initializers import initialize
 
 
@@ -24,13 +25,19 @@ class KernelLayer(LazyModuleMixin, nn.Module):
     """A layer with a ``weight`` (Keras initializer) and an optional zero-initialised ``bias``.
 
     The weight's input size may be left out: it is then an uninitialised parameter, sized and
-    initialised from the first batch (``LazyModuleMixin``), like Keras. Subclasses set
-    ``kernel_initializer``, call ``_create_parameters`` in ``__init__`` and ``_materialize`` from
-    ``initialize_parameters``.
+    initialised from the first batch (``LazyModuleMixin``), like Keras. Subclasses pass their
+    activation and initializer up, call ``_create_parameters`` in ``__init__`` and
+    ``_materialize`` from ``initialize_parameters``.
     """
 
     cls_to_become = None
-    kernel_initializer: str | Callable[[torch.Tensor], Any]
+
+    def __init__(
+        self, activation: str | nn.Module | None, kernel_initializer: str | Callable[[torch.Tensor], Any]
+    ) -> None:
+        super().__init__()
+        self.kernel_initializer = kernel_initializer
+        self.activation = get_activation(activation)
 
     def _create_parameters(self, weight_shape: tuple[int, ...] | None, out: int, use_bias: bool) -> None:
         """``weight`` of ``weight_shape`` (None: wait for the first batch) and ``bias`` [out]."""

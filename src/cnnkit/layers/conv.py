@@ -10,7 +10,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._base import KernelLayer, check_positive_int
-from .activations import get_activation
 from .padding import PaddingArg, _pair, check_padding, pad_same_2d, static_same_padding
 
 
@@ -51,7 +50,7 @@ class Conv2D(KernelLayer):
         *,
         in_channels: int | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(activation, kernel_initializer)
         self.filters = check_positive_int("filters", filters)
         self.kernel_size = _pair(kernel_size, "kernel_size")
         self.strides = _pair(strides, "strides")
@@ -62,8 +61,6 @@ class Conv2D(KernelLayer):
         if groups < 1 or filters % groups:
             raise ValueError(f"filters ({filters}) must be divisible by groups ({groups})")
         self.groups = groups
-        self.kernel_initializer = kernel_initializer
-        self.activation = get_activation(activation)
         self.in_channels = in_channels
         self._static_padding = self._resolve_static_padding()
         shape = None if in_channels is None else self._weight_shape(in_channels)

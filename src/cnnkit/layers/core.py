@@ -10,7 +10,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._base import KernelLayer, check_positive_int
-from .activations import get_activation
 
 
 class Flatten(nn.Flatten):
@@ -43,11 +42,9 @@ class Dense(KernelLayer):
         *,
         in_features: int | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(activation, kernel_initializer)
         self.units = check_positive_int("units", units)
         self.in_features = in_features
-        self.kernel_initializer = kernel_initializer
-        self.activation = get_activation(activation)
         self._create_parameters(None if in_features is None else (units, in_features), units, use_bias)
 
     def initialize_parameters(self, x: torch.Tensor) -> None:  # called by LazyModuleMixin

@@ -105,17 +105,11 @@ def load_splits(
         info: dict[str, Any] = {"kind": kind}
     else:
         size, channels = image_size or image_settings(config)
+        fractions = {"val_fraction": config.val_fraction, "test_fraction": config.test_fraction}
         train, val, test, info = image_folder_data(
-            config.data,
-            size,
-            channels,
-            val_fraction=config.val_fraction,
-            test_fraction=config.test_fraction,
-            seed=config.seed,
-            limit_train=config.limit_train,
-            limit_test=config.limit_test,
-            **image_options,
+            config.data, size, channels, seed=config.seed, **fractions, **image_options
         )
+        train, test = _limited(train, test, config.limit_train, config.limit_test, config.seed)
     info["sizes"] = {"train": len(train), "val": len(val), "test": len(test)}
     folder.require_samples(config.data, train=train, validation=val, test=test)
     return train, val, test, info
@@ -129,16 +123,13 @@ def image_folder_data(
     val_fraction: float,
     test_fraction: float,
     seed: int,
-    limit_train: int | None = None,
-    limit_test: int | None = None,
     resize: str = IMAGE_FOLDER_RESIZE,
     on_error: str = "raise",
 ) -> tuple[ArrayDataset, ArrayDataset, ArrayDataset, dict[str, Any]]:
     """(train, val, test, data description) of an image folder, as every classifier run loads it.
 
     ``train/``, ``val/``, ``test/`` sub-folders are used as they are; one sub-folder per class is
-    split with ``seed`` (:func:`cnnkit.data.splits.load_image_splits`); ``limit_train`` and
-    ``limit_test`` then apply to the training and test splits. The description records the
+    split with ``seed`` (:func:`cnnkit.data.splits.load_image_splits`). The description records the
     layout (``splits`` or ``classes``) and the splits held out of the training images.
     ``cnnkit train`` uses the default ``resize`` and ``on_error``; ``cnnkit finetune`` its own.
 
@@ -166,16 +157,19 @@ def image_folder_data(
         raise
     except ValueError as exc:  # fractions that leave no training images, a bad size
         raise UsageError(f"--data {spec}: {exc}") from None
-    train, val, test = splits.train, splits.val, _limit_test(splits.test, limit_test)
-    if limit_train:
-        train = train.take(limit_train, seed=seed)
+    train, val, test = splits.train, splits.val, splits.test
     info = splits.info()
     info["image_size"], info["channels"], info["resize"] = list(size), channels, resize
     return train, val, test, info
 
 
-def _limit_test(test: ArrayDataset, limit_test: int | None) -> ArrayDataset:
-    return test.take(limit_test, seed=0) if limit_test else test  # fixed, so `cnnkit evaluate` agrees
+def _limited(
+    train: ArrayDataset, test: ArrayDataset, limit_train: int | None, limit_test: int | None, seed: int
+) -> tuple[ArrayDataset, ArrayDataset]:
+    """The first ``limit_train`` training items in a ``seed`` order and ``limit_test`` test items
+    in a fixed order (so that `cnnkit evaluate` scores the run's own test subset)."""
+    train = train.take(limit_train, seed=seed) if limit_train else train
+    return train, test.take(limit_test, seed=0) if limit_test else test
 
 
 def load_dataset(
@@ -211,9 +205,7 @@ def load_dataset(
         train, _, test, _ = image_folder_data(
             spec, list(image_size), channels, seed=seed, on_error=on_error, **options
         )
-    if limit_train:
-        train = train.take(limit_train, seed=seed)
-    return train, _limit_test(test, limit_test)
+    return _limited(train, test, limit_train, limit_test, seed)
 
 
 def run_data_options(record: dict[str, Any]) -> dict[str, Any]:

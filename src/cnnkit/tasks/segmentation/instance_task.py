@@ -73,11 +73,20 @@ class MaskRCNNTask(Task):
     def __init__(
         self, *, in_chans: int = 3, max_steps: int | None = None, mask_threshold: float = 0.5
     ) -> None:
-        if max_steps is not None and max_steps < 1:
-            raise ValueError(f"max_steps must be >= 1 or None, got {max_steps!r}")
         self.in_chans = in_chans
         self.max_steps = max_steps
         self.mask_threshold = mask_threshold
+
+    @property
+    def max_steps(self) -> int | None:
+        """Batches to train in all before stopping (None: every epoch); checked when set."""
+        return self._max_steps
+
+    @max_steps.setter
+    def max_steps(self, value: int | None) -> None:
+        if value is not None and value < 1:
+            raise ValueError(f"max_steps must be >= 1 or None, got {value!r}")
+        self._max_steps = value
 
     def prepare_fit(self, trainer: Trainer, data: SceneDataset) -> _Prepared:
         """The scenes with their targets, computed once per fit (on the CPU)."""
@@ -213,8 +222,6 @@ class MaskRCNNTrainer(Trainer):
     ) -> History:
         """Train for ``epochs`` (or ``max_steps`` batches in all, if fewer); see ``Trainer.fit``."""
         if max_steps is not None:
-            if max_steps < 1:
-                raise ValueError(f"max_steps must be >= 1 or None, got {max_steps!r}")
             self.task.max_steps = max_steps
         return super().fit(train, val, epochs=epochs, batch_size=batch_size, **fit_options)
 
