@@ -2,7 +2,7 @@
 
 import sys
 
-from .cli.__main__ import main
+from .cli.__main__ import process_main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(process_main())

@@ -140,6 +140,26 @@ def test_no_traceback_from_the_real_entry_point():
     assert "Traceback" not in result.stderr
 
 
+def test_the_command_process_freezes_what_stays_out_of_the_garbage_collector(monkeypatch, capsys):
+    # The console script and `python -m cnnkit` run process_main: after it, what is left is frozen,
+    # so that the interpreter's exit does not walk torch's import-time objects again.
+    import gc
+    from importlib.metadata import entry_points
+
+    from cnnkit.cli.__main__ import process_main
+
+    (script,) = entry_points(group="console_scripts", name="cnnkit")
+    assert script.value == "cnnkit.cli.__main__:process_main"
+    monkeypatch.setattr(sys, "argv", ["cnnkit", "models", "lenet*"])
+    before = gc.get_freeze_count()
+    try:
+        assert process_main() == 0
+        assert gc.get_freeze_count() > before
+    finally:
+        gc.unfreeze()  # the test process goes on collecting as before
+    assert "lenet5" in capsys.readouterr().out
+
+
 def test_the_parser_loads_no_heavy_libraries():
     # Every command builds the whole parser: the task modules must register their flags without
     # importing torchvision, torchmetrics or matplotlib (about 3 s of the start-up here).

@@ -146,6 +146,16 @@ def test_metrics_match_a_hand_computation():
     assert report["macro_f1"] == pytest.approx(f1_score(target, preds, average="macro"))
 
 
+def test_confusion_matrix_refuses_labels_it_cannot_count():
+    # A label of K would land in the next row of the flat count; a negative one, in the one before.
+    with pytest.raises(ValueError, match=r"predicted labels must be 0\.\.2, got 0\.\.3"):
+        confusion_matrix(torch.tensor([0, 3]), torch.tensor([0, 1]), 3)
+    with pytest.raises(ValueError, match=r"true labels must be 0\.\.2, got -1\.\.1"):
+        confusion_matrix(torch.tensor([0, 1]), torch.tensor([-1, 1]), 3)
+    with pytest.raises(ValueError, match="3 predictions for 2 labels"):
+        confusion_matrix(torch.tensor([0, 1, 2]), torch.tensor([0, 1]), 3)
+
+
 def test_non_finite_loss_stops_with_the_step(small):
     from cnnkit.errors import TrainingError
 

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
+from ..tasks.classify.metrics import confusion_matrix
 from ._common import class_label, display_image, fixed_margins, grid_shape
 
 __all__ = ["Mistake", "confusion_counts", "most_confident_errors", "plot_confusion_matrix", "plot_mistakes"]
@@ -23,10 +24,7 @@ def confusion_counts(targets: torch.Tensor, predictions: torch.Tensor, num_class
         predictions (Tensor[N]): predicted labels.
         num_classes: matrix size.
     """
-    from torchmetrics.functional.classification import multiclass_confusion_matrix
-
-    matrix = multiclass_confusion_matrix(predictions.long().cpu(), targets.long().cpu(), num_classes)
-    return matrix.numpy().astype(np.int64)
+    return confusion_matrix(predictions, targets, num_classes).numpy()
 
 
 def plot_confusion_matrix(
