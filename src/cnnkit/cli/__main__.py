@@ -106,7 +106,7 @@ def process_main() -> int:
     objects that stay for the whole process taken out of the cyclic garbage collector.
 
     torch, its compiler and matplotlib make millions of objects as they are imported; each full
-    collection walked them all (0.1-0.35 s, eight times in a 20 s ``train --preset fast``) and the
+    collection walked them all (eight in a 20 s ``train --preset fast``, 1.1 s together) and the
     interpreter's exit walked them again (1.2 s). ``gc.freeze`` after the imports and before the
     exit leaves out what exists then; later garbage is still collected, and atexit handlers and
     open files are closed as before. In-process callers (notebooks, tests) use :func:`main`.
