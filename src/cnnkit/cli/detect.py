@@ -33,6 +33,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--nms-iou", type=float, default=0.5, help="IoU of suppression between boxes (default 0.5)"
     )
+    p.add_argument(
+        "--all-classes",
+        action="store_true",
+        help="keep every class scoring above the threshold on a box, as mAP evaluation counts them "
+        "(default: each box's best class only, one box per object)",
+    )
     p.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: best available)")
 
 
@@ -68,7 +74,9 @@ def run(args: argparse.Namespace) -> int:
             continue
         height, width = original.shape[1:]
         x = to_input(torch.from_numpy(resize_for_model(original, size))[None], device)
-        boxes, scores, labels = _predict(model, config["task"], x, args.score_threshold, args.nms_iou)
+        boxes, scores, labels = _predict(
+            model, config["task"], x, args.score_threshold, args.nms_iou, args.all_classes
+        )
         # Back from the model's size x size input to the image's own pixels.
         boxes = boxes * torch.tensor([width / size, height / size] * 2)
         picture = draw_detections(
@@ -101,7 +109,12 @@ def run(args: argparse.Namespace) -> int:
 
 @torch.no_grad()
 def _predict(
-    model: torch.nn.Module, task: str, x: torch.Tensor, threshold: float, nms_iou: float
+    model: torch.nn.Module,
+    task: str,
+    x: torch.Tensor,
+    threshold: float,
+    nms_iou: float,
+    all_classes: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(boxes Tensor[D, 4] in model-input pixels, scores Tensor[D], labels Tensor[D]) on the CPU."""
     if task == "localize":
@@ -110,8 +123,9 @@ def _predict(
         boxes = out.boxes * x.shape[-1]
         keep = score >= threshold
         return boxes[keep].cpu(), score[keep].cpu(), label[keep].cpu()
-    # One box per object, with its best class, for display (mAP evaluation keeps every class).
-    det = model.predict(x, score_threshold=threshold, nms_iou=nms_iou, class_agnostic=True)[0]
+    # By default one box per object, with its best class, for display; --all-classes keeps every
+    # (box, class) pair above the threshold, as mAP evaluation does.
+    det = model.predict(x, score_threshold=threshold, nms_iou=nms_iou, class_agnostic=not all_classes)[0]
     return det["boxes"].cpu(), det["scores"].cpu(), det["labels"].cpu()
 
 
