@@ -10,6 +10,7 @@ import torch
 
 from cnnkit import create_model
 from cnnkit.engine.perf import PerfSettings
+from cnnkit.engine.precision import precision_settings
 from cnnkit.tasks.classify.task import ClassifyTrainer
 from measure import load, timed
 
@@ -47,8 +48,12 @@ def course_train(ctx: Context) -> list[dict]:
     epochs = 2 if ctx.quick else 3  # the first epoch is warm-up (oneDNN primitive creation)
     fl = _flops("hongong_cnn")
     flop_epoch = EPOCH_TRAIN * fl["train"] + EPOCH_VAL * fl["forward"]
+    # `cnnkit train`'s default precision ('auto'): bf16 + channels-last on a CPU with native bf16,
+    # else the course's FP32 NCHW (the same as the row after it).
+    amp, channels_last = precision_settings("auto", ctx.device)
+    default = PerfSettings(amp, channels_last, ctx.perf.num_threads, ctx.perf.inference_batch)
     variants = {
-        "course_bs32": (32, {"optimizer": "adam", "lr": 1e-3}, ctx.perf),
+        "course_bs32": (32, {"optimizer": "adam", "lr": 1e-3}, default),
         "course_bs32_fp32_nchw": (
             32,
             {"optimizer": "adam", "lr": 1e-3},

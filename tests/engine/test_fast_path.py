@@ -494,22 +494,29 @@ def test_tuned_allocator_reuses_freed_tensor_memory():
     fixed_layout = ["setarch", "-R"] if shutil.which("setarch") else []
 
     # The layout also moves with the size of the environment (the stack sits below it): an
-    # untuned run happened to reuse its heap with some sizes. Several sizes, the worst of each.
-    def page_faults(**env: str) -> tuple[int, str]:
-        runs = []
-        for pad in (0, 50, 100, 400, 800, 1600):
-            out = subprocess.run(
-                [*fixed_layout, sys.executable, "-c", _FAULTS_SCRIPT],
-                capture_output=True,
-                text=True,
-                check=True,
-                env={**os.environ, "OMP_NUM_THREADS": "1", "CNNKIT_TEST_PAD": "x" * pad, **env},
-            ).stdout.split()
-            runs.append((int(out[0]), out[1]))
-        return max(runs)
+    # untuned run happened to reuse its heap with some sizes. Several sizes, the worst of each;
+    # the tuned and untuned process of one size run side by side (page faults are per process).
+    def start(pad: int, tune: str) -> subprocess.Popen:
+        return subprocess.Popen(
+            [*fixed_layout, sys.executable, "-c", _FAULTS_SCRIPT],
+            stdout=subprocess.PIPE,
+            text=True,
+            env={
+                **os.environ,
+                "OMP_NUM_THREADS": "1",
+                "CNNKIT_TEST_PAD": "x" * pad,
+                "CNNKIT_TUNE_MALLOC": tune,
+            },
+        )
 
-    tuned, applied = page_faults(CNNKIT_TUNE_MALLOC="1")
-    untuned, opted_out = page_faults(CNNKIT_TUNE_MALLOC="0")
+    runs: dict[str, list[tuple[int, str]]] = {"1": [], "0": []}
+    for pad in (0, 50, 100, 400, 800, 1600):
+        procs = {tune: start(pad, tune) for tune in runs}
+        for tune, proc in procs.items():
+            out, _ = proc.communicate(timeout=300)
+            assert proc.returncode == 0
+            runs[tune].append((int(out.split()[0]), out.split()[1]))
+    (tuned, applied), (untuned, opted_out) = max(runs["1"]), max(runs["0"])
     assert (applied, opted_out) == ("True", "False")
     from cnnkit.engine.perf import tune_cpu_allocator
 

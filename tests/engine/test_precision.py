@@ -65,6 +65,18 @@ def test_precisions_resolve_to_autocast_and_memory_format():
     assert precision_name(None, True) == "fp32+channels-last"
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_on_a_cpu_with_and_without_native_bf16(monkeypatch, native):
+    # Both kinds of CPU, whichever this one is: bf16 + channels-last with native bf16, else the
+    # course's float32 NCHW (never emulated bf16; float32 channels-last did not pass the seed
+    # rule, docs/results.md); --precision fp32 is float32 NCHW on both.
+    import cnnkit.engine.perf as perf
+
+    monkeypatch.setattr(perf, "cpu_has_bf16", lambda: native)
+    assert precision_settings("auto", CPU) == (("bf16", True) if native else (None, False))
+    assert precision_settings("fp32", CPU) == (None, False)
+
+
 def test_precision_flag_sets_the_run_config(tmp_path):
     auto = _auto()
     assert (_config().amp, _config().channels_last) == auto  # the course recipe by default
