@@ -125,7 +125,9 @@ def init_relu_weights(model: nn.Module, linear_std: float | None = None) -> None
             nn.init.zeros_(module.bias)
 
 
-def dense_head(in_features: int, hidden: int, num_classes: int, *, dropout_first: bool) -> nn.Sequential:
+def dense_head(
+    in_features: int, hidden: int, num_classes: int, *, dropout_first: bool, linear_std: float | None = None
+) -> nn.Sequential:
     """Two ReLU dense layers of ``hidden`` units with dropout 0.5 each, then the classifier.
 
     Args:
@@ -134,15 +136,27 @@ def dense_head(in_features: int, hidden: int, num_classes: int, *, dropout_first
         num_classes: classifier outputs (0: an ``nn.Identity`` in its place).
         dropout_first: dropout before each hidden dense layer (AlexNet) instead of after its ReLU
             (VGG); this fixes the module indices, which are torchvision's state-dict keys.
+        linear_std: N(0, linear_std) weights and zero biases for the dense layers, drawn once
+            (PyTorch's default initialisation is skipped: on VGG's 120 million dense weights it
+            took as long as the draw that replaced it); None keeps PyTorch's default.
 
     Shape:
         Tensor[N, in_features] -> Tensor[N, num_classes].
     """
+
+    def linear(width: int, units: int) -> nn.Linear:
+        if linear_std is None:
+            return nn.Linear(width, units)
+        layer = torch.nn.utils.skip_init(nn.Linear, width, units)
+        nn.init.normal_(layer.weight, 0.0, linear_std)
+        nn.init.zeros_(layer.bias)
+        return layer
+
     layers: list[nn.Module] = []
     for width in (in_features, hidden):
-        dense = [nn.Linear(width, hidden), nn.ReLU(inplace=True)]
+        dense = [linear(width, hidden), nn.ReLU(inplace=True)]
         layers += [nn.Dropout(0.5), *dense] if dropout_first else [*dense, nn.Dropout(0.5)]
-    layers.append(nn.Linear(hidden, num_classes) if num_classes else nn.Identity())
+    layers.append(linear(hidden, num_classes) if num_classes else nn.Identity())
     return nn.Sequential(*layers)
 
 
@@ -166,11 +180,14 @@ class DenseHeadCNN(Backbone):
         num_classes: int,
         *,
         dropout_first: bool,
+        linear_std: float | None = None,
     ) -> None:
         """Attach ``features``, the pool to ``grid``×``grid`` and the :func:`dense_head`."""
         self.features = nn.Sequential(*features)
         self.avgpool = nn.AdaptiveAvgPool2d(grid)
-        self.classifier = dense_head(channels * grid * grid, hidden, num_classes, dropout_first=dropout_first)
+        self.classifier = dense_head(
+            channels * grid * grid, hidden, num_classes, dropout_first=dropout_first, linear_std=linear_std
+        )
         self.num_classes = num_classes
         self.num_features = hidden
 

@@ -81,11 +81,14 @@ class VGG(DenseHeadCNN):
                     modules.append(nn.BatchNorm2d(int(item)))
                 modules.append(nn.ReLU(inplace=True))
                 channels = int(item)
-        self._set_head(modules, channels, HEAD_GRID, HIDDEN_UNITS, num_classes, dropout_first=False)
+        # The dense layers: N(0, 0.01) weights and zero biases (as torchvision's VGG); convs below.
+        self._set_head(
+            modules, channels, HEAD_GRID, HIDDEN_UNITS, num_classes, dropout_first=False, linear_std=0.01
+        )
         self.default_input = (in_chans, 28, 28) if small_input else (in_chans, 224, 224)
         # He init lets the 16-19 layer plain nets train from scratch; the paper instead
         # initialised them from a trained 11-layer net A.
-        init_relu_weights(self, linear_std=0.01)
+        init_relu_weights(self)
 
 
 def _build(name: str, num_classes: int, in_chans: int, small_input: bool) -> VGG:
