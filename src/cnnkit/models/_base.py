@@ -104,13 +104,12 @@ def check_in_chans(in_chans: int) -> int:
     return in_chans
 
 
-def init_relu_weights(model: nn.Module, linear_std: float | None = None) -> None:
-    """Initialise a ReLU net in place, in ``model.modules()`` order.
+def init_relu_weights(model: nn.Module) -> None:
+    """Initialise a ReLU net's convolutions and batch norms in place, in ``model.modules()`` order.
 
     Every ``nn.Conv2d`` gets He normal weights (fan_out: keeps the backward signal's variance)
-    and a zero bias where it has one, every ``nn.BatchNorm2d`` unit scale and zero shift. With
-    ``linear_std``, every ``nn.Linear`` gets N(0, linear_std) weights and a zero bias; without
-    it, dense layers keep PyTorch's default initialisation.
+    and a zero bias where it has one, every ``nn.BatchNorm2d`` unit scale and zero shift. Dense
+    layers keep their own initialisation (``dense_head``'s ``linear_std``, else PyTorch's).
     """
     for module in model.modules():
         if isinstance(module, nn.Conv2d):
@@ -119,9 +118,6 @@ def init_relu_weights(model: nn.Module, linear_std: float | None = None) -> None
                 nn.init.zeros_(module.bias)
         elif isinstance(module, nn.BatchNorm2d):
             nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)
-        elif linear_std is not None and isinstance(module, nn.Linear):
-            nn.init.normal_(module.weight, 0.0, linear_std)
             nn.init.zeros_(module.bias)
 
 
