@@ -22,6 +22,7 @@ from cnnkit.engine.device import pick_device
 from cnnkit.engine.perf import PerfSettings, cpu_has_bf16, pick_num_threads, pick_perf_settings, set_threads
 from cnnkit.engine.schedules import one_cycle
 from cnnkit.errors import UsageError
+from cnnkit.layers import Conv2D
 from cnnkit.tasks.classify.augment import FlipTranslate, flip_tta, random_flip, random_translate
 from cnnkit.tasks.classify.presets import PRESETS, apply_preset, fast_trainer_options, trainer_extras
 from cnnkit.tasks.classify.task import ClassifyTrainer
@@ -367,6 +368,22 @@ def test_pool_first_equals_pool_last_when_batchnorm_scales_are_positive():
     torch.testing.assert_close(first.eval()(x), last.eval()(x), rtol=1e-5, atol=1e-5)
     assert [f.stride for f in first.feature_info] == [2, 4]
     assert [tuple(t.shape) for t in first.forward_stages(x)] == [(3, 4, 14, 14), (3, 8, 7, 7)]
+
+
+def test_fashion_bn_cnn_takes_a_depth_per_stage():
+    # widths (8, 16, 32), depth (1, 2, 1), by hand: 3x3 conv weights (no bias) + BN scale and shift
+    # per conv, then the 32 -> 10 classifier: 72+16 + 1152+32 + 2304+32 + 4608+64 + 330 = 8,610.
+    model = create_model("fashion_bn_cnn", widths=(8, 16, 32), depth=(1, 2, 1))
+    assert sum(p.numel() for p in model.parameters()) == 8_610
+    convs = [name for name, m in model.named_modules() if isinstance(m, Conv2D)]
+    assert [n.split(".")[1] for n in convs] == ["stage1", "stage2", "stage2", "stage3"]
+    assert model(torch.rand(2, 1, 28, 28)).shape == (2, 10)
+    same = create_model("fashion_bn_cnn", widths=(8, 16), depth=(2, 2))
+    assert [tuple(p.shape) for p in same.parameters()] == [
+        tuple(p.shape) for p in create_model("fashion_bn_cnn", widths=(8, 16), depth=2).parameters()
+    ]
+    with pytest.raises(ValueError, match=r"one such int per stage \(3\)"):
+        create_model("fashion_bn_cnn", widths=(8, 16, 32), depth=(1, 2))
 
 
 def test_cli_model_option_reaches_the_classifier(tmp_path, capsys, monkeypatch):

@@ -30,7 +30,7 @@ def fashion_bn_cnn(
     num_classes: int = 10,
     in_chans: int = 1,
     widths: Sequence[int] = (32, 64, 128),
-    depth: int = 1,
+    depth: int | Sequence[int] = 1,
     hidden: int = 0,
     dropout: float = 0.0,
     input_size: int = 28,
@@ -47,7 +47,7 @@ def fashion_bn_cnn(
         num_classes: logits (0: no classifier, ``forward`` returns the pooled features).
         in_chans: input channels.
         widths: channels of each stage.
-        depth: convolutions per stage.
+        depth: convolutions per stage: one count for every stage, or one per stage.
         hidden: 0 for a global-average-pool head; else flatten the last feature map into a
             Dense layer of ``hidden`` ReLU units (keeps where things are, at little cost).
         dropout: dropout before the classifier.
@@ -63,16 +63,19 @@ def fashion_bn_cnn(
     widths = tuple(widths)
     if not widths or any(not isinstance(w, int) or w < 1 for w in widths):
         raise ValueError(f"widths must be positive ints, got {widths!r}")
-    if not isinstance(depth, int) or depth < 1:
-        raise ValueError(f"depth must be an int >= 1, got {depth!r}")
+    depths = (depth,) * len(widths) if isinstance(depth, int) else tuple(depth)
+    if len(depths) != len(widths) or any(not isinstance(d, int) or d < 1 for d in depths):
+        raise ValueError(
+            f"depth must be an int >= 1 or one such int per stage ({len(widths)}), got {depth!r}"
+        )
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
     features: OrderedDict[str, nn.Module] = OrderedDict()
     info = []
     in_ch = in_chans
-    for i, width in enumerate(widths, start=1):
+    for i, (width, stage_depth) in enumerate(zip(widths, depths), start=1):
         layers = []
-        for _ in range(depth):
+        for _ in range(stage_depth):
             layers += _conv_bn(in_ch, width)
             in_ch = width
         if pool_first:
