@@ -21,7 +21,7 @@ from measure import load
 from ._common import Context, _concat, _with_threads
 
 # ------------------------------------------------------------------ time to accuracy
-SPEED_PRESETS = ("fast",)  # each as `cnnkit train --preset NAME` trains it
+SPEED_PRESETS = ("fast", "fast94")  # each as `cnnkit train --preset NAME` trains it
 
 
 def time_to_accuracy(ctx: Context) -> list[dict]:

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -23,7 +24,7 @@ from cnnkit.engine.perf import PerfSettings, cpu_has_bf16, pick_num_threads, pic
 from cnnkit.engine.schedules import one_cycle
 from cnnkit.errors import UsageError
 from cnnkit.layers import Conv2D
-from cnnkit.tasks.classify.augment import FlipTranslate, flip_tta, random_flip, random_translate
+from cnnkit.tasks.classify.augment import FlipTranslate, flip_tta, random_flip, random_translate, shift_tta
 from cnnkit.tasks.classify.presets import PRESETS, apply_preset, fast_trainer_options, trainer_extras
 from cnnkit.tasks.classify.task import ClassifyTrainer
 
@@ -144,6 +145,51 @@ def test_trainer_tta_logits_are_the_two_view_mean(trained, device):
     mirrored = ClassifyTrainer(model, device=device).logits(test.images.flip(-1))
     tta = ClassifyTrainer(model, device=device, tta=True).logits(test)
     torch.testing.assert_close(tta, (plain + mirrored) / 2, rtol=1e-4, atol=1e-5)
+
+
+def _shifted(images: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    # The image moved by (dy, dx) pixels (dy > 0: down), zeros shifted in: NumPy's own padding.
+    h, w = images.shape[-2:]
+    padded = np.pad(images, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    return padded[:, :, 1 - dy : 1 - dy + h, 1 - dx : 1 - dx + w]
+
+
+def test_shift_tta_is_the_mean_of_ten_views(trained, device):
+    model, test = trained
+    images = test.images[:64].numpy()
+    # The ten views, made in NumPy: each image and its mirror, as they are and moved one pixel
+    # down, up, right and left; the model runs on each view apart.
+    views = [
+        _shifted(im, dy, dx)
+        for im in (images, images[..., ::-1])
+        for dy, dx in ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))
+    ]
+    model.eval()
+    with torch.inference_mode():
+        expected = sum(model(torch.from_numpy(v / 255.0).float().to(device)) for v in views) / 10
+        x = torch.from_numpy(images / 255.0).float().to(device)
+        got = shift_tta(model, x)
+        got_cl = shift_tta(model, x.contiguous(memory_format=torch.channels_last))
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(got_cl, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_shift_tta_scores_tests_and_flips_validation(trained, device):
+    # "shift" takes the ten views for test scores; validation in training takes the two flip views.
+    model, test = trained
+    data = test.subset(slice(0, 96))
+    flip = ClassifyTrainer(model, device=device, tta=True).logits(data)
+    shift = ClassifyTrainer(model, device=device, tta="shift")
+    x = (data.images.float() / 255).to(device)
+    with torch.inference_mode():
+        torch.testing.assert_close(shift.logits(data), shift_tta(model.eval(), x).cpu(), rtol=1e-4, atol=1e-5)
+    val = shift.task.validate(shift, data)
+    assert val["accuracy"] == pytest.approx(float((flip.argmax(1) == data.labels).float().mean()))
+    assert not torch.allclose(shift.logits(data), flip, atol=1e-3)
+    with pytest.raises(
+        ValueError, match=r"tta must be True, False or one of \('flip', 'shift'\), got 'crop'"
+    ):
+        ClassifyTrainer(model, device=device, tta="crop")
 
 
 # ------------------------------------------------------------------ memory format, batch size

@@ -1,4 +1,4 @@
-"""The speed presets (`cnnkit train --preset fast`): every option reaches the trainer."""
+"""The speed presets (`cnnkit train --preset fast`, `fast94`): every option reaches the trainer."""
 
 from __future__ import annotations
 
@@ -51,20 +51,27 @@ def test_preset_options_reach_the_trainer(name, tmp_path, capsys, monkeypatch):
     assert abs(record["data_sizes"]["val"] - held_out) <= 1
 
     trainer = made[0]
-    # The model: one 3×3 convolution per stage with the preset's widths, a Dense head.
+    # The model: the preset's 3×3 convolutions, so many per stage (``depth``) of its widths, each
+    # taking the previous one's channels, and a Dense head.
     weights = [p for p in trainer.model.parameters() if p.dim() in (2, 4)]
-    assert [tuple(w.shape[1:]) for w in weights if w.dim() == 4] == [(w.shape[1], 3, 3) for w in weights[:-2]]
-    assert [w.shape[0] for w in weights if w.dim() == 4] == preset["model_kwargs"]["widths"]
+    kwargs = preset["model_kwargs"]
+    depths = kwargs.get("depth", 1)
+    depths = [depths] * len(kwargs["widths"]) if isinstance(depths, int) else depths
+    convs = [w for w in weights if w.dim() == 4]
+    assert [w.shape[0] for w in convs] == [w for w, d in zip(kwargs["widths"], depths) for _ in range(d)]
+    assert [tuple(w.shape[1:]) for w in convs] == [(c, 3, 3) for c in [1, *[w.shape[0] for w in convs[:-1]]]]
     assert [w.shape[0] for w in weights if w.dim() == 2] == [preset["model_kwargs"]["hidden"], 10]
     # The first convolution: frozen patch-whitening pairs (a direction, then its negative), which
     # the training left as they were.
     assert run["whiten"] is preset.get("whiten", False)
     if run["whiten"]:
-        first, half = weights[0], weights[0].shape[0] // 2
-        assert not first.requires_grad and torch.equal(first[half:], -first[:half])
+        # p = min(channels // 2, 9) pairs: a 3×3 grayscale patch has 9 directions.
+        first = weights[0]
+        pairs = min(first.shape[0] // 2, first[0].numel())
+        assert not first.requires_grad and torch.equal(first[pairs : 2 * pairs], -first[:pairs])
     group = trainer.optimizer.param_groups[0]
     assert isinstance(trainer.optimizer, torch.optim.SGD) and group["weight_decay"] == preset["weight_decay"]
-    assert trainer.task.label_smoothing == preset["label_smoothing"] and trainer.task.tta is extras["tta"]
+    assert trainer.task.label_smoothing == preset["label_smoothing"] and trainer.task.tta == extras["tta"]
     assert trainer.task.augment.max_shift == extras["max_shift"]
     assert trainer.task.augment.flip_p == extras["flip_p"]
     # One-cycle: it peaked at the preset's lr after pct_start of the steps, then annealed.
@@ -88,12 +95,12 @@ def test_preset_options_reach_the_trainer(name, tmp_path, capsys, monkeypatch):
     capsys.readouterr()
     # `cnnkit evaluate` scores it as it trained, with the flip TTA config.json records, even once
     # the preset's definition has changed: the same accuracy as metrics.json.
-    assert record["tta"] is extras["tta"]
+    assert record["tta"] == extras["tta"]
     monkeypatch.setitem(TRAINER_EXTRAS, name, {**extras, "tta": not extras["tta"]})
     assert main(["evaluate", str(out), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     metrics = json.loads((out / "metrics.json").read_text())
-    assert report["tta"] is extras["tta"] and report["num_samples"] == metrics["num_test_samples"]
+    assert report["tta"] == extras["tta"] and report["num_samples"] == metrics["num_test_samples"]
     assert report["accuracy"] == pytest.approx(metrics["test_accuracy"])
     # report.html's confusion and mistakes, at the end of training and from `cnnkit report`, come
     # from the run's own predictions: the confusion matrix metrics.json recorded.
@@ -106,6 +113,12 @@ def test_preset_options_reach_the_trainer(name, tmp_path, capsys, monkeypatch):
     for probs in reported:
         matrix = torch.bincount(labels * 10 + probs.argmax(1), minlength=100).view(10, 10)
         assert matrix.tolist() == metrics["confusion_matrix"]
+    # A config.json whose tta this version does not know: one message naming it and the modes.
+    capsys.readouterr()
+    (out / "config.json").write_text(json.dumps({**record, "tta": "crop"}))
+    assert main(["evaluate", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "config.json says tta='crop'" in err and "flip, shift" in err and "Traceback" not in err
 
 
 def test_the_whiten_flag_sets_the_first_convolution_of_any_preset():

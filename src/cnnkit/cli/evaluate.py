@@ -107,7 +107,8 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2, ensure_ascii=False))
         return 0
     calibrated = f"int8 calibrated on {CALIBRATION_IMAGES:,} training images" if int8 else ""
-    how = ", ".join(x for x in ("flip TTA" if tta else "", amp or "", calibrated) if x)
+    views = {"shift": "flip and shift TTA (10 views)"}.get(tta, "flip TTA") if tta else ""
+    how = ", ".join(x for x in (views, amp or "", calibrated) if x)
     print(
         f"{config['model']} on {test.name}: accuracy {report['accuracy']:.4f}, "
         f"loss {report['loss']:.4f}, {report['num_samples']:,} images"

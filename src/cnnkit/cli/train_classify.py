@@ -13,7 +13,7 @@ from typing import Any
 from ..errors import UsageError
 from ._text import count
 
-PRESETS = ("course", "fast")  # tasks.classify.presets.PRESETS (no torch import here)
+PRESETS = ("course", "fast", "fast94")  # tasks.classify.presets.PRESETS (no torch import here)
 PRECISIONS = ("auto", "bf16", "fp32")  # engine.precision.PRECISIONS (cli/ imports no torch up front)
 
 
@@ -57,7 +57,12 @@ def add_arguments(p: argparse.ArgumentParser, task: str) -> None:
         "(default 0.2: the course's 48,000 / 12,000)",
     )
     p.add_argument(
-        "--preset", choices=PRESETS, default="course", action=_Given, help="training recipe (default course)"
+        "--preset",
+        choices=PRESETS,
+        default="course",
+        action=_Given,
+        help="training recipe: course (the book's, the default), fast (92 %% test accuracy on "
+        "Fashion-MNIST in 3 epochs) or fast94 (94 %% in 12)",
     )
     p.add_argument(
         "--precision",

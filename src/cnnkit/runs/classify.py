@@ -343,7 +343,7 @@ def train_classify(
         normalize=None,
         data=data_info,
         data_sizes={"train": len(train), "val": len(val), "test": len(test)},
-        tta=bool(trainer.task.tta),  # flip test-time augmentation in the run's evaluation
+        tta=trainer.task.tta or False,  # test-time augmentation in the run's evaluation: true (flip), "shift"
     )
     if data_info["kind"] == "image-folder":  # `cnnkit predict` prepares images the same way
         record["preprocess"] = {"resize": data_info["resize"]}

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from ..engine.device import pick_device
+from ..errors import UsageError
 from .folder import RunInfo, load_run
 
 
@@ -48,6 +49,7 @@ def classify_scorer(
         int8: for a quantized copy of the model: float32 inputs in the default memory format.
         compile, threads: as ``cnnkit.engine.Trainer``.
     """
+    from ..tasks.classify.augment import TTA_MODES
     from ..tasks.classify.presets import trainer_extras
     from ..tasks.classify.task import ClassifyTrainer
 
@@ -55,7 +57,12 @@ def classify_scorer(
     config = record.get("run") or {}
     tta = record.get("tta")
     if tta is None:  # a run folder from before config.json recorded it: its preset's choice
-        tta = bool(trainer_extras(config.get("preset") or "course", config.get("lr", 1e-3)).get("tta"))
+        tta = trainer_extras(config.get("preset") or "course", config.get("lr", 1e-3)).get("tta", False)
+    if tta not in (True, False, *TTA_MODES):
+        raise UsageError(
+            f"config.json says tta={tta!r}; this version knows true, false, {', '.join(TTA_MODES)}: "
+            "the run folder is damaged or from a newer cnnkit"
+        )
     norm = record.get("normalize")
     amp = config.get("amp") if device.type in ("cpu", "cuda") and not int8 else None
     return ClassifyTrainer(
@@ -64,7 +71,7 @@ def classify_scorer(
         normalize=(norm["mean"], norm["std"]) if norm else None,
         amp=amp,
         channels_last=bool(config.get("channels_last")) and not int8,
-        tta=bool(tta),
+        tta=tta,
         optimizer=None,
         compile=compile,
         threads=threads,

@@ -92,3 +92,46 @@ def flip_tta(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """
     both = model(torch.cat([x, x.flip(-1)]))
     return (both[: len(x)] + both[len(x) :]) / 2
+
+
+# One-pixel shifts (rows, columns) of the "shift" test-time augmentation.
+TTA_SHIFTS = ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))
+TTA_MODES = ("flip", "shift")
+
+
+def shift_tta(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Test-time augmentation over ten views: ``x`` and its mirror, each as it is and shifted by
+    one pixel up, down, left and right (zeros shifted in, as ``random_translate`` fills).
+
+    Args:
+        x: Tensor[N, C, H, W].
+
+    Returns:
+        Tensor[N, K]: the mean of the ten views' logits, computed as one batch of 10N.
+    """
+    n, _, h, w = x.shape
+    padded = nn.functional.pad(torch.cat([x, x.flip(-1)]), (1, 1, 1, 1))
+    views = [padded[:, :, 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w] for dy, dx in TTA_SHIFTS]
+    batch = torch.cat(views)
+    if x.is_contiguous(memory_format=torch.channels_last):
+        batch = batch.contiguous(memory_format=torch.channels_last)
+    out = model(batch)
+    return out.view(len(views) * 2, n, -1).mean(0)
+
+
+def tta_function(tta: bool | str | None):
+    """The test-time augmentation ``fn(model, x)`` a ClassifyTask's ``tta`` names (None: none).
+
+    ``True`` and ``"flip"``: :func:`flip_tta`; ``"shift"``: :func:`shift_tta`; ``False`` or
+    ``None``: none.
+
+    Raises:
+        ValueError: any other value.
+    """
+    if tta is None or tta is False:
+        return None
+    if tta is True or tta == "flip":
+        return flip_tta
+    if tta == "shift":
+        return shift_tta
+    raise ValueError(f"tta must be True, False or one of {TTA_MODES}, got {tta!r}")

@@ -15,7 +15,7 @@ from ...engine.callbacks import Callback, History
 from ...engine.distributed import gather_rows, shard_range
 from ...engine.task import StepOutput, Task
 from ...engine.trainer import Trainer
-from .augment import flip_tta
+from .augment import tta_function
 from .metrics import classification_report, confusion_matrix
 
 # A training set up to this size goes to an accelerator once per fit: its batches are then
@@ -30,7 +30,11 @@ class ClassifyTask(Task):
         label_smoothing: cross-entropy label smoothing in training.
         normalize: (mean, std) per channel applied after scaling uint8 pixels to [0, 1].
         augment: optional function applied to each float training batch on the device.
-        tta: flip test-time augmentation in inference (mean logits of the image and its mirror).
+        tta: test-time augmentation in inference: ``True`` or ``"flip"``, the mean logits of the
+            image and its mirror; ``"shift"``, of ten views (those two, each also shifted by one
+            pixel in four directions). The validation during training takes the flip views only
+            (a tenth of the work of ``"shift"``, every epoch); test scores, ``evaluate`` and
+            ``logits`` take all.
     """
 
     name = "classify"
@@ -43,8 +47,9 @@ class ClassifyTask(Task):
         label_smoothing: float = 0.0,
         normalize: tuple[Sequence[float], Sequence[float]] | None = None,
         augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
-        tta: bool = False,
+        tta: bool | str = False,
     ) -> None:
+        tta_function(tta)  # an unknown mode fails here, not at the first evaluation
         self.label_smoothing = label_smoothing
         self.normalize = normalize
         self.augment = augment
@@ -99,22 +104,27 @@ class ClassifyTask(Task):
 
     @torch.inference_mode()
     def logits(
-        self, trainer: Trainer, data: ArrayDataset | torch.Tensor, batch_size: int = 256
+        self,
+        trainer: Trainer,
+        data: ArrayDataset | torch.Tensor,
+        batch_size: int = 256,
+        tta: bool | str | None = None,
     ) -> torch.Tensor:
-        """Logits Tensor[N, K] on the CPU, in eval mode (with flip TTA when asked).
+        """Logits Tensor[N, K] on the CPU, in eval mode (with the task's TTA, or ``tta``'s if given).
 
         Under data-parallel training each rank computes its ``shard_range`` of the images and all
         ranks receive all N rows (every rank must call it): each image is counted once.
         """
         trainer.model.eval()
         images = data.images if isinstance(data, ArrayDataset) else data
+        fn = tta_function(self.tta if tta is None else tta)
         world = trainer.world
         if world.active:
             start, stop = shard_range(len(images), world.rank, world.size)
-            return gather_rows(self._logits(trainer, images[start:stop], batch_size), len(images))
-        return self._logits(trainer, images, batch_size)
+            return gather_rows(self._logits(trainer, images[start:stop], batch_size, fn), len(images))
+        return self._logits(trainer, images, batch_size, fn)
 
-    def _logits(self, trainer: Trainer, images: torch.Tensor, batch_size: int) -> torch.Tensor:
+    def _logits(self, trainer: Trainer, images: torch.Tensor, batch_size: int, fn: Any) -> torch.Tensor:
         outs = []
         with trainer.forward.inference(len(images)):
             for start in range(0, len(images), batch_size):
@@ -126,14 +136,14 @@ class ClassifyTask(Task):
                     batch = torch.cat([batch, batch.new_zeros((batch_size - n, *batch.shape[1:]))])
                 x = self.prepare(trainer, batch)
                 with trainer.autocast():
-                    out = trainer.forward(x, flip_tta if self.tta else None)
+                    out = trainer.forward(x, fn)
                 outs.append(out[:n].float().cpu())
         if not outs:  # an empty share still has the logits' shape, for gather_rows
             return torch.empty(0, getattr(trainer.model, "num_classes", 0) or 0)
         return torch.cat(outs)
 
     def validate(self, trainer: Trainer, data: ArrayDataset) -> dict[str, float]:
-        logits = self.logits(trainer, data)
+        logits = self.logits(trainer, data, tta="flip" if self.tta else False)
         loss = F.cross_entropy(logits, data.labels, label_smoothing=self.label_smoothing)
         return {"loss": float(loss), "accuracy": float((logits.argmax(1) == data.labels).float().mean())}
 
@@ -170,7 +180,7 @@ class ClassifyTrainer(Trainer):
         label_smoothing: float = 0.0,
         normalize: tuple[Sequence[float], Sequence[float]] | None = None,
         augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
-        tta: bool = False,
+        tta: bool | str = False,
         **engine_options: Any,
     ) -> None:
         if task is None:
