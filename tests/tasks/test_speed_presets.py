@@ -21,13 +21,14 @@ def test_preset_options_reach_the_trainer(name, tmp_path, capsys, monkeypatch):
     from cnnkit.cli.__main__ import main
     from cnnkit.runs import classify
 
-    made, reported = [], []
+    made, reported, printed = [], [], []
     import cnnkit.viz.report as report_module
 
     write_report = report_module.write_report
 
     def spy(*args, **kwargs):
         reported.append(kwargs.get("probs"))
+        printed.append(capsys.readouterr().out)
         return write_report(*args, **kwargs)
 
     monkeypatch.setattr(report_module, "write_report", spy)
@@ -38,6 +39,10 @@ def test_preset_options_reach_the_trainer(name, tmp_path, capsys, monkeypatch):
     out = tmp_path / "run"
     argv = ["train", "--preset", name, "--epochs", "1", "--limit-train", "400", "--limit-test", "64"]
     assert main([*argv, "--out", str(out), "--no-progress"]) == 0
+    # The test accuracy is printed as soon as it is known, before report.html is drawn.
+    assert printed[0].startswith(
+        f"test accuracy {json.loads((out / 'metrics.json').read_text())['test_accuracy']:.4f}"
+    )
     preset, extras = PRESETS[name], TRAINER_EXTRAS[name]
     record = json.loads((out / "config.json").read_text())
     run = record["run"]

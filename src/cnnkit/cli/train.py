@@ -360,8 +360,15 @@ def run(args: argparse.Namespace) -> int:
     if main:
         print(f"run folder: {out}", file=sys.stderr)
     finished = False
+
+    def announce(metrics: dict[str, Any]) -> None:
+        # As soon as the test scores are in (a classifier's curves and report.html come after).
+        if main:
+            for line in module.summary(metrics, config, out):
+                print(line, flush=True)
+
     try:
-        metrics = train_run(config, out, resume=resume, progress=not args.no_progress)
+        train_run(config, out, resume=resume, progress=not args.no_progress, on_scored=announce)
         finished = True
     except KeyboardInterrupt:
         if not report_interrupted(out, "cnnkit train"):
@@ -369,9 +376,6 @@ def run(args: argparse.Namespace) -> int:
         return 130
     finally:
         distributed.shutdown(wait=finished)  # the ranks leave together after a finished run
-    if main:
-        for line in module.summary(metrics, config, out):
-            print(line)
     return 0
 
 

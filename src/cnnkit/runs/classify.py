@@ -11,6 +11,7 @@ import dataclasses
 import inspect
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -301,9 +302,16 @@ def make_trainer(config: RunConfig, model: nn.Module, out: Path, progress: bool 
 
 
 def train_classify(
-    config: RunConfig, out: str | os.PathLike[str], resume: bool = False, progress: bool = True
+    config: RunConfig,
+    out: str | os.PathLike[str],
+    resume: bool = False,
+    progress: bool = True,
+    on_scored: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Train as ``config`` says and fill the run folder ``out``; returns the test metrics.
+
+    ``on_scored(metrics)`` runs as soon as metrics.json is written, before the learning curves
+    and report.html are drawn (a few seconds).
 
     With ``resume``, ``out`` must be an earlier run folder: training continues from its
     ``last.ckpt`` (model, optimizer moments, early-stopping state, RNGs) and ends bit-identical
@@ -356,7 +364,6 @@ def train_classify(
     wall = time.perf_counter() - start
     early = next(cb for cb in trainer.callbacks if isinstance(cb, EarlyStopping))
     best = folder.best_epoch(trainer.callbacks)
-    folder.save_history(out, history, best, title=f"{config.model} on {config.data}")
     logits = trainer.logits(test)  # as the run scores: its precision and test-time augmentation
     report = trainer.task.scores(logits, test)
     metrics = {
@@ -382,6 +389,9 @@ def train_classify(
         # preset's max-pool kernels), also inside train_seconds.
         metrics["compile_seconds"] = trainer.compile_seconds
     folder.write_json(out / folder.METRICS_FILE, metrics)
+    if on_scored is not None:
+        on_scored(metrics)
+    folder.save_history(out, history, best, title=f"{config.model} on {config.data}")
     folder.write_report_safely(out, trainer.model, test, probs=logits.softmax(1))
     folder.release_folder(out)  # the run is complete on disk: another process may resume or read it
     return metrics

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,11 @@ from .folder import release_folder
 
 
 def train_run(
-    config: TrainConfig, out: str | os.PathLike[str], resume: bool = False, progress: bool = True
+    config: TrainConfig,
+    out: str | os.PathLike[str],
+    resume: bool = False,
+    progress: bool = True,
+    on_scored: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Train as ``config`` says and fill the run folder ``out``; returns the test metrics.
 
@@ -21,6 +26,10 @@ def train_run(
     The folder is this process's while it trains (``folder.claim_folder``): a second writer
     gets a UsageError naming the first.
 
+    ``on_scored(metrics)`` is called once the test metrics are known: for classification before
+    the curves and report.html are drawn (the CLI prints the accuracy then), for the other tasks
+    at the end.
+
     Raises:
         UsageError: a non-empty ``out`` without ``resume``, a ``resume`` without a checkpoint, or
             a folder another process is writing.
@@ -29,13 +38,17 @@ def train_run(
         if config.task == "classify":
             from .classify import train_classify
 
-            return train_classify(config, out, resume=resume, progress=progress)  # type: ignore[arg-type]
+            return train_classify(config, out, resume=resume, progress=progress, on_scored=on_scored)  # type: ignore[arg-type]
         if config.task in ("localize", "detect"):
             from .scenes import train_scenes
 
-            return train_scenes(config, out, resume=resume, progress=progress)  # type: ignore[arg-type]
-        from .segment import train_segment
+            metrics = train_scenes(config, out, resume=resume, progress=progress)  # type: ignore[arg-type]
+        else:
+            from .segment import train_segment
 
-        return train_segment(config, out, resume=resume, progress=progress)  # type: ignore[arg-type]
+            metrics = train_segment(config, out, resume=resume, progress=progress)  # type: ignore[arg-type]
+        if on_scored is not None:
+            on_scored(metrics)
+        return metrics
     finally:
         release_folder(Path(out))  # claimed by open_folder; a crash leaves it to atexit
