@@ -57,9 +57,11 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 # Trainer options beyond RunConfig, per preset. Translation is off in the fast preset: in 4-5 epoch
-# runs it cost accuracy (docs/performance.md); the 12 epochs of fast94 gain from 1-pixel shifts.
+# runs it cost accuracy (docs/performance.md); fast94 shifts by up to 1 pixel, as the 12-epoch
+# recipe of bench/cases/recipes.py (1 pixel gave 94.28 %, 2 pixels 94.06 %).
 # tta: True, flip test-time augmentation; "shift", also one-pixel shifts (ten views,
-# tasks/classify/augment.py): +0.1 point on fast94's test accuracy, 6 of 7 runs.
+# tasks/classify/augment.py): 0.06-0.21 points above flip alone in 6 of 7 runs of fast94's
+# model and a wider one (bench/results/2026-12-07_fast94_recipe_sweep.json).
 TRAINER_EXTRAS: dict[str, dict[str, Any]] = {
     "course": {},
     # fused_pool: compiled max-pool kernels on the CPU for long enough fits (bit-identical,
