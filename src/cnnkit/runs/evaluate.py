@@ -49,7 +49,7 @@ def classify_scorer(
         int8: for a quantized copy of the model: float32 inputs in the default memory format.
         compile, threads: as ``cnnkit.engine.Trainer``.
     """
-    from ..tasks.classify.augment import TTA_MODES
+    from ..tasks.classify.augment import TTA_MODES, tta_function
     from ..tasks.classify.presets import trainer_extras
     from ..tasks.classify.task import ClassifyTrainer
 
@@ -58,11 +58,13 @@ def classify_scorer(
     tta = record.get("tta")
     if tta is None:  # a run folder from before config.json recorded it: its preset's choice
         tta = trainer_extras(config.get("preset") or "course", config.get("lr", 1e-3)).get("tta", False)
-    if tta not in (True, False, *TTA_MODES):
+    try:
+        tta_function(tta)  # the task's own check of the modes it knows
+    except ValueError:
         raise UsageError(
             f"config.json says tta={tta!r}; this version knows true, false, {', '.join(TTA_MODES)}: "
             "the run folder is damaged or from a newer cnnkit"
-        )
+        ) from None
     norm = record.get("normalize")
     amp = config.get("amp") if device.type in ("cpu", "cuda") and not int8 else None
     return ClassifyTrainer(
