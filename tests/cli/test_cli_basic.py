@@ -101,6 +101,7 @@ def test_shape_calculator_walkthrough(capsys):
         (["train", "--model-option", "foo=1", "--out", "unused4"], "hongong_cnn does not take 'foo'"),
         (["train", "--model-option", "depth", "--out", "unused5"], "--model-option takes KEY=VALUE"),
         (["train", "--max-shift", "-1", "--out", "unused6"], "max_shift must be >= 0"),
+        (["train", "--cutout", "-1", "--out", "unused6b"], "cutout must be >= 0"),
         (
             ["train", "--task", "detect", "--max-shift", "1", "--out", "unused7"],
             "`cnnkit train detect` does not take --max-shift",

@@ -24,7 +24,14 @@ from cnnkit.engine.perf import PerfSettings, cpu_has_bf16, pick_num_threads, pic
 from cnnkit.engine.schedules import one_cycle
 from cnnkit.errors import UsageError
 from cnnkit.layers import Conv2D
-from cnnkit.tasks.classify.augment import FlipTranslate, flip_tta, random_flip, random_translate, shift_tta
+from cnnkit.tasks.classify.augment import (
+    FlipTranslate,
+    flip_tta,
+    random_cutout,
+    random_flip,
+    random_translate,
+    shift_tta,
+)
 from cnnkit.tasks.classify.presets import PRESETS, apply_preset, fast_trainer_options, trainer_extras
 from cnnkit.tasks.classify.task import ClassifyTrainer
 
@@ -100,6 +107,37 @@ def test_random_translate_is_a_whole_pixel_shift_with_zero_fill(fashion_small, c
         assert match, f"sample {i} is not a shifted copy of its input"
         seen.update(match)
     assert len(seen) > 5  # offsets really vary per sample
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_random_cutout_blanks_one_clipped_square_per_image(fashion_small, channels_last):
+    x = fashion_small[0].images[:64].float() + 1  # no zero pixel before the cutout
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    size = 8
+    torch.manual_seed(3)
+    out = random_cutout(x, size)
+    assert out.shape == x.shape and out.is_contiguous(
+        memory_format=torch.channels_last if channels_last else torch.contiguous_format
+    )
+    # Reference: the same draws (rows, then columns of the centres), squares cut out in NumPy loops.
+    torch.manual_seed(3)
+    cy, cx = torch.randint(0, 28, (64,)).numpy(), torch.randint(0, 28, (64,)).numpy()
+    expected = x.numpy().copy()
+    for i in range(64):
+        for r in range(cy[i] - size // 2, cy[i] - size // 2 + size):
+            for c in range(cx[i] - size // 2, cx[i] - size // 2 + size):
+                if 0 <= r < 28 and 0 <= c < 28:
+                    expected[i, :, r, c] = 0
+    np.testing.assert_array_equal(out.numpy(), expected)
+    blank = (out == 0).sum((1, 2, 3))
+    assert blank.max() == size * size and blank.min() < size * size  # inside, and clipped at an edge
+    assert torch.equal(out[out != 0], x[out != 0])  # nothing else changed
+    assert random_cutout(x, 0) is x
+    with pytest.raises(ValueError, match="cutout size"):
+        random_cutout(x, -1)
+    with pytest.raises(ValueError, match="cutout"):
+        FlipTranslate(cutout=2.5)
 
 
 def test_augmentation_keeps_shapes_and_labels_in_training(fashion_small, device):
@@ -359,10 +397,16 @@ def test_max_shift_sets_translation_for_either_preset(tmp_path, capsys, monkeypa
     assert shift_and_flip(trainer_extras("fast", 0.2, max_shift=2)) == (2, 0.5)
     assert shift_and_flip(trainer_extras("course", 1e-3, max_shift=1)) == (1, 0.0)
     assert trainer_extras("course", 1e-3, max_shift=0) == {}
+    assert trainer_extras("course", 1e-3, cutout=6)["augment"].cutout == 6
+    assert trainer_extras("fast", 0.2, cutout=4)["augment"].cutout == 4
+    assert trainer_extras("fast", 0.2)["augment"].cutout == 0
+    with pytest.raises(UsageError, match="cutout must be >= 0"):
+        RunConfig(cutout=-2).validate()
     with pytest.raises(UsageError, match="max_shift must be >= 0"):
         RunConfig(max_shift=-1).validate()
     out = tmp_path / "run"
-    argv = ["train", "--preset", "fast", "--max-shift", "1", "--epochs", "1", "--limit-train", "256"]
+    argv = ["train", "--preset", "fast", "--max-shift", "1", "--cutout", "5", "--epochs", "1"]
+    argv += ["--limit-train", "256"]
     argv += ["--val-fraction", "0.125"]  # 224 training images, 32 held out
     # An explicit OMP_NUM_THREADS wins over the fast preset's own thread choice.
     monkeypatch.setenv("OMP_NUM_THREADS", str(torch.get_num_threads()))
@@ -370,11 +414,14 @@ def test_max_shift_sets_translation_for_either_preset(tmp_path, capsys, monkeypa
     assert main([*argv, "--limit-test", "64", "--out", str(out), "--no-progress"]) == 0
     record = json.loads((out / "config.json").read_text())
     assert record["run"]["max_shift"] == 1 and record["run"]["val_fraction"] == 0.125
+    assert record["run"]["cutout"] == 5
     assert (record["data_sizes"]["train"], record["data_sizes"]["val"]) == (224, 32)
     capsys.readouterr()
     # A resumed run keeps its saved settings: the flags are refused, not silently dropped.
     assert main(["train", "--resume", str(out), "--max-shift", "2"]) == 2
     assert "--max-shift" in capsys.readouterr().err
+    assert main(["train", "--resume", str(out), "--cutout", "2"]) == 2
+    assert "--cutout" in capsys.readouterr().err
     assert main(["train", "--resume", str(out), "--val-fraction", "0.1"]) == 2
     assert "--val-fraction" in capsys.readouterr().err
     assert main(["train", "--resume", str(out), "--no-whiten"]) == 2  # named as given

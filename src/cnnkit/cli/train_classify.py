@@ -79,6 +79,13 @@ def add_arguments(p: argparse.ArgumentParser, task: str) -> None:
         help="shift every training batch by up to PIXELS at random (the fast preset adds it to its flips)",
     )
     p.add_argument(
+        "--cutout",
+        type=int,
+        metavar="PIXELS",
+        help="blank a PIXELS×PIXELS square at a random place in every training image (cutout; "
+        "default: none)",
+    )
+    p.add_argument(
         "--whiten",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -102,6 +109,7 @@ def config_from_args(args: argparse.Namespace, task: str) -> Any:
     given = getattr(args, "given", set())
     own = {
         "max_shift": args.max_shift,
+        "cutout": args.cutout,
         "whiten": args.whiten,
         "val_fraction": args.val_fraction,
         "test_fraction": args.test_fraction,

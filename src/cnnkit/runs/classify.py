@@ -297,7 +297,8 @@ def make_trainer(config: RunConfig, model: nn.Module, out: Path, progress: bool 
         **config.engine_divergence(),
         compile=config.compile,
         sync_bn=config.sync_bn,
-        **trainer_extras(config.preset, config.lr, config.max_shift),  # augmentation, LR schedule, TTA
+        # augmentation, LR schedule, TTA
+        **trainer_extras(config.preset, config.lr, config.max_shift, config.cutout),
     )
 
 

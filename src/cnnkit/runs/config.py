@@ -212,6 +212,7 @@ class RunConfig(TrainConfig):
     amp: str | None = None
     channels_last: bool = False
     max_shift: int | None = None  # random translation in pixels; None: the preset's own
+    cutout: int | None = None  # side of the square blanked in each training image; None: the preset's
     whiten: bool = False  # first convolution: frozen patch whitening of the training images
     compile: bool = False  # torch.compile the model (docs/performance.md)
     # Image folders only (None: the model's input; Fashion-MNIST and IDX files are 28x28x1).
@@ -247,6 +248,7 @@ class RunConfig(TrainConfig):
                 self.max_shift is None or self.max_shift >= 0,
                 f"max_shift must be >= 0 pixels, got {self.max_shift}",
             ),
+            (self.cutout is None or self.cutout >= 0, f"cutout must be >= 0 pixels, got {self.cutout}"),
         ]
 
 

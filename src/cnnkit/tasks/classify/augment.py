@@ -58,27 +58,61 @@ def random_translate(x: torch.Tensor, max_shift: int = 2, fill: float = 0.0) -> 
     return out.contiguous()
 
 
+def random_cutout(x: torch.Tensor, size: int, fill: float = 0.0) -> torch.Tensor:
+    """Cutout (DeVries & Taylor, 2017): set a ``size``×``size`` square of each image to ``fill``.
+
+    Each image gets its own square, centred on a pixel drawn uniformly from the whole image and
+    clipped at the border (so squares near an edge are smaller). torchvision's ``RandomErasing``
+    draws one region per call, which on a batch tensor erases the same place in every image.
+
+    Args:
+        x: Tensor[N, C, H, W] (any memory format).
+        size: the side of the square in pixels (0: no cutout).
+
+    Returns:
+        Tensor[N, C, H, W] in the memory format of ``x``.
+    """
+    if not isinstance(size, int) or size < 0:
+        raise ValueError(f"cutout size must be an int >= 0, got {size!r}")
+    if size == 0 or len(x) == 0:
+        return x
+    n, _, h, w = x.shape
+    centre = torch.stack([torch.randint(0, h, (n,)), torch.randint(0, w, (n,))]).to(x.device)
+    top_left = (centre - size // 2).view(2, n, 1)
+    rows = torch.arange(h, device=x.device).view(1, h)
+    cols = torch.arange(w, device=x.device).view(1, w)
+    in_rows = (rows >= top_left[0]) & (rows < top_left[0] + size)  # [N, H]
+    in_cols = (cols >= top_left[1]) & (cols < top_left[1] + size)  # [N, W]
+    mask = (in_rows.view(n, 1, h, 1) & in_cols.view(n, 1, 1, w)).expand_as(x)
+    return x.masked_fill(mask, fill)
+
+
 class FlipTranslate:
-    """Random flip then random translation, the fast preset's augmentation.
+    """Random flip, then random translation, then (optionally) cutout: the speed presets'
+    augmentation.
 
     Args:
         max_shift: largest shift in pixels along each axis.
         flip_p: probability of a left-right flip.
+        cutout: side in pixels of the square :func:`random_cutout` blanks in each image (0: none).
     """
 
-    def __init__(self, max_shift: int = 2, flip_p: float = 0.5) -> None:
+    def __init__(self, max_shift: int = 2, flip_p: float = 0.5, cutout: int = 0) -> None:
         if not isinstance(max_shift, int) or max_shift < 0:
             raise ValueError(f"max_shift must be an int >= 0, got {max_shift!r}")
         if not 0.0 <= flip_p <= 1.0:
             raise ValueError(f"flip_p must be between 0 and 1, got {flip_p!r}")
+        if not isinstance(cutout, int) or cutout < 0:
+            raise ValueError(f"cutout must be an int >= 0, got {cutout!r}")
         self.max_shift = max_shift
         self.flip_p = flip_p
+        self.cutout = cutout
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return random_translate(random_flip(x, self.flip_p), self.max_shift)
+        return random_cutout(random_translate(random_flip(x, self.flip_p), self.max_shift), self.cutout)
 
     def __repr__(self) -> str:
-        return f"FlipTranslate(max_shift={self.max_shift}, flip_p={self.flip_p})"
+        return f"FlipTranslate(max_shift={self.max_shift}, flip_p={self.flip_p}, cutout={self.cutout})"
 
 
 def flip_tta(model: nn.Module, x: torch.Tensor) -> torch.Tensor:

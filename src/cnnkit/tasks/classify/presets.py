@@ -110,7 +110,9 @@ def apply_preset(
     return out
 
 
-def trainer_extras(name: str, lr: float, max_shift: int | None = None) -> dict[str, Any]:
+def trainer_extras(
+    name: str, lr: float, max_shift: int | None = None, cutout: int | None = None
+) -> dict[str, Any]:
     """Trainer keyword arguments a preset adds: ``augment``, ``scheduler``, ``tta``, ``fused_pool``.
 
     Args:
@@ -118,6 +120,8 @@ def trainer_extras(name: str, lr: float, max_shift: int | None = None) -> dict[s
         lr: its peak learning rate (the one-cycle schedule's).
         max_shift: random translation by up to so many pixels on every training batch, in place
             of the preset's own (the fast preset: none, only flips; the course preset: none).
+        cutout: the side of the square :func:`~.augment.random_cutout` blanks in each training
+            image, in place of the preset's own (none in every preset).
 
     Raises:
         UsageError: an unknown preset name.
@@ -126,9 +130,15 @@ def trainer_extras(name: str, lr: float, max_shift: int | None = None) -> dict[s
         raise UsageError(f"unknown preset {name!r}; choose one of {sorted(TRAINER_EXTRAS)}")
     extras = TRAINER_EXTRAS[name]
     if not extras:
-        return {"augment": FlipTranslate(max_shift, flip_p=0.0)} if max_shift else {}
+        if not (max_shift or cutout):
+            return {}
+        return {"augment": FlipTranslate(max_shift or 0, flip_p=0.0, cutout=cutout or 0)}
     return {
-        "augment": FlipTranslate(extras["max_shift"] if max_shift is None else max_shift, extras["flip_p"]),
+        "augment": FlipTranslate(
+            extras["max_shift"] if max_shift is None else max_shift,
+            extras["flip_p"],
+            extras.get("cutout", 0) if cutout is None else cutout,
+        ),
         "scheduler": one_cycle(lr, pct_start=extras["pct_start"]),
         "tta": extras["tta"],
         "fused_pool": extras["fused_pool"],
