@@ -53,7 +53,9 @@ def test_train_run_stopped_after_epoch_k_and_resumed_is_bit_identical(
     assert_identical(run_snapshot(out), run_snapshot(reference_run))
 
 
-def test_a_whitened_run_resumes_bit_identical_with_its_filters_frozen(small_data, tmp_path, monkeypatch):
+def test_a_whitened_run_resumes_bit_identical_with_its_filters_frozen(
+    small_data, tmp_path, monkeypatch, capsys
+):
     # The whitening is computed again on resume; the checkpoint then loads the same frozen filters.
     train_run(tiny_config(small_data, whiten=True, epochs=2), tmp_path / "whole", progress=False)
     out = tmp_path / "run"
@@ -66,6 +68,13 @@ def test_a_whitened_run_resumes_bit_identical_with_its_filters_frozen(small_data
     assert_identical(run_snapshot(out), whole)
     first = next(w for w in whole["best"].values() if w.dim() == 4)  # the course CNN's 32 filters
     assert torch.equal(first[9:18], -first[:9])  # 9 directions of a 3×3 patch, then their negatives
+    # The run's model, rebuilt from its folder, has that layer frozen again: 32 × 3·3 weights and
+    # 32 (zeroed) biases are counted as non-trainable.
+    from cnnkit.cli.__main__ import main
+
+    capsys.readouterr()
+    assert main(["summary", str(out)]) == 0
+    assert "Non-trainable params: 320" in capsys.readouterr().out
 
 
 def test_a_run_that_stopped_early_stays_stopped_when_resumed(small_data, tmp_path, monkeypatch):

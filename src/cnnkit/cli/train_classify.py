@@ -82,8 +82,7 @@ def add_arguments(p: argparse.ArgumentParser, task: str) -> None:
         "--cutout",
         type=int,
         metavar="PIXELS",
-        help="blank a PIXELS×PIXELS square at a random place in every training image (cutout; "
-        "default: none)",
+        help="blank a PIXELS×PIXELS square at a random place in every training image (cutout; default: none)",
     )
     p.add_argument(
         "--whiten",

@@ -161,7 +161,15 @@ def whiten_first_conv(
         if conv.bias is not None:
             conv.bias.zero_()
     if freeze:
-        weight.requires_grad_(False)
-        if conv.bias is not None:
-            conv.bias.requires_grad_(False)
+        freeze_first_conv(model)
+    return model
+
+
+def freeze_first_conv(model: nn.Module) -> nn.Module:
+    """Keep the model's first convolution (weights and bias) fixed: ``requires_grad=False``, as
+    :func:`whiten_first_conv` leaves it; a whitened run's model rebuilt from its files gets it
+    back this way, so its summary counts those weights as non-trainable."""
+    conv = first_conv(model)
+    for param in conv.parameters(recurse=False):
+        param.requires_grad_(False)
     return model

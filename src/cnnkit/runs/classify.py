@@ -24,7 +24,7 @@ from ..engine.device import pick_device
 from ..engine.trainer import seed_everything
 from ..errors import DataError, UsageError
 from ..io.weights import load_state_dict_file, load_strict
-from ..layers.whitening import whiten_first_conv
+from ..layers.whitening import freeze_first_conv, whiten_first_conv
 from ..models import create_model, model_entry
 from ..tasks.classify.presets import trainer_extras
 from ..tasks.classify.task import ClassifyTrainer
@@ -418,6 +418,8 @@ def load_classify_run(
         raise UsageError(f"{run.path} has no {folder.BEST_WEIGHTS} (did training finish an epoch?)")
     model = build_model(config, record["num_classes"], record["input_shape"][0])
     load_strict(model, load_state_dict_file(weights), source=str(weights))
+    if config.whiten:  # its first convolution was a frozen whitening layer (whiten_first_conv)
+        freeze_first_conv(model)
     model.class_names = record.get("class_names")  # type: ignore[assignment]
     dev = device if isinstance(device, torch.device) else pick_device(device)
     return model.to(dev).eval(), record
