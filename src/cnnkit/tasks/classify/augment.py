@@ -29,6 +29,17 @@ def random_flip(x: torch.Tensor, p: float = 0.5) -> torch.Tensor:
     return torch.where(flip, x.flip(-1), x)
 
 
+def _check_pixels(value: object, what: str) -> None:
+    if not isinstance(value, int) or value < 0:
+        raise ValueError(f"{what} must be an int >= 0, got {value!r}")
+
+
+def _unchanged(x: torch.Tensor, pixels: int, what: str) -> bool:
+    """Whether a transform of ``pixels`` (checked) leaves the batch ``x`` as it is."""
+    _check_pixels(pixels, what)
+    return pixels == 0 or len(x) == 0
+
+
 def random_translate(x: torch.Tensor, max_shift: int = 2, fill: float = 0.0) -> torch.Tensor:
     """Shift each image by its own random whole-pixel offset in [-max_shift, max_shift]².
 
@@ -40,9 +51,7 @@ def random_translate(x: torch.Tensor, max_shift: int = 2, fill: float = 0.0) -> 
     Returns:
         Tensor[N, C, H, W] in the memory format of ``x``.
     """
-    if not isinstance(max_shift, int) or max_shift < 0:
-        raise ValueError(f"max_shift must be an int >= 0, got {max_shift!r}")
-    if max_shift == 0 or len(x) == 0:
+    if _unchanged(x, max_shift, "max_shift"):
         return x
     n, _, h, w = x.shape
     s = max_shift
@@ -70,11 +79,9 @@ def random_cutout(x: torch.Tensor, size: int, fill: float = 0.0) -> torch.Tensor
         size: the side of the square in pixels (0: no cutout).
 
     Returns:
-        Tensor[N, C, H, W] in the memory format of ``x``.
+        A new Tensor[N, C, H, W] (``x`` itself if ``size`` is 0), in the memory format of ``x``.
     """
-    if not isinstance(size, int) or size < 0:
-        raise ValueError(f"cutout size must be an int >= 0, got {size!r}")
-    if size == 0 or len(x) == 0:
+    if _unchanged(x, size, "cutout size"):
         return x
     n, _, h, w = x.shape
     centre = torch.stack([torch.randint(0, h, (n,)), torch.randint(0, w, (n,))]).to(x.device)
@@ -98,12 +105,10 @@ class FlipTranslate:
     """
 
     def __init__(self, max_shift: int = 2, flip_p: float = 0.5, cutout: int = 0) -> None:
-        if not isinstance(max_shift, int) or max_shift < 0:
-            raise ValueError(f"max_shift must be an int >= 0, got {max_shift!r}")
+        _check_pixels(max_shift, "max_shift")
+        _check_pixels(cutout, "cutout")
         if not 0.0 <= flip_p <= 1.0:
             raise ValueError(f"flip_p must be between 0 and 1, got {flip_p!r}")
-        if not isinstance(cutout, int) or cutout < 0:
-            raise ValueError(f"cutout must be an int >= 0, got {cutout!r}")
         self.max_shift = max_shift
         self.flip_p = flip_p
         self.cutout = cutout
