@@ -54,6 +54,9 @@ def course_train(ctx: Context) -> list[dict]:
     default = PerfSettings(amp, channels_last, ctx.perf.num_threads, ctx.perf.inference_batch)
     variants = {
         "course_bs32": (32, {"optimizer": "adam", "lr": 1e-3}, default),
+        # The default with the compiled max-pool kernels (bit for bit the same numbers): whether
+        # they would pay at the course's batch size too.
+        "course_bs32_fused_pool": (32, {"optimizer": "adam", "lr": 1e-3, "fused_pool": True}, default),
         "course_bs32_fp32_nchw": (
             32,
             {"optimizer": "adam", "lr": 1e-3},
