@@ -134,3 +134,23 @@ def test_the_whiten_flag_sets_the_first_convolution_of_any_preset():
 
     assert whiten("--preset", "fast") is True and whiten("--preset", "fast", "--no-whiten") is False
     assert whiten() is False and whiten("--whiten") is True  # the course recipe: off unless asked
+
+
+def test_a_settings_file_stands_over_the_preset_as_flags_do(tmp_path):
+    from cnnkit.cli.__main__ import parse_command_line
+
+    def config(*argv: str):
+        return train_classify.config_from_args(parse_command_line(["train", *argv]), "classify")
+
+    preset = PRESETS["fast94"]
+    mine = tmp_path / "mine.json"
+    mine.write_text(json.dumps({"epochs": 2, "weight_decay": 0.001}))
+    run = config("--config", str(mine), "--preset", "fast94")
+    assert (run.epochs, run.weight_decay, run.patience) == (2, 0.001, 2)  # the whole one-cycle run
+    assert (run.lr, run.model_kwargs) == (preset["lr"], preset["model_kwargs"])  # the rest: the preset's
+    assert config("--config", str(mine), "--preset", "fast94", "--epochs", "5").epochs == 5
+    # A run's saved config.json lists every setting it ran with: the preset given with it sets its own.
+    saved = tmp_path / "config.json"
+    saved.write_text(json.dumps({"run": {"epochs": 20, "weight_decay": 0.0, "lr": 0.001}}))
+    run = config("--config", str(saved), "--preset", "fast94")
+    assert (run.epochs, run.weight_decay, run.lr) == (preset["epochs"], preset["weight_decay"], preset["lr"])

@@ -132,6 +132,10 @@ def config_from_args(args: argparse.Namespace, task: str) -> Any:
     if overrides["preset"] not in (None, "course"):
         from ..tasks.classify.presets import apply_preset
 
+        # A settings file's own values stand over the preset's, as flags do; a run's saved
+        # config.json lists every setting, so there the preset sets its own.
+        named, saved_run = _config_file_keys(args)
+        explicit |= set() if saved_run else named
         base = apply_preset(overrides["preset"], base, explicit=explicit)
     return _check_up_front(RunConfig.from_dict(base))
 
@@ -145,10 +149,16 @@ def _precision_applies(args: argparse.Namespace, given: set[str], preset: str | 
     if preset not in (None, "course"):
         return False
     if args.config:
-        raw = json.loads(Path(args.config).read_text(encoding="utf-8"))  # RunConfig.load read it
-        settings = raw.get("run", raw)
-        return not ({"amp", "channels_last"} & set(settings))
+        return not ({"amp", "channels_last"} & _config_file_keys(args)[0])
     return True
+
+
+def _config_file_keys(args: argparse.Namespace) -> tuple[set[str], bool]:
+    """The settings a --config file names, and whether it is a run's saved config.json."""
+    if not args.config:
+        return set(), False
+    raw = json.loads(Path(args.config).read_text(encoding="utf-8"))  # RunConfig.load read it
+    return set(raw.get("run", raw)), "run" in raw
 
 
 def _check_up_front(config):
