@@ -62,7 +62,8 @@ def add_arguments(p: argparse.ArgumentParser, task: str) -> None:
         default="course",
         action=_Given,
         help="training recipe: course (the book's, the default), fast (92 %% test accuracy on "
-        "Fashion-MNIST in 3 epochs) or fast94 (94 %% in 12)",
+        "Fashion-MNIST in 3 epochs) or fast94 (94 %% in 12); flags and the settings a --config file "
+        "names stand over the preset's",
     )
     p.add_argument(
         "--precision",
