@@ -150,3 +150,25 @@ def test_sizes_must_be_positive_ints_in_every_layer(bad):
     ):
         with pytest.raises(ValueError, match=f"{name} must be a positive int, got {bad!r}"):
             build()
+
+
+def test_a_model_fresh_from_create_model_compiles_and_matches_eager():
+    # Layers sized at construction used to keep LazyModuleMixin's first-batch hook until their
+    # first forward; torch.compile, tracing a hook that removes itself, failed with IndexError.
+    from cnnkit import create_model
+
+    torch.manual_seed(0)
+    model = create_model("hongong_cnn").eval()  # never called before compiling
+    x = torch.rand(4, 1, 28, 28)
+    compiled = torch.compile(model, backend="eager")(x)
+    eager = model(x)
+    assert torch.equal(compiled, eager)
+    grads = []
+    for run in (torch.compile(model, backend="eager"), model):
+        model.zero_grad()
+        run(x).logsumexp(1).sum().backward()
+        grads.append([p.grad.clone() for p in model.parameters()])
+    assert all(torch.equal(a, b) for a, b in zip(*grads))
+    # A layer left to size itself from the first batch still does so under torch.compile.
+    lazy = Conv2D(8, 3)
+    assert tuple(torch.compile(lazy, backend="eager")(x).shape) == (4, 8, 26, 26) and lazy.in_channels == 1

@@ -48,6 +48,17 @@ class KernelLayer(LazyModuleMixin, nn.Module):
         self.bias = nn.Parameter(torch.zeros(out)) if use_bias else None
         if weight_shape is not None:
             self.reset_parameters()
+            self._drop_lazy_hooks()
+
+    def _drop_lazy_hooks(self) -> None:
+        """Remove LazyModuleMixin's first-batch hooks, as its first forward does once the weight
+        is sized. A layer sized at construction would otherwise keep them until its first batch,
+        and ``torch.compile`` fails on a hook that removes itself while it is being traced."""
+        for name in ("_initialize_hook", "_load_hook"):
+            handle = getattr(self, name, None)
+            if handle is not None:
+                handle.remove()
+                delattr(self, name)
 
     def _materialize(self, weight_shape: tuple[int, ...]) -> None:
         with torch.no_grad():
