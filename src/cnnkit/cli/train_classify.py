@@ -106,6 +106,7 @@ def config_from_args(args: argparse.Namespace, task: str) -> Any:
     from .train import apply_flags
 
     base = RunConfig.load(args.config).to_dict() if args.config else {}
+    file_keys, saved_run = _config_file_keys(args)
     given = getattr(args, "given", set())
     own = {
         "max_shift": args.max_shift,
@@ -123,7 +124,7 @@ def config_from_args(args: argparse.Namespace, task: str) -> Any:
     overrides = apply_flags(base, args, own)
     base.setdefault("model", "hongong_cnn")
     explicit = {k for k, v in overrides.items() if v is not None}
-    if _precision_applies(args, given, base.get("preset")):
+    if _precision_applies(args, given, base.get("preset"), file_keys):
         from ..engine.device import pick_device
         from ..engine.precision import precision_settings
 
@@ -135,23 +136,22 @@ def config_from_args(args: argparse.Namespace, task: str) -> Any:
 
         # A settings file's own values stand over the preset's, as flags do; a run's saved
         # config.json lists every setting, so there the preset sets its own.
-        named, saved_run = _config_file_keys(args)
-        explicit |= set() if saved_run else named
+        explicit |= set() if saved_run else file_keys
         base = apply_preset(overrides["preset"], base, explicit=explicit)
     return _check_up_front(RunConfig.from_dict(base))
 
 
-def _precision_applies(args: argparse.Namespace, given: set[str], preset: str | None) -> bool:
+def _precision_applies(
+    args: argparse.Namespace, given: set[str], preset: str | None, file_keys: set[str]
+) -> bool:
     """Whether ``--precision`` sets the run's amp / channels_last: when given; by default
-    (``auto``) unless a speed preset (which picks its own) or a --config file that names them
-    (a run's saved config keeps its precision) does."""
+    (``auto``) unless a speed preset (which picks its own) or the --config file (``file_keys``:
+    the settings it names) does (a run's saved config keeps its precision)."""
     if "precision" in given:
         return True
     if preset not in (None, "course"):
         return False
-    if args.config:
-        return not ({"amp", "channels_last"} & _config_file_keys(args)[0])
-    return True
+    return not ({"amp", "channels_last"} & file_keys)
 
 
 def _config_file_keys(args: argparse.Namespace) -> tuple[set[str], bool]:
