@@ -102,6 +102,7 @@ def test_shape_calculator_walkthrough(capsys):
         (["train", "--model-option", "depth", "--out", "unused5"], "--model-option takes KEY=VALUE"),
         (["train", "--max-shift", "-1", "--out", "unused6"], "max_shift must be >= 0"),
         (["train", "--cutout", "-1", "--out", "unused6b"], "cutout must be >= 0"),
+        (["train", "--ema", "1", "--out", "unused6c"], "the weight average's decay) must be between 0 and 1"),
         (
             ["train", "--task", "detect", "--max-shift", "1", "--out", "unused7"],
             "`cnnkit train detect` does not take --max-shift",

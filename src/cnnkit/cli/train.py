@@ -165,7 +165,7 @@ def model_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def add_engine_options(p: argparse.ArgumentParser) -> None:
-    """--threads, --max-grad-norm and --on-divergence: the engine's settings (train and finetune)."""
+    """--threads, --max-grad-norm, --on-divergence and --ema: the engine's settings (train and finetune)."""
     p.add_argument(
         "--threads",
         type=int,
@@ -180,6 +180,13 @@ def add_engine_options(p: argparse.ArgumentParser) -> None:
         "--on-divergence",
         choices=("stop", "warn", "off"),
         help="when the loss grows a thousandfold: stop (the default), warn, or off",
+    )
+    p.add_argument(
+        "--ema",
+        type=float,
+        metavar="DECAY",
+        help="validate and keep a moving average of the weights with this decay, e.g. 0.999 "
+        "(about the last 1,000 steps)",
     )
 
 
@@ -251,6 +258,7 @@ def common_settings(args: argparse.Namespace) -> dict[str, Any]:
         "device": args.device,
         "deterministic": args.deterministic or None,
         "max_grad_norm": args.max_grad_norm,
+        "ema": args.ema,
         "sync_bn": args.sync_bn,
         "on_divergence": args.on_divergence,
         "model_kwargs": kwargs or None,

@@ -25,6 +25,7 @@ from .optimizers import make_optimizer
 from .perf import tune_cpu_allocator
 from .task import Task
 from .threads import ThreadController
+from .weight_average import WeightAverage
 
 AMP = (None, "bf16", "fp16")
 # fused_pool='auto' compiles the pooling kernels for fits of at least this many training samples
@@ -92,6 +93,10 @@ class Trainer:
         threads: a ``ThreadController`` that re-checks the free cores between steps (and at every
             epoch's start) and sets torch's intra-op threads; inference loops use it between
             batches. None keeps the thread count as it is.
+        ema: keep an exponential moving average of the weights with this decay (Keras'
+            ``use_ema``; ``engine/weight_average.py``): validation, the saved and restored best
+            weights and the model after ``fit`` are the average; training goes on from its own
+            weights. None (the default) keeps no average.
     """
 
     def __init__(
@@ -117,6 +122,7 @@ class Trainer:
         divergence: float | None = 1e3,
         on_divergence: str = "stop",
         threads: ThreadController | None = None,
+        ema: float | None = None,
     ) -> None:
         if not isinstance(task, Task):
             raise TypeError(f"task must be a cnnkit.engine.Task, got {type(task).__name__}")
@@ -158,6 +164,7 @@ class Trainer:
         self.compile = compile
         self.fused_pool = fused_pool
         self.threads = threads
+        self.weight_average = WeightAverage(ema) if ema is not None else None
         net = distributed.wrap_model(self.model, self.device) if optimizer is not None else self.model
         self.forward = CompiledForward(net, compile=compile, freeze=optimizer is None)
         self.forward.fused_pool = fused_pool is True and self.device.type == "cpu"
@@ -254,10 +261,14 @@ class Trainer:
                 cb.on_epoch_begin(epoch, logs)
             self.poll_threads(now=True)
             start = time.perf_counter()
+            if self.weight_average is not None:
+                self.weight_average.swap_out(self.model)
             with self.forward.pool_clock():
                 logs = self._train_epoch(data, batch_size, epoch)
             distributed.broadcast_buffers(self.model)
             self._check_finite_weights(epoch)
+            if self.weight_average is not None:  # validated, kept and saved from here on
+                self.weight_average.swap_in(self.model)
             if val is not None and self.task.num_samples(val):
                 val_logs = self.task.validate(self, val)
                 loss = val_logs.get("loss")
@@ -329,6 +340,8 @@ class Trainer:
                         "and no checkpoint was written for it. Try a lower --lr"
                     )
             self.optimizer.step()
+            if self.weight_average is not None:
+                self.weight_average.update(self.model)
             if self.scheduler is not None:
                 self.scheduler.step()
             self.global_step += 1
@@ -376,12 +389,15 @@ class Trainer:
 
     def state(self) -> dict[str, Any]:
         self._need_optimizer("save a training state")
+        average = self.weight_average
         return {
             "epoch": self.epoch,
             "global_step": self.global_step,
             "seed": self.seed,
             "task": self.task.name,
-            "model": self.model.state_dict(),
+            # The weights training goes on from (with ``ema``, the average is kept beside them).
+            "model": self.model.state_dict() if average is None else average.training_weights(self.model),
+            "weight_average": None if average is None else average.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "callbacks": {cb_key(i, cb): cb.state_dict() for i, cb in enumerate(self._stateful())},
@@ -432,6 +448,7 @@ class Trainer:
                 f"resume it with the same number (--nproc {saved_world})"
             )
         self.model.load_state_dict(body["model"])
+        self._load_weight_average(body.get("weight_average"), source)
         if body["scheduler"] is not None and self.scheduler is None:
             if self.scheduler_factory is None or total_steps is None:
                 raise TrainingError(f"{source} has a scheduler state but this trainer has no scheduler")
@@ -455,6 +472,19 @@ class Trainer:
         self.seed = int(body["seed"])
         self._stopped_at_checkpoint = bool(body.get("stop_training", False))  # absent in older files
         set_rng_state(body["rng_ranks"][self.world.rank] if self.world.active else body["rng"])
+
+    def _load_weight_average(self, saved: dict[str, Any] | None, source: str) -> None:
+        average = self.weight_average
+        if (saved is None) != (average is None):
+            raise TrainingError(
+                f"{source} was trained {'without' if saved is None else 'with'} a weight average "
+                f"(--ema) and this run {'has one' if saved is None else 'has none'}: resume it "
+                "with the run's own settings"
+            )
+        if average is not None:
+            # The file was written at an epoch's end, when the model held the average.
+            average.load_state_dict(saved, self.model)
+            average.swap_in(self.model)
 
 
 def cb_key(index: int, cb: Callback | None, saved: str | None = None) -> str:

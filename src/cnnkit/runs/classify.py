@@ -294,6 +294,7 @@ def make_trainer(config: RunConfig, model: nn.Module, out: Path, progress: bool 
         channels_last=config.channels_last,
         checkpoint_path=out / folder.LAST_CHECKPOINT,
         max_grad_norm=config.max_grad_norm,
+        ema=config.ema,
         **config.engine_divergence(),
         compile=config.compile,
         sync_bn=config.sync_bn,

@@ -38,10 +38,13 @@ def image_folder_checks(resize: str, on_error: str) -> list[tuple[bool, str]]:
     ]
 
 
-def engine_checks(max_grad_norm: float | None, on_divergence: str) -> list[tuple[bool, str]]:
+def engine_checks(
+    max_grad_norm: float | None, on_divergence: str, ema: float | None = None
+) -> list[tuple[bool, str]]:
     """Checks of the engine settings every run config has (``validate``'s form)."""
     return [
         (max_grad_norm is None or max_grad_norm > 0, f"max_grad_norm must be > 0, got {max_grad_norm}"),
+        (ema is None or 0 < ema < 1, f"ema (the weight average's decay) must be between 0 and 1, got {ema}"),
         (
             on_divergence in ("stop", "warn", "off"),
             f"on_divergence must be 'stop', 'warn' or 'off', got {on_divergence!r}",
@@ -142,6 +145,8 @@ class TrainConfig(SettingsFile):
         sync_bn: data-parallel runs: BatchNorm with the global batch's statistics.
         on_divergence: when an epoch's loss is 1000 times the one training started at:
             ``"stop"`` (a TrainingError), ``"warn"`` (one line) or ``"off"``.
+        ema: validate and keep a moving average of the weights with this decay (None: the
+            weights as trained; ``engine/weight_average.py``).
     """
 
     task: str = "classify"
@@ -162,6 +167,7 @@ class TrainConfig(SettingsFile):
     max_grad_norm: float | None = None
     sync_bn: bool = False
     on_divergence: str = "stop"
+    ema: float | None = None
 
     def engine_divergence(self) -> dict[str, Any]:
         """The Trainer's ``divergence`` / ``on_divergence`` options for ``on_divergence``."""
@@ -181,7 +187,7 @@ class TrainConfig(SettingsFile):
                 self.limit_test is None or self.limit_test >= 1,
                 f"limit_test must be >= 1, got {self.limit_test}",
             ),
-            *engine_checks(self.max_grad_norm, self.on_divergence),
+            *engine_checks(self.max_grad_norm, self.on_divergence, self.ema),
         ]
 
     def _task_checks(self) -> list[tuple[bool, str]]:

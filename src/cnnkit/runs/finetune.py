@@ -82,8 +82,9 @@ class FinetuneConfig(SettingsFile):
             natively, as the fast preset), ``bf16`` or ``fp32`` (FP32, NCHW: the numerics of
             runs made before this setting existed, which resume that way).
         sync_bn: data-parallel runs: BatchNorm with the global batch's statistics.
-        max_grad_norm, on_divergence: as in every run config (``TrainConfig``): gradient-norm
-            clipping, and what a thousandfold loss does (``stop``, ``warn`` or ``off``).
+        max_grad_norm, on_divergence, ema: as in every run config (``TrainConfig``): gradient-norm
+            clipping, what a thousandfold loss does (``stop``, ``warn`` or ``off``), and the
+            decay of a moving average of the weights (each phase keeps its own).
     """
 
     SECTION: ClassVar[str] = "finetune"  # of a fine-tuning run's config.json (``--config``)
@@ -120,10 +121,11 @@ class FinetuneConfig(SettingsFile):
     sync_bn: bool = False
     max_grad_norm: float | None = None
     on_divergence: str = "stop"
+    ema: float | None = None
 
     def validate(self) -> FinetuneConfig:
         checks = [
-            *engine_checks(self.max_grad_norm, self.on_divergence),
+            *engine_checks(self.max_grad_norm, self.on_divergence, self.ema),
             *image_folder_checks(self.resize, self.on_error),
             (self.head_epochs >= 0 and self.full_epochs >= 0, "epochs must be >= 0"),
             (
@@ -336,6 +338,7 @@ def _finetune_run(
         resume_state=resume_state,
         sync_bn=config.sync_bn,
         max_grad_norm=config.max_grad_norm,
+        ema=config.ema,
         **divergence_options(config.on_divergence),
         # The free cores are re-checked as both phases go (a fixed count stays: --threads, --deterministic).
         threads=thread_controller(device, False, config.deterministic, ceiling),

@@ -261,6 +261,7 @@ def train_scenes(
         callbacks=callbacks,
         checkpoint_path=out / folder.LAST_CHECKPOINT,
         max_grad_norm=config.max_grad_norm,
+        ema=config.ema,
         sync_bn=config.sync_bn,
         **config.engine_divergence(),
     )

@@ -157,6 +157,7 @@ def _trainer_options(
         "seed": config.seed,
         "checkpoint_path": out / folder.LAST_CHECKPOINT,
         "max_grad_norm": config.max_grad_norm,
+        "ema": config.ema,
         "sync_bn": config.sync_bn,
         **config.engine_divergence(),
     }

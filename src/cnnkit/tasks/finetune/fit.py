@@ -119,6 +119,7 @@ def finetune(
     resume_state: Mapping[str, Any] | None = None,
     sync_bn: bool = False,
     max_grad_norm: float | None = None,
+    ema: float | None = None,
     divergence: float | None = 1e3,
     on_divergence: str = "stop",
     threads: ThreadController | None = None,
@@ -159,8 +160,8 @@ def finetune(
             arguments wrote: training goes on in the phase and epoch it records, exactly.
         sync_bn: under data-parallel training (both phases run under DDP), BatchNorm layers
             normalise with the global batch's statistics.
-        max_grad_norm, divergence, on_divergence, threads: the engine's options
-            (``cnnkit.engine.Trainer``), for both phases.
+        max_grad_norm, ema, divergence, on_divergence, threads: the engine's options
+            (``cnnkit.engine.Trainer``), for both phases (each phase averages its own weights).
 
     Returns:
         FinetuneResult; ``model`` holds the best weights, in eval mode.
@@ -210,6 +211,7 @@ def finetune(
             channels_last=channels_last,
             checkpoint_path=checkpoint_path,
             max_grad_norm=max_grad_norm,
+            ema=ema,
             divergence=divergence,
             on_divergence=on_divergence,
             threads=threads,
