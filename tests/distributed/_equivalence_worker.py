@@ -27,10 +27,11 @@ except ImportError:  # imported as a test module
     from . import _task_cases
 
 GLOBAL_BATCH = 32
-CASES = {  # name: (model, sync_bn, training images)
-    "hongong_cnn": ("hongong_cnn", False, 101),
-    "resnet18_sync_bn": ("resnet18", True, 37),
-    "resnet18_local_bn": ("resnet18", False, 37),
+CASES = {  # name: (model, sync_bn, training images, ema: the weight average's decay)
+    "hongong_cnn": ("hongong_cnn", False, 101, None),
+    "hongong_cnn_ema": ("hongong_cnn", False, 101, 0.5),
+    "resnet18_sync_bn": ("resnet18", True, 37, None),
+    "resnet18_local_bn": ("resnet18", False, 37, None),
 }
 
 
@@ -59,18 +60,22 @@ def _run(world: distributed.World, models: str) -> dict:
     train, test = load_fashion_mnist()
     val = test.subset(slice(0, 41))
     results = {}
-    for name, (model_name, sync_bn, samples) in CASES.items():
+    for name, (model_name, sync_bn, samples, ema) in CASES.items():
         seed_everything(0)
         model = create_model(model_name, num_classes=10, in_chans=1)
         for module in model.modules():
             if isinstance(module, nn.Dropout):
                 module.p = 0.0  # dropout masks are drawn per rank: not the one-process masks
-        trainer = ClassifyTrainer(model, device="cpu", seed=0, optimizer="sgd", lr=0.01, sync_bn=sync_bn)
+        trainer = ClassifyTrainer(
+            model, device="cpu", seed=0, optimizer="sgd", lr=0.01, sync_bn=sync_bn, ema=ema
+        )
         data = train.subset(slice(0, samples))
         history = trainer.fit(data, val, epochs=1, batch_size=GLOBAL_BATCH // world.size)
         rows = [{k: v for k, v in row.items() if k != "seconds"} for row in history.epochs]
         state = {k: v.clone() for k, v in trainer.model.state_dict().items()}
         results[name] = {"state": state, "history": rows, "steps": trainer.global_step}
+        if ema is not None:  # the model holds the average; the trained weights are kept apart
+            results[name]["trained"] = {k: v.clone() for k, v in trainer.state()["model"].items()}
     # map_shared, as an image folder's files are decoded: each rank computes its share only.
     computed: list[int] = []
     values = distributed.map_shared(list(range(7)), lambda v: computed.append(v) or v * v)
@@ -80,11 +85,15 @@ def _run(world: distributed.World, models: str) -> dict:
         rows = [{k: v for k, v in row.items() if k != "seconds"} for row in trainer.history.epochs]
         state = {k: v.clone() for k, v in trainer.model.state_dict().items()}
         results[name] = {"state": state, "history": rows, "steps": trainer.global_step}
+        if ema is not None:  # the model holds the average; the trained weights are kept apart
+            results[name]["trained"] = {k: v.clone() for k, v in trainer.state()["model"].items()}
     for name, by_units in (("segment_by_pixels", True), ("segment_by_images", False)):
         trainer = _task_cases.train_segmenter(world.size, by_units)
         rows = [{k: v for k, v in row.items() if k != "seconds"} for row in trainer.history.epochs]
         state = {k: v.clone() for k, v in trainer.model.state_dict().items()}
         results[name] = {"state": state, "history": rows, "steps": trainer.global_step}
+        if ema is not None:  # the model holds the average; the trained weights are kept apart
+            results[name]["trained"] = {k: v.clone() for k, v in trainer.state()["model"].items()}
     results["validation"] = _task_cases.validation_reports(models)
     return results
 

@@ -564,6 +564,28 @@ def test_cli_finetune_clips_gradients_with_max_grad_norm(pretrained_run, idx_fol
     capsys.readouterr()
 
 
+def test_cli_finetune_ema_averages_the_weights_of_each_phase(pretrained_run, idx_folder, tmp_path, capsys):
+    """--ema reaches the fine-tuning trainer: the last phase's checkpoint keeps the average of
+    its steps beside the trained weights, and best.safetensors is that average."""
+    from cnnkit.cli.__main__ import main
+    from cnnkit.engine.checkpoint import load_checkpoint
+    from cnnkit.io.weights import load_state_dict_file as load_weights
+
+    out = tmp_path / "run"
+    argv = ["finetune", "--weights", str(pretrained_run), "--data", str(idx_folder), "--ema", "0.5"]
+    argv += ["--head-epochs", "1", "--full-epochs", "1", "--no-progress", "--out", str(out)]
+    assert main(argv) == 0
+    assert json.loads((out / "config.json").read_text())["finetune"]["ema"] == 0.5
+    body = load_checkpoint(out / "last.ckpt")
+    average, trained = body["weight_average"]["average"], body["model"]
+    assert body["weight_average"]["steps"] == body["global_step"] > 0  # every step of the phase
+    best = load_weights(out / "best.safetensors")
+    name = next(k for k in trained if k.startswith("features") and k.endswith("weight"))
+    assert not torch.equal(average[name], trained[name])
+    assert torch.equal(best[name], average[name])  # the full phase's one epoch: its average
+    capsys.readouterr()
+
+
 def test_cli_finetune_adapts_threads_and_threads_flag_fixes_the_count(
     pretrained_run, idx_folder, tmp_path, monkeypatch, capsys
 ):

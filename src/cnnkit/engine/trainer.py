@@ -269,6 +269,7 @@ class Trainer:
             self._check_finite_weights(epoch)
             if self.weight_average is not None:  # validated, kept and saved from here on
                 self.weight_average.swap_in(self.model)
+                distributed.broadcast_buffers(self.model)  # each rank averaged its own statistics
             if val is not None and self.task.num_samples(val):
                 val_logs = self.task.validate(self, val)
                 loss = val_logs.get("loss")
