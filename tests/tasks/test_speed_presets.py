@@ -154,3 +154,22 @@ def test_a_settings_file_stands_over_the_preset_as_flags_do(tmp_path):
     saved.write_text(json.dumps({"run": {"epochs": 20, "weight_decay": 0.0, "lr": 0.001}}))
     run = config("--config", str(saved), "--preset", "fast94")
     assert (run.epochs, run.weight_decay, run.lr) == (preset["epochs"], preset["weight_decay"], preset["lr"])
+
+
+def test_a_settings_file_is_read_once(tmp_path, monkeypatch):
+    """The file's settings, the names it gives (which the preset and --precision leave alone) and
+    whether it is a run's record all come from one read."""
+    from pathlib import Path
+
+    from cnnkit.cli.__main__ import parse_command_line
+
+    mine = tmp_path / "mine.json"
+    mine.write_text(json.dumps({"epochs": 2, "amp": None, "channels_last": False}))
+    reads, read_text = [], Path.read_text
+    monkeypatch.setattr(
+        Path, "read_text", lambda self, *a, **k: reads.append(self) or read_text(self, *a, **k)
+    )
+    args = parse_command_line(["train", "--config", str(mine), "--preset", "fast94"])
+    run = train_classify.config_from_args(args, "classify")
+    assert reads.count(mine) == 1
+    assert (run.epochs, run.amp, run.channels_last) == (2, None, False)  # the file's, over the preset's

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -105,8 +104,10 @@ def config_from_args(args: argparse.Namespace, task: str) -> Any:
     from ..runs.config import RunConfig
     from .train import apply_flags
 
-    base = RunConfig.load(args.config).to_dict() if args.config else {}
-    file_keys, saved_run = _config_file_keys(args)
+    # The --config file, read once: its settings, the names it gives, and whether it is a run's record.
+    settings, saved_run = RunConfig.read_settings(args.config) if args.config else ({}, False)
+    base = RunConfig.from_settings(settings, args.config).to_dict() if args.config else {}
+    file_keys = set(settings)
     given = getattr(args, "given", set())
     own = {
         "max_shift": args.max_shift,
@@ -152,14 +153,6 @@ def _precision_applies(
     if preset not in (None, "course"):
         return False
     return not ({"amp", "channels_last"} & file_keys)
-
-
-def _config_file_keys(args: argparse.Namespace) -> tuple[set[str], bool]:
-    """The settings a --config file names, and whether it is a run's saved config.json."""
-    if not args.config:
-        return set(), False
-    raw = json.loads(Path(args.config).read_text(encoding="utf-8"))  # RunConfig.load read it
-    return set(raw.get("run", raw)), "run" in raw
 
 
 def _check_up_front(config):

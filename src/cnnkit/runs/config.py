@@ -84,7 +84,13 @@ class SettingsFile:
 
     @classmethod
     def read(cls, path: str | os.PathLike[str]) -> dict[str, Any]:
-        """The settings in a JSON file, checked as :meth:`checked` checks them.
+        """The settings in a JSON file (see :meth:`read_settings`)."""
+        return cls.read_settings(path)[0]
+
+    @classmethod
+    def read_settings(cls, path: str | os.PathLike[str]) -> tuple[dict[str, Any], bool]:
+        """The settings in a JSON file, checked as :meth:`checked` checks them, and whether the
+        file is a run's record (its ``SECTION``, as a run's config.json holds it).
 
         Raises:
             FileNotFoundError: no such file.
@@ -112,14 +118,18 @@ class SettingsFile:
         if not isinstance(settings, dict):
             raise UsageError(f"{path}: its {cls.SECTION!r} section must be a JSON object")
         try:
-            return cls.checked(settings)
+            return cls.checked(settings), cls.SECTION in raw
         except UsageError as exc:
             raise UsageError(f"{path}: {exc}") from None
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Any:
         """The config in a JSON file (see :meth:`read`)."""
-        settings = cls.read(path)
+        return cls.from_settings(cls.read(path), path)
+
+    @classmethod
+    def from_settings(cls, settings: dict[str, Any], path: str | os.PathLike[str]) -> Any:
+        """The config of settings :meth:`read` returned from ``path`` (named in its errors)."""
         try:
             return cls(**settings).validate()  # type: ignore[attr-defined]
         except UsageError as exc:
