@@ -103,6 +103,7 @@ def test_shape_calculator_walkthrough(capsys):
         (["train", "--max-shift", "-1", "--out", "unused6"], "max_shift must be >= 0"),
         (["train", "--cutout", "-1", "--out", "unused6b"], "cutout must be >= 0"),
         (["train", "--ema", "1", "--out", "unused6c"], "the weight average's decay) must be between 0 and 1"),
+        (["train", "--validation-freq", "0", "--out", "unused6d"], "validation_freq must be >= 1"),
         (
             ["train", "--task", "detect", "--max-shift", "1", "--out", "unused7"],
             "`cnnkit train detect` does not take --max-shift",
@@ -286,3 +287,13 @@ def test_resume_without_a_task_reads_the_run_s_task(tmp_path):
 
     (tmp_path / "config.json").write_text(json.dumps({"task": "detect", "run": {}}))
     assert task_first(["train", "--resume", str(tmp_path)]) == ["train", "detect", "--resume", str(tmp_path)]
+
+
+def test_train_validation_freq_validates_every_nth_epoch_and_the_last(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["train", "--preset", "fast", "--epochs", "3", "--validation-freq", "2", "--limit-train", "600"]
+    code, _, err = run(capsys, *argv, "--limit-test", "100", "--no-progress", "--out", str(out))
+    assert code == 0, err
+    assert json.loads((out / "config.json").read_text())["run"]["validation_freq"] == 2
+    rows = json.loads((out / "history.json").read_text())
+    assert [row["epoch"] for row in rows if "val_loss" in row] == [2, 3] and len(rows) == 3

@@ -318,3 +318,48 @@ def test_param_groups_get_the_fused_kernel_too():
         group = make_optimizer("adam", [{"params": params}], lr=1e-3).param_groups[0]
         assert len(group["params"]) == 1 and group["params"][0] is weight and group["fused"] is True
     assert [g["lr"] for g in opt.param_groups] == [1e-4, 1e-3]
+
+
+def test_validation_freq_validates_as_keras_counts_and_after_the_last_epoch(small):
+    """Keras' own rule (``Trainer._should_eval``) picks the validated epochs; cnnkit adds the last
+    one, so that early stopping and the best weights see where training ended."""
+    import os
+
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    from keras.src.trainers.trainer import Trainer as KerasTrainer
+
+    tr, val, _ = small
+    trainer = make()
+    history = trainer.fit(tr.take(100), val.take(60), epochs=5, batch_size=50, verbose=0, validation_freq=2)
+    keras_epochs = [e + 1 for e in range(5) if KerasTrainer._should_eval(None, e, 2)]
+    assert keras_epochs == [2, 4]
+    assert [row["epoch"] for row in history.epochs if "val_loss" in row] == [*keras_epochs, 5]
+    assert len(history.history["val_loss"]) == 3 and len(history.history["loss"]) == 5
+    assert history.epochs[-1]["val_loss"] == pytest.approx(trainer.evaluate(val.take(60))["loss"], rel=1e-6)
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="validation_freq must be an int >= 1"):
+            trainer.fit(tr.take(100), val, epochs=1, validation_freq=bad)
+
+
+def test_early_stopping_and_checkpoints_wait_for_the_epochs_that_validate(small, tmp_path):
+    tr, _, _ = small
+    early = EarlyStopping(patience=2, restore_best_weights=False)
+    ckpt = ModelCheckpoint(tmp_path / "best.safetensors", monitor="val_loss")
+    # Validations after epochs 2, 4, 6 and 8: 0.5, then 0.7 and 0.6 (two without improvement).
+    values = {1: 0.5, 3: 0.7, 5: 0.6, 7: 0.4}
+
+    class ScriptedEvery2(Callback):
+        def on_epoch_end(self, epoch, logs):
+            if self.trainer.validated:
+                logs["val_loss"] = values[epoch]
+
+    trainer = make(callbacks=[ScriptedEvery2(), early, ckpt])
+    history = trainer.fit(tr.take(100), None, epochs=8, batch_size=50, verbose=0, validation_freq=2)
+    assert len(history.epochs) == 6  # patience 2 counts validations: stopped after epoch 6, not 4
+    assert early.best_epoch == 1 and early.stopped_epoch == 5 and ckpt.best_epoch == 1
+    # A monitor that an epoch which validated does not have is still an error.
+    wrong = EarlyStopping(monitor="val_acc")
+    with pytest.raises(KeyError, match="EarlyStopping monitors 'val_acc'"):
+        make(callbacks=[ScriptedEvery2(), wrong]).fit(
+            tr.take(100), None, epochs=2, verbose=0, validation_freq=2
+        )

@@ -53,6 +53,24 @@ def server(run_copy, detect_run_dir, segment_run_dir, localize_run_dir, maskrcnn
     stop()
 
 
+# drawCurves on a 400-px canvas that records its calls: the x of each curve's points (34 px
+# margins; epochs 1-3 at 34, 200 and 366 px).
+CURVE_POINTS = """() => {
+  const calls = [];
+  const ctx = new Proxy({}, {
+    get: (t, k) => (k in t ? t[k] : (...a) => calls.push([k, ...a])),
+    set: (t, k, v) => ((t[k] = v), true),
+  });
+  const canvas = { width: 400, height: 200, getContext: () => ctx };
+  const epochs = [{ loss: 1, val_loss: 2 }, { loss: 0.5 }, { loss: 0.4, val_loss: 1 }];
+  drawCurves(canvas, epochs, ["loss", "val_loss"]);
+  const out = {}; let key = null;
+  for (const [name, ...args] of calls) {
+    if (name === "beginPath") key = key === null ? "loss" : "val_loss";
+    if (name === "moveTo" || name === "lineTo") (out[key] = out[key] || []).push([name, Math.round(args[0])]);
+  }
+  return out;
+}"""
 PAINTED = (
     "(() => { const c = document.getElementById('photo-overlay');"
     " const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
@@ -151,10 +169,17 @@ def test_studio_in_chromium(server, run_copy, items, wide_photo, tmp_path):
         expect(page.locator("#curves-live")).to_contain_text("2 epochs")
         page.screenshot(path=str(shots / "studio-curves.png"))
         history = json.loads((run_copy / "history.json").read_text())
-        history.append({**history[-1], "epoch": 3, "loss": history[-1]["loss"] * 0.9})
+        # An epoch without validation, as fit(validation_freq=2) writes it: no val_ keys.
+        row = {k: v for k, v in history[-1].items() if not k.startswith("val_")}
+        history.append({**row, "epoch": 3, "loss": history[-1]["loss"] * 0.9})
         (run_copy / "history.json.tmp").write_text(json.dumps(history))
         os.replace(run_copy / "history.json.tmp", run_copy / "history.json")  # as training writes it
         expect(page.locator("#curves-live")).to_contain_text("3 epochs · updating live")
+        # Each curve's points stand at their own epochs: validation after epochs 1 and 3 only.
+        assert page.evaluate(CURVE_POINTS) == {
+            "loss": [["moveTo", 34], ["lineTo", 200], ["lineTo", 366]],
+            "val_loss": [["moveTo", 34], ["lineTo", 366]],
+        }
 
         page.select_option("#model", "3-detect-run")  # boxes instead of classes, and a slider
         expect(page.locator("#det-box")).to_be_visible()

@@ -165,7 +165,8 @@ def model_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def add_engine_options(p: argparse.ArgumentParser) -> None:
-    """--threads, --max-grad-norm, --on-divergence and --ema: the engine's settings (train and finetune)."""
+    """--threads, --max-grad-norm, --on-divergence, --ema and --validation-freq: the engine's
+    settings (train and finetune)."""
     p.add_argument(
         "--threads",
         type=int,
@@ -187,6 +188,12 @@ def add_engine_options(p: argparse.ArgumentParser) -> None:
         metavar="DECAY",
         help="validate and keep a moving average of the weights with this decay, e.g. 0.999 "
         "(about the last 1,000 steps)",
+    )
+    p.add_argument(
+        "--validation-freq",
+        type=int,
+        metavar="N",
+        help="validate after every N epochs and after the last (default 1); patience counts validations",
     )
 
 
@@ -259,6 +266,7 @@ def common_settings(args: argparse.Namespace) -> dict[str, Any]:
         "deterministic": args.deterministic or None,
         "max_grad_norm": args.max_grad_norm,
         "ema": args.ema,
+        "validation_freq": args.validation_freq,
         "sync_bn": args.sync_bn,
         "on_divergence": args.on_divergence,
         "model_kwargs": kwargs or None,

@@ -25,7 +25,7 @@ from .optimizers import make_optimizer
 from .perf import tune_cpu_allocator
 from .task import Task
 from .threads import ThreadController
-from .weight_average import WeightAverage
+from .weight_average import WeightAverage, load_weight_average
 
 AMP = (None, "bf16", "fp16")
 # fused_pool='auto' compiles the pooling kernels for fits of at least this many training samples
@@ -173,6 +173,7 @@ class Trainer:
         self.epochs = 0
         self.steps_per_epoch = 0
         self.stop_training = False
+        self.validated = True  # whether the epoch that just ended ran validation (fit's validation_freq)
         for cb in self.callbacks:
             cb.set_trainer(self)
 
@@ -198,6 +199,7 @@ class Trainer:
         batch_size: int = 32,
         verbose: int = 1,
         callbacks: Sequence[Callback] = (),
+        validation_freq: int = 1,
     ) -> History:
         """Train for up to ``epochs`` (counting epochs already done when resuming).
 
@@ -210,6 +212,9 @@ class Trainer:
                 the output is not a terminal or notebook), 2 one line per epoch. Ignored when a
                 ProgressBar is among the callbacks already.
             callbacks: callbacks for this call only, after the Trainer's own.
+            validation_freq: validate after every so many epochs (Keras' ``validation_freq``),
+                and after the last one; early stopping's patience then counts validations.
+                The epochs in between have no ``val_`` metrics.
 
         Returns:
             The History (per-epoch training parts, ``val_`` metrics, ``lr``, ``seconds``).
@@ -221,6 +226,8 @@ class Trainer:
         """
         if verbose not in (0, 1, 2):
             raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}")
+        if isinstance(validation_freq, bool) or not isinstance(validation_freq, int) or validation_freq < 1:
+            raise ValueError(f"validation_freq must be an int >= 1, got {validation_freq!r}")
         extra = list(callbacks)
         if verbose and not any(isinstance(cb, ProgressBar) for cb in [*self.callbacks, *extra]):
             extra.append(ProgressBar(bar=None if verbose == 1 else False))
@@ -228,11 +235,11 @@ class Trainer:
             cb.set_trainer(self)
         self.callbacks += extra
         try:
-            return self._fit(train, val, epochs, batch_size)
+            return self._fit(train, val, epochs, batch_size, validation_freq)
         finally:
             self.callbacks = [cb for cb in self.callbacks if all(cb is not e for e in extra)]
 
-    def _fit(self, train: Any, val: Any, epochs: int, batch_size: int) -> History:
+    def _fit(self, train: Any, val: Any, epochs: int, batch_size: int, validation_freq: int = 1) -> History:
         self._need_optimizer("fit")
         if epochs < 1 or batch_size < 1:
             raise ValueError(f"epochs and batch_size must be >= 1, got {epochs} and {batch_size}")
@@ -270,7 +277,9 @@ class Trainer:
             if self.weight_average is not None:  # validated, kept and saved from here on
                 self.weight_average.swap_in(self.model)
                 distributed.broadcast_buffers(self.model)  # each rank averaged its own statistics
-            if val is not None and self.task.num_samples(val):
+            # Whether this epoch validates: the callbacks that monitor a val_ metric skip the others.
+            self.validated = (epoch + 1) % validation_freq == 0 or epoch + 1 == epochs
+            if val is not None and self.task.num_samples(val) and self.validated:
                 val_logs = self.task.validate(self, val)
                 loss = val_logs.get("loss")
                 if self.check_finite and loss is not None and not math.isfinite(loss):
@@ -449,7 +458,7 @@ class Trainer:
                 f"resume it with the same number (--nproc {saved_world})"
             )
         self.model.load_state_dict(body["model"])
-        self._load_weight_average(body.get("weight_average"), source)
+        load_weight_average(self.weight_average, body.get("weight_average"), self.model, source)
         if body["scheduler"] is not None and self.scheduler is None:
             if self.scheduler_factory is None or total_steps is None:
                 raise TrainingError(f"{source} has a scheduler state but this trainer has no scheduler")
@@ -473,19 +482,6 @@ class Trainer:
         self.seed = int(body["seed"])
         self._stopped_at_checkpoint = bool(body.get("stop_training", False))  # absent in older files
         set_rng_state(body["rng_ranks"][self.world.rank] if self.world.active else body["rng"])
-
-    def _load_weight_average(self, saved: dict[str, Any] | None, source: str) -> None:
-        average = self.weight_average
-        if (saved is None) != (average is None):
-            raise TrainingError(
-                f"{source} was trained {'without' if saved is None else 'with'} a weight average "
-                f"(--ema) and this run {'has one' if saved is None else 'has none'}: resume it "
-                "with the run's own settings"
-            )
-        if average is not None:
-            # The file was written at an epoch's end, when the model held the average.
-            average.load_state_dict(saved, self.model)
-            average.swap_in(self.model)
 
 
 def cb_key(index: int, cb: Callback | None, saved: str | None = None) -> str:

@@ -19,6 +19,8 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
+from ..errors import TrainingError
+
 
 class WeightAverage:
     """The moving average of ``model``'s weights and buffers, swapped in for evaluation.
@@ -99,3 +101,21 @@ class WeightAverage:
         self.average = self._averaged_model(model)
         self.average.module.load_state_dict(state["average"])
         self.average.n_averaged.fill_(int(state["steps"]))
+
+
+def load_weight_average(
+    average: WeightAverage | None, saved: dict[str, Any] | None, model: nn.Module, source: str
+) -> None:
+    """Restore a checkpoint's average (``saved``, None if it has none) into a Trainer's, ``model``
+    holding the checkpoint's training weights; a checkpoint and a Trainer that differ in keeping
+    one cannot go on together (TrainingError naming ``source``)."""
+    if (saved is None) != (average is None):
+        raise TrainingError(
+            f"{source} was trained {'without' if saved is None else 'with'} a weight average "
+            f"(--ema) and this run {'has one' if saved is None else 'has none'}: resume it "
+            "with the run's own settings"
+        )
+    if average is not None:
+        # The file was written at an epoch's end, when the model held the average.
+        average.load_state_dict(saved, model)
+        average.swap_in(model)

@@ -362,6 +362,7 @@ def train_classify(
     history = folder.fit_run(
         trainer, out, resume_state, train, val,
         epochs=config.epochs, batch_size=config.batch_size, num_samples=len(train),
+        validation_freq=config.validation_freq,
     )  # fmt: skip
     wall = time.perf_counter() - start
     early = next(cb for cb in trainer.callbacks if isinstance(cb, EarlyStopping))

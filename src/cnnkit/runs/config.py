@@ -39,12 +39,13 @@ def image_folder_checks(resize: str, on_error: str) -> list[tuple[bool, str]]:
 
 
 def engine_checks(
-    max_grad_norm: float | None, on_divergence: str, ema: float | None = None
+    max_grad_norm: float | None, on_divergence: str, ema: float | None = None, validation_freq: int = 1
 ) -> list[tuple[bool, str]]:
     """Checks of the engine settings every run config has (``validate``'s form)."""
     return [
         (max_grad_norm is None or max_grad_norm > 0, f"max_grad_norm must be > 0, got {max_grad_norm}"),
         (ema is None or 0 < ema < 1, f"ema (the weight average's decay) must be between 0 and 1, got {ema}"),
+        (validation_freq >= 1, f"validation_freq must be >= 1, got {validation_freq}"),
         (
             on_divergence in ("stop", "warn", "off"),
             f"on_divergence must be 'stop', 'warn' or 'off', got {on_divergence!r}",
@@ -157,6 +158,8 @@ class TrainConfig(SettingsFile):
             ``"stop"`` (a TrainingError), ``"warn"`` (one line) or ``"off"``.
         ema: validate and keep a moving average of the weights with this decay (None: the
             weights as trained; ``engine/weight_average.py``).
+        validation_freq: validate after every so many epochs and after the last (Keras'
+            ``validation_freq``); patience then counts validations.
     """
 
     task: str = "classify"
@@ -178,6 +181,7 @@ class TrainConfig(SettingsFile):
     sync_bn: bool = False
     on_divergence: str = "stop"
     ema: float | None = None
+    validation_freq: int = 1
 
     def engine_divergence(self) -> dict[str, Any]:
         """The Trainer's ``divergence`` / ``on_divergence`` options for ``on_divergence``."""
@@ -197,7 +201,7 @@ class TrainConfig(SettingsFile):
                 self.limit_test is None or self.limit_test >= 1,
                 f"limit_test must be >= 1, got {self.limit_test}",
             ),
-            *engine_checks(self.max_grad_norm, self.on_divergence, self.ema),
+            *engine_checks(self.max_grad_norm, self.on_divergence, self.ema, self.validation_freq),
         ]
 
     def _task_checks(self) -> list[tuple[bool, str]]:

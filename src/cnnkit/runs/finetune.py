@@ -82,9 +82,10 @@ class FinetuneConfig(SettingsFile):
             natively, as the fast preset), ``bf16`` or ``fp32`` (FP32, NCHW: the numerics of
             runs made before this setting existed, which resume that way).
         sync_bn: data-parallel runs: BatchNorm with the global batch's statistics.
-        max_grad_norm, on_divergence, ema: as in every run config (``TrainConfig``): gradient-norm
-            clipping, what a thousandfold loss does (``stop``, ``warn`` or ``off``), and the
-            decay of a moving average of the weights (each phase keeps its own).
+        max_grad_norm, on_divergence, ema, validation_freq: as in every run config
+            (``TrainConfig``): gradient-norm clipping, what a thousandfold loss does (``stop``,
+            ``warn`` or ``off``), the decay of a moving average of the weights (each phase
+            keeps its own), and validation after every so many epochs.
     """
 
     SECTION: ClassVar[str] = "finetune"  # of a fine-tuning run's config.json (``--config``)
@@ -122,10 +123,11 @@ class FinetuneConfig(SettingsFile):
     max_grad_norm: float | None = None
     on_divergence: str = "stop"
     ema: float | None = None
+    validation_freq: int = 1
 
     def validate(self) -> FinetuneConfig:
         checks = [
-            *engine_checks(self.max_grad_norm, self.on_divergence, self.ema),
+            *engine_checks(self.max_grad_norm, self.on_divergence, self.ema, self.validation_freq),
             *image_folder_checks(self.resize, self.on_error),
             (self.head_epochs >= 0 and self.full_epochs >= 0, "epochs must be >= 0"),
             (
@@ -339,6 +341,7 @@ def _finetune_run(
         sync_bn=config.sync_bn,
         max_grad_norm=config.max_grad_norm,
         ema=config.ema,
+        validation_freq=config.validation_freq,
         **divergence_options(config.on_divergence),
         # The free cores are re-checked as both phases go (a fixed count stays: --threads, --deterministic).
         threads=thread_controller(device, False, config.deterministic, ceiling),

@@ -360,6 +360,7 @@ def fit_run(
     epochs: int,
     batch_size: int,
     num_samples: int,
+    validation_freq: int = 1,
 ) -> History:
     """``trainer.fit`` of a run folder's training; a resumed run (``resume_state``, its verified
     ``last.ckpt``) goes on from where it stopped, its schedule sized for ``num_samples`` training
@@ -371,7 +372,9 @@ def fit_run(
     if resume_state is not None:
         steps = epochs * math.ceil(num_samples / (batch_size * trainer.world.size))  # global batches
         trainer.load_state(resume_state, total_steps=steps, source=str(out / LAST_CHECKPOINT))
-    return trainer.fit(train, val, epochs=epochs, batch_size=batch_size, verbose=0)
+    return trainer.fit(
+        train, val, epochs=epochs, batch_size=batch_size, verbose=0, validation_freq=validation_freq
+    )
 
 
 def best_epoch(callbacks: list[Callback]) -> int | None:

@@ -268,6 +268,7 @@ def train_scenes(
     history = folder.fit_run(
         trainer, out, state, data.train, data.val,
         epochs=config.epochs, batch_size=config.batch_size, num_samples=task.num_samples(data.train),
+        validation_freq=config.validation_freq,
     )  # fmt: skip
     best = folder.best_epoch(trainer.callbacks)
     folder.save_history(

@@ -97,6 +97,7 @@ def train_segment(
     history = folder.fit_run(
         trainer, out, state, parts.train, parts.val,
         epochs=config.epochs, batch_size=config.batch_size, num_samples=len(parts.train),
+        validation_freq=config.validation_freq,
     )  # fmt: skip
     wall = time.perf_counter() - start
     cpu = time.process_time() - cpu_start

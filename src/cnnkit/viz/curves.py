@@ -33,15 +33,15 @@ def plot_history(
     """
     if not epochs:
         raise ValueError("the history is empty: nothing to plot")
-    xs = [row["epoch"] for row in epochs]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     # Fixed margins (inches) render faster than constrained layout.
     fig.subplots_adjust(left=0.07, right=0.98, bottom=0.12, top=0.88 if title else 0.95, wspace=0.22)
     for ax, metric, label in ((axes[0], "loss", "loss"), (axes[1], "accuracy", "accuracy")):
         for key, style, name in ((metric, "-o", "train"), (f"val_{metric}", "-s", "validation")):
-            ys = [row.get(key) for row in epochs]
-            if any(y is not None for y in ys):
-                ax.plot(xs, ys, style, label=name, markersize=4)
+            # Only the epochs that have it: validation may skip some (fit's validation_freq).
+            points = [(row["epoch"], row[key]) for row in epochs if row.get(key) is not None]
+            if points:
+                ax.plot(*zip(*points), style, label=name, markersize=4)
         if best_epoch is not None:
             ax.axvline(
                 best_epoch, color="tab:red", linestyle="--", linewidth=1, label=f"best epoch ({best_epoch})"

@@ -19,6 +19,20 @@ class Callback:
     def set_trainer(self, trainer: Trainer) -> None:
         self.trainer = trainer
 
+    def monitored(self, monitor: str, logs: dict[str, Any]) -> float | None:
+        """``logs[monitor]``; None after an epoch that skipped validation (fit's
+        ``validation_freq``) when ``monitor`` is a ``val_`` metric.
+
+        Raises:
+            KeyError: ``monitor`` is not in the logs of an epoch that has it to give.
+        """
+        if monitor in logs:
+            return float(logs[monitor])
+        trainer = getattr(self, "trainer", None)
+        if monitor.startswith("val_") and trainer is not None and not trainer.validated:
+            return None
+        raise KeyError(f"{type(self).__name__} monitors {monitor!r}, but the logs have {sorted(logs)}")
+
     def on_train_begin(self, logs: dict[str, Any]) -> None:
         pass
 

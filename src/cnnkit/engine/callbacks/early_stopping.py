@@ -44,9 +44,9 @@ class EarlyStopping(Callback):
         self.best_weights: dict[str, torch.Tensor] | None = None
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any]) -> None:
-        if self.monitor not in logs:
-            raise KeyError(f"EarlyStopping monitors {self.monitor!r}, but the logs have {sorted(logs)}")
-        value = float(logs[self.monitor])
+        value = self.monitored(self.monitor, logs)
+        if value is None:  # no validation this epoch: patience counts validations
+            return
         if improved(value, self.best, self.mode, self.min_delta):
             self.best, self.best_epoch, self.wait = value, epoch, 0
             if self.restore_best_weights:

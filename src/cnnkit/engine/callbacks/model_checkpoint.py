@@ -43,10 +43,8 @@ class ModelCheckpoint(Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any]) -> None:
         if self.save_best_only:
-            if self.monitor not in logs:
-                raise KeyError(f"ModelCheckpoint monitors {self.monitor!r}, but the logs have {sorted(logs)}")
-            value = float(logs[self.monitor])
-            if not improved(value, self.best, self.mode):
+            value = self.monitored(self.monitor, logs)
+            if value is None or not improved(value, self.best, self.mode):
                 return
             self.best, self.best_epoch = value, epoch
         if not distributed.current().main:  # one writer per run: rank 0 (all ranks hold the same weights)

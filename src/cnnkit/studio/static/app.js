@@ -442,8 +442,9 @@ function startHistory(enabled) {
 function drawCurves(canvas, epochs, keys) {
   const ctx = canvas.getContext("2d");
   ctx.clearRect(0, 0, canvas.width, canvas.height);
-  const series = keys.map((k) => epochs.map((e) => e[k]).filter((v) => v !== undefined));
-  const all = series.flat();
+  // [epoch index, value] pairs: validation may skip epochs (fit's validation_freq).
+  const series = keys.map((k) => epochs.flatMap((e, i) => (e[k] === undefined || e[k] === null ? [] : [[i, e[k]]])));
+  const all = series.flat().map((p) => p[1]);
   if (!all.length) return;
   const lo = Math.min(...all), hi = Math.max(...all), n = Math.max(2, epochs.length);
   const pad = 34, W = canvas.width - 2 * pad, H = canvas.height - 2 * pad;
@@ -451,10 +452,10 @@ function drawCurves(canvas, epochs, keys) {
   const colors = ["#3b6fd8", "#f08c2e"];
   series.forEach((s, k) => {
     ctx.strokeStyle = colors[k]; ctx.lineWidth = 2; ctx.beginPath();
-    s.forEach((v, i) => (i ? ctx.lineTo(x(i), y(v)) : ctx.moveTo(x(i), y(v))));
+    s.forEach(([i, v], j) => (j ? ctx.lineTo(x(i), y(v)) : ctx.moveTo(x(i), y(v))));
     ctx.stroke();
     ctx.fillStyle = colors[k]; ctx.font = "12px system-ui, sans-serif";
-    ctx.fillText(`${keys[k]} ${s.length ? s[s.length - 1].toFixed(4) : ""}`, pad + 170 * k, 14);
+    ctx.fillText(`${keys[k]} ${s.length ? s[s.length - 1][1].toFixed(4) : ""}`, pad + 170 * k, 14);
   });
   ctx.fillStyle = "#5b6475";
   ctx.fillText(hi.toFixed(3), 0, pad + 4); ctx.fillText(lo.toFixed(3), 0, pad + H);

@@ -200,6 +200,7 @@ class ClassifyTrainer(Trainer):
         callbacks: Sequence[Callback] = (),
         validation_data: ArrayDataset | tuple[Any, Any] | None = None,
         validation_split: float = 0.0,
+        validation_freq: int = 1,
     ) -> History:
         """Keras' ``fit``: ``fit(train, val)`` on ArrayDatasets, or ``fit(x, y, ...)`` on arrays.
 
@@ -208,6 +209,8 @@ class ClassifyTrainer(Trainer):
             y: the labels of array images; the validation ArrayDataset after a training one.
             validation_data: an ArrayDataset or an ``(x_val, y_val)`` pair.
             validation_split: hold out the last share of ``x`` for validation, as Keras does.
+            validation_freq: validate after every so many epochs, as Keras does, and after the
+                last one (``cnnkit.engine.Trainer.fit``).
             epochs, batch_size, verbose, callbacks: as ``cnnkit.engine.Trainer.fit``.
 
         Returns:
@@ -232,7 +235,13 @@ class ClassifyTrainer(Trainer):
                 raise ValueError("give one of a validation set or validation_split")
             train, val = train.split_last(validation_split)
         return super().fit(
-            train, val, epochs=epochs, batch_size=batch_size, verbose=verbose, callbacks=callbacks
+            train,
+            val,
+            epochs=epochs,
+            batch_size=batch_size,
+            verbose=verbose,
+            callbacks=callbacks,
+            validation_freq=validation_freq,
         )
 
     def prepare(self, images: torch.Tensor) -> torch.Tensor:

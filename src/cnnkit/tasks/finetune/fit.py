@@ -120,6 +120,7 @@ def finetune(
     sync_bn: bool = False,
     max_grad_norm: float | None = None,
     ema: float | None = None,
+    validation_freq: int = 1,
     divergence: float | None = 1e3,
     on_divergence: str = "stop",
     threads: ThreadController | None = None,
@@ -162,6 +163,7 @@ def finetune(
             normalise with the global batch's statistics.
         max_grad_norm, ema, divergence, on_divergence, threads: the engine's options
             (``cnnkit.engine.Trainer``), for both phases (each phase averages its own weights).
+        validation_freq: validate after every so many epochs of each phase, and after its last.
 
     Returns:
         FinetuneResult; ``model`` holds the best weights, in eval mode.
@@ -228,7 +230,14 @@ def finetune(
             trainer = trainer_for(opt, early)
             if resume_state is not None:
                 trainer.load_state(dict(resume_state), source="last.ckpt")
-            trainer.fit(train, val, epochs=head_epochs, batch_size=batch_size, verbose=0)
+            trainer.fit(
+                train,
+                val,
+                epochs=head_epochs,
+                batch_size=batch_size,
+                verbose=0,
+                validation_freq=validation_freq,
+            )
         marker.head_run = trainer.epoch
         marker.rows = [{**row, "phase": 1.0} for row in trainer.history.epochs]
         stopped = early.stopped_epoch is not None
@@ -254,7 +263,14 @@ def finetune(
             trainer.epoch = head_run  # epochs count on from phase 1 (history, checkpoints, progress)
             if resume_state is not None and FinetunePhase.of(resume_state).phase == 2:
                 trainer.load_state(dict(resume_state), source="last.ckpt")  # early stopping's state too
-            trainer.fit(train, val, epochs=head_run + full_epochs, batch_size=batch_size, verbose=0)
+            trainer.fit(
+                train,
+                val,
+                epochs=head_run + full_epochs,
+                batch_size=batch_size,
+                verbose=0,
+                validation_freq=validation_freq,
+            )
         full_run = trainer.epoch - head_run
         rows += [{**row, "phase": 2.0} for row in trainer.history.epochs]
         stopped = stopped or early.stopped_epoch is not None
