@@ -239,7 +239,7 @@ class Trainer:
         finally:
             self.callbacks = [cb for cb in self.callbacks if all(cb is not e for e in extra)]
 
-    def _fit(self, train: Any, val: Any, epochs: int, batch_size: int, validation_freq: int = 1) -> History:
+    def _fit(self, train: Any, val: Any, epochs: int, batch_size: int, validation_freq: int) -> History:
         self._need_optimizer("fit")
         if epochs < 1 or batch_size < 1:
             raise ValueError(f"epochs and batch_size must be >= 1, got {epochs} and {batch_size}")

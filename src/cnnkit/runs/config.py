@@ -39,7 +39,7 @@ def image_folder_checks(resize: str, on_error: str) -> list[tuple[bool, str]]:
 
 
 def engine_checks(
-    max_grad_norm: float | None, on_divergence: str, ema: float | None = None, validation_freq: int = 1
+    max_grad_norm: float | None, on_divergence: str, ema: float | None, validation_freq: int
 ) -> list[tuple[bool, str]]:
     """Checks of the engine settings every run config has (``validate``'s form)."""
     return [
