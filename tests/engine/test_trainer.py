@@ -18,6 +18,7 @@ from cnnkit.engine import (
     seed_everything,
 )
 from cnnkit.engine.callbacks import Callback
+from cnnkit.engine.schedules import one_cycle
 from cnnkit.tasks.classify.metrics import classification_report, confusion_matrix
 from cnnkit.tasks.classify.task import ClassifyTrainer
 
@@ -45,6 +46,26 @@ def test_learns_real_data_and_history_has_keras_keys(small):
     assert report["accuracy"] > 0.6  # chance is 0.1; 1,600 images for 2 epochs
     probs = trainer.predict(test.images[:10])
     torch.testing.assert_close(probs.sum(1), torch.ones(10))
+
+
+def test_history_lr_is_the_rate_of_each_epochs_last_step(small):
+    tr, _, _ = small
+    trainer = make(optimizer="sgd", lr=0.1, scheduler=one_cycle(0.1, pct_start=0.3))
+    history = trainer.fit(tr.take(320), epochs=2, batch_size=32)  # 10 steps an epoch
+    # Reference: torch's OneCycleLR on its own, the rate each of the 20 steps uses.
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=0.1, total_steps=20, pct_start=0.3, div_factor=10, final_div_factor=100,
+        anneal_strategy="linear",
+    )  # fmt: skip
+    rates = []
+    for _ in range(20):
+        rates.append(opt.param_groups[0]["lr"])
+        opt.step()
+        schedule.step()
+    assert [row["lr"] for row in history.epochs] == pytest.approx([rates[9], rates[19]])
+    # The last step ran at the schedule's end, max_lr / 10 / 100; one step on it extrapolates below 0.
+    assert rates[19] == pytest.approx(1e-4) and opt.param_groups[0]["lr"] < 0
 
 
 def test_seeded_runs_repeat_exactly(small):

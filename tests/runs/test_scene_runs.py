@@ -37,13 +37,34 @@ RUN_FILES = {"config.json", "best.safetensors", "last.ckpt", "history.csv", "his
 SCORE = {"localize": "mean_iou", "detect": "map_50"}
 
 
-def _start(argv: list[str], env: dict[str, str]) -> subprocess.Popen:
+# The run to interrupt, as `python -m cnnkit.cli` but waiting at the start of epoch 2 until the
+# test's SIGINT (a KeyboardInterrupt, as Ctrl-C raises) ends the wait: a tiny epoch takes well
+# under a second, so without the wait the run could end before the signal reaches it.
+WAIT_IN_EPOCH_2 = """
+import runpy, sys, time
+from cnnkit.engine.trainer import Trainer
+train_epoch = Trainer._train_epoch
+def waiting(self, data, batch_size, epoch):
+    if epoch == 1:
+        time.sleep(300)
+    return train_epoch(self, data, batch_size, epoch)
+Trainer._train_epoch = waiting
+sys.argv[0] = "cnnkit"
+runpy.run_module("cnnkit.cli", run_name="__main__")
+"""
+
+
+def _start(
+    argv: list[str], env: dict[str, str], entry: tuple[str, str] = ("-m", "cnnkit.cli")
+) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "cnnkit.cli", *argv],
+        [sys.executable, *entry, *argv],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env=env,
+        # A shell runs background jobs with SIGINT ignored, and a child inherits that.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
@@ -80,9 +101,9 @@ def scene_runs(tmp_path_factory):
             load_data(config_from_args(args, task))
     runs = {task: {"reference": root / f"{task}-ref", "resumed": root / f"{task}-int"} for task in TASKS}
     started = {
-        (task, kind): _start([*ARGS[task], "--out", str(paths[kind])], env)
+        (task, kind): _start([*ARGS[task], "--out", str(paths[kind])], env, entry)
         for task, paths in runs.items()
-        for kind in ("reference", "resumed")
+        for kind, entry in (("reference", ("-m", "cnnkit.cli")), ("resumed", ("-c", WAIT_IN_EPOCH_2)))
     }
     # One reader per interrupted run, so that each gets its SIGINT as soon as its epoch 1 ends.
     with ThreadPoolExecutor(len(TASKS)) as pool:

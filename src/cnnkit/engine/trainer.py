@@ -217,7 +217,8 @@ class Trainer:
                 The epochs in between have no ``val_`` metrics.
 
         Returns:
-            The History (per-epoch training parts, ``val_`` metrics, ``lr``, ``seconds``).
+            The History (per-epoch training parts, ``val_`` metrics, ``lr``: the rate of the
+            epoch's last step, ``seconds``).
 
         Raises:
             TrainingError: a non-finite loss, gradient, weight or validation loss (training
@@ -289,7 +290,7 @@ class Trainer:
                         "Try a lower --lr"
                     )
                 logs.update({f"val_{k}": v for k, v in val_logs.items()})
-            logs["lr"] = self.optimizer.param_groups[0]["lr"]
+            logs["lr"] = self.epoch_lr
             logs["seconds"] = time.perf_counter() - start
             for cb in self.callbacks:
                 cb.on_epoch_end(epoch, logs)
@@ -308,6 +309,9 @@ class Trainer:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         sums: dict[str, list[float]] = {}
         world = self.world
+        # The rate the epoch's last step used: after it the scheduler already points one step on
+        # (past the end of a one-cycle schedule, an extrapolated and possibly negative rate).
+        self.epoch_lr = self.optimizer.param_groups[0]["lr"]
         # Under data-parallel training the task makes the global batch of world.size × batch_size
         # and each rank keeps its share: the samples and augmentation draws of one process.
         for step, batch in enumerate(self.task.batches(self, data, batch_size * world.size, generator)):
@@ -349,6 +353,7 @@ class Trainer:
                         f"gradient norm became {norm} at {where}; training stopped before the update "
                         "and no checkpoint was written for it. Try a lower --lr"
                     )
+            self.epoch_lr = self.optimizer.param_groups[0]["lr"]
             self.optimizer.step()
             if self.weight_average is not None:
                 self.weight_average.update(self.model)
