@@ -18,22 +18,21 @@ from torch import nn
 from ..errors import TrainingError
 from . import distributed
 from .callbacks import Callback, DivergenceGuard, History, ProgressBar
-from .checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import load_checkpoint, save_checkpoint
 from .compiled import CompiledForward
 from .device import pick_device
 from .optimizers import make_optimizer
 from .perf import tune_cpu_allocator
 from .task import Task
 from .threads import ThreadController
-from .weight_average import WeightAverage, load_weight_average
+from .training_state import restore_training_state, stateful_callbacks, training_state
+from .weight_average import WeightAverage
 
 AMP = (None, "bf16", "fp16")
 # fused_pool='auto' compiles the pooling kernels for fits of at least this many training samples
 # (epochs × samples): a hongong_cnn epoch of 48,000 saves about 1 s with them, and compiling
 # takes 2-3 s in a new process, about 15 s the first time on a machine (docs/performance.md).
 FUSED_POOL_MIN_IMAGES = 500_000
-# What Trainer.state() writes and load_state() needs.
-STATE_KEYS = ("epoch", "global_step", "seed", "model", "optimizer", "scheduler", "callbacks", "rng")
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
@@ -403,35 +402,13 @@ class Trainer:
             )
 
     def state(self) -> dict[str, Any]:
+        """Everything exact resume needs (``engine.training_state``)."""
         self._need_optimizer("save a training state")
-        average = self.weight_average
-        return {
-            "epoch": self.epoch,
-            "global_step": self.global_step,
-            "seed": self.seed,
-            "task": self.task.name,
-            # The weights training goes on from (with ``ema``, the average is kept beside them).
-            "model": self.model.state_dict() if average is None else average.training_weights(self.model),
-            "weight_average": None if average is None else average.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
-            "callbacks": {cb_key(i, cb): cb.state_dict() for i, cb in enumerate(self._stateful())},
-            "rng": rng_state(),
-            # One state per rank (rank order) and the group's size: resume needs the same size.
-            "rng_ranks": distributed.gather_objects(rng_state()) if self.world.active else [],
-            "world_size": self.world.size,
-            "stop_training": self.stop_training,
-            # CPU sums split over another number of threads round differently; resume reuses this.
-            "num_threads": torch.get_num_threads(),
-        }
+        return training_state(self)
 
     def _stateful(self) -> list[Callback]:
         """The callbacks whose state changes the numbers (display-only ones are left out)."""
-        return [
-            cb
-            for cb in self.callbacks
-            if not getattr(cb, "display_only", False) and not getattr(cb, "stateless", False)
-        ]
+        return stateful_callbacks(self.callbacks)
 
     def save_checkpoint(self, path: str | os.PathLike[str]) -> None:
         """Everything exact resume needs, written atomically (by rank 0; every rank must call it)."""
@@ -451,45 +428,4 @@ class Trainer:
         self, body: dict[str, Any], total_steps: int | None = None, source: str = "checkpoint"
     ) -> None:
         """Restore from a verified checkpoint body (``load_checkpoint``), as ``load_checkpoint`` does."""
-        missing = [key for key in STATE_KEYS if key not in body]
-        if missing:
-            raise CheckpointError(f"{source} is not a training checkpoint: it lacks {missing}")
-        if body.get("task", self.task.name) != self.task.name:
-            raise TrainingError(f"{source} was written by task {body['task']!r}, not {self.task.name!r}")
-        saved_world = int(body.get("world_size", 1))  # absent in single-process files
-        if saved_world != self.world.size:
-            raise TrainingError(
-                f"{source} was trained by {saved_world} process(es), this run has {self.world.size}: "
-                f"resume it with the same number (--nproc {saved_world})"
-            )
-        self.model.load_state_dict(body["model"])
-        load_weight_average(self.weight_average, body.get("weight_average"), self.model, source)
-        if body["scheduler"] is not None and self.scheduler is None:
-            if self.scheduler_factory is None or total_steps is None:
-                raise TrainingError(f"{source} has a scheduler state but this trainer has no scheduler")
-            # Built before the optimizer's state is loaded: a new scheduler writes its starting
-            # rate into the optimizer, which the saved state then overwrites with the resumed one.
-            self.scheduler = self.scheduler_factory(self.optimizer, total_steps)
-        self.optimizer.load_state_dict(body["optimizer"])
-        if body["scheduler"] is not None:
-            self.scheduler.load_state_dict(body["scheduler"])
-        saved = body["callbacks"]
-        mine = {cb_key(i, cb): cb for i, cb in enumerate(self._stateful())}
-        # Files written before display callbacks were left out still list them: skip those.
-        saved = {k: v for k, v in saved.items() if not k.endswith(":ProgressBar")}
-        saved = {cb_key(i, None, k): v for i, (k, v) in enumerate(saved.items())}
-        if list(saved) != list(mine):
-            raise TrainingError(f"{source}: callbacks {list(saved)} differ from this run's {list(mine)}")
-        for key, cb in mine.items():
-            cb.load_state_dict(saved[key])
-        self.epoch = int(body["epoch"])
-        self.global_step = int(body["global_step"])
-        self.seed = int(body["seed"])
-        self._stopped_at_checkpoint = bool(body.get("stop_training", False))  # absent in older files
-        set_rng_state(body["rng_ranks"][self.world.rank] if self.world.active else body["rng"])
-
-
-def cb_key(index: int, cb: Callback | None, saved: str | None = None) -> str:
-    """``'index:ClassName'``, the key of a callback's state in a checkpoint."""
-    name = saved.partition(":")[2] if saved is not None else type(cb).__name__
-    return f"{index}:{name}"
+        restore_training_state(self, body, total_steps, source)
