@@ -79,8 +79,16 @@ def notebook_path(source: Path, lang: str, root: Path = HERE) -> Path:
 def execute(nb: nbformat.NotebookNode, cwd: Path, timeout: int = 1200) -> nbformat.NotebookNode:
     from nbclient import NotebookClient
 
+    # A cell's printed output can reach the client after the cell has finished; nbclient waits 4 s
+    # for it by default and then silently drops it. On a busy machine that lost a printed line:
+    # wait a minute, and fail rather than drop.
     client = NotebookClient(
-        nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(cwd)}}
+        nb,
+        timeout=timeout,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(cwd)}},
+        iopub_timeout=60,
+        raise_on_iopub_timeout=True,
     )
     client.execute()
     return nb
