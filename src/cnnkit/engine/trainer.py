@@ -25,7 +25,7 @@ from .optimizers import make_optimizer
 from .perf import tune_cpu_allocator
 from .task import Task
 from .threads import ThreadController
-from .training_state import restore_training_state, stateful_callbacks, training_state
+from .training_state import restore_training_state, training_state
 from .weight_average import WeightAverage
 
 AMP = (None, "bf16", "fp16")
@@ -405,10 +405,6 @@ class Trainer:
         """Everything exact resume needs (``engine.training_state``)."""
         self._need_optimizer("save a training state")
         return training_state(self)
-
-    def _stateful(self) -> list[Callback]:
-        """The callbacks whose state changes the numbers (display-only ones are left out)."""
-        return stateful_callbacks(self.callbacks)
 
     def save_checkpoint(self, path: str | os.PathLike[str]) -> None:
         """Everything exact resume needs, written atomically (by rank 0; every rank must call it)."""
