@@ -17,7 +17,7 @@ from .conftest import subprocess_env
 
 
 def _one_error_line(stderr: str) -> str:
-    lines = [line for line in stderr.strip().splitlines() if not line.startswith("run folder: ")]
+    lines = stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in stderr, stderr
     return lines[0]
 

@@ -16,8 +16,8 @@ from .conftest import cnnkit_cmd, subprocess_env
 
 
 def _one_error_line(stderr: str) -> str:
-    """The error, the only line besides `cnnkit train`'s "run folder: ..." notice."""
-    lines = [line for line in stderr.strip().splitlines() if not line.startswith("run folder: ")]
+    """The error, the only line on stderr (a run folder is named only once it holds a run)."""
+    lines = stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in stderr, stderr
     return lines[0]
 
@@ -82,6 +82,16 @@ def test_a_damaged_data_folder_is_a_usage_error_naming_the_file(tmp_path, capsys
     assert main(["train", "--data", str(bad), "--out", str(tmp_path / "out"), "--no-progress"]) == 2
     line = _one_error_line(capsys.readouterr().err)
     assert str(images) in line and "file truncated?" in line
+
+
+def test_a_bad_model_option_value_names_the_option_and_no_folder(tmp_path, capsys, small_data):
+    # Option names are checked with the settings; values only when the model is built, after the
+    # data is read: still one line, and no "run folder: ..." for a folder that was never made.
+    argv = ["train", "--data", str(small_data), "--model", "fashion_bn_cnn", "--model-option", "depth=0"]
+    assert main([*argv, "--out", str(tmp_path / "out"), "--no-progress"]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert line.startswith("cnnkit: error: depth must be an int >= 1"), line
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize(

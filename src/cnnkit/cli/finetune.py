@@ -179,8 +179,6 @@ def run(args: argparse.Namespace) -> int:
     if worker is None and args.threads is None and pick_device(config.device).type == "cpu":
         set_threads(pick_num_threads())  # busy cores stall OpenMP threads (docs/performance.md)
     out = Path(args.out or _default_out(config))
-    if worker is None or worker.rank == 0:
-        print(f"run folder: {out}", file=sys.stderr)
     return _finetune(config, out, args, resume=False)
 
 
@@ -206,6 +204,10 @@ def _finetune(config, out: Path, args: argparse.Namespace, resume: bool) -> int:
 
     worker = distributed.env_world()
     finished = False
+
+    def started() -> None:  # named once it holds a run: a bad setting leaves no folder to name
+        if worker is None or worker.rank == 0:
+            print(f"run folder: {out}", file=sys.stderr, flush=True)
     try:
         metrics = finetune_run(
             config,
@@ -213,6 +215,7 @@ def _finetune(config, out: Path, args: argparse.Namespace, resume: bool) -> int:
             progress=not args.no_progress,
             report=lambda s: print(s, file=sys.stderr),
             resume=resume or restarted(worker, out),  # a restarted group goes on from last.ckpt
+            on_started=started,
         )
         finished = True
     except KeyboardInterrupt:

@@ -373,9 +373,11 @@ def run(args: argparse.Namespace) -> int:
         out = Path(args.out or default_run_dir(config.task, config.model))
     resume = bool(args.resume) or restarted(worker, out)
     main = worker is None or worker.rank == 0
-    if main:
-        print(f"run folder: {out}", file=sys.stderr)
     finished = False
+
+    def started() -> None:  # named once it holds a run: a bad setting leaves no folder to name
+        if main:
+            print(f"run folder: {out}", file=sys.stderr, flush=True)
 
     def announce(metrics: dict[str, Any]) -> None:
         # As soon as the test scores are in (a classifier's curves and report.html come after).
@@ -384,7 +386,9 @@ def run(args: argparse.Namespace) -> int:
                 print(line, flush=True)
 
     try:
-        train_run(config, out, resume=resume, progress=not args.no_progress, on_scored=announce)
+        train_run(
+            config, out, resume=resume, progress=not args.no_progress, on_scored=announce, on_started=started
+        )
         finished = True
     except KeyboardInterrupt:
         if not report_interrupted(out, "cnnkit train"):

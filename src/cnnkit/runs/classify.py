@@ -309,6 +309,7 @@ def train_classify(
     resume: bool = False,
     progress: bool = True,
     on_scored: Callable[[dict[str, Any]], None] | None = None,
+    on_started: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Train as ``config`` says and fill the run folder ``out``; returns the test metrics.
 
@@ -358,6 +359,8 @@ def train_classify(
     if data_info["kind"] == "image-folder":  # `cnnkit predict` prepares images the same way
         record["preprocess"] = {"resize": data_info["resize"]}
     folder.write_json(out / folder.CONFIG_FILE, record)
+    if on_started is not None:
+        on_started()
     start = time.perf_counter()
     history = folder.fit_run(
         trainer, out, resume_state, train, val,

@@ -228,6 +228,7 @@ def finetune_run(
     progress: bool = True,
     report: Callable[[str], None] | None = None,
     resume: bool = False,
+    on_started: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Fine-tune as ``config`` says and fill the run folder ``out``; returns the test metrics.
 
@@ -237,18 +238,24 @@ def finetune_run(
     ``report`` receives the class balance of the three splits (and any skipped files) before
     training starts. With ``resume``, ``out`` is an interrupted run of the same config: training
     goes on from its ``last.ckpt`` (in the phase it records) and ends bit-identical.
+    ``on_started()`` runs once the folder holds its config.json, before the first epoch.
 
     Raises:
         UsageError: a non-empty ``out`` without ``resume``, or settings that cannot be used.
     """
     try:
-        return _finetune_run(config, Path(out), progress, report, resume)
+        return _finetune_run(config, Path(out), progress, report, resume, on_started)
     finally:
         release_folder(Path(out))  # claimed by open_folder; complete on disk, or failed
 
 
 def _finetune_run(
-    config: FinetuneConfig, out: Path, progress: bool, report: Callable[[str], None] | None, resume: bool
+    config: FinetuneConfig,
+    out: Path,
+    progress: bool,
+    report: Callable[[str], None] | None,
+    resume: bool,
+    on_started: Callable[[], None] | None,
 ) -> dict[str, Any]:
     config.validate()
     out = Path(out)
@@ -311,6 +318,8 @@ def _finetune_run(
     if data_info["kind"] == "image-folder":  # so that `cnnkit predict` prepares images the same way
         record["preprocess"] = {"resize": config.resize}
     write_json(out / CONFIG_FILE, record)
+    if on_started is not None:
+        on_started()
     start = time.perf_counter()
     result = finetune(
         model,

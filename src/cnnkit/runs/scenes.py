@@ -15,6 +15,7 @@ import dataclasses
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -195,7 +196,11 @@ def _previous_amp(out: Path) -> tuple[bool, str | None]:
 
 # ---------------------------------------------------------------------- training
 def train_scenes(
-    config: SceneConfig, out: str | os.PathLike[str], resume: bool = False, progress: bool = True
+    config: SceneConfig,
+    out: str | os.PathLike[str],
+    resume: bool = False,
+    progress: bool = True,
+    on_started: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Train a localize / detect run as ``config`` says and fill the run folder ``out``.
 
@@ -243,6 +248,8 @@ def train_scenes(
     start = config if state is None else dataclasses.replace(config, backbone_weights=None)
     model = build_task_model(record, build_backbone(start, record["in_chans"]))
     folder.write_json(out / folder.CONFIG_FILE, record)
+    if on_started is not None:  # the folder now holds a run: the CLI names it
+        on_started()
 
     from ..tasks.detection.fit import EpochEndCall, scene_trainer
 

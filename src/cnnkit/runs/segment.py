@@ -51,7 +51,11 @@ def segment_config(record: dict[str, Any]) -> SegmentConfig:
 
 
 def train_segment(
-    config: SegmentConfig, out: str | os.PathLike[str], resume: bool = False, progress: bool = True
+    config: SegmentConfig,
+    out: str | os.PathLike[str],
+    resume: bool = False,
+    progress: bool = True,
+    on_started: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Train as ``config`` says and fill the run folder ``out``; returns the test metrics.
 
@@ -93,6 +97,8 @@ def train_segment(
         num_parameters=sum(p.numel() for p in trainer.model.parameters()),
     )
     folder.write_json(out / folder.CONFIG_FILE, record)
+    if on_started is not None:  # the folder now holds a run: the CLI names it
+        on_started()
     start, cpu_start = time.perf_counter(), time.process_time()
     history = folder.fit_run(
         trainer, out, state, parts.train, parts.val,

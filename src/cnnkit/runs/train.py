@@ -17,6 +17,7 @@ def train_run(
     resume: bool = False,
     progress: bool = True,
     on_scored: Callable[[dict[str, Any]], None] | None = None,
+    on_started: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Train as ``config`` says and fill the run folder ``out``; returns the test metrics.
 
@@ -28,7 +29,8 @@ def train_run(
 
     ``on_scored(metrics)`` is called once the test metrics are known: for classification before
     the curves and report.html are drawn (the CLI prints the accuracy then), for the other tasks
-    at the end.
+    at the end. ``on_started()`` is called once the settings, data and model are checked and the
+    folder holds its config.json, just before the first epoch (the CLI names the folder then).
 
     Raises:
         UsageError: a non-empty ``out`` without ``resume``, a ``resume`` without a checkpoint, or
@@ -38,15 +40,17 @@ def train_run(
         if config.task == "classify":
             from .classify import train_classify
 
-            return train_classify(config, out, resume=resume, progress=progress, on_scored=on_scored)  # type: ignore[arg-type]
+            return train_classify(
+                config, out, resume=resume, progress=progress, on_scored=on_scored, on_started=on_started
+            )  # type: ignore[arg-type]
         if config.task in ("localize", "detect"):
             from .scenes import train_scenes
 
-            metrics = train_scenes(config, out, resume=resume, progress=progress)  # type: ignore[arg-type]
+            metrics = train_scenes(config, out, resume=resume, progress=progress, on_started=on_started)  # type: ignore[arg-type]
         else:
             from .segment import train_segment
 
-            metrics = train_segment(config, out, resume=resume, progress=progress)  # type: ignore[arg-type]
+            metrics = train_segment(config, out, resume=resume, progress=progress, on_started=on_started)  # type: ignore[arg-type]
         if on_scored is not None:
             on_scored(metrics)
         return metrics
