@@ -208,6 +208,7 @@ def _finetune(config, out: Path, args: argparse.Namespace, resume: bool) -> int:
     def started() -> None:  # named once it holds a run: a bad setting leaves no folder to name
         if worker is None or worker.rank == 0:
             print(f"run folder: {out}", file=sys.stderr, flush=True)
+
     try:
         metrics = finetune_run(
             config,
