@@ -204,15 +204,15 @@ def test_vgg_starts_from_he_convs_and_small_dense_weights():
     model = create_model("vgg11_bn")
     for conv in (m for m in model.modules() if isinstance(m, nn.Conv2d)):
         fan_out = conv.out_channels * 9
-        assert float(conv.weight.std()) == pytest.approx((2 / fan_out) ** 0.5, rel=0.05)
+        assert float(conv.weight.detach().std()) == pytest.approx((2 / fan_out) ** 0.5, rel=0.05)
         assert not conv.bias.any()
     for bn in (m for m in model.modules() if isinstance(m, nn.BatchNorm2d)):
         assert bool((bn.weight == 1).all()) and not bn.bias.any()
     dense = [m for m in model.modules() if isinstance(m, nn.Linear)]
     assert [tuple(m.weight.shape) for m in dense] == [(4096, 25088), (4096, 4096), (1000, 4096)]
     for layer in dense:
-        assert float(layer.weight.mean()) == pytest.approx(0.0, abs=1e-3)
-        assert float(layer.weight.std()) == pytest.approx(0.01, rel=0.02)
+        assert float(layer.weight.detach().mean()) == pytest.approx(0.0, abs=1e-3)
+        assert float(layer.weight.detach().std()) == pytest.approx(0.01, rel=0.02)
         assert not layer.bias.any()
 
 
