@@ -358,9 +358,7 @@ def train_classify(
     )
     if data_info["kind"] == "image-folder":  # `cnnkit predict` prepares images the same way
         record["preprocess"] = {"resize": data_info["resize"]}
-    folder.write_json(out / folder.CONFIG_FILE, record)
-    if on_started is not None:
-        on_started()
+    folder.write_config(out, record, on_started)
     start = time.perf_counter()
     history = folder.fit_run(
         trainer, out, resume_state, train, val,

@@ -31,13 +31,13 @@ from ..tasks.finetune.fit import FinetuneResult, finetune
 from .config import RunConfig, SettingsFile, divergence_options, engine_checks, image_folder_checks
 from .folder import (
     BEST_WEIGHTS,
-    CONFIG_FILE,
     LAST_CHECKPOINT,
     METRICS_FILE,
     open_folder,
     progress_callbacks,
     release_folder,
     run_record,
+    write_config,
     write_json,
     write_report_safely,
 )
@@ -317,9 +317,7 @@ def _finetune_run(
     )
     if data_info["kind"] == "image-folder":  # so that `cnnkit predict` prepares images the same way
         record["preprocess"] = {"resize": config.resize}
-    write_json(out / CONFIG_FILE, record)
-    if on_started is not None:
-        on_started()
+    write_config(out, record, on_started)
     start = time.perf_counter()
     result = finetune(
         model,

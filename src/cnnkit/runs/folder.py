@@ -16,6 +16,7 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -292,6 +293,14 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     if not distributed.current().main:
         return
     atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False, default=float) + "\n")
+
+
+def write_config(out: Path, record: dict[str, Any], on_started: Callable[[], None] | None = None) -> None:
+    """The run's config.json; then ``on_started()``: the folder now holds a run (the CLI names
+    it only from here, so a setting that fails earlier names no folder that was never made)."""
+    write_json(out / CONFIG_FILE, record)
+    if on_started is not None:
+        on_started()
 
 
 def versions() -> dict[str, str]:

@@ -247,9 +247,7 @@ def train_scenes(
     # A resumed run's weights come from last.ckpt: the backbone file need not be there any more.
     start = config if state is None else dataclasses.replace(config, backbone_weights=None)
     model = build_task_model(record, build_backbone(start, record["in_chans"]))
-    folder.write_json(out / folder.CONFIG_FILE, record)
-    if on_started is not None:  # the folder now holds a run: the CLI names it
-        on_started()
+    folder.write_config(out, record, on_started)
 
     from ..tasks.detection.fit import EpochEndCall, scene_trainer
 

@@ -96,9 +96,7 @@ def train_segment(
         data=parts.data_info,
         num_parameters=sum(p.numel() for p in trainer.model.parameters()),
     )
-    folder.write_json(out / folder.CONFIG_FILE, record)
-    if on_started is not None:  # the folder now holds a run: the CLI names it
-        on_started()
+    folder.write_config(out, record, on_started)
     start, cpu_start = time.perf_counter(), time.process_time()
     history = folder.fit_run(
         trainer, out, state, parts.train, parts.val,
