@@ -35,8 +35,15 @@ setup_venv() {
     fi
     [ -x "$venv/bin/python" ] || "$python_bin" -m venv "$venv"
     "$venv/bin/pip" install -q --upgrade "setuptools>=68" wheel
+    # The newest allowed versions only when the pinned ones do not exist here; any other failure
+    # (a full disk, no network) stops with pip's own message.
     # shellcheck disable=SC2086
-    if ! "$venv/bin/pip" install -q $torch_spec; then
+    if ! pip_out="$("$venv/bin/pip" install -q $torch_spec 2>&1)"; then
+      printf '%s\n' "$pip_out" >&2
+      if ! grep -qE "No matching distribution found|Could not find a version that satisfies" <<<"$pip_out"; then
+        log "installing PyTorch ($torch_spec) failed (pip's message above); fix that and run ./run.sh again"
+        exit 1
+      fi
       log "pinned PyTorch ($torch_spec) not available here; installing the newest allowed by pyproject"
       "$venv/bin/pip" install -q "torch>=2.6" "torchvision>=0.21"
     fi
