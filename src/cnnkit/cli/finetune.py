@@ -200,14 +200,10 @@ def _resume(args: argparse.Namespace) -> int:
 def _finetune(config, out: Path, args: argparse.Namespace, resume: bool) -> int:
     from ..engine import distributed
     from ..runs.finetune import finetune_run
-    from .train import report_interrupted, restarted
+    from .train import folder_notice, report_interrupted, restarted
 
     worker = distributed.env_world()
     finished = False
-
-    def started() -> None:  # named once it holds a run: a bad setting leaves no folder to name
-        if worker is None or worker.rank == 0:
-            print(f"run folder: {out}", file=sys.stderr, flush=True)
 
     try:
         metrics = finetune_run(
@@ -216,7 +212,7 @@ def _finetune(config, out: Path, args: argparse.Namespace, resume: bool) -> int:
             progress=not args.no_progress,
             report=lambda s: print(s, file=sys.stderr),
             resume=resume or restarted(worker, out),  # a restarted group goes on from last.ckpt
-            on_started=started,
+            on_started=folder_notice(worker, out),
         )
         finished = True
     except KeyboardInterrupt:

@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -294,6 +295,17 @@ def apply_flags(base: dict[str, Any], args: argparse.Namespace, own: dict[str, A
     return overrides
 
 
+def folder_notice(worker: Any, out: Path) -> Callable[[], None]:
+    """The runners' ``on_started``: rank 0 names the folder once it holds a run (a setting that
+    fails earlier leaves no folder to name)."""
+
+    def notice() -> None:
+        if worker is None or worker.rank == 0:
+            print(f"run folder: {out}", file=sys.stderr, flush=True)
+
+    return notice
+
+
 def report_interrupted(out: Path, command: str) -> bool:
     """After Ctrl-C: if ``out`` holds a ``last.ckpt``, say so and how to go on (``command
     --resume out``) on stderr; returns whether it did."""
@@ -375,10 +387,6 @@ def run(args: argparse.Namespace) -> int:
     main = worker is None or worker.rank == 0
     finished = False
 
-    def started() -> None:  # named once it holds a run: a bad setting leaves no folder to name
-        if main:
-            print(f"run folder: {out}", file=sys.stderr, flush=True)
-
     def announce(metrics: dict[str, Any]) -> None:
         # As soon as the test scores are in (a classifier's curves and report.html come after).
         if main:
@@ -387,7 +395,12 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         train_run(
-            config, out, resume=resume, progress=not args.no_progress, on_scored=announce, on_started=started
+            config,
+            out,
+            resume=resume,
+            progress=not args.no_progress,
+            on_scored=announce,
+            on_started=folder_notice(worker, out),
         )
         finished = True
     except KeyboardInterrupt:
