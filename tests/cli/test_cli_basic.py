@@ -125,6 +125,10 @@ def test_shape_calculator_walkthrough(capsys):
             ["train", "--task", "detect", "--val-fraction", "0.1", "--out", "unused11"],
             "`cnnkit train detect` does not take --val-fraction",
         ),
+        (
+            ["viz", "gradcam", "hongong_cnn", "cat.jpg"],
+            "`cnnkit viz` does not take cat.jpg (an image file goes after --image, e.g. `--image cat.jpg`",
+        ),
     ],
 )
 def test_usage_errors_are_one_line_exit_2(capsys, argv, message, tmp_path, monkeypatch):

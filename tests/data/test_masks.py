@@ -88,7 +88,11 @@ def test_lossy_mask_refused(tmp_path):
     _make_folder(tmp_path)
     (tmp_path / "masks" / "000.png").unlink()
     Image.new("L", (10, 12), 1).save(tmp_path / "masks" / "000.jpg")
-    with pytest.raises(DataError, match=r"000\.jpg: masks must be PNG"):
+    with pytest.raises(DataError, match=r"000\.jpg: masks must be lossless .*got JPEG"):
+        read_mask_folder(tmp_path)
+    (tmp_path / "masks" / "000.jpg").unlink()
+    Image.new("L", (10, 12), 1).save(tmp_path / "masks" / "000.tif", compression="jpeg")
+    with pytest.raises(DataError, match=r"000\.tif: masks must be lossless .*got TIFF with jpeg"):
         read_mask_folder(tmp_path)
 
 
@@ -136,3 +140,25 @@ def test_from_scenes_semantic_masks():
         np.testing.assert_array_equal(data.masks[i].numpy(), scenes.semantic_mask(i).numpy())
     labels = set(data.masks.unique().tolist())
     assert 0 in labels and labels - {0} == {int(c) + 1 for c in scenes.labels.tolist()}
+
+
+def test_images_in_every_suffix_predict_reads_and_lossless_masks_of_any_format(tmp_path):
+    # A Windows browser saves JPEGs as .jfif; datasets such as Carvana ship their masks as GIFs.
+    expected = _make_folder(tmp_path, n=3, palette=False)
+    for i, suffix in ((0, ".jfif"), (1, ".gif")):
+        src = tmp_path / "images" / f"{i:03d}.png"
+        with Image.open(src) as f:
+            options = {"format": "JPEG"} if suffix == ".jfif" else {"format": "GIF", "optimize": False}
+            f.save(src.with_suffix(suffix), **options)
+        src.unlink()
+    for i, suffix in ((1, ".tif"), (2, ".gif")):  # LZW TIFF and GIF store indices exactly
+        mask_file = tmp_path / "masks" / f"{i:03d}.png"
+        with Image.open(mask_file) as f:
+            # optimize=False: Pillow's GIF writer otherwise renumbers the palette (indices 0,1,2 stay)
+            options = {"compression": "tiff_lzw"} if suffix == ".tif" else {"optimize": False}
+            f.save(mask_file.with_suffix(suffix), **options)
+        mask_file.unlink()
+    data = read_mask_folder(tmp_path)
+    assert [Path(f).name for f in data.files] == ["000.png", "001.tif", "002.gif"]  # the masks
+    assert data.images.shape == (3, 1, 12, 10)  # .jfif, .gif and .png images all read
+    np.testing.assert_array_equal(data.masks.numpy(), expected)

@@ -32,3 +32,29 @@ def test_a_failed_write_keeps_the_old_file_and_removes_the_temp(tmp_path):
         raise KeyError("interrupted")
     assert target.read_bytes() == b"old"
     assert not list(tmp_path.glob(TEMP_PREFIX + "*"))
+
+
+def test_a_failure_names_the_file_asked_for_not_the_temp_file(tmp_path, monkeypatch):
+    # /proc takes no new files: mkstemp fails there with the temp file's name in the error.
+    with pytest.raises(FileNotFoundError) as info:
+        atomic_write_text("/proc/cnnkit-test.txt", "text")
+    assert info.value.filename == "/proc/cnnkit-test.txt"
+    assert "No such file or directory" in info.value.strerror
+
+    # A writer that fails on the temp file by name (as exporters do), and a full disk at fsync.
+    def writer(tmp: str) -> None:
+        raise OSError(28, "No space left on device", tmp)
+
+    with pytest.raises(OSError) as info:
+        atomic_save(tmp_path / "model.onnx", writer)
+    assert info.value.filename == str(tmp_path / "model.onnx")
+    assert info.value.errno == 28 and "No space left on device" in info.value.strerror
+
+    def no_space(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("cnnkit.io.atomic.os.fsync", no_space)
+    with pytest.raises(OSError) as info:
+        atomic_write_text(tmp_path / "a.txt", "text")
+    assert info.value.filename == str(tmp_path / "a.txt")
+    assert not list(tmp_path.glob(TEMP_PREFIX + "*"))

@@ -97,7 +97,10 @@ def parse_command_line(argv: list[str], parser: argparse.ArgumentParser | None =
     if unknown:
         where = " ".join(x for x in ("cnnkit", args.command, getattr(args, "task", None)) if x)
         flags = [u for u in unknown if u.startswith("-")] or unknown
-        parser.exit(2, f"cnnkit: error: `{where}` does not take {', '.join(flags)} (see `{where} --help`)\n")
+        hint = f"see `{where} --help`"
+        if not flags[0].startswith("-") and hasattr(args, "image"):  # `cnnkit viz gradcam RUN cat.jpg`
+            hint = f"an image file goes after --image, e.g. `--image {flags[0]}`; {hint}"
+        parser.exit(2, f"cnnkit: error: `{where}` does not take {', '.join(flags)} ({hint})\n")
     return args
 
 

@@ -29,12 +29,11 @@ import numpy as np
 import torch
 
 from ..errors import DataError
-from .image_io import image_size, load_image
+from .image_io import IMAGE_EXTENSIONS, image_size, load_image
 from .paths import inside, read_lines
 from .preprocess import resize_image
 from .scenes import SceneDataset
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 # Annotation tools round coordinates; a box may poke this far (pixels) past the border and is
 # clipped instead of rejected.
 BORDER_TOLERANCE = 0.5
@@ -313,14 +312,14 @@ def read_yolo(folder: str | os.PathLike[str], class_names: Sequence[str] | None 
     images = {
         p.stem: inside(folder, p.relative_to(folder), f"{folder}: images/{p.name}")
         for p in sorted(image_dir.iterdir())
-        if p.suffix.lower() in IMAGE_SUFFIXES
+        if p.suffix.lower() in IMAGE_EXTENSIONS
     }
     label_files = sorted(label_dir.glob("*.txt")) if label_dir.is_dir() else []
     for label_file in label_files:
         if label_file.stem not in images:
             raise DataError(
                 f"{label_file}: no image {label_file.stem}.* in {image_dir} "
-                f"(looked for {', '.join(IMAGE_SUFFIXES)})"
+                f"(looked for {', '.join(sorted(IMAGE_EXTENSIONS))})"
             )
     records = []
     for stem, image_path in images.items():
@@ -346,7 +345,7 @@ def read_yolo(folder: str | os.PathLike[str], class_names: Sequence[str] | None 
             )
         )
     if not records:
-        raise DataError(f"{image_dir} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+        raise DataError(f"{image_dir} holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
     return AnnotationSet(records, names, str(folder))
 
 

@@ -24,13 +24,12 @@ import torch
 from PIL import Image
 
 from ..errors import DataError
-from .image_io import open_image, to_array
+from .image_io import IMAGE_EXTENSIONS, open_image, to_array
 from .paths import inside, read_lines
 from .scenes import ClassImages, SceneDataset
 
 __all__ = [
     "IGNORE_INDEX",
-    "IMAGE_SUFFIXES",
     "MaskDataset",
     "default_palette",
     "read_mask",
@@ -39,7 +38,9 @@ __all__ = [
 ]
 
 IGNORE_INDEX = 255
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+# Formats that store each pixel's class index exactly (GIF: e.g. Carvana's masks; TIFF: microscopy).
+_LOSSLESS_FORMATS = ("PNG", "GIF", "BMP", "TIFF")
+_LOSSY_TIFF = ("jpeg", "tiff_jpeg", "webp")
 _INDEX_MODES = ("1", "L", "P", "I", "I;16", "I;16B", "I;16L")
 _GRAY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
 
@@ -194,21 +195,28 @@ def write_mask(
 
 
 def read_mask(path: str | os.PathLike[str]) -> np.ndarray:
-    """Class indices of one mask PNG, read through the safe loader (``data.image_io``: size and
-    pixel limits before decoding, format checked by content).
+    """Class indices of one mask image (PNG, GIF, BMP or TIFF), read through the safe loader
+    (``data.image_io``: size and pixel limits before decoding, format checked by content).
 
     Returns:
         uint8 array [H, W].
 
     Raises:
-        DataError: unreadable, not a PNG, a colour mask, or a value above 255; naming the file.
+        DataError: unreadable, lossy (JPEG, WebP), a colour mask, or a value above 255; naming the
+            file.
     """
     path = Path(path)
     image = open_image(path)
-    if image.format != "PNG":
+    lossy = image.format not in _LOSSLESS_FORMATS or (
+        image.format == "TIFF" and str(image.info.get("compression", "")) in _LOSSY_TIFF
+    )
+    if lossy:
+        kind = image.format
+        if kind == "TIFF":
+            kind = f"TIFF with {image.info['compression']} compression"
         raise DataError(
-            f"{path}: masks must be PNG (lossless), got {image.format}; lossy formats "
-            "change class indices at edges"
+            f"{path}: masks must be lossless (PNG, GIF, BMP or uncompressed/LZW TIFF), got {kind}; "
+            "lossy formats change class indices at edges"
         )
     mode = image.mode
     if mode not in _INDEX_MODES:
@@ -271,10 +279,10 @@ def read_mask_folder(
     images = sorted(
         inside(folder, p.relative_to(folder), f"{folder}: images/{p.name}")
         for p in image_dir.iterdir()
-        if p.suffix.lower() in IMAGE_SUFFIXES
+        if p.suffix.lower() in IMAGE_EXTENSIONS
     )
     if not images:
-        raise DataError(f"{image_dir} has no images ({', '.join(IMAGE_SUFFIXES)})")
+        raise DataError(f"{image_dir} has no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
     masks = {
         p.stem: inside(folder, p.relative_to(folder), f"{folder}: masks/{p.name}")
         for p in mask_dir.iterdir()

@@ -47,16 +47,27 @@ def _replacing(path: Path) -> Iterator[tuple[int, str]]:
     removed, the previous ``path`` is left as it was, and the error propagates.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=path.suffix, dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=path.suffix, dir=path.parent)
+    except OSError as exc:
+        raise _naming(path, exc) from exc
     try:
         yield fd, tmp
         os.chmod(tmp, _final_mode(path))
         os.replace(tmp, path)
         _fsync_dir(path.parent)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.filename in (None, tmp):
+            raise _naming(path, exc) from exc
         raise
+
+
+def _naming(path: Path, exc: OSError) -> OSError:
+    """``exc`` as the same kind of OSError that names ``path``: the temp file is ours, not the user's."""
+    reason = exc.strerror or str(exc)
+    return OSError(exc.errno, f"could not write this file ({reason})", str(path))
 
 
 @contextlib.contextmanager
