@@ -11,6 +11,7 @@ import torch
 from cnnkit import Trainer, create_model
 from cnnkit.data import ArrayDataset
 from cnnkit.engine import EarlyStopping, ProgressBar, seed_everything
+from cnnkit.errors import DataError
 from cnnkit.tasks.classify import ClassifyTrainer
 
 
@@ -132,3 +133,48 @@ def test_predict_and_evaluate_take_arrays_as_the_course_writes_them(arrays):
     assert trainer.predict(gray).shape == (5, 10)
     with pytest.raises(ValueError, match=r"evaluate\(x, y\): give the labels"):
         trainer.evaluate(x[320:])
+
+
+def test_labels_keras_users_have_are_read_or_refused_by_name(arrays):
+    """Keras' CIFAR-10 labels [N, 1] and float class indices train as the [N] integers they hold;
+    labels the model has no output for, one-hot rows, fractions and strings are refused before
+    the first step, each naming the problem (cross-entropy would stop mid-epoch with
+    'Target 19 is out of bounds')."""
+    x, y = arrays[0][:128], arrays[1][:128]
+    reference = make().fit(x, y, epochs=1, batch_size=64, verbose=0).history["loss"]
+    for same in (y[:, None], y.astype(np.float32)):
+        assert make().fit(x, same, epochs=1, batch_size=64, verbose=0).history["loss"] == reference
+    refused = [
+        (
+            y + 10,
+            r"label 19, but the model has 10 outputs \(classes 0..9\); give labels 0..9 or build "
+            r"the model with num_classes=20",
+        ),
+        (y - 1, r"label -1; labels are class indices"),
+        (y + 0.5, r"label \d\.5 is not a class index"),
+        (
+            np.eye(10)[y],
+            r"labels of shape \(128, 10\) look one-hot; give class indices \[N\] instead \(y.argmax\(1\)\)",
+        ),
+        (y.astype(str), r"labels of dtype <U\d+; give integer class indices"),
+    ]
+    for labels, message in refused:
+        with pytest.raises(DataError, match=message):
+            make().fit(x, labels, epochs=1, verbose=0)
+    with pytest.raises(DataError, match=r"validation_data: label 19, but the model has 10 outputs"):
+        make().fit(x, y, validation_data=(x, y + 10), epochs=1, verbose=0)
+
+
+def test_a_second_fit_counts_epochs_on_and_says_so_when_it_has_nothing_to_do(arrays):
+    """``epochs`` is the last epoch to reach, as Keras' ``epochs`` with ``initial_epoch``: a second
+    ``fit(epochs=2)`` after two epochs trains nothing, and warns rather than doing so silently."""
+    x, y = arrays[0][:128], arrays[1][:128]
+    trainer = make()
+    trainer.fit(x, y, epochs=2, batch_size=64, verbose=0)
+    weights = [p.detach().clone() for p in trainer.model.parameters()]
+    with pytest.warns(UserWarning, match=r"fit\(epochs=2\) trained nothing: .* give epochs=2 \+ N") as record:
+        trainer.fit(x, y, epochs=2, batch_size=64, verbose=0)
+    assert record[0].filename == __file__  # the warning points at the caller's line
+    assert all(torch.equal(a, b) for a, b in zip(weights, trainer.model.parameters()))
+    history = trainer.fit(x, y, epochs=3, batch_size=64, verbose=0)
+    assert [row["epoch"] for row in history.epochs] == [1, 2, 3] and trainer.epoch == 3

@@ -36,11 +36,29 @@ class ArrayDataset:
             raise DataError(
                 f"{self.name}: images must be [N, C, H, W] or [N, H, W], got {tuple(self.images.shape)}"
             )
+        if self.labels.dim() == 2 and self.labels.shape[1] == 1:  # Keras' CIFAR-10 labels are [N, 1]
+            self.labels = self.labels[:, 0]
+        if self.labels.dim() == 2 and len(self.labels) == len(self.images) and self.labels.shape[1] > 1:
+            raise DataError(
+                f"{self.name}: labels of shape {tuple(self.labels.shape)} look one-hot; give class "
+                "indices [N] instead (y.argmax(1)), as Keras' sparse_categorical_crossentropy takes them"
+            )
         if self.labels.dim() != 1 or len(self.labels) != len(self.images):
             raise DataError(
                 f"{self.name}: {len(self.images)} images but labels of shape {tuple(self.labels.shape)}"
             )
+        if self.labels.is_floating_point():
+            whole = torch.isfinite(self.labels) & (self.labels == self.labels.round())
+            if not bool(whole.all()):
+                bad = self.labels[~whole][0].item()
+                raise DataError(
+                    f"{self.name}: label {bad} is not a class index; labels are whole numbers 0, 1, 2, ..."
+                )
         self.labels = self.labels.long()
+        if len(self.labels) and int(self.labels.min()) < 0:
+            raise DataError(
+                f"{self.name}: label {int(self.labels.min())}; labels are class indices 0, 1, 2, ..."
+            )
         if self.class_names and len(self.labels) and int(self.labels.max()) >= len(self.class_names):
             raise DataError(
                 f"{self.name}: label {int(self.labels.max())} but only {len(self.class_names)} class names"
@@ -58,7 +76,16 @@ class ArrayDataset:
                 [0, 1] by the classify task) or floats (used as they are).
             y: integer class labels [N].
         """
-        labels = y if isinstance(y, torch.Tensor) else torch.from_numpy(np.asarray(y).astype(np.int64))
+        if isinstance(y, torch.Tensor):
+            labels = y
+        else:
+            array = np.asarray(y)
+            if array.dtype.kind not in "biuf":  # strings, objects: class names, not indices
+                raise DataError(
+                    f"{name}: labels of dtype {array.dtype}; give integer class indices 0, 1, 2, ... "
+                    "(class names go in class_names)"
+                )
+            labels = torch.from_numpy(array.astype(np.float64 if array.dtype.kind == "f" else np.int64))
         return cls(image_tensor(x), labels, name=name)
 
     def split_last(self, fraction: float) -> tuple[ArrayDataset, ArrayDataset]:

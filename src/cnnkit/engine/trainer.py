@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import TrainingError
+from ..errors import TrainingError, warn_caller
 from . import distributed
 from .callbacks import Callback, DivergenceGuard, History, ProgressBar
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -160,6 +160,7 @@ class Trainer:
         self.check_finite = check_finite
         self.max_grad_norm = max_grad_norm
         self._stopped_at_checkpoint = False  # the loaded checkpoint was written after an early stop
+        self._restored = False  # state loaded from a checkpoint since the last fit (a resume)
         self.compile = compile
         self.fused_pool = fused_pool
         self.threads = threads
@@ -263,7 +264,16 @@ class Trainer:
             # So that an interrupt during the first epoch also leaves something to resume from.
             self.save_checkpoint(self.checkpoint_path)
         data = self.task.prepare_fit(self, train)
-        for epoch in range(epochs if self.stop_training else self.epoch, epochs):
+        first = epochs if self.stop_training else self.epoch
+        if first >= epochs and not self.stop_training and not self._restored:
+            # Keras' fit(epochs=5) run twice trains 10 epochs; here epochs is the last one to reach.
+            warn_caller(
+                f"fit(epochs={epochs}) trained nothing: this Trainer has already trained {self.epoch} "
+                f"epochs, and epochs is the last epoch to reach (Keras' epochs with initial_epoch="
+                f"{self.epoch}). For N more epochs give epochs={self.epoch} + N"
+            )
+        self._restored = False
+        for epoch in range(first, epochs):
             for cb in self.callbacks:
                 cb.on_epoch_begin(epoch, logs)
             self.poll_threads(now=True)
@@ -425,3 +435,4 @@ class Trainer:
     ) -> None:
         """Restore from a verified checkpoint body (``load_checkpoint``), as ``load_checkpoint`` does."""
         restore_training_state(self, body, total_steps, source)
+        self._restored = True

@@ -15,6 +15,7 @@ from ...engine.callbacks import Callback, History
 from ...engine.distributed import gather_rows, shard_range
 from ...engine.task import StepOutput, Task
 from ...engine.trainer import Trainer
+from ...errors import DataError
 from .augment import tta_function
 from .metrics import classification_report, confusion_matrix
 
@@ -79,6 +80,7 @@ class ClassifyTask(Task):
 
     def prepare_fit(self, trainer: Trainer, data: ArrayDataset) -> ArrayDataset:
         """``data`` on the accelerator when it fits DEVICE_RESIDENT_BYTES; on the CPU as it is."""
+        check_labels_fit(trainer.model, data)
         if (
             trainer.device.type == "cpu"
             or data.images.numel() * data.images.element_size() > DEVICE_RESIDENT_BYTES
@@ -143,6 +145,7 @@ class ClassifyTask(Task):
         return torch.cat(outs)
 
     def validate(self, trainer: Trainer, data: ArrayDataset) -> dict[str, float]:
+        check_labels_fit(trainer.model, data)
         logits = self.logits(trainer, data, tta="flip" if self.tta else False)
         loss = F.cross_entropy(logits, data.labels, label_smoothing=self.label_smoothing)
         return {"loss": float(loss), "accuracy": float((logits.argmax(1) == data.labels).float().mean())}
@@ -161,6 +164,19 @@ class ClassifyTask(Task):
         report["loss"] = float(F.cross_entropy(logits, data.labels))
         report["num_samples"] = len(data)
         return report
+
+
+def check_labels_fit(model: nn.Module, data: ArrayDataset) -> None:
+    """Refuse labels the model has no output for, naming both, before a step fails deep inside."""
+    outputs = getattr(model, "num_classes", None)
+    if not isinstance(outputs, int) or not len(data.labels):
+        return  # a model that does not say; cross-entropy still refuses a label past its outputs
+    top = int(data.labels.max())
+    if top >= outputs:
+        raise DataError(
+            f"{data.name}: label {top}, but the model has {outputs} outputs (classes 0..{outputs - 1}); "
+            f"give labels 0..{outputs - 1} or build the model with num_classes={top + 1}"
+        )
 
 
 class ClassifyTrainer(Trainer):
