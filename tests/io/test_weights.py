@@ -348,7 +348,7 @@ def test_missing_files_and_odd_names(tmp_path):
     with pytest.raises(FileNotFoundError, match="weights file .*nothing.pth does not exist"):
         create_model("resnet18", weights=str(tmp_path / "nothing.pth"))
     with pytest.raises(FileNotFoundError, match="nor a torchvision weights name"):
-        create_model("resnet18", weights="imagenet")
+        create_model("resnet18", weights="imagenett")  # a typo; "imagenet" itself is Keras' name
     model = create_model("resnet18")
     with pytest.raises(FileNotFoundError):
         load_pretrained(model, "resnet18", tmp_path)  # a folder without best.safetensors
@@ -374,3 +374,11 @@ def test_offline_switch(monkeypatch):
     assert not weights_io.downloads_allowed()
     monkeypatch.setenv("CNNKIT_OFFLINE", "0")
     assert weights_io.downloads_allowed()
+
+
+def test_keras_imagenet_name_is_the_default_imagenet_weights(tmp_path):
+    """Keras' ``weights="imagenet"`` resolves to torchvision's DEFAULT (ResNet-50: IMAGENET1K_V2)."""
+    with pytest.raises(WeightsError) as info:
+        create_model("resnet50", weights="imagenet")
+    assert "ResNet50_Weights.IMAGENET1K_V2" in str(info.value)
+    assert str(tmp_path / "torch-home" / "hub" / "checkpoints" / "resnet50-11ad3fa6.pth") in str(info.value)

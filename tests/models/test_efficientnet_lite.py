@@ -156,3 +156,9 @@ def test_damaged_file_is_refused_by_its_hash(monkeypatch, tmp_path):
     )
     with pytest.raises(WeightsError, match="SHA-256 starts with .* expected 57934424.*reinstall"):
         create_model("efficientnet_lite0", weights="IMAGENET1K")
+
+
+def test_keras_imagenet_name_loads_the_packaged_weights(lite0):
+    same = create_model("efficientnet_lite0", weights="imagenet")
+    reference = lite0.state_dict()
+    assert all(torch.equal(t, reference[k]) for k, t in same.state_dict().items())

@@ -104,7 +104,8 @@ def load_pretrained(
         model: the freshly built model.
         name: its registry name (to find torchvision's weights for it).
         weights: weights an installed package ships (``"IMAGENET1K"`` / ``"DEFAULT"`` for
-            efficientnet_lite0), a torchvision weights name, a local state-dict file, a Keras 3
+            efficientnet_lite0), a torchvision weights name (``"imagenet"``, as Keras says it, is
+            ``"DEFAULT"``), a local state-dict file, a Keras 3
             ``.keras`` / ``.weights.h5`` file (course CNNs), or a cnnkit run folder.
         download: for torchvision weights that are not cached: None downloads unless
             ``$CNNKIT_OFFLINE`` is set, False never does.
@@ -121,6 +122,8 @@ def load_pretrained(
     """
     text = str(weights)
     path = Path(weights)
+    if isinstance(weights, str) and text.lower() == "imagenet" and not path.exists():
+        text = weights = "DEFAULT"  # Keras' weights="imagenet": every DEFAULT here is ImageNet's
     packaged = find_packaged_weights(name, text) if isinstance(weights, str) else None
     if packaged is not None and not path.exists():
         state, info = _packaged(packaged, model)
@@ -140,7 +143,7 @@ def load_pretrained(
     else:
         raise FileNotFoundError(
             f"weights {text!r} is neither an existing file or run folder nor a torchvision "
-            "weights name like 'IMAGENET1K_V1' or 'DEFAULT'"
+            "weights name like 'IMAGENET1K_V1', 'DEFAULT' or 'imagenet'"
         )
     try:
         load_strict(model, state, source=info.source)
