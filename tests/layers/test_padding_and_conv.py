@@ -123,6 +123,18 @@ def test_bad_arguments_name_the_value():
         Conv2D(8, 3, in_channels=1)(torch.zeros(3, 28, 28))
 
 
+def test_a_channels_last_batch_is_refused_with_the_permute_that_fixes_it():
+    """Keras' NHWC [N, 28, 28, 1] would build a 28-channel convolution of 28×1 images."""
+    x = torch.rand(2, 28, 28, 1)
+    with pytest.raises(
+        ValueError, match=r"shape \(2, 28, 28, 1\), which looks channels-last .*permute\(0, 3, 1, 2\)"
+    ):
+        Conv2D(8, 3, padding="same")(x)
+    conv = Conv2D(8, 3, padding="same")
+    assert conv(x.permute(0, 3, 1, 2)).shape == (2, 8, 28, 28) and conv.in_channels == 1
+    assert Conv2D(8, 1)(torch.rand(2, 4, 8, 3)).shape == (2, 8, 8, 3)  # few channels: NCHW as given
+
+
 def test_keras_initializers_statistics():
     conv = Conv2D(256, 3, kernel_initializer="he_normal", in_channels=128)
     std = math.sqrt(2 / (3 * 3 * 128))

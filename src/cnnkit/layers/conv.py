@@ -87,6 +87,12 @@ class Conv2D(KernelLayer):
         if self.has_uninitialized_params():
             if x.dim() != 4:
                 raise ValueError(f"Conv2D expects a 4-D NCHW batch, got shape {tuple(x.shape)}")
+            _, c, h, w = x.shape
+            if w in (1, 3) and min(c, h) >= 8:  # [N, 28, 28, 1]: read as 28 channels of 28×1 images
+                raise ValueError(
+                    f"Conv2D got shape {tuple(x.shape)}, which looks channels-last (Keras' NHWC); "
+                    "cnnkit's layers take NCHW batches: give x.permute(0, 3, 1, 2)"
+                )
             self.in_channels = x.shape[1]
             self._materialize(self._weight_shape(self.in_channels))
 
