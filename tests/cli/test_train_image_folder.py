@@ -153,6 +153,15 @@ def test_usage_errors(folders, tmp_path, capsys):
     (empty / "cats").mkdir()
     (empty / "cats" / "notes.txt").write_text("not an image")
     assert "has no image files" in _usage_error(capsys, "--data", str(empty))
+    first = next((folders["flat"] / "0_T-shirt-top").iterdir())
+    (empty / "cats" / first.name).write_bytes(first.read_bytes())
+    # One class folder, as when --data points one level too deep, and its train/ variant.
+    assert f"{empty} has one class folder (cats); a classifier needs two or more" in _usage_error(
+        capsys, "--data", str(empty)
+    )
+    (tmp_path / "one-split" / "train").mkdir(parents=True)
+    (empty / "cats").rename(tmp_path / "one-split" / "train" / "cats")
+    assert "train has one class folder (" in _usage_error(capsys, "--data", str(tmp_path / "one-split"))
     for bad in ("0", "abc", "28x28x3", "-5", "5000"):
         err = _usage_error(capsys, "--data", str(folders["flat"]), "--image-size", bad)
         assert "--image-size" in err, err
@@ -193,3 +202,22 @@ def test_bad_files_stop_the_run_or_are_left_out_with_on_error_skip(folders, tmp_
     code, stdout, _ = run(capsys, "evaluate", str(out), "--device", "cpu", "--json")
     assert code == 0 and json.loads(stdout)["accuracy"] == metrics["test_accuracy"]
     assert json.loads(stdout)["num_samples"] == 50
+
+
+def test_the_class_balance_of_the_splits_is_printed_first(folders, tmp_path, capsys):
+    """As `cnnkit finetune` does: images per class in train / val / test, before training."""
+    argv = ["train", "--data", str(folders["flat"]), "--epochs", "1", "--limit-train", "100"]
+    code, _, err = run(capsys, *argv, "--device", "cpu", "--no-progress", "--out", str(tmp_path / "r"))
+    assert code == 0, err
+    lines = err.splitlines()
+    table = lines[lines.index(f"{folders['flat']}:") + 1 :]
+    assert table[0].split() == ["class", "train", "val", "test"]
+    rows = {}
+    for line in table[1:12]:  # class names may hold spaces ("9_Ankle boot")
+        name, *counts = line.rsplit(maxsplit=3)
+        rows[name.strip()] = [int(n) for n in counts]
+    config = _json(tmp_path / "r" / "config.json")
+    sizes = [config["data_sizes"][split] for split in ("train", "val", "test")]
+    assert sizes == [100, 200, 100]  # --limit-train; 20 % and 10 % of the 1,000 held out
+    assert list(rows)[:10] == config["class_names"] and rows["total"] == sizes
+    assert [sum(r[i] for name, r in rows.items() if name != "total") for i in range(3)] == sizes

@@ -401,6 +401,7 @@ def run(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
             on_scored=announce,
             on_started=folder_notice(worker, out),
+            report=lambda text: print(text, file=sys.stderr),
         )
         finished = True
     except KeyboardInterrupt:

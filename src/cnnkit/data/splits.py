@@ -92,15 +92,22 @@ def scan_image_splits(root: str | os.PathLike[str]) -> tuple[str, list[str]]:
     """(layout, class names) of an image folder, checked without decoding any image.
 
     Raises:
-        DataError: a missing folder, no class sub-folders, a class folder without images, or a
-            ``val/`` / ``test/`` class that ``train/`` lacks.
+        DataError: a missing folder, fewer than two class sub-folders, a class folder without
+            images, or a ``val/`` / ``test/`` class that ``train/`` lacks.
     """
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: no such folder (expected one sub-folder of images per class)")
-    if not (root / "train").is_dir():
-        return "classes", scan_image_folder(root).class_names
-    classes = scan_image_folder(root / "train").class_names
+    layout = "splits" if (root / "train").is_dir() else "classes"
+    classes = scan_image_folder(root / "train" if layout == "splits" else root).class_names
+    if len(classes) < 2:  # often --data one level too deep: DATA/cats instead of DATA
+        where = root / "train" if layout == "splits" else root
+        raise DataError(
+            f"{where} has one class folder ({classes[0]}); a classifier needs two or more, one "
+            f"sub-folder of images each (e.g. {where}/cats and {where}/dogs)"
+        )
+    if layout == "classes":
+        return layout, classes
     for name in SPLIT_NAMES[1:]:
         folder = root / name
         if folder.is_dir():

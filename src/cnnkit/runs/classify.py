@@ -19,8 +19,10 @@ import torch
 from torch import nn
 
 from ..data.arrays import ArrayDataset
+from ..data.folders import format_balance
 from ..engine.callbacks import EarlyStopping
 from ..engine.device import pick_device
+from ..engine.distributed import current
 from ..engine.trainer import seed_everything
 from ..errors import DataError, UsageError
 from ..io.weights import load_state_dict_file, load_strict
@@ -139,7 +141,7 @@ def image_folder_data(
         UsageError: fractions that leave no training images, or a bad size.
     """
     from ..data.splits import load_image_splits
-    from ..engine.distributed import current, map_shared
+    from ..engine.distributed import map_shared
 
     try:
         splits = load_image_splits(
@@ -310,11 +312,13 @@ def train_classify(
     progress: bool = True,
     on_scored: Callable[[dict[str, Any]], None] | None = None,
     on_started: Callable[[], None] | None = None,
+    report: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Train as ``config`` says and fill the run folder ``out``; returns the test metrics.
 
     ``on_scored(metrics)`` runs as soon as metrics.json is written, before the learning curves
-    and report.html are drawn (a few seconds).
+    and report.html are drawn (a few seconds). ``report(text)`` receives an image folder's class
+    balance over the three splits, in the main process (skipped files are in the metrics).
 
     With ``resume``, ``out`` must be an earlier run folder: training continues from its
     ``last.ckpt`` (model, optimizer moments, early-stopping state, RNGs) and ends bit-identical
@@ -337,6 +341,8 @@ def train_classify(
     ceiling = torch.get_num_threads()  # before a resumed run's own count is put back
     device = prepare_device(config.device, resume_state, pick_threads=config.preset != "course")
     train, val, test, data_info = load_splits(config, resize=config.resize, on_error=config.on_error)
+    if report is not None and data_info["kind"] == "image-folder" and current().main:
+        report(f"{config.data}:\n{format_balance({'train': train, 'val': val, 'test': test})}")
     model = build_model(config, train.num_classes, train.input_shape[0])
     check_input_fits(model, train.input_shape, config)
     if config.whiten:  # also when resuming: the checkpoint then loads the same filters, still frozen

@@ -18,6 +18,7 @@ def train_run(
     progress: bool = True,
     on_scored: Callable[[dict[str, Any]], None] | None = None,
     on_started: Callable[[], None] | None = None,
+    report: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Train as ``config`` says and fill the run folder ``out``; returns the test metrics.
 
@@ -31,6 +32,7 @@ def train_run(
     the curves and report.html are drawn (the CLI prints the accuracy then), for the other tasks
     at the end. ``on_started()`` is called once the settings, data and model are checked and the
     folder holds its config.json, just before the first epoch (the CLI names the folder then).
+    ``report(text)`` receives an image folder's class balance and skipped files (classification).
 
     Raises:
         UsageError: a non-empty ``out`` without ``resume``, a ``resume`` without a checkpoint, or
@@ -41,8 +43,9 @@ def train_run(
             from .classify import train_classify
 
             return train_classify(
-                config, out, resume=resume, progress=progress, on_scored=on_scored, on_started=on_started
-            )  # type: ignore[arg-type]
+                config, out, resume=resume, progress=progress, on_scored=on_scored, on_started=on_started,
+                report=report,
+            )  # type: ignore[arg-type]  # fmt: skip
         if config.task in ("localize", "detect"):
             from .scenes import train_scenes
 
