@@ -162,6 +162,19 @@ def test_images_the_model_cannot_take_are_refused_before_training(tmp_path):
     assert not (tmp_path / "out" / "last.ckpt").exists()
 
 
+def test_a_model_with_a_28x28_variant_names_small_input_as_the_fix(tmp_path):
+    """LeNet-5 takes 32x32 (MNIST padded); on 28x28 images its third convolution has no room."""
+    labels = (np.arange(100) % 10).astype(np.uint8)
+    data = _idx_folder(tmp_path / "d", _pixels(100), labels, _pixels(20), labels[:20])
+    message = r"its 28x28x1 images do not fit lenet5 \(.*\); lenet5 takes 32x32x1: add --small-input"
+    with pytest.raises(DataError, match=message):
+        train_run(tiny_config(data, epochs=1, model="lenet5"), tmp_path / "out", progress=False)
+    small = tiny_config(data, epochs=1, model="lenet5", model_kwargs={"small_input": True})
+    train_run(small, tmp_path / "small", progress=False)  # the fix it names trains
+    record = json.loads((tmp_path / "small" / "config.json").read_text(encoding="utf-8"))
+    assert record["input_shape"] == [1, 28, 28] and record["run"]["model_kwargs"] == {"small_input": True}
+
+
 # ------------------------------------------------------------------ F7, F8: COCO paths and sizes
 def _coco(folder: Path, file_name: str, width: int = 64, height: int = 48, box=(2, 2, 10, 10)) -> Path:
     doc = {

@@ -252,9 +252,14 @@ def check_input_fits(model: nn.Module, shape: tuple[int, int, int], config: RunC
             model.eval()(torch.zeros((1, *shape)))
     except (RuntimeError, ValueError) as exc:
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        fix = "use larger images or another --model"
+        entry = model_entry(config.model)
+        if entry.small_input and not (config.model_kwargs or {}).get("small_input"):
+            c, h, w = entry.input_size  # lenet5 on Fashion-MNIST: 32x32x1 against 28x28x1
+            fix = f"{config.model} takes {h}x{w}x{c}: add --small-input for its 28x28 variant, or {fix}"
         raise DataError(
             f"{config.data}: its {shape[1]}x{shape[2]}x{shape[0]} images do not fit {config.model} "
-            f"({reason}); use larger images or another --model"
+            f"({reason}); {fix}"
         ) from None
     finally:
         model.train(was_training)
