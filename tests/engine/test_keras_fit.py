@@ -26,7 +26,11 @@ def arrays(fashion):
 
 def make() -> ClassifyTrainer:
     seed_everything(0)
-    return Trainer(create_model("hongong_cnn"), device="cpu", seed=0)
+    return make_with(create_model("hongong_cnn"))
+
+
+def make_with(model: torch.nn.Module) -> ClassifyTrainer:
+    return Trainer(model, device="cpu", seed=0)
 
 
 def keras_split(x, y, fraction):
@@ -163,6 +167,10 @@ def test_labels_keras_users_have_are_read_or_refused_by_name(arrays):
             make().fit(x, labels, epochs=1, verbose=0)
     with pytest.raises(DataError, match=r"validation_data: label 19, but the model has 10 outputs"):
         make().fit(x, y, validation_data=(x, y + 10), epochs=1, verbose=0)
+    # A headless model (num_classes=0) may get a head of its own, as torchvision users write it.
+    headless = create_model("hongong_cnn", num_classes=0)
+    headless.head.classifier = torch.nn.Linear(100, 10)
+    assert len(make_with(headless).fit(x, y, epochs=1, batch_size=64, verbose=0).history["loss"]) == 1
 
 
 def test_a_second_fit_counts_epochs_on_and_says_so_when_it_has_nothing_to_do(arrays):

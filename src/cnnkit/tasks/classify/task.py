@@ -169,8 +169,10 @@ class ClassifyTask(Task):
 def check_labels_fit(model: nn.Module, data: ArrayDataset) -> None:
     """Refuse labels the model has no output for, naming both, before a step fails deep inside."""
     outputs = getattr(model, "num_classes", None)
-    if not isinstance(outputs, int) or not len(data.labels):
-        return  # a model that does not say; cross-entropy still refuses a label past its outputs
+    if not isinstance(outputs, int) or outputs < 1 or not len(data.labels):
+        # A model that does not say, or a headless one (num_classes=0) given a head of its own:
+        # cross-entropy still refuses a label past its outputs.
+        return
     top = int(data.labels.max())
     if top >= outputs:
         raise DataError(
