@@ -186,3 +186,30 @@ def test_efficientnet_lite0_exports_with_its_packaged_weights_and_predicts_witho
     Image.fromarray(load_sample_image("china.jpg")).save(photo, quality=95)
     (prediction,) = OnnxModel(out).predict([photo])
     assert prediction.top[0][1] == "palace"
+
+
+def test_detection_parity_excuses_near_ties_of_scores_and_nothing_else():
+    """Two overlapping boxes of one class scoring 0.800001 and 0.8: NMS keeps the first in
+    PyTorch; exported scores 1e-6 apart the other way keep the second (IoU 0.95 < the 0.99 match):
+    float rounding, not a different model (the raw outputs are held to 1e-4 apart). A confident box
+    missing from the export, or a selection rule that differs, still counts."""
+    from cnnkit.export.parity import _agreement
+
+    boxes = np.array([[[0, 0, 10, 10], [0, 0, 10, 10.5], [50, 50, 60, 60]]], dtype=np.float32)
+    reference = [
+        {
+            "boxes": torch.tensor([[0, 0, 10, 10], [50, 50, 60, 60]], dtype=torch.float32),
+            "scores": torch.tensor([0.800001, 0.9]),
+            "labels": torch.tensor([0, 0]),
+        }
+    ]
+    swapped = np.array([[[0.8], [0.800001], [0.9]]], dtype=np.float32)
+    assert _agreement("detect", [], [boxes, swapped], reference) == (1.0, 2)
+    missing = np.array([[[0.8], [0.800001], [0.0]]], dtype=np.float32)  # the 0.9 box is gone
+    assert _agreement("detect", [], [boxes, missing], reference) == (0.5, 2)
+    # Selections that differ with scores far apart (here a reference that kept both overlapping
+    # boxes, as an NMS with another IoU rule would) still count against parity.
+    both = [{**reference[0], "boxes": torch.tensor(boxes[0]), "scores": torch.tensor([0.8, 0.6, 0.9])}]
+    both[0]["labels"] = torch.tensor([0, 0, 0])
+    scores = np.array([[[0.8], [0.6], [0.9]]], dtype=np.float32)
+    assert _agreement("detect", [], [boxes, scores], both) == (2 / 3, 3)
