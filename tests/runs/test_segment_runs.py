@@ -182,6 +182,9 @@ def test_evaluate_report_and_segment_work_on_the_run(runs, tmp_path, capsys):
     assert (tmp_path / "overlays" / "scene_segment.png").is_file()
     line = capsys.readouterr().out.strip().splitlines()[-1]
     assert re.search(r"scene\.png: (1 class|[02-9]\d* classes|1 instance|[02-9]\d* instances) \(", line), line
+    if runs["head"] != "maskrcnn":  # the count is that of the classes listed (background is not one)
+        count, listed = re.search(r": (\d+) class(?:es)? \((.*)\) ->", line).groups()
+        assert int(count) == (0 if listed == "background only" else len(listed.split(", "))), line
 
 
 @pytest.mark.parametrize("head", list(HEADS))

@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
             else:
                 x = image[None].to(device).float().div_(255.0)
                 mask = model(x)[0].argmax(0).cpu().numpy()
-                summary = count(len(np.unique(mask)), "class", "classes")
+                summary = count(int((np.unique(mask) != 0).sum()), "class", "classes")  # as listed
         target = out / f"{path.stem}_segment.png"
         title = figure_text(f"{record['model']} + {record['head']}: {path.name}")  # Korean file names too
         save_overlay(target, image, mask, [figure_text(n) for n in names], title=title)
