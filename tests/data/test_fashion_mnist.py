@@ -113,3 +113,19 @@ def test_download_offline_says_how_to_get_the_files(tmp_path, monkeypatch):
     monkeypatch.setattr(fm.urllib.request, "urlopen", offline)
     with pytest.raises(DataNotFoundError, match="CNNKIT_DATA"):
         fm.download(tmp_path)
+
+
+def test_the_dotted_file_names_of_some_mirrors_load_the_same_test_split(tmp_path):
+    """Kaggle's MNIST-format folders spell the files ``t10k-images.idx3-ubyte``: read as the
+    official ``t10k-images-idx3-ubyte.gz`` (the real test files, unpacked and renamed)."""
+    import gzip
+
+    source = fm.find_data_dir()
+    for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        dotted = name[: -len(".gz")].replace("-idx", ".idx")
+        (tmp_path / dotted).write_bytes(gzip.decompress(fm._find(source, name).read_bytes()))
+    official, renamed = load_split(None, "test"), load_split(tmp_path, "test")
+    assert torch.equal(renamed.images, official.images) and torch.equal(renamed.labels, official.labels)
+    with pytest.raises(DataNotFoundError, match=r"train-images-idx3-ubyte.gz is missing .*looked for .*"
+                       r"train-images.idx3-ubyte, train-images.idx3-ubyte.gz\)"):  # fmt: skip
+        load_split(tmp_path, "train")

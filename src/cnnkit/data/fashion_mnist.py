@@ -79,9 +79,17 @@ def _has_files(folder: Path) -> bool:
     return all(_find(folder, f) is not None for f in FILES.values())
 
 
+def _names(gz_name: str) -> list[str]:
+    """The names one IDX file goes by: the official .gz and unpacked, and the dotted spelling of
+    some mirrors (``train-images.idx3-ubyte``, as on Kaggle), .gz or not."""
+    plain = gz_name[: -len(".gz")]
+    dotted = plain.replace("-idx", ".idx", 1)
+    return [gz_name, plain, dotted, dotted + ".gz"]
+
+
 def _find(folder: Path, gz_name: str) -> Path | None:
-    """The file under either its .gz name or its unpacked name."""
-    for name in (gz_name, gz_name[: -len(".gz")]):
+    """The file under any of its names (``_names``)."""
+    for name in _names(gz_name):
         if (folder / name).is_file():
             return folder / name
     return None
@@ -131,7 +139,8 @@ def load_split(
         path = _find(folder, gz_name)
         if path is None:
             raise DataNotFoundError(
-                f"{folder / gz_name} is missing (MNIST-format folder needs all four files)"
+                f"{folder / gz_name} is missing (MNIST-format folder needs all four files; "
+                f"looked for {', '.join(_names(gz_name))})"
             )
         paths.append(path)
     names = list(class_names or CLASS_NAMES)
