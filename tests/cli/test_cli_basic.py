@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -145,6 +146,31 @@ def test_no_traceback_from_the_real_entry_point():
     assert result.returncode == 2
     assert result.stderr.startswith("cnnkit: error: unknown model 'lenet'")
     assert "Traceback" not in result.stderr
+
+
+SHAPE = ["shape", "28x28x1", "conv:32:3:same", "pool:2"]
+
+
+def test_output_into_a_closed_pipe_ends_quietly_as_unix_tools_do():
+    """`cnnkit shape ... | head -1`: the reader leaves before cnnkit writes; no error line, exit 141
+    (128 + SIGPIPE), as a process that SIGPIPE ends. Other write failures still say what failed."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cnnkit", *SHAPE], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    proc.stdout.close()  # the reader is gone before anything is written
+    assert proc.wait(timeout=120) == 141
+    assert proc.stderr.read() == b""
+    proc.stderr.close()
+
+
+def test_a_full_disk_under_stdout_is_still_an_error(capsys, monkeypatch):
+    full = open("/dev/full", "w", buffering=1)  # noqa: SIM115  a full disk is not a reader leaving
+    monkeypatch.setattr(sys, "stdout", full)
+    assert main(SHAPE) == 1
+    monkeypatch.undo()
+    with contextlib.suppress(OSError):  # the unwritten line is still in its buffer
+        full.close()
+    assert "No space left on device" in capsys.readouterr().err
 
 
 def test_the_command_process_freezes_what_stays_out_of_the_garbage_collector(monkeypatch, capsys):

@@ -13,6 +13,7 @@ import gc
 import importlib
 import json
 import os
+import signal
 import sys
 from collections.abc import Iterator
 
@@ -116,8 +117,25 @@ def process_main() -> int:
     """
     try:
         return main(freeze_imports=True)
+    except BrokenPipeError:
+        # The reader of our output left (`cnnkit evaluate RUN | head -3`): stop quietly, as Unix
+        # tools do on SIGPIPE; stdout goes to /dev/null so that the exit's flush cannot fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     finally:
         gc.freeze()
+
+
+def _stdout_gone() -> bool:
+    """Whether stdout is a pipe whose reader has left (Linux and macOS report POLLERR then)."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll (Windows), or no usable stdout
+        return False
 
 
 def main(argv: list[str] | None = None, *, freeze_imports: bool = False) -> int:
@@ -139,7 +157,7 @@ def main(argv: list[str] | None = None, *, freeze_imports: bool = False) -> int:
         print("cnnkit: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:
-        if args.debug:
+        if args.debug or (isinstance(exc, BrokenPipeError) and _stdout_gone()):
             raise
         code = exit_code(exc)
         if code is None:
