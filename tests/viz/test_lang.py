@@ -98,6 +98,9 @@ def test_translate_and_the_setting(monkeypatch):
     monkeypatch.setenv("CNNKIT_LANG", "fr")
     with pytest.raises(ValueError, match="CNNKIT_LANG must be one of en, ko"):
         lang.current_lang()
+    for locale, expected in (("ko_KR.UTF-8", "ko"), ("KO", "ko"), ("en_US", "en"), ("ko-KR", "ko")):
+        monkeypatch.setenv("CNNKIT_LANG", locale)  # as LANG spells them
+        assert lang.current_lang() == expected
 
 
 def test_predict_prints_korean_names_with_lang_ko(tmp_path, fashion, capsys, monkeypatch):

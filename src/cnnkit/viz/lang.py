@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import re
 import warnings
 from collections.abc import Sequence
 
@@ -23,9 +24,13 @@ def current_lang() -> str:
     Raises:
         ValueError: an unknown language.
     """
-    lang = os.environ.get("CNNKIT_LANG", "en") or "en"
+    raw = os.environ.get("CNNKIT_LANG", "en") or "en"
+    lang = re.split(r"[_.@-]", raw.strip().lower(), maxsplit=1)[0]  # a locale too: ko_KR.UTF-8
     if lang not in LANGS:
-        raise ValueError(f"CNNKIT_LANG must be one of {', '.join(LANGS)}, got {lang!r}")
+        raise ValueError(
+            f"CNNKIT_LANG must be one of {', '.join(LANGS)} (ko: Korean), or a locale of one "
+            f"such as ko_KR.UTF-8; got {raw!r}"
+        )
     return lang
 
 
