@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import subprocess
 import sys
 
@@ -154,13 +155,15 @@ SHAPE = ["shape", "28x28x1", "conv:32:3:same", "pool:2"]
 def test_output_into_a_closed_pipe_ends_quietly_as_unix_tools_do():
     """`cnnkit shape ... | head -1`: the reader leaves before cnnkit writes; no error line, exit 141
     (128 + SIGPIPE), as a process that SIGPIPE ends. Other write failures still say what failed."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "cnnkit", *SHAPE], stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    proc.stdout.close()  # the reader is gone before anything is written
-    assert proc.wait(timeout=120) == 141
-    assert proc.stderr.read() == b""
-    proc.stderr.close()
+    for unbuffered in ("", "1"):  # Python buffers a pipe's output unless PYTHONUNBUFFERED is set
+        env = {**os.environ, "PYTHONUNBUFFERED": unbuffered}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cnnkit", *SHAPE], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+        )
+        proc.stdout.close()  # the reader is gone before anything is written
+        assert proc.wait(timeout=120) == 141, unbuffered
+        assert proc.stderr.read() == b"", unbuffered
+        proc.stderr.close()
 
 
 def test_a_full_disk_under_stdout_is_still_an_error(capsys, monkeypatch):

@@ -116,7 +116,9 @@ def process_main() -> int:
     open files are closed as before. In-process callers (notebooks, tests) use :func:`main`.
     """
     try:
-        return main(freeze_imports=True)
+        code = main(freeze_imports=True)
+        sys.stdout.flush()  # a pipe's buffered output goes now, not in the exit where it cannot fail cleanly
+        return code
     except BrokenPipeError:
         # The reader of our output left (`cnnkit evaluate RUN | head -3`): stop quietly, as Unix
         # tools do on SIGPIPE; stdout goes to /dev/null so that the exit's flush cannot fail again.
