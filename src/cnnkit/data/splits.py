@@ -98,10 +98,10 @@ def scan_image_splits(root: str | os.PathLike[str]) -> tuple[str, list[str]]:
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: no such folder (expected one sub-folder of images per class)")
-    layout = "splits" if (root / "train").is_dir() else "classes"
-    classes = scan_image_folder(root / "train" if layout == "splits" else root).class_names
+    where = root / "train" if (root / "train").is_dir() else root
+    layout = "classes" if where == root else "splits"
+    classes = scan_image_folder(where).class_names
     if len(classes) < 2:  # often --data one level too deep: DATA/cats instead of DATA
-        where = root / "train" if layout == "splits" else root
         raise DataError(
             f"{where} has one class folder ({classes[0]}); a classifier needs two or more, one "
             f"sub-folder of images each (e.g. {where}/cats and {where}/dogs)"
