@@ -32,7 +32,7 @@ def train_run(
     the curves and report.html are drawn (the CLI prints the accuracy then), for the other tasks
     at the end. ``on_started()`` is called once the settings, data and model are checked and the
     folder holds its config.json, just before the first epoch (the CLI names the folder then).
-    ``report(text)`` receives an image folder's class balance and skipped files (classification).
+    ``report(text)`` receives an image folder's class balance over its splits (classification).
 
     Raises:
         UsageError: a non-empty ``out`` without ``resume``, a ``resume`` without a checkpoint, or
