@@ -3,9 +3,9 @@ test_equivalence.py); rank 0 saves every case's final state dict and history to 
 and the validation reports of the weights in ``argv[2]`` (``_task_cases``).
 
 Each case: one epoch of SGD (momentum 0.9, lr 0.01) with a global batch of 32 on the first real
-Fashion-MNIST training images, whose last batch is uneven (5 images: two ranks share 3 / 2),
-with validation on 41 test images (shares of 21 and 20): the course CNN for 4 steps (101
-images), ResNet-18 for 2 (37 images).
+Fashion-MNIST training images, whose last batch two ranks share unevenly, with validation on
+41 test images (shares of 21 and 20): the course CNN for 4 steps (101 images: the last 5 split
+3 / 2), ResNet-18 for 1 (21 images: 11 / 10).
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ GLOBAL_BATCH = 32
 CASES = {  # name: (model, sync_bn, training images, ema: the weight average's decay)
     "hongong_cnn": ("hongong_cnn", False, 101, None),
     "hongong_cnn_ema": ("hongong_cnn", False, 101, 0.5),
-    "resnet18_sync_bn": ("resnet18", True, 37, None),
-    "resnet18_local_bn": ("resnet18", False, 37, None),
+    "resnet18_sync_bn": ("resnet18", True, 21, None),
+    "resnet18_local_bn": ("resnet18", False, 21, None),
 }
 
 
