@@ -152,6 +152,28 @@ def test_no_traceback_from_the_real_entry_point():
 SHAPE = ["shape", "28x28x1", "conv:32:3:same", "pool:2"]
 
 
+def test_the_cnnkit_process_writes_warnings_as_its_errors_read():
+    """The console script shows a warning as ``cnnkit: warning: ...`` (like ``cnnkit: error:``),
+    not as Python's file:line of the script; code that calls ``main`` keeps Python's format."""
+    script = (
+        "import warnings, cnnkit.cli.__main__ as cli\n"
+        "def main(**kwargs):\n"
+        "    warnings.warn('emulated bf16')\n"
+        "    return 0\n"
+        "cli.main = main\n"
+        "raise SystemExit(cli.process_main())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert (done.returncode, done.stderr) == (0, "cnnkit: warning: emulated bf16\n")
+    kept = subprocess.run(
+        [sys.executable, "-c", "import warnings, cnnkit.cli.__main__; warnings.warn('x')"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert "UserWarning: x" in kept.stderr
+
+
 def test_output_into_a_closed_pipe_ends_quietly_as_unix_tools_do():
     """`cnnkit shape ... | head -1`: the reader leaves before cnnkit writes; no error line, exit 141
     (128 + SIGPIPE), as a process that SIGPIPE ends. Other write failures still say what failed."""

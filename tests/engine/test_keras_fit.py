@@ -82,6 +82,9 @@ def test_arrays_tensors_and_datasets_train_the_same(arrays):
 
 
 def test_verbose_levels_and_no_double_progress(arrays, capsys):
+    # ipykernel imported (as after running the notebooks) is not a notebook: still a log here.
+    import ipykernel  # noqa: F401
+
     x, y = arrays[0][:128], arrays[1][:128]
     make().fit(x, y, epochs=2, batch_size=64, verbose=2)
     lines = capsys.readouterr().err.splitlines()

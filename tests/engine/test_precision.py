@@ -70,11 +70,25 @@ def test_auto_on_a_cpu_with_and_without_native_bf16(monkeypatch, native):
     # Both kinds of CPU, whichever this one is: bf16 + channels-last with native bf16, else the
     # course's float32 NCHW (never emulated bf16; float32 channels-last did not pass the seed
     # rule, docs/results.md); --precision fp32 is float32 NCHW on both.
+    # Asking for bf16 where it is emulated still runs it, with one warning that says so.
+    import warnings
+
     import cnnkit.engine.perf as perf
+    import cnnkit.engine.precision as precision
 
     monkeypatch.setattr(perf, "cpu_has_bf16", lambda: native)
-    assert precision_settings("auto", CPU) == (("bf16", True) if native else (None, False))
-    assert precision_settings("fp32", CPU) == (None, False)
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: native)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert precision_settings("auto", CPU) == (("bf16", True) if native else (None, False))
+        assert precision_settings("fp32", CPU) == (None, False)
+        assert precision_settings("bf16", CPU) == ("bf16", True)
+    messages = [str(w.message) for w in caught]
+    if native:
+        assert messages == []
+    else:
+        assert len(messages) == 1 and "no native bf16" in messages[0] and "--precision auto" in messages[0]
+        assert caught[0].filename == __file__  # pointed at the caller's line
 
 
 def test_precision_flag_sets_the_run_config(tmp_path):

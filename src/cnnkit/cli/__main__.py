@@ -15,6 +15,7 @@ import json
 import os
 import signal
 import sys
+import warnings
 from collections.abc import Iterator
 
 from .. import __version__
@@ -115,6 +116,7 @@ def process_main() -> int:
     exit leaves out what exists then; later garbage is still collected, and atexit handlers and
     open files are closed as before. In-process callers (notebooks, tests) use :func:`main`.
     """
+    warnings.formatwarning = _format_warning
     try:
         code = main(freeze_imports=True)
         sys.stdout.flush()  # a pipe's buffered output goes now, not in the exit where it cannot fail cleanly
@@ -126,6 +128,12 @@ def process_main() -> int:
         return 128 + signal.SIGPIPE
     finally:
         gc.freeze()
+
+
+def _format_warning(message: Warning | str, category: type[Warning], *args: object, **kwargs: object) -> str:
+    """A warning in the ``cnnkit`` process, as its errors read: ``cnnkit: warning: ...``, without
+    the file and line of the console script (in-process callers keep Python's format)."""
+    return f"cnnkit: warning: {message}\n"
 
 
 def _stdout_gone() -> bool:

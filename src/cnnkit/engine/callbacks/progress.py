@@ -13,6 +13,21 @@ def _fmt(logs: dict[str, Any], keys: tuple[str, ...]) -> str:
     return "  ".join(f"{k} {logs[k]:.4f}" for k in keys if k in logs)
 
 
+def _in_notebook() -> bool:
+    """Whether this code runs in a notebook's kernel (Jupyter, VS Code, Colab): an IPython shell
+    that has a kernel. A process that merely imported ipykernel (a test runner that ran
+    notebooks before) is not one."""
+    ipython = sys.modules.get("IPython")
+    get_ipython = getattr(ipython, "get_ipython", None)
+    if get_ipython is None:
+        return False
+    try:
+        shell = get_ipython()
+    except Exception:  # a broken IPython install: no notebook
+        return False
+    return getattr(shell, "kernel", None) is not None
+
+
 class ProgressBar(Callback):
     display_only = True  # shows progress only: left out of checkpoints (display is not state)
 
@@ -37,7 +52,7 @@ class ProgressBar(Callback):
     def _use_bar(self) -> bool:
         if self.bar is not None:
             return self.bar
-        if "ipykernel" in sys.modules:
+        if _in_notebook():
             return True
         return bool(getattr(self.stream, "isatty", lambda: False)())
 
