@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # cnnkit set-up and entry point. Usage:
 #   ./run.sh demo [cnnkit train options]   train the course CNN on Fashion-MNIST -> runs/demo-<time>/
-#   ./run.sh test [pytest options]         lint + the test suite
+#   ./run.sh test [pytest options]         lint + the test suite (one worker per core, up to 4)
 #   ./run.sh setup                         only install (virtual env, package, PyTorch, data)
 #   ./run.sh cnnkit ARGS...                run any cnnkit command inside the environment
 # Safe to run again: every step checks what is already there.
@@ -101,7 +101,8 @@ case "$cmd" in
     setup_apt; setup_venv; setup_data
     "$venv/bin/ruff" check src tests bench
     "$venv/bin/ruff" format --check src tests bench
-    exec "$venv/bin/python" -m pytest -q "$@" ;;
+    # A worker per core (at most 4), whole files to one worker: module fixtures are built once.
+    exec "$venv/bin/python" -m pytest -q -n logical --maxprocesses 4 --dist loadfile "$@" ;;
   cnnkit)
     setup_apt; setup_venv; setup_data
     exec "$venv/bin/cnnkit" "$@" ;;
