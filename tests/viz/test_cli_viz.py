@@ -123,6 +123,14 @@ def test_a_model_name_draws_the_fresh_model(tmp_path, capsys, monkeypatch):
     assert "layer4.1.conv2 : Conv2d" in (tmp_path / "r.svg").read_text()
     code, out, _ = run(capsys, "viz", "histogram", "lenet5")
     assert code == 0 and (tmp_path / "lenet5-histogram-features-c1.png").is_file()
+    # A deep model's feature maps without --layer: 8 of its 20 conv layers, and the command says so.
+    Image.fromarray(np.full((32, 32, 3), 128, np.uint8)).save(tmp_path / "grey.png")
+    code, out, err = run(
+        capsys, "viz", "feature-maps", "resnet18", "--image", "grey.png", "--max-maps", "1", "--out", "m.png"
+    )
+    assert code == 0, err
+    assert "8 of resnet18's 20 conv layers, spread through the model (conv1 ... layer4.1.conv2)" in out
+    assert (tmp_path / "m.png").is_file()
 
 
 @pytest.mark.parametrize(
@@ -137,6 +145,7 @@ def test_a_model_name_draws_the_fresh_model(tmp_path, capsys, monkeypatch):
         (["viz", "filters", "RUN", "--out", "x.jpg"], "must end in .png or .svg"),
         (["viz", "histogram", "RUN", "--layer", "features.pool1"], "has no weights"),
         (["report", "RUN", "--index", "500"], "--index must be in 0..199"),
+        (["viz", "feature-maps", "RUN", "--max-layers", "-1"], "--max-layers >= 0"),
     ],
 )  # fmt: skip
 def test_bad_arguments_are_one_line_usage_errors(tiny_run, capsys, argv, message):

@@ -40,8 +40,14 @@ def test_course_ankle_boot_maps_at_conv1_and_conv2(tiny_run, fashion):
 def test_every_conv_layer_of_a_non_sequential_model():
     model = create_model("resnet18", num_classes=10).eval()
     x = torch.rand(1, 3, 32, 32)
-    maps = feature_maps(model, x)  # default: every conv layer
+    maps = feature_maps(model, x, max_layers=None)  # every conv layer
     assert len(maps) == 20  # 1 stem + 16 in the blocks + 3 projections (He et al., 2015)
+    # By default 8 of the 20, evenly spread: indices round(k · 19 / 7), first and last included.
+    every = list(maps)
+    picked = list(feature_maps(model, x))
+    assert picked == [every[i] for i in (0, 3, 5, 8, 11, 14, 16, 19)]
+    assert picked[0] == "conv1" and picked[-1] == "layer4.1.conv2"
+    assert list(feature_maps(model, x, max_layers=20)) == every
     # Reference by hand through the stem and the first block's first conv.
     with torch.no_grad():
         h = model.maxpool(model.relu(model.bn1(model.conv1(x))))

@@ -5,7 +5,8 @@ FIGURE is one of:
   curves        loss and accuracy per epoch, train vs validation, best epoch marked (run folder)
   filters       one tile per output channel of a conv layer (default: the first), shared scale
   histogram     a layer's weights, trained vs freshly initialised, with mean and std
-  feature-maps  activations of --layer (repeatable; default: every conv layer) for one image
+  feature-maps  activations of --layer (repeatable; default: up to 8 conv layers spread through
+                the model, --max-layers) for one image
   confusion     confusion matrix, counts and row-normalised (run folder)
   errors        the test images misclassified with the highest confidence (run folder)
   gradcam       Grad-CAM (default layer: the model's last stage) and gradient saliency
@@ -51,6 +52,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--channel", type=int, default=0, help="filters: input channel of grayscale tiles")
     p.add_argument("--vmax", type=float, help="filters: colour scale ±VMAX (the course uses 0.5)")
     p.add_argument("--max-maps", type=int, default=64, help="feature-maps: channels drawn per layer")
+    p.add_argument(
+        "--max-layers",
+        type=int,
+        default=8,
+        help="feature-maps without --layer: at most N conv layers, spread from the first to the last "
+        "(0: every one)",
+    )
     p.add_argument("--top", type=int, default=16, help="errors: how many mistakes to show")
     p.add_argument(
         "--untrained",
@@ -223,8 +231,8 @@ def run(args: argparse.Namespace) -> int:
     from ..inspect.features import conv_layer_names, default_cam_layer, get_layer
     from ..viz.lang import figure_text
 
-    if args.max_maps < 1 or args.top < 1 or args.dpi <= 0:
-        raise UsageError("--max-maps and --top must be >= 1 and --dpi > 0")
+    if args.max_maps < 1 or args.top < 1 or args.dpi <= 0 or args.max_layers < 0:
+        raise UsageError("--max-maps and --top must be >= 1, --max-layers >= 0 and --dpi > 0")
     target = _Target(args.target, args.device, args.input)
     target.require_classifier(args.figure)
     figure_text(target.name)  # titles name the run: a Korean folder name gets its font
@@ -279,9 +287,20 @@ def run(args: argparse.Namespace) -> int:
     elif args.figure == "feature-maps":
         image, x, label, what = target.image(args)
         title = what if label is None else f"{what} ({_label(label, target.class_names)})"
+        max_layers = args.max_layers or None
+        if not layers:
+            from ..viz.feature_maps import default_map_layers
+
+            every, picked = conv_layer_names(target.model), default_map_layers(target.model, max_layers)
+            if len(picked) < len(every):
+                print(
+                    f"{len(picked)} of {target.name}'s {len(every)} conv layers, spread through the model "
+                    f"({picked[0]} ... {picked[-1]}); --layer NAME picks others, --max-layers 0 draws all"
+                )
         fig = viz.plot_layer_maps(
-            target.model, x, layers or None, image=image, max_maps=args.max_maps, title=title
-        )
+            target.model, x, layers or None, image=image, max_maps=args.max_maps, title=title,
+            max_layers=max_layers,
+        )  # fmt: skip
         stem = "feature-maps" + (f"-{_slug(layers[0])}" if len(layers) == 1 else "")
     elif args.figure == "confusion":
         fig = _confusion(target, viz)

@@ -120,7 +120,8 @@ def pixel(entry: Entry, item: Input, index: int, channel: int, row: int, col: in
     of the layer's input, the kernel slices and the sum they make.
 
     Raises:
-        LookupError: a channel or pixel outside the layer's output.
+        UsageError: a channel or pixel outside the layer's output, or a layer without feature
+            maps (the request's values, answered 400).
     """
     name = entry.layer_name(index)
     module = get_layer(entry.model, name)
@@ -131,10 +132,10 @@ def pixel(entry: Entry, item: Input, index: int, channel: int, row: int, col: in
     finally:
         handle.remove()
     if out.dim() != 3:
-        raise LookupError(f"layer {name} has no feature maps (output {list(out.shape)})")
+        raise UsageError(f"layer {name} has no feature maps (output {list(out.shape)})")
     c_out, h_out, w_out = out.shape
     if not (0 <= channel < c_out and 0 <= row < h_out and 0 <= col < w_out):
-        raise LookupError(f"pixel ({channel}, {row}, {col}) is outside the output {c_out}×{h_out}×{w_out}")
+        raise UsageError(f"pixel ({channel}, {row}, {col}) is outside the output {c_out}×{h_out}×{w_out}")
     lw = entry.windows[name]
     _, h_in, w_in = entry.input_shape
     top, left, bottom, right = lw.box(row, col)
@@ -211,6 +212,9 @@ def weights(entry: Entry, index: int, in_channel: int = 0) -> dict[str, Any]:
     fresh = _fresh(get_layer(entry.model, name))
     result: dict[str, Any] = {"layer": name, "shape": list(weight.shape)}
     if weight.dim() == 4:
+        if not 0 <= in_channel < weight.shape[1]:
+            last = weight.shape[1] - 1
+            raise UsageError(f"in_channel must be in 0..{last} for layer {name}, got {in_channel}")
         tiles, scale = filter_tiles(weight, in_channel=in_channel, color=False)
         tiles = tiles[:MAX_TILES]
         result["filters"] = {"in_channel": in_channel, "scale": scale, **u8(tiles, -scale, scale)}
@@ -238,9 +242,12 @@ def gradcam(entry: Entry, item: Input, target: int | None, index: int | None) ->
 
     if entry.task not in ("classify", "finetune"):
         raise UsageError(f"Grad-CAM explains a classifier's class scores; {entry.name} is a {entry.task} run")
-    layer = default_cam_layer(entry.model) if index is None else entry.layer_name(index)
+    try:
+        layer = default_cam_layer(entry.model) if index is None else entry.layer_name(index)
+    except LookupError as exc:  # a query value out of range: the request's fault (400)
+        raise UsageError(f"layer: {exc.args[0]}") from exc
     if target is not None and not 0 <= target < len(entry.classes):
-        raise LookupError(f"class must be in 0..{len(entry.classes) - 1}, got {target}")
+        raise UsageError(f"class must be in 0..{len(entry.classes) - 1}, got {target}")
     if target is None:
         target = int(_forward(entry, item.tensor).argmax(1)[0])
     with entry.busy():

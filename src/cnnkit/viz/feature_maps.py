@@ -19,18 +19,41 @@ from ..errors import UsageError
 from ..inspect.features import capture_outputs, conv_layer_names
 from ._common import display_image, grid_shape
 
-__all__ = ["feature_maps", "plot_feature_maps", "plot_layer_maps"]
+__all__ = ["MAX_LAYERS", "default_map_layers", "feature_maps", "plot_feature_maps", "plot_layer_maps"]
+
+# Conv layers drawn when none are named: the course CNN's 2 all, a deep model's 8 spread from
+# the first to the last (every one of EfficientNet-Lite0's 50 made a 7.6 MB figure in 36 s).
+MAX_LAYERS = 8
+
+
+def default_map_layers(model: nn.Module, max_layers: int | None = MAX_LAYERS) -> list[str]:
+    """The conv layers drawn when none are named: all of them, or ``max_layers`` of them evenly
+    spread through the model (the first and the last among them), in model order."""
+    names = conv_layer_names(model)
+    if max_layers is None or len(names) <= max_layers:
+        return names
+    if max_layers < 1:
+        raise UsageError(f"max_layers must be >= 1 (or None for every conv layer), got {max_layers}")
+    if max_layers == 1:
+        return names[:1]
+    picks = sorted({round(i * (len(names) - 1) / (max_layers - 1)) for i in range(max_layers)})
+    return [names[i] for i in picks]
 
 
 def feature_maps(
-    model: nn.Module, x: torch.Tensor, layers: Sequence[str] | None = None
+    model: nn.Module,
+    x: torch.Tensor,
+    layers: Sequence[str] | None = None,
+    max_layers: int | None = MAX_LAYERS,
 ) -> dict[str, torch.Tensor]:
-    """Activations of the named layers (default: every conv layer) for one prepared image.
+    """Activations of the named layers for one prepared image; without names, of the conv
+    layers :func:`default_map_layers` picks (every one up to ``max_layers``; None: all).
 
     Args:
         model: any module.
         x (Tensor[1, C, H, W] or Tensor[C, H, W]): the image as the model takes it.
         layers: layer names as ``cnnkit summary`` prints them.
+        max_layers: without ``layers``, at most this many conv layers, spread through the model.
 
     Returns:
         name -> Tensor[C', H', W'] (the batch axis dropped), in ``layers`` order.
@@ -38,7 +61,7 @@ def feature_maps(
     Raises:
         UsageError: an unknown layer (the message lists the valid names).
     """
-    layers = list(layers) if layers else conv_layer_names(model)
+    layers = list(layers) if layers else default_map_layers(model, max_layers)
     if not layers:
         raise UsageError(f"{type(model).__name__} has no conv layer; name one with --layer")
     x = x if x.dim() == 4 else x.unsqueeze(0)
@@ -132,8 +155,9 @@ def plot_layer_maps(
     ncols: int = 8,
     max_maps: int | None = 64,
     title: str | None = None,
+    max_layers: int | None = MAX_LAYERS,
 ) -> Figure:
     """:func:`feature_maps` then :func:`plot_feature_maps` (``image`` defaults to ``x``)."""
-    maps = feature_maps(model, x, layers)
+    maps = feature_maps(model, x, layers, max_layers)
     shown = image if image is not None else (x[0] if x.dim() == 4 else x)
     return plot_feature_maps(maps, shown, ncols, max_maps, title)
