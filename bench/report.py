@@ -33,15 +33,17 @@ def render(result: dict) -> str:
     if "probes" in peak:  # since the 1×1-conv probe: what each probe gave, best thread count
         by_threads = list(peak["by_threads"].values())
         best = {k: max(p[k] for p in by_threads) for k in by_threads[0]}
-        probes = (
-            f" (matmul {best['fp32_matmul']:.0f} / 1×1 conv {best['fp32_conv1x1']:.0f} FP32, "
-            f"{best['bf16_matmul']:.0f} / {best['bf16_conv1x1']:.0f} BF16)"
-        )
+        probes = f" (matmul {best['fp32_matmul']:.0f} / 1×1 conv {best['fp32_conv1x1']:.0f} FP32"
+        if "bf16_matmul" in best:
+            probes += f", {best['bf16_matmul']:.0f} / {best['bf16_conv1x1']:.0f} BF16"
+        probes += ")"
     lines = [
         f"Run {result['date']}: `{result['command']}`; torch {m['torch']}, {m['device']}, "
         f"{cpu_text}{m['cores']} cores, "
         f"load {m['load_at_start']} at start, {m['load_at_end']} at end. Measured peak: FP32 "
-        f"{peak['fp32']} GFLOP/s, BF16 {peak['bf16']} GFLOP/s{probes}. "
+        f"{peak['fp32']} GFLOP/s, "
+        + (f"BF16 {peak['bf16']} GFLOP/s" if peak.get("bf16") else "BF16 not native (not probed)")
+        + f"{probes}. "
         f"Fast-path settings: {result['perf_settings']}.",
         "",
         "| case | img/s | s/epoch | GFLOP/img | GFLOP/s | of FP32 peak | × plain (default threads) "

@@ -108,7 +108,7 @@ def print_table(rows: list[dict]) -> None:
 
 def _set_peak(ctx: Context, peaks: dict[int, dict[str, float]]) -> None:
     ctx.peak_fp32 = max(p["fp32"] for p in peaks.values())
-    ctx.peak_bf16 = max(p["bf16"] for p in peaks.values())
+    ctx.peak_bf16 = max(p.get("bf16", 0.0) for p in peaks.values())  # 0: no native bf16, not probed
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -158,8 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         f"measured peak (best of matmul and 1x1 conv): FP32 {ctx.peak_fp32:.0f} GFLOP/s, "
-        f"BF16 {ctx.peak_bf16:.0f} GFLOP/s "
-        f"(by threads: {json.dumps({k: {d: round(v) for d, v in p.items()} for k, p in peaks.items()})})"
+        + (f"BF16 {ctx.peak_bf16:.0f} GFLOP/s " if ctx.peak_bf16 else "BF16 not native (not probed) ")
+        + f"(by threads: {json.dumps({k: {d: round(v) for d, v in p.items()} for k, p in peaks.items()})})"
     )
 
     rows: list[dict] = []
@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "peak_gflop_s": {
             "fp32": round(ctx.peak_fp32, 1),
-            "bf16": round(ctx.peak_bf16, 1),
+            "bf16": round(ctx.peak_bf16, 1) if ctx.peak_bf16 else None,
             "by_threads": peaks,
             "probes": "best of torch.mm (2048^3) and a channels-last 1x1 conv (4096 x 1024 x 1024, oneDNN)",
         },
