@@ -22,18 +22,18 @@ from ._common import display_image, grid_shape
 __all__ = ["MAX_LAYERS", "default_map_layers", "feature_maps", "plot_feature_maps", "plot_layer_maps"]
 
 # Conv layers drawn when none are named: the course CNN's 2 all, a deep model's 8 spread from
-# the first to the last (every one of EfficientNet-Lite0's 50 made a 7.6 MB figure in 36 s).
+# the first to the last (every one of EfficientNet-Lite0's 49 made a 7.6 MB figure in 36 s).
 MAX_LAYERS = 8
 
 
 def default_map_layers(model: nn.Module, max_layers: int | None = MAX_LAYERS) -> list[str]:
     """The conv layers drawn when none are named: all of them, or ``max_layers`` of them evenly
     spread through the model (the first and the last among them), in model order."""
+    if max_layers is not None and max_layers < 1:
+        raise UsageError(f"max_layers must be >= 1 (or None for every conv layer), got {max_layers}")
     names = conv_layer_names(model)
     if max_layers is None or len(names) <= max_layers:
         return names
-    if max_layers < 1:
-        raise UsageError(f"max_layers must be >= 1 (or None for every conv layer), got {max_layers}")
     if max_layers == 1:
         return names[:1]
     picks = sorted({round(i * (len(names) - 1) / (max_layers - 1)) for i in range(max_layers)})
