@@ -287,20 +287,20 @@ def run(args: argparse.Namespace) -> int:
     elif args.figure == "feature-maps":
         image, x, label, what = target.image(args)
         title = what if label is None else f"{what} ({_label(label, target.class_names)})"
-        max_layers = args.max_layers or None
-        if not layers:
+        shown = layers
+        if not layers:  # the conv layers, picked once here so that the note names what is drawn
             from ..viz.feature_maps import default_map_layers
 
-            every, picked = conv_layer_names(target.model), default_map_layers(target.model, max_layers)
-            if len(picked) < len(every):
+            every = conv_layer_names(target.model)
+            shown = default_map_layers(target.model, args.max_layers or None)
+            if len(shown) < len(every):
                 print(
-                    f"{len(picked)} of {target.name}'s {len(every)} conv layers, spread through the model "
-                    f"({picked[0]} ... {picked[-1]}); --layer NAME picks others, --max-layers 0 draws all"
+                    f"{len(shown)} of {target.name}'s {len(every)} conv layers, spread through the model "
+                    f"({shown[0]} ... {shown[-1]}); --layer NAME picks others, --max-layers 0 draws all"
                 )
         fig = viz.plot_layer_maps(
-            target.model, x, layers or None, image=image, max_maps=args.max_maps, title=title,
-            max_layers=max_layers,
-        )  # fmt: skip
+            target.model, x, shown or None, image=image, max_maps=args.max_maps, title=title
+        )
         stem = "feature-maps" + (f"-{_slug(layers[0])}" if len(layers) == 1 else "")
     elif args.figure == "confusion":
         fig = _confusion(target, viz)
