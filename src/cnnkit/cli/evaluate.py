@@ -45,13 +45,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "CPU: compile only when the images times the measured saving per image exceed the expected "
         "compile time (cached in ~/.cache/cnnkit); --no-compile: always eager",
     )
+    p.add_argument(
+        "--cascade",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="score with an int8 copy of the model first and again in float where int8 could "
+        "change the class: the float predictions, about twice as fast (CPU, sequential CNNs; the "
+        "int8 copy is cached in ~/.cache/cnnkit). Default: on where the model has an int8 form "
+        "and the test set repays the set-up (2,000 images with a cached copy, else 10,000)",
+    )
     p.add_argument("--json", action="store_true", help="print the full report as JSON")
 
 
 def run(args: argparse.Namespace) -> int:
     from ..engine.device import pick_device
     from ..errors import UsageError
-    from ..runs.evaluate import classify_data, classify_scorer
+    from ..runs.evaluate import classify_data, classify_scorer, default_cascade
     from ..runs.folder import load_run, read_run
     from ..runs.session import thread_controller
 
@@ -59,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--limit-test must be >= 1, got {args.limit_test}")
     if args.int8 and args.compile is True:
         raise UsageError("--int8 and --compile are two ways to a faster model; choose one")
+    if args.int8 and args.cascade:
+        raise UsageError("--int8 scores every image in int8, --cascade only the sure ones; choose one")
     device = pick_device(args.device)
     if args.int8 and device.type != "cpu":
         raise UsageError(f"--int8 runs on the CPU, not {device}; leave out --device or use --device cpu")
@@ -67,6 +78,10 @@ def run(args: argparse.Namespace) -> int:
         return _evaluate_scored(args, run)
     model, record = load_run(run, device=args.device)
     finetuned = isinstance(record.get("finetune"), dict)
+    if args.cascade and finetuned:
+        raise UsageError(
+            "--cascade is for sequential CNN runs; a fine-tuned run evaluates in float (leave it out)"
+        )
     if args.int8 and finetuned:
         raise UsageError(
             "--int8 is for sequential CNN runs; a fine-tuned run evaluates in float32 (leave out --int8)"
@@ -96,11 +111,15 @@ def run(args: argparse.Namespace) -> int:
     )
     tta, amp = trainer.task.tta, trainer.amp
     start = time.perf_counter()
+    # --compile asked for the compiled float model: the cascade only if asked for too.
+    mode = False if args.compile is True and args.cascade is None else args.cascade
+    cascade = None if int8 else default_cascade(trainer, train, len(test), mode)
     report = trainer.evaluate(test)
     seconds = time.perf_counter() - start
     report["tta"], report["amp"], report["int8"] = tta, amp, int8
     report["seconds"] = round(seconds, 3)
     report["compiled"] = trainer.forward.compile
+    report["cascade"] = cascade.summary() if cascade else None
     if trainer.forward.compile:
         report["compile_seconds"] = round(trainer.compile_seconds, 3)
     if args.json:
@@ -108,7 +127,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     calibrated = f"int8 calibrated on {CALIBRATION_IMAGES:,} training images" if int8 else ""
     views = {"shift": "flip and shift TTA (10 views)"}.get(tta, "flip TTA") if tta else ""
-    how = ", ".join(x for x in (views, amp or "", calibrated) if x)
+    rescored = (
+        f"int8 first, {cascade.rescored:,} images scored again in {amp or 'float32'}" if cascade else ""
+    )
+    how = ", ".join(x for x in (views, amp or "", calibrated, rescored) if x)
     print(
         f"{config['model']} on {test.name}: accuracy {report['accuracy']:.4f}, "
         f"loss {report['loss']:.4f}, {report['num_samples']:,} images"

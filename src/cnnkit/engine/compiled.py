@@ -155,7 +155,8 @@ class CompiledForward:
         self._modes.add(self.model.training)
 
     def _freezing(self) -> contextlib.AbstractContextManager:
-        if not self.freeze or self.model.training:
+        if not self.freeze or self.model.training or not self.compile:
+            # eager calls ('auto' before it compiles) need no inductor (1-3 s to import)
             return contextlib.nullcontext()
         try:
             from torch._inductor import config as inductor_config

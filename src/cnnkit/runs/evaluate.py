@@ -167,3 +167,43 @@ def evaluate_run(
     report["test_set"] = f"{where} test split, {len(test):,} images"
     report["summary"] = f"{run.model_name} ({run.task}) on the {report['test_set']}: {summary}"
     return report
+
+
+def default_cascade(trainer: Any, train: Any, images: int, mode: bool | None = None) -> Any:
+    """`cnnkit evaluate`'s int8 cascade (``ClassifyTrainer.use_int8_cascade``): the float
+    model's predictions from an int8 first pass, on the CPU.
+
+    Args:
+        trainer: the ClassifyTrainer that will score.
+        train: the run's training ArrayDataset (its first images calibrate the int8 copy).
+        images: how many images the evaluation scores.
+        mode: True, on (a model it cannot run is a usage error); False, off; None, on where the
+            model has an int8 form and ``images`` repay the set-up (``cascade.cascade_pays``).
+
+    Returns:
+        The Int8Cascade in use, or None.
+    """
+    from ..tasks.classify.cascade import CALIBRATION_IMAGES, cascade_pays
+    from ..tasks.classify.quantize import float_chain
+
+    if mode is False or train is None or len(train) == 0:
+        return None
+    if trainer.device.type != "cpu":
+        if mode:
+            raise UsageError(f"--cascade runs on the CPU, not {trainer.device}; use --device cpu")
+        return None
+    calibration = train.take(min(CALIBRATION_IMAGES, len(train)), seed=0).images
+    if mode is None:
+        try:
+            float_chain(trainer.model)
+        except ValueError:
+            return None  # no int8 form (a residual network, ...): float, as before
+        precision = str(trainer.amp or "fp32")
+        if not cascade_pays(images, trainer.model, trainer.prepare(calibration), precision):
+            return None
+    try:
+        return trainer.use_int8_cascade(calibration)
+    except (ValueError, RuntimeError) as exc:
+        if mode:
+            raise UsageError(f"--cascade: {exc}") from None
+        return None

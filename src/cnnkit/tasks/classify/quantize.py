@@ -23,11 +23,12 @@ import contextlib
 import copy
 import warnings
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 from torch import nn
 
-__all__ = ["Int8Classifier", "float_chain", "quantize_int8", "quantized_engine"]
+__all__ = ["Int8Classifier", "float_chain", "int8_from_state_dict", "quantize_int8", "quantized_engine"]
 
 # oneDNN first: with its full 8-bit activation range it agreed with float32 on 99.0 % of the
 # course CNN's test predictions, against 98.0 % for x86's reduced range, at the same speed.
@@ -231,7 +232,7 @@ class Int8Classifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.device.type != "cpu":
             raise ValueError(f"int8 inference runs on the CPU, got a tensor on {x.device}; use --device cpu")
-        with _engine(self.engine):
+        with _engine(self.engine), quiet_quantization():
             return self.dequant(self.net(self.quant(x.float())))
 
 
@@ -272,14 +273,7 @@ def quantize_int8(
             PyTorch lacks.
         RuntimeError: no quantized engine at all.
     """
-    try:
-        import torch.ao.quantization as tq
-    except ImportError as exc:  # announced to move out of PyTorch's core
-        raise RuntimeError(
-            f"this PyTorch ({torch.__version__}) has no torch.ao.quantization, which int8 inference "
-            "uses; run the model in float32 (leave out --int8)"
-        ) from exc
-
+    tq = _ao_quantization()
     if calibration.dim() != 4 or len(calibration) == 0:
         raise ValueError(
             f"calibration must be a non-empty Tensor[N, C, H, W], got shape {tuple(calibration.shape)}"
@@ -288,26 +282,81 @@ def quantize_int8(
         raise ValueError(
             f"calibration must be float (prepared like the model's input), got {calibration.dtype}"
         )
+    engine = _check_engine(engine)
+    wrapped = _prepared(model, engine, tq)
+    with quiet_quantization(), _engine(engine):
+        with torch.inference_mode():
+            for start in range(0, len(calibration), batch_size):
+                wrapped(calibration[start : start + batch_size].cpu().float())
+        tq.convert(wrapped, inplace=True)
+    return wrapped
+
+
+def int8_from_state_dict(
+    model: nn.Module, state_dict: dict[str, Any], engine: str | None = None
+) -> Int8Classifier:
+    """An Int8Classifier of ``model`` rebuilt from the ``state_dict()`` of one that
+    ``quantize_int8`` made of the same model for the same engine: no calibration pass.
+
+    Raises:
+        ValueError: an unsupported layer, an engine this PyTorch lacks, or a state_dict that does
+            not fit (its keys or shapes).
+        RuntimeError: no quantized engine at all.
+    """
+    tq = _ao_quantization()
+    engine = _check_engine(engine)
+    wrapped = _prepared(model, engine, tq)
+    # Weights are packed for the engine when they are set: load inside it.
+    with quiet_quantization(), _engine(engine):
+        tq.convert(wrapped, inplace=True)  # observers without data: their ranges come next
+        try:
+            wrapped.load_state_dict(state_dict)
+        except (RuntimeError, KeyError, TypeError) as exc:
+            raise ValueError(f"the int8 state_dict does not fit {type(model).__name__}: {exc}") from None
+    return wrapped.eval()
+
+
+def _ao_quantization() -> Any:
+    try:
+        import torch.ao.quantization as tq
+    except ImportError as exc:  # announced to move out of PyTorch's core
+        raise RuntimeError(
+            f"this PyTorch ({torch.__version__}) has no torch.ao.quantization, which int8 inference "
+            "uses; run the model in float32 (leave out --int8)"
+        ) from exc
+    return tq
+
+
+def _check_engine(engine: str | None) -> str:
     engine = engine or quantized_engine()
     if engine not in torch.backends.quantized.supported_engines:
         raise ValueError(
             f"quantized engine {engine!r} is not in this PyTorch build; choose one of "
             f"{list(torch.backends.quantized.supported_engines)}"
         )
+    return engine
+
+
+@contextlib.contextmanager
+def quiet_quantization() -> Iterator[None]:
+    """PyTorch marks its eager quantization API and quantized dtypes for a move to a separate
+    package; they are what runs here, so their notices would only alarm the user."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message=".*(deprecated|reduce_range)", category=UserWarning)
+        # an observer that saw no data (int8_from_state_dict): its range is loaded after
+        warnings.filterwarnings("ignore", message=".*must run observer", category=UserWarning)
+        yield
+
+
+def _prepared(model: nn.Module, engine: str, tq: Any) -> Int8Classifier:
+    """The model's float chain, Conv/Linear + ReLU fused, wrapped and with observers in."""
     chain = float_chain(model)
     pairs = _fusions(chain)
     if pairs:
         chain = tq.fuse_modules(chain, pairs)
     wrapped = Int8Classifier(chain, engine, getattr(model, "num_classes", None)).eval()
-    with warnings.catch_warnings(), _engine(engine):
-        # PyTorch marks its eager quantization API and quantized dtypes for a move to a separate
-        # package; they are what runs here, so their notices would only alarm the user.
-        warnings.filterwarnings("ignore", category=DeprecationWarning)
-        warnings.filterwarnings("ignore", message=".*(deprecated|reduce_range)", category=UserWarning)
+    with quiet_quantization(), _engine(engine):
         wrapped.qconfig = tq.get_default_qconfig(engine)
         tq.prepare(wrapped, inplace=True)
-        with torch.inference_mode():
-            for start in range(0, len(calibration), batch_size):
-                wrapped(calibration[start : start + batch_size].cpu().float())
-        tq.convert(wrapped, inplace=True)
     return wrapped

@@ -17,6 +17,7 @@ from ...engine.task import StepOutput, Task
 from ...engine.trainer import Trainer
 from ...errors import DataError
 from .augment import tta_function
+from .cascade import INT8_BATCH, Int8Cascade, int8_cascade
 from .metrics import classification_report, confusion_matrix
 
 # A training set up to this size goes to an accelerator once per fit: its batches are then
@@ -127,6 +128,31 @@ class ClassifyTask(Task):
         return self._logits(trainer, images, batch_size, fn)
 
     def _logits(self, trainer: Trainer, images: torch.Tensor, batch_size: int, fn: Any) -> torch.Tensor:
+        cascade = getattr(trainer, "cascade", None)
+        if cascade is not None and len(images):
+            return self._cascade_logits(trainer, cascade, images, batch_size, fn)
+        return self._float_logits(trainer, images, batch_size, fn)
+
+    def _cascade_logits(
+        self, trainer: Trainer, cascade: Int8Cascade, images: torch.Tensor, batch_size: int, fn: Any
+    ) -> torch.Tensor:
+        """The int8 copy's logits, with the images it is unsure of scored again in float."""
+        outs, unsure = [], []
+        for start in range(0, len(images), INT8_BATCH):
+            trainer.poll_threads()
+            x = self.prepare(trainer, images[start : start + INT8_BATCH])
+            out = (fn(cascade.net, x) if fn is not None else cascade.net(x)).float().cpu()
+            unsure.append(cascade.uncertain(out).nonzero().squeeze(1) + start)
+            outs.append(out)
+        logits = torch.cat(outs)
+        again = torch.cat(unsure)
+        if len(again):
+            logits[again] = self._float_logits(trainer, images[again], batch_size, fn)
+        cascade.images += len(images)
+        cascade.rescored += len(again)
+        return logits
+
+    def _float_logits(self, trainer: Trainer, images: torch.Tensor, batch_size: int, fn: Any) -> torch.Tensor:
         outs = []
         with trainer.forward.inference(len(images)):
             for start in range(0, len(images), batch_size):
@@ -206,6 +232,7 @@ class ClassifyTrainer(Trainer):
                 label_smoothing=label_smoothing, normalize=normalize, augment=augment, tta=tta
             )
         super().__init__(model, task, **engine_options)
+        self.cascade: Int8Cascade | None = None
 
     def fit(  # type: ignore[override]
         self,
@@ -285,6 +312,41 @@ class ClassifyTrainer(Trainer):
                 raise ValueError("evaluate(x, y): give the labels y of the images x (or an ArrayDataset)")
             x = ArrayDataset.from_arrays(x, y)
         return super().evaluate(x)
+
+    def use_int8_cascade(
+        self, calibration: ArrayDataset | torch.Tensor, *, cache: bool = True
+    ) -> Int8Cascade:
+        """From now on, inference scores with an int8 copy of the model first and scores again
+        in float the images whose class int8 could change (``cascade``): the float
+        predictions, about twice as fast on a CPU. The logits of the other images are the int8
+        ones, so a loss moves in its fourth digit.
+
+        Args:
+            calibration: uint8 training images Tensor[N, C, H, W] (or their ArrayDataset), never
+                the test set; ``cascade.CALIBRATION_IMAGES`` of them are enough.
+            cache: keep the quantized copy in ``~/.cache/cnnkit/int8`` for the next process.
+
+        Returns:
+            The Int8Cascade now in use (its ``summary()`` counts the images scored again).
+
+        Raises:
+            ValueError: the model runs on another device than the CPU, or has a layer without
+                an int8 kernel (named).
+            RuntimeError: this PyTorch has no quantized engine.
+        """
+        if self.device.type != "cpu":
+            raise ValueError(f"the int8 cascade runs on the CPU, not {self.device}")
+        images = calibration.images if isinstance(calibration, ArrayDataset) else calibration
+        self.model.eval()
+        x = self.prepare(images)
+
+        def reference(batch: torch.Tensor) -> torch.Tensor:
+            with torch.inference_mode(), self.autocast():
+                return self.model(batch)
+
+        self.cascade = None
+        self.cascade = int8_cascade(self.model, x, reference, precision=str(self.amp or "fp32"), cache=cache)
+        return self.cascade
 
     def evaluate_loss(self, data: ArrayDataset) -> dict[str, float]:
         return self.task.validate(self, data)
