@@ -117,6 +117,7 @@ def course_infer(ctx: Context) -> list[dict]:
     row is calibrated on 2,000 training images and its quantization time is reported apart."""
     from cnnkit.cli.predict import fashion_asset
     from cnnkit.io.weights import load_state_dict_file, load_strict
+    from cnnkit.runs.evaluate import default_cascade
     from cnnkit.tasks.classify.quantize import quantize_int8
 
     fl = _flops("hongong_cnn")
@@ -165,8 +166,12 @@ def course_infer(ctx: Context) -> list[dict]:
                 )
                 trainer.forward.expected_images = 10_000_000 if amp == "default_long" else 0
                 amp = ctx.perf.amp
+                # `cnnkit evaluate`'s int8 cascade where the images repay it (its set-up apart)
+                cascade = default_cascade(trainer, ctx.train, len(test))
                 trainer.logits(test, bs)  # the first pass: eager, or eager then compiled
                 extra = {"compiled": trainer.forward.compile, "compile_s": round(trainer.compile_seconds, 2)}
+                if cascade is not None:
+                    extra["cascade"] = cascade.summary()
             elif amp in ("compile", "fused_pool"):
                 # The device's precision, and either torch.compile with the weights frozen in
                 # (an inference-only Trainer) or the compiled max-pool kernels (the fast

@@ -269,6 +269,15 @@ def test_train_then_evaluate_a_tiny_run(capsys, tmp_path):
     report = json.loads(out)
     assert code == 0 and report["compiled"] is False and "compile_seconds" not in report
     assert report["accuracy"] == pytest.approx(metrics["test_accuracy"])
+    assert report["cascade"] is None  # 200 images do not repay building the int8 copy
+    # The int8 cascade when asked for: the float predictions, so the same per-class counts.
+    code, out, _ = run(capsys, "evaluate", str(out_dir), "--limit-test", "200", "--cascade", "--json")
+    cascaded = json.loads(out)
+    assert code == 0 and cascaded["cascade"]["images"] == 200 and cascaded["cascade"]["rescored"] > 0
+    assert cascaded["confusion_matrix"] == report["confusion_matrix"]
+    code, out, _ = run(capsys, "evaluate", str(out_dir), "--limit-test", "200", "--cascade")
+    assert code == 0 and "scored again in float32, so the predictions are float32's" in out
+    assert "The int8 copy came from the cache" in out
     # int8: calibrated on training images, scored on the same test images, close to float32.
     code, out, _ = run(capsys, "evaluate", str(out_dir), "--limit-test", "200", "--int8", "--json")
     report = json.loads(out)
@@ -281,6 +290,8 @@ def test_train_then_evaluate_a_tiny_run(capsys, tmp_path):
     assert code == 0 and abs(report["accuracy"] - metrics["test_accuracy"]) <= 0.01
     assert 0 < report["compile_seconds"] <= report["seconds"] and report["compiled"] is True
     code, _, err = run(capsys, "evaluate", str(out_dir), "--int8", "--compile")
+    assert code == 2 and "choose one" in err and "Traceback" not in err
+    code, _, err = run(capsys, "evaluate", str(out_dir), "--int8", "--cascade")
     assert code == 2 and "choose one" in err and "Traceback" not in err
     code, _, err = run(capsys, "train", "--out", str(out_dir), "--epochs", "1")
     assert code == 2 and "already exists" in err

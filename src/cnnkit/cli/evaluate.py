@@ -127,10 +127,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     calibrated = f"int8 calibrated on {CALIBRATION_IMAGES:,} training images" if int8 else ""
     views = {"shift": "flip and shift TTA (10 views)"}.get(tta, "flip TTA") if tta else ""
-    rescored = (
-        f"int8 first, {cascade.rescored:,} images scored again in {amp or 'float32'}" if cascade else ""
-    )
-    how = ", ".join(x for x in (views, amp or "", calibrated, rescored) if x)
+    how = ", ".join(x for x in (views, amp or "", calibrated) if x)
     print(
         f"{config['model']} on {test.name}: accuracy {report['accuracy']:.4f}, "
         f"loss {report['loss']:.4f}, {report['num_samples']:,} images"
@@ -144,6 +141,15 @@ def run(args: argparse.Namespace) -> int:
     for name, row in zip(names, report["per_class"].values()):
         scores = f"{row['precision']:9.4f}  {row['recall']:6.4f}  {row['f1']:6.4f}"
         print(f"{ljust(name, width)}  {scores}  {row['support']:7d}")
+    if cascade:
+        done = cascade.summary()
+        print(
+            f"int8 first: {done['rescored']:,} of {done['images']:,} images scored again in "
+            f"{amp or 'float32'}, so the predictions are {amp or 'float32'}'s; the loss is partly "
+            f"from int8 logits (--no-cascade: all {amp or 'float32'}). The int8 copy "
+            + ("came from the cache" if done["source"] == "cache" else "was calibrated now")
+            + f" ({done['setup_seconds']:.2f} s)"
+        )
     if trainer.forward.compile:
         print(
             f"torch.compile: {trainer.compile_seconds:.1f} s of the {seconds:.1f} s were the first "

@@ -9,8 +9,9 @@ into its convolution.
 
 Int8 changes the numbers: on the course CNN it agrees with the float32 predictions on about
 99 % of the test images and moves the accuracy by a few hundredths of a point
-(docs/performance.md). It is therefore an explicit choice (``cnnkit evaluate --int8``), never a
-default.
+(docs/performance.md). Scoring every image in int8 is therefore an explicit choice
+(``cnnkit evaluate --int8``); the default uses int8 only where the float model's class cannot
+change (:mod:`.cascade`).
 
 Deprecated: PyTorch marks eager ``torch.ao.quantization`` for removal. The maintained path is
 ``cnnkit export RUN --int8`` (ONNX Runtime static QDQ quantization, :mod:`cnnkit.export.int8`);
