@@ -142,3 +142,18 @@ def test_cascade_pays_counts_a_cached_copy(fashion, course_model):
     assert cascade_module.cascade_pays(cached, course_model, calibration, "fp32")
     assert not cascade_module.cascade_pays(cached - 1, course_model, calibration, "fp32")
     assert not cascade_module.cascade_pays(cached, course_model, calibration, "bf16")  # another key
+
+
+def test_without_a_quantized_engine_evaluate_stays_float(fashion, course_model, monkeypatch):
+    """A PyTorch without quantized kernels: the default scores in float, --cascade says why."""
+    from types import SimpleNamespace
+
+    from cnnkit.errors import UsageError
+    from cnnkit.runs.evaluate import default_cascade
+
+    no_kernels = SimpleNamespace(supported_engines=["none"], engine="none")
+    monkeypatch.setattr(torch.backends, "quantized", no_kernels)
+    trainer = ClassifyTrainer(course_model, device="cpu", optimizer=None)
+    assert default_cascade(trainer, fashion[0], 10_000) is None and trainer.cascade is None
+    with pytest.raises(UsageError, match="--cascade: this PyTorch build has no quantized CPU engine"):
+        default_cascade(trainer, fashion[0], 10_000, mode=True)

@@ -193,17 +193,14 @@ def default_cascade(trainer: Any, train: Any, images: int, mode: bool | None = N
             raise UsageError(f"--cascade runs on the CPU, not {trainer.device}; use --device cpu")
         return None
     calibration = train.take(min(CALIBRATION_IMAGES, len(train)), seed=0).images
-    if mode is None:
-        try:
-            float_chain(trainer.model)
-        except ValueError:
-            return None  # no int8 form (a residual network, ...): float, as before
-        precision = str(trainer.amp or "fp32")
-        if not cascade_pays(images, trainer.model, trainer.prepare(calibration), precision):
-            return None
     try:
+        if mode is None:
+            float_chain(trainer.model)  # no int8 form (a residual network, ...): float, as before
+            precision = str(trainer.amp or "fp32")
+            if not cascade_pays(images, trainer.model, trainer.prepare(calibration), precision):
+                return None
         return trainer.use_int8_cascade(calibration)
-    except (ValueError, RuntimeError) as exc:
+    except (ValueError, RuntimeError) as exc:  # RuntimeError: no quantized engine in this PyTorch
         if mode:
             raise UsageError(f"--cascade: {exc}") from None
         return None
