@@ -157,3 +157,22 @@ def test_without_a_quantized_engine_evaluate_stays_float(fashion, course_model, 
     assert default_cascade(trainer, fashion[0], 10_000) is None and trainer.cascade is None
     with pytest.raises(UsageError, match="--cascade: this PyTorch build has no quantized CPU engine"):
         default_cascade(trainer, fashion[0], 10_000, mode=True)
+
+
+def test_training_after_the_cascade_ends_it(fashion):
+    """An int8 copy of older weights would score with them: after a step the task drops it."""
+    train, test = fashion
+    torch.manual_seed(0)
+    trainer = ClassifyTrainer(create_model("hongong_cnn"), device="cpu")
+    trainer.fit(train.subset(slice(0, 512)), epochs=1, batch_size=64, verbose=0)
+    cascade = trainer.use_int8_cascade(train)  # the whole set: a sample of 256 calibrates
+    assert cascade.fits(trainer.model)
+    images = test.subset(slice(0, 300))
+    trainer.logits(images)
+    assert cascade.images == 300
+    trainer.fit(train.subset(slice(512, 1024)), epochs=2, batch_size=64, verbose=0)  # one more
+    assert not cascade.fits(trainer.model)
+    logits = trainer.logits(images)
+    assert trainer.cascade is None and cascade.images == 300
+    plain = ClassifyTrainer(trainer.model, device="cpu", optimizer=None)
+    assert torch.equal(logits, plain.logits(images))

@@ -78,6 +78,12 @@ class Int8Cascade:
     seconds: float
     images: int = 0
     rescored: int = 0
+    weights: tuple = ()
+
+    def fits(self, model: nn.Module) -> bool:
+        """Whether ``model``'s weights are still those the int8 copy was made of (no training
+        step, no loaded state since: the same tensors at the same versions)."""
+        return self.weights == weights_version(model)
 
     def uncertain(self, logits: torch.Tensor) -> torch.Tensor:
         """Bool Tensor[N]: the rows of int8 ``logits`` Tensor[N, K] to score again in float."""
@@ -129,13 +135,14 @@ def int8_cascade(
         RuntimeError: no quantized engine in this PyTorch.
     """
     start = time.perf_counter()
+    weights = weights_version(model)
     engine = quantized_engine()
     path = _cache_file(model, calibration, precision, engine)
     if cache:
         loaded = _load(model, path, engine)
         if loaded is not None:
             net, step, bound = loaded
-            return Int8Cascade(net, step, bound, "cache", time.perf_counter() - start)
+            return Int8Cascade(net, step, bound, "cache", time.perf_counter() - start, weights=weights)
     net = quantize_int8(model, calibration, engine=engine)
     step = _output_step(net)
     with torch.inference_mode():
@@ -144,7 +151,13 @@ def int8_cascade(
     bound = max(MIN_BOUND_STEPS, _overstatement(int8_logits, float_logits, step) + BOUND_MARGIN_STEPS)
     if cache:
         _save(path, net, step, bound)
-    return Int8Cascade(net, step, bound, "built", time.perf_counter() - start)
+    return Int8Cascade(net, step, bound, "built", time.perf_counter() - start, weights=weights)
+
+
+def weights_version(model: nn.Module) -> tuple:
+    """Each parameter's and buffer's storage and version counter: any in-place update (an
+    optimizer step, ``load_state_dict``) or replaced tensor changes it."""
+    return tuple((t.data_ptr(), t._version) for t in [*model.parameters(), *model.buffers()])
 
 
 def _overstatement(int8_logits: torch.Tensor, float_logits: torch.Tensor, step: float) -> float:
