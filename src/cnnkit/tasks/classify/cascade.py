@@ -49,9 +49,11 @@ CALIBRATION_IMAGES = 256
 MIN_BOUND_STEPS = 2.0
 BOUND_MARGIN_STEPS = 0.5
 INT8_BATCH = 1000  # the int8 kernels ran fastest at 1,000 images a batch (256: ~15 % slower)
-# Images from which the cascade pays on the course CNN, measured on a Zen 3 (fp32) and a Zen 4
-# (bf16): building it (0.3 s) pays back in one pass of about 10,000 images, loading (0.05 s)
-# in about 2,000.
+# Images from which the cascade is used. With the course CNN's figures on a Zen 3 (float 14,136
+# img/s, cascade 20,596: 22 us saved per image; bench/results/2026-12-08_011955.json) loading
+# the copy (0.04 s) pays back after about 2,000 images and building it (0.33 s) after about
+# 15,000: a 10,000-image test set builds it at a cost of about 0.1 s, and every later
+# evaluation of the run loads it.
 MIN_IMAGES_CACHED = 2_000
 MIN_IMAGES_BUILT = 10_000
 _FORMAT = 1
