@@ -89,6 +89,7 @@ REFUSED = [
     (["viz", "confusion", "{run}"], ("localize", "detect", "segment", "maskrcnn")),
     (["finetune", "--weights", "{run}", "--data", "fashion-mnist"], ("localize", "detect", "segment")),
     (["evaluate", "{run}", "--int8"], ("localize", "detect", "segment")),
+    (["evaluate", "{run}", "--cascade"], ("localize", "detect", "segment")),
     (["train", "--resume", "{run}"], ("finetune",)),
     (["finetune", "--resume", "{run}"], ("classify", "detect")),
 ]

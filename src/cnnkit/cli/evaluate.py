@@ -171,7 +171,14 @@ def _evaluate_scored(args: argparse.Namespace, run: Any) -> int:
     from ..runs.evaluate import evaluate_run
 
     given = [
-        flag for flag, on in (("--int8", args.int8), ("--compile", args.compile), ("--data", args.data)) if on
+        flag
+        for flag, on in (
+            ("--int8", args.int8),
+            ("--compile", args.compile),
+            ("--cascade", args.cascade),
+            ("--data", args.data),
+        )
+        if on
     ]
     if given:
         raise UsageError(
