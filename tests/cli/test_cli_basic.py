@@ -363,3 +363,17 @@ def test_train_validation_freq_validates_every_nth_epoch_and_the_last(tmp_path, 
     assert json.loads((out / "config.json").read_text())["run"]["validation_freq"] == 2
     rows = json.loads((out / "history.json").read_text())
     assert [row["epoch"] for row in rows if "val_loss" in row] == [2, 3] and len(rows) == 3
+
+
+def test_help_and_usage_errors_answer_without_importing_torch():
+    """Building the parser imports no torch (2-3 s): `--help` and a mistyped flag answer at once."""
+    code = (
+        "import sys\n"
+        "from cnnkit.cli.__main__ import build_parser, main\n"
+        "build_parser()\n"
+        "assert main(['evaluate', 'run', '--no-such-flag']) == 2\n"
+        "print('torch' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False" and "--no-such-flag" in done.stderr

@@ -149,13 +149,15 @@ def _stdout_gone() -> bool:
 
 
 def main(argv: list[str] | None = None, *, freeze_imports: bool = False) -> int:
-    parser = build_parser()
-    if freeze_imports:
-        gc.freeze()  # the command modules and torch are imported by now
+    parser = build_parser()  # without torch: --help and usage errors answer at once
     try:
         args = parse_command_line(sys.argv[1:] if argv is None else argv, parser)
     except SystemExit as exc:  # argparse's usage errors: one line on stderr, exit code 2
         return int(exc.code or 0)
+    if freeze_imports:
+        import torch  # noqa: F401  every command runs it: imported now, frozen with the rest
+
+        gc.freeze()
     args.argv = list(sys.argv[1:] if argv is None else argv)  # `train --nproc` passes it on to workers
     if not getattr(args, "func", None):
         parser.print_help()

@@ -14,11 +14,12 @@ import argparse
 import json
 import sys
 from pathlib import Path
-
-import numpy as np
-import torch
+from typing import TYPE_CHECKING
 
 from ..errors import DataError, UsageError
+
+if TYPE_CHECKING:
+    import torch
 
 HELP = "draw a detection run's boxes on images"
 
@@ -43,6 +44,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
     from ..data.annotations import read_image, resize_for_model
     from ..data.image_io import find_images
     from ..engine.device import pick_device
@@ -107,7 +110,6 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-@torch.no_grad()
 def _predict(
     model: torch.nn.Module,
     task: str,
@@ -117,6 +119,15 @@ def _predict(
     all_classes: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(boxes Tensor[D, 4] in model-input pixels, scores Tensor[D], labels Tensor[D]) on the CPU."""
+    import torch
+
+    with torch.no_grad():
+        return _predict_boxes(model, task, x, threshold, nms_iou, all_classes)
+
+
+def _predict_boxes(
+    model: torch.nn.Module, task: str, x: torch.Tensor, threshold: float, nms_iou: float, all_classes: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     if task == "localize":
         out = model(x)
         score, label = out.logits.softmax(1).max(1)
@@ -131,7 +142,7 @@ def _predict(
 
 def _scale(height: int, width: int) -> int:
     """Enlarge small images (Fashion-sized) so the labels are readable; big ones stay as they are."""
-    return int(np.clip(384 // max(height, width, 1), 1, 8))
+    return max(1, min(8, 384 // max(height, width, 1)))
 
 
 def _unique_name(stem: str, used: set[str]) -> str:

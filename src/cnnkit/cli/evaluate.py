@@ -8,7 +8,6 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from ..tasks.classify.task import ClassifyTrainer
 from ..text import columns, ljust
 
 if TYPE_CHECKING:
@@ -202,6 +201,7 @@ def _int8(
 
     from ..errors import UsageError
     from ..tasks.classify.quantize import quantize_int8
+    from ..tasks.classify.task import ClassifyTrainer
 
     calibration = train.take(min(CALIBRATION_IMAGES, len(train)), seed=0)
     images = ClassifyTrainer(model, device="cpu", normalize=normalize, optimizer=None).prepare(

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-import torch
-
 HELP = "list the registered models"
 
 
@@ -14,6 +12,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
     from ..models import create_model, list_models, model_entry
 
     names = list_models(args.pattern)

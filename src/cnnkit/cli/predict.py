@@ -23,14 +23,14 @@ import os
 import sys
 from importlib import resources
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from ..errors import DataError, UsageError
-from ..io.weights import WeightsError
 from ..text import columns, ljust
 from .targets import add_target
+
+if TYPE_CHECKING:
+    import torch
 
 FASHION = "fashion"
 FASHION_ASSET = "fashion_hongong_cnn.safetensors"
@@ -94,6 +94,7 @@ def load_model(args: argparse.Namespace, device: torch.device) -> tuple[torch.nn
         UsageError: contradictory or missing arguments.
         WeightsError / FileNotFoundError / ValueError: weights that cannot be used.
     """
+    from ..io.weights import WeightsError
     from ..models import create_model, model_entry
     from ..models._packaged import default_packaged_weights
 
@@ -177,6 +178,8 @@ def _preprocess(args: argparse.Namespace, config: dict):
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
     from ..data.image_io import find_images
     from ..engine.compiled import CompiledForward
     from ..engine.device import pick_device

@@ -13,9 +13,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
-import torch
-
 from ..errors import DataError, UsageError
 from ._text import count
 
@@ -32,6 +29,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
     from ..data.image_io import find_images, load_image
     from ..data.masks import write_mask
     from ..engine.device import pick_device

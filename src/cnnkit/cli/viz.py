@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from ..errors import UsageError
 from .targets import add_target
+
+if TYPE_CHECKING:
+    import torch
 
 FIGURES = ("curves", "filters", "histogram", "feature-maps", "confusion", "errors", "gradcam", "diagram")
 RUN_ONLY = ("curves", "confusion", "errors")
@@ -74,6 +75,8 @@ class _Target:
     """A run folder (trained model + record) or a registered model name (fresh model)."""
 
     def __init__(self, spec: str, device: str | None, input_shape: str | None) -> None:
+        import torch
+
         from ..runs.folder import SHIPPED, read_run
 
         self.spec = spec
@@ -185,6 +188,8 @@ class _Target:
 
     def image(self, args: argparse.Namespace) -> tuple[torch.Tensor, torch.Tensor, int | None, str]:
         """(stored uint8 image [C, H, W], model input [1, C, H, W], true label or None, description)."""
+        import torch
+
         from ..viz._common import model_device, to_model_input
 
         device = model_device(self.model)
@@ -226,6 +231,7 @@ def _slug(name: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     import matplotlib.pyplot as plt
+    import torch
 
     from .. import viz
     from ..inspect.features import conv_layer_names, default_cam_layer, get_layer
@@ -354,6 +360,8 @@ def _label(index: int, names: list[str] | None) -> str:
 
 def _fresh_model(target: _Target) -> torch.nn.Module:
     """The same architecture freshly initialised with the run's seed (what training started from)."""
+    import torch
+
     from ..models import create_model
 
     run = target.record["run"]
