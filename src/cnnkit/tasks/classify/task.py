@@ -149,10 +149,35 @@ class ClassifyTask(Task):
         logits = torch.cat(outs)
         again = torch.cat(unsure)
         if len(again):
-            logits[again] = self._float_logits(trainer, images[again], batch_size, fn)
+            logits[again] = self._rescore(trainer, images, again, batch_size, fn)
         cascade.images += len(images)
         cascade.rescored += len(again)
         return logits
+
+    def _rescore(
+        self, trainer: Trainer, images: torch.Tensor, again: torch.Tensor, batch_size: int, fn: Any
+    ) -> torch.Tensor:
+        """Float logits of ``images[again]``, each image computed in a batch of the size the float
+        pass gives it (``batch_size``, the last one smaller), the rest of the batch filled with
+        other images. Kernels pick their blocking by batch size, so each image's logits are then
+        those of the float pass bit for bit, and so is a near tie between two classes."""
+        n = len(images)
+        tail = 0 if trainer.forward.pads else n % batch_size  # the float pass's last, smaller batch
+        groups = [(again < n - tail, batch_size)] + ([(again >= n - tail, tail)] if tail else [])
+        out: torch.Tensor | None = None
+        for in_group, size in groups:
+            rows = in_group.nonzero().squeeze(1)
+            for start in range(0, len(rows), size):
+                chunk = rows[start : start + size]
+                batch = images[again[chunk]]
+                if len(chunk) < size:
+                    batch = torch.cat([batch, images[: size - len(chunk)]])
+                logits = self._float_logits(trainer, batch, size, fn)[: len(chunk)]
+                if out is None:
+                    out = logits.new_empty(len(again), logits.shape[1])
+                out[chunk] = logits
+        assert out is not None  # again is not empty
+        return out
 
     def _float_logits(self, trainer: Trainer, images: torch.Tensor, batch_size: int, fn: Any) -> torch.Tensor:
         outs = []
