@@ -177,3 +177,15 @@ def test_training_after_the_cascade_ends_it(fashion):
     assert trainer.cascade is None and cascade.images == 300
     plain = ClassifyTrainer(trainer.model, device="cpu", optimizer=None)
     assert torch.equal(logits, plain.logits(images))
+
+
+def test_evaluate_cascade_names_the_layer_and_its_own_flag(fashion):
+    from cnnkit.errors import UsageError
+    from cnnkit.runs.evaluate import default_cascade
+
+    layers = [nn.ZeroPad2d(2), nn.Conv2d(1, 4, 3), nn.Flatten(), nn.Linear(4 * 30 * 30, 10)]
+    model = nn.Sequential(*layers).eval()
+    trainer = ClassifyTrainer(model, device="cpu", optimizer=None)
+    assert default_cascade(trainer, fashion[0], 10_000) is None  # the default: float, silently
+    with pytest.raises(UsageError, match=r"layer '0' \(ZeroPad2d\).*\(leave out --cascade\)$"):
+        default_cascade(trainer, fashion[0], 10_000, mode=True)

@@ -129,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
     how = ", ".join(x for x in (views, amp or "", calibrated) if x)
     print(
         f"{config['model']} on {test.name}: accuracy {report['accuracy']:.4f}, "
-        f"loss {report['loss']:.4f}, {report['num_samples']:,} images"
+        f"loss {report['loss']:.4f}, {report['num_samples']:,} image{'' if len(test) == 1 else 's'}"
         + (f" ({how}{'' if int8 else ', as in training'})" if how else "")
     )
     from ..viz.lang import translate

@@ -202,5 +202,6 @@ def default_cascade(trainer: Any, train: Any, images: int, mode: bool | None = N
         return trainer.use_int8_cascade(calibration)
     except (ValueError, RuntimeError) as exc:  # RuntimeError: no quantized engine in this PyTorch
         if mode:
-            raise UsageError(f"--cascade: {exc}") from None
+            # the quantizer's messages name --int8, the flag that usually reaches them
+            raise UsageError(f"--cascade: {exc}".replace("--int8", "--cascade")) from None
         return None
