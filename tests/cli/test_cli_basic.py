@@ -377,3 +377,18 @@ def test_help_and_usage_errors_answer_without_importing_torch():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "False" and "--no-such-flag" in done.stderr
+
+
+def test_shape_runs_without_torch():
+    """`cnnkit shape` is arithmetic: the course CNN's sizes (혼공머신 ch. 8) without importing torch."""
+    code = (
+        "import sys\n"
+        "from cnnkit.cli.__main__ import main\n"
+        "assert main(['shape', '28x28x1', 'conv:32:3:same', 'pool:2', 'conv:64:3:same', 'pool:2',\n"
+        "             'flatten', 'dense:100', 'dense:10']) == 0\n"
+        "print('torch' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[-1] == "False" and "total parameters: 333,526" in lines

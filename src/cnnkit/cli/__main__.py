@@ -53,6 +53,10 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
+# Commands that run without torch (pure arithmetic): they answer in a fraction of a second.
+TORCH_FREE = frozenset({"shape"})
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="cnnkit", description="Convolutional neural networks, the way the course teaches them."
@@ -155,8 +159,8 @@ def main(argv: list[str] | None = None, *, freeze_imports: bool = False) -> int:
     except SystemExit as exc:  # argparse's usage errors: one line on stderr, exit code 2
         return int(exc.code or 0)
     if freeze_imports:
-        import torch  # noqa: F401  every command runs it: imported now, frozen with the rest
-
+        if args.command not in TORCH_FREE:
+            import torch  # noqa: F401  the command runs it: imported now, frozen with the rest
         gc.freeze()
     args.argv = list(sys.argv[1:] if argv is None else argv)  # `train --nproc` passes it on to workers
     if not getattr(args, "func", None):

@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from ..inspect import read_input_shape
-    from ..inspect.summary import SHAPES_NOTE
+    from ..inspect.input_shape import SHAPES_NOTE
 
     (c, h, w), note = read_input_shape(args.input)
     if note:

@@ -1,33 +1,30 @@
 """Layers with Keras semantics on NCHW tensors."""
 
-from .activations import get_activation
-from .conv import Conv2D, SeparableConv2D
-from .core import Dense, Dropout, Flatten
-from .initializers import INITIALIZERS, initialize
-from .padding import PADDING_MODES, check_padding, conv_output_size, pad_same_2d, same_padding
-from .pooling import AvgPool2D, DepthMaxPool, GlobalAvgPool2D, MaxPool2D
-from .se import SqueezeExcite
-from .whitening import patch_whitening, whiten_first_conv
+from .._lazy import lazy_exports
 
-__all__ = [
-    "INITIALIZERS",
-    "PADDING_MODES",
-    "AvgPool2D",
-    "Conv2D",
-    "Dense",
-    "DepthMaxPool",
-    "Dropout",
-    "Flatten",
-    "GlobalAvgPool2D",
-    "MaxPool2D",
-    "SeparableConv2D",
-    "SqueezeExcite",
-    "check_padding",
-    "conv_output_size",
-    "get_activation",
-    "initialize",
-    "pad_same_2d",
-    "patch_whitening",
-    "same_padding",
-    "whiten_first_conv",
-]
+# Imported on first use (PEP 562): the padding arithmetic needs no torch (`cnnkit shape`).
+_EXPORTS = {
+    "get_activation": ".activations",
+    "Conv2D": ".conv",
+    "SeparableConv2D": ".conv",
+    "Dense": ".core",
+    "Dropout": ".core",
+    "Flatten": ".core",
+    "INITIALIZERS": ".initializers",
+    "initialize": ".initializers",
+    "PADDING_MODES": ".padding",
+    "check_padding": ".padding",
+    "conv_output_size": ".padding",
+    "pad_same_2d": ".padding",
+    "same_padding": ".padding",
+    "AvgPool2D": ".pooling",
+    "DepthMaxPool": ".pooling",
+    "GlobalAvgPool2D": ".pooling",
+    "MaxPool2D": ".pooling",
+    "SqueezeExcite": ".se",
+    "patch_whitening": ".whitening",
+    "whiten_first_conv": ".whitening",
+}
+
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -14,13 +14,6 @@ from .activations import get_activation
 from .initializers import initialize
 
 
-def check_positive_int(name: str, value: object) -> int:
-    """``value`` if it is an int >= 1 (a bool is refused); else ValueError naming ``name``."""
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
-
-
 class KernelLayer(LazyModuleMixin, nn.Module):
     """A layer with a ``weight`` (Keras initializer) and an optional zero-initialised ``bias``.
 

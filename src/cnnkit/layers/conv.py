@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._base import KernelLayer, check_positive_int
+from ._base import KernelLayer
+from ._checks import check_positive_int
 from .padding import PaddingArg, _pair, check_padding, pad_same_2d, static_same_padding
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from ._base import check_positive_int
+from ._checks import check_positive_int
 
 PaddingArg = str | int | tuple[int, int]
 

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._base import check_positive_int
+from ._checks import check_positive_int
 from ._fused_pool import fused_max_pool_2x2, max_of_windows
 from .padding import PaddingArg, _pair, check_padding, pad_same_2d
 

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._base import check_positive_int
+from ._checks import check_positive_int
 
 
 class SqueezeExcite(nn.Module):
