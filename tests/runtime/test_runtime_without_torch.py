@@ -67,6 +67,33 @@ def test_predict_runs_where_importing_torch_fails(exported, capsys):
         )
 
 
+CLI_NO_TORCH = """
+import sys
+sys.modules["torch"] = None  # `import torch` now raises ImportError
+sys.modules["torchvision"] = None
+from cnnkit.cli.__main__ import process_main
+sys.argv = ["cnnkit", "predict", *sys.argv[1:], "--top", "3"]
+sys.exit(process_main())
+"""
+
+
+def test_the_command_line_predicts_with_an_onnx_file_where_importing_torch_fails(exported, capsys):
+    """`cnnkit predict model.onnx IMAGE...` with ONNX Runtime alone prints what PyTorch prints."""
+    path, files = exported
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run(
+        [sys.executable, "-c", CLI_NO_TORCH, str(path), *map(str, files)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    capsys.readouterr()
+    assert main(["predict", "fashion", *map(str, files), "--top", "3"]) == 0
+    assert proc.stdout == capsys.readouterr().out
+
+
 def test_predict_on_an_onnx_file_prints_what_predict_on_the_model_prints(exported, capsys):
     path, files = exported
     capsys.readouterr()

@@ -160,7 +160,10 @@ def main(argv: list[str] | None = None, *, freeze_imports: bool = False) -> int:
         return int(exc.code or 0)
     if freeze_imports:
         if args.command not in TORCH_FREE:
-            import torch  # noqa: F401  the command runs it: imported now, frozen with the rest
+            # the command runs torch: imported now, its objects frozen with the rest (a machine
+            # with ONNX Runtime alone still predicts with .onnx files)
+            with contextlib.suppress(ImportError):
+                import torch  # noqa: F401
         gc.freeze()
     args.argv = list(sys.argv[1:] if argv is None else argv)  # `train --nproc` passes it on to workers
     if not getattr(args, "func", None):

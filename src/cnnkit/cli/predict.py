@@ -178,6 +178,14 @@ def _preprocess(args: argparse.Namespace, config: dict):
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.top < 1:
+        raise UsageError(f"--top must be >= 1, got {args.top}")
+    if args.batch_size < 1:
+        raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.model.lower().endswith(".onnx"):  # ONNX Runtime: no torch needed
+        from .predict_onnx import run_onnx
+
+        return run_onnx(args)
     import torch
 
     from ..data.image_io import find_images
@@ -185,14 +193,6 @@ def run(args: argparse.Namespace) -> int:
     from ..engine.device import pick_device
     from ..models._weights import decode_predictions
 
-    if args.top < 1:
-        raise UsageError(f"--top must be >= 1, got {args.top}")
-    if args.batch_size < 1:
-        raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
-    if args.model.lower().endswith(".onnx"):
-        from .predict_onnx import run_onnx
-
-        return run_onnx(args)
     device = pick_device(args.device)
     model, config = load_model(args, device)
     preprocess = _preprocess(args, config)

@@ -21,7 +21,7 @@ def run_onnx(args: argparse.Namespace) -> int:
     """``cnnkit predict`` for an ``.onnx`` RUN_OR_MODEL."""
     from ..data.image_io import find_images
     from ..errors import DataError, UsageError
-    from ..models._weights import Prediction as Ranked
+    from ..ranked import Prediction as Ranked
     from ..runtime import OnnxModel
     from .predict import _exit_code, _read_names, _report, _report_failure
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 from torch import nn
@@ -37,6 +37,7 @@ from ..io.weights import (
     torchvision_weights,
     torchvision_weights_info,
 )
+from ..ranked import Prediction
 from ._packaged import PackagedWeights, find_packaged_weights, read_packaged_weights
 
 __all__ = [
@@ -322,15 +323,6 @@ def _classifier_hint(model: nn.Module, state: dict[str, torch.Tensor]) -> str:
         f". The weights have {outputs} classes: build the model with num_classes={outputs} "
         "(or load them, then reset_classifier(n) for transfer learning)"
     )
-
-
-class Prediction(NamedTuple):
-    """One ranked class of one image."""
-
-    rank: int
-    index: int
-    name: str
-    probability: float
 
 
 def decode_predictions(
