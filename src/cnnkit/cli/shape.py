@@ -97,8 +97,7 @@ def walk(input_shape: tuple[int, int, int], specs: list[str]) -> list[tuple[str,
 def run(args: argparse.Namespace) -> int:
     import sys
 
-    from ..inspect import read_input_shape
-    from ..inspect.input_shape import SHAPES_NOTE
+    from ..input_shape import SHAPES_NOTE, read_input_shape
 
     (c, h, w), note = read_input_shape(args.input)
     if note:

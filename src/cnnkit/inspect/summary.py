@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from ..errors import UsageError
+from ..input_shape import SHAPES_NOTE, parse_input_shape
 from ._fields import FieldTracker
-from .input_shape import SHAPES_NOTE, parse_input_shape
 
 # The one display convention of shapes in `cnnkit summary`, `cnnkit shape` and the diagram.
 

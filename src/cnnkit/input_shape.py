@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from ..errors import UsageError
+from .errors import UsageError
 
 SHAPES_NOTE = "output shapes (C, H, W), as PyTorch tensors hold them"
 
