@@ -365,30 +365,32 @@ def test_train_validation_freq_validates_every_nth_epoch_and_the_last(tmp_path, 
     assert [row["epoch"] for row in rows if "val_loss" in row] == [2, 3] and len(rows) == 3
 
 
+def _python(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+
+
 def test_help_and_usage_errors_answer_without_importing_torch():
     """Building the parser imports no torch (2-3 s): `--help` and a mistyped flag answer at once."""
-    code = (
+    done = _python(
         "import sys\n"
         "from cnnkit.cli.__main__ import build_parser, main\n"
         "build_parser()\n"
         "assert main(['evaluate', 'run', '--no-such-flag']) == 2\n"
         "print('torch' in sys.modules)\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "False" and "--no-such-flag" in done.stderr
 
 
 def test_shape_runs_without_torch():
     """`cnnkit shape` is arithmetic: the course CNN's sizes (혼공머신 ch. 8) without importing torch."""
-    code = (
+    done = _python(
         "import sys\n"
         "from cnnkit.cli.__main__ import main\n"
         "assert main(['shape', '28x28x1', 'conv:32:3:same', 'pool:2', 'conv:64:3:same', 'pool:2',\n"
         "             'flatten', 'dense:100', 'dense:10']) == 0\n"
         "print('torch' in sys.modules)\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[-1] == "False" and "total parameters: 333,526" in lines

@@ -43,16 +43,17 @@ def exported(tmp_path_factory, fashion, fashion_onnx):
     return fashion_onnx, files
 
 
+def _without_torch(code: str, *args: object) -> subprocess.CompletedProcess:
+    """``code`` run in a new interpreter (this checkout's cnnkit first on the path) with ``args``."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run(
+        [sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, env=env, timeout=120
+    )
+
+
 def test_predict_runs_where_importing_torch_fails(exported, capsys):
     path, files = exported
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run(
-        [sys.executable, "-c", NO_TORCH, str(path), *map(str, files)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
+    proc = _without_torch(NO_TORCH, path, *files)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert result["torch_modules"] == []
@@ -80,14 +81,7 @@ sys.exit(process_main())
 def test_the_command_line_predicts_with_an_onnx_file_where_importing_torch_fails(exported, capsys):
     """`cnnkit predict model.onnx IMAGE...` with ONNX Runtime alone prints what PyTorch prints."""
     path, files = exported
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run(
-        [sys.executable, "-c", CLI_NO_TORCH, str(path), *map(str, files)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
+    proc = _without_torch(CLI_NO_TORCH, path, *files)
     assert proc.returncode == 0, proc.stderr
     capsys.readouterr()
     assert main(["predict", "fashion", *map(str, files), "--top", "3"]) == 0

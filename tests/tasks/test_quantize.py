@@ -32,21 +32,6 @@ def _images(data, n: int) -> torch.Tensor:
     return data.images[:n].float().div(255)
 
 
-def _with_bn_statistics(model: nn.Module, negative_scale: bool = False) -> nn.Module:
-    """Non-trivial BatchNorm running statistics and affine terms, as after training."""
-    gen = torch.Generator().manual_seed(0)
-    for module in model.modules():
-        if isinstance(module, nn.BatchNorm2d):
-            c = module.num_features
-            module.running_mean.copy_(torch.rand(c, generator=gen) - 0.5)
-            module.running_var.copy_(torch.rand(c, generator=gen) + 0.5)
-            module.weight.data.copy_(torch.rand(c, generator=gen) + 0.2)
-            module.bias.data.copy_(torch.rand(c, generator=gen) - 0.5)
-            if negative_scale:
-                module.weight.data[0] = -0.7
-    return model.eval()
-
-
 @pytest.mark.parametrize(
     ("name", "kwargs", "negative_scale"),
     [
@@ -56,9 +41,9 @@ def _with_bn_statistics(model: nn.Module, negative_scale: bool = False) -> nn.Mo
         ("fashion_bn_cnn", {"widths": [8, 16], "depth": 2}, False),
     ],
 )
-def test_float_chain_computes_the_model(fashion_small, name, kwargs, negative_scale):
+def test_float_chain_computes_the_model(fashion_small, with_bn_statistics, name, kwargs, negative_scale):
     torch.manual_seed(0)
-    model = _with_bn_statistics(create_model(name, **kwargs), negative_scale)
+    model = with_bn_statistics(create_model(name, **kwargs), negative_scale)
     x = _images(fashion_small[1], 128)
     chain = float_chain(model)
     with torch.no_grad():
