@@ -21,6 +21,12 @@ from .compile_cache import (
 )
 
 
+def weights_version(model: nn.Module) -> tuple:
+    """Each parameter's and buffer's storage and version counter: any in-place update (an
+    optimizer step, ``load_state_dict``) or replaced tensor changes it."""
+    return tuple((t.data_ptr(), t._version) for t in [*model.parameters(), *model.buffers()])
+
+
 class CompiledForward:
     """Calls a model eagerly or through ``torch.compile`` and keeps the compiling seconds.
 
@@ -164,16 +170,12 @@ class CompiledForward:
             return contextlib.nullcontext()
         return inductor_config.patch(freezing=True)
 
-    def _weights_key(self) -> tuple:
-        tensors = [*self.model.parameters(), *self.model.buffers()]
-        return tuple((t.data_ptr(), t._version) for t in tensors)
-
     @contextlib.contextmanager
     def inference(self, images: int = 0) -> Any:
         """Around a pass of inference batches (``images`` in all): frozen graphs whose weights
         changed since are dropped first (they would give stale outputs), and the weights are
         noted after."""
-        if self.freeze and self._frozen_key is not None and self._weights_key() != self._frozen_key:
+        if self.freeze and self._frozen_key is not None and weights_version(self.model) != self._frozen_key:
             torch.compiler.reset()
             self._modes.discard(False)
         self._pass = [images, 0]
@@ -181,7 +183,7 @@ class CompiledForward:
             yield
         self.served += self._pass[1] or images
         if self.freeze:
-            self._frozen_key = self._weights_key()
+            self._frozen_key = weights_version(self.model)
 
     @contextlib.contextmanager
     def pool_clock(self) -> Any:

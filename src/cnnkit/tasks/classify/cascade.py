@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from ...engine.compile_cache import cache_root
+from ...engine.compiled import weights_version
 from .quantize import (
     Int8Classifier,
     int8_from_state_dict,
@@ -154,12 +155,6 @@ def int8_cascade(
     if cache:
         _save(path, net, step, bound)
     return Int8Cascade(net, step, bound, "built", time.perf_counter() - start, weights=weights)
-
-
-def weights_version(model: nn.Module) -> tuple:
-    """Each parameter's and buffer's storage and version counter: any in-place update (an
-    optimizer step, ``load_state_dict``) or replaced tensor changes it."""
-    return tuple((t.data_ptr(), t._version) for t in [*model.parameters(), *model.buffers()])
 
 
 def _overstatement(int8_logits: torch.Tensor, float_logits: torch.Tensor, step: float) -> float:
